@@ -1,0 +1,12 @@
+"""Publisher node: republishes chosen topics on the external endpoint."""
+
+from perception.node import node_main
+from perception.publisher import PublisherConfig, PublisherLogic
+
+
+def main() -> None:
+    node_main("publisher", PublisherLogic, PublisherConfig)
+
+
+if __name__ == "__main__":
+    main()

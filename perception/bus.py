@@ -1,0 +1,225 @@
+"""Publish and subscribe over ZeroMQ with the envelopes of :mod:`perception.schema`.
+
+Wire layout: ``[topic, envelope]`` for messages, ``[topic, envelope, pixels]`` for frames.
+Pixels are sent from the caller's buffer and received as a read-only NumPy view of the
+ZeroMQ frame: no copies on either side.
+
+Real-time rule: publishers drop at the high water mark; a :class:`Subscriber` in
+keep-newest mode drains its sockets and keeps only the newest frame per topic, counting
+everything it skipped (and every ``seq`` gap, which covers drops at the sender) in
+``dropped``. In deterministic mode it hands over every message in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from perception import schema
+from perception.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HWM = 4
+DETERMINISTIC_HWM = 0  # unlimited
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded message; ``pixels`` is a ``(height, width, channels)`` uint8 view for frames."""
+
+    envelope: Envelope
+    pixels: np.ndarray | None = None
+    recv_ns: int = 0
+
+    @property
+    def topic(self) -> str:
+        return self.envelope.topic
+
+
+def frame_pixels(header: FrameHeader, buf: memoryview | bytes) -> np.ndarray:
+    """View ``buf`` as the ``(height, width, channels)`` uint8 image ``header`` describes.
+
+    Raises :class:`MalformedMessage` when the buffer size does not match the header.
+    """
+    c = header.channels
+    if header.width <= 0 or header.height <= 0 or header.stride < header.width * c:
+        raise MalformedMessage(
+            f"frame header {header.width}x{header.height} stride {header.stride} "
+            f"({header.encoding}) is inconsistent: stride must be >= width*{c}"
+        )
+    n = header.height * header.stride
+    if n > schema.MAX_PIXELS_BYTES or len(buf) != n:
+        raise MalformedMessage(
+            f"frame pixels are {len(buf)} bytes, header says {header.height} rows x "
+            f"{header.stride} bytes = {n}"
+        )
+    flat = np.frombuffer(buf, dtype=np.uint8)
+    rows = flat.reshape(header.height, header.stride)[:, : header.width * c]
+    return rows.reshape(header.height, header.width, c)
+
+
+def header_for(image: np.ndarray, encoding: schema.Encoding = "bgr8", **extra: object) -> FrameHeader:
+    """A :class:`FrameHeader` describing a C-contiguous uint8 ``(H, W[, C])`` image."""
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise SchemaError(f"frame must be a uint8 (H, W[, C]) array, got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    return FrameHeader(width=w, height=h, encoding=encoding, stride=int(image.strides[0]), **extra)  # type: ignore[arg-type]
+
+
+class Publisher:
+    """Publishes one topic on its endpoint (binds by default, or connects)."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        address: str,
+        *,
+        bind: bool = True,
+        hwm: int = DEFAULT_HWM,
+        sock: zmq.Socket | None = None,
+    ) -> None:
+        self.address = address
+        self.sock = sock or ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if sock is None:
+            (self.sock.bind if bind else self.sock.connect)(address)
+
+    def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
+        """Send ``env`` (and, for frames, ``pixels`` without copying). Never blocks."""
+        parts: list[object] = [env.topic.encode(), schema.encode(env)]
+        if pixels is not None:
+            parts.append(np.ascontiguousarray(pixels))
+        try:
+            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # PUB never raises Again, but be explicit about never blocking
+            pass
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+@dataclass
+class _SeqTracker:
+    last: dict[str, int] = field(default_factory=dict)
+
+    def gap(self, key: str, seq: int) -> int:
+        prev = self.last.get(key)
+        self.last[key] = seq
+        if prev is None or seq <= prev:  # first message, or the sender restarted
+            return 0
+        return seq - prev - 1
+
+
+class Subscriber:
+    """Subscribes to topics, each on its own endpoint (or several on one endpoint).
+
+    :meth:`poll` returns the messages that arrived, decoded. Bad messages are not raised:
+    they are counted in ``errors`` with the text in ``last_error`` and skipped, so a node
+    keeps going.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoints: dict[str, str],
+        *,
+        keep_newest: bool = True,
+        hwm: int = DEFAULT_HWM,
+        bind: bool = False,
+    ) -> None:
+        self.keep_newest = keep_newest
+        self.topics = set(endpoints)
+        self.socks: list[zmq.Socket] = []
+        by_address: dict[str, list[str]] = {}
+        for name, address in endpoints.items():
+            by_address.setdefault(address, []).append(name)
+        for address, names in by_address.items():
+            s = ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.RCVHWM, DETERMINISTIC_HWM if not keep_newest else hwm)
+            s.setsockopt(zmq.LINGER, 0)
+            for n in names:
+                s.setsockopt(zmq.SUBSCRIBE, n.encode())
+            (s.bind if bind else s.connect)(address)
+            self.socks.append(s)
+        self.poller = zmq.Poller()
+        for s in self.socks:
+            self.poller.register(s, zmq.POLLIN)
+        self.dropped = 0
+        self.received = 0
+        self.errors = 0
+        self.last_error = ""
+        self._seq = _SeqTracker()
+
+    def _decode(self, parts: Sequence[zmq.Frame]) -> Received | None:
+        try:
+            if len(parts) not in (2, 3):
+                raise MalformedMessage(f"expected 2 or 3 message parts, got {len(parts)}")
+            name = bytes(parts[0].buffer).decode("utf-8", errors="replace")
+            if name not in self.topics:
+                return None  # prefix match of another topic on a shared endpoint
+            env = schema.decode(parts[1].buffer, expected_topic=name)
+            kind = schema.topic(name).kind
+            pixels = None
+            if kind == "frame":
+                if len(parts) != 3:
+                    raise MalformedMessage(f"frame on {name!r} has no pixel part")
+                pixels = frame_pixels(env.payload, parts[2].buffer)  # type: ignore[arg-type]
+            elif len(parts) != 2:
+                raise MalformedMessage(f"message on {name!r} has {len(parts)} parts, expected 2")
+        except SchemaError as e:
+            self.errors += 1
+            self.last_error = str(e)
+            log.warning("dropped bad message: %s", e)
+            return None
+        if name != "status":  # status has one sequence per node, not per topic
+            self.dropped += self._seq.gap(name, env.seq)
+        self.received += 1
+        return Received(env, pixels, time.monotonic_ns())
+
+    def poll(self, timeout_ms: int) -> list[Received]:
+        """Wait up to ``timeout_ms`` for messages; return them (newest frame per topic
+        only, in keep-newest mode)."""
+        out: list[Received] = []
+        ready = dict(self.poller.poll(timeout_ms))
+        for s in self.socks:
+            if s not in ready:
+                continue
+            while True:
+                try:
+                    parts = s.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                msg = self._decode(parts)
+                if msg is not None:
+                    out.append(msg)
+        return self._keep_newest(out) if self.keep_newest else out
+
+    def _keep_newest(self, msgs: list[Received]) -> list[Received]:
+        newest: dict[str, int] = {}
+        for i, m in enumerate(msgs):
+            if schema.topic(m.topic).kind == "frame":
+                newest[m.topic] = i
+        kept = [m for i, m in enumerate(msgs) if schema.topic(m.topic).kind != "frame" or newest[m.topic] == i]
+        self.dropped += len(msgs) - len(kept)
+        return kept
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close(0)
+
+
+def iter_messages(sub: Subscriber, timeout_s: float | None = None) -> Iterable[Received]:
+    """Yield messages from ``sub`` until ``timeout_s`` passes with nothing received."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
+        msgs = sub.poll(100)
+        if msgs and timeout_s is not None:
+            deadline = time.monotonic() + timeout_s
+        yield from msgs

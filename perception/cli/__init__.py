@@ -1,0 +1,46 @@
+"""The ``perception`` command. One table lists the subcommands; each lives in its own module,
+imported only when it runs (so ``perception demo`` never imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+#: name -> (module under perception.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the whole node on a generated drive and print a summary"),
+    "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
+    "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="perception",
+        description="Streaming instance segmentation for robots: " + ", ".join(COMMANDS),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    name = argv[0]
+    module = importlib.import_module(f"perception.cli.{COMMANDS[name][0]}")
+    cmd_parser = argparse.ArgumentParser(prog=f"perception {name}", description=COMMANDS[name][1])
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

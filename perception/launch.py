@@ -1,0 +1,143 @@
+"""Launch files: YAML lists of nodes with their parameters, validated before anything runs.
+
+Layout::
+
+    run: camera                 # run name: sockets live in <tmp>/perception-<uid>/<run>/
+    deterministic: false        # process every frame in order instead of keeping the newest
+    supervisor:                 # optional, see SupervisorConfig
+      heartbeat_timeout_s: 3
+    nodes:
+      camera:                   # node name; its type is the name unless `type:` says otherwise
+        source: frames/
+        fps: 15
+      preprocess: {width: 640, height: 384}
+      publisher: {}
+
+The table :data:`NODE_TYPES` is the one list of node types: the config class that
+validates a node's parameters and the module that runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perception.camera import CameraConfig
+from perception.config import ConfigError, build_config
+from perception.preprocess import PreprocessConfig
+from perception.publisher import PublisherConfig
+
+
+@dataclass(frozen=True)
+class NodeType:
+    config: type
+    module: str
+
+
+NODE_TYPES: dict[str, NodeType] = {
+    "camera": NodeType(CameraConfig, "nodes.camera"),
+    "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
+    "publisher": NodeType(PublisherConfig, "nodes.publisher"),
+}
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Heartbeat and restart policy. A node is restarted when it exits or when no
+    heartbeat arrived for ``heartbeat_timeout_s`` (``startup_timeout_s`` after a start);
+    restarts back off from ``backoff_initial_s`` doubling to ``backoff_max_s``; more than
+    ``max_restarts`` within ``restart_window_s`` fails the launch."""
+
+    heartbeat_timeout_s: float = 3.0
+    startup_timeout_s: float = 30.0
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 8.0
+    grace_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    type: str
+    config: Any
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    path: str
+    run: str
+    deterministic: bool
+    nodes: tuple[NodeSpec, ...]
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+
+
+_TOP_KEYS = ("run", "deterministic", "supervisor", "nodes")
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``node.key=value`` -> (node, key, value), the value read as a YAML scalar."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected node.key=value")
+    lhs, value = text.split("=", 1)
+    node, key = lhs.split(".", 1)
+    return node, key, yaml.safe_load(value) if value else ""
+
+
+def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> LaunchSpec:
+    """Read and validate a launch file (plus ``--set`` overrides).
+
+    Raises :class:`ConfigError` naming the file, node and key at the first problem.
+    """
+    p = Path(path)
+    where = str(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"launch file {where!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict) or not doc["nodes"]:
+        raise ConfigError(f"{where}: expected a mapping with a non-empty 'nodes:' mapping")
+    for key in doc:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{where}: unknown top-level key {key!r}; known keys: {', '.join(_TOP_KEYS)}")
+    raw_nodes: dict[str, dict[str, Any]] = {}
+    for name, params in doc["nodes"].items():
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
+        raw_nodes[str(name)] = dict(params)
+    for text in overrides:
+        node, key, value = parse_override(text)
+        if node not in raw_nodes:
+            raise ConfigError(f"{where}: --set {text!r}: no node {node!r}; nodes: {', '.join(raw_nodes)}")
+        raw_nodes[node][key] = value
+    nodes = []
+    for name, params in raw_nodes.items():
+        type_name = str(params.pop("type", name))
+        if type_name not in NODE_TYPES:
+            raise ConfigError(
+                f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
+            )
+        cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
+        nodes.append(NodeSpec(name, type_name, cfg, params))
+    sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
+    run = str(doc.get("run") or p.stem)
+    return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup)
+
+
+def default_run_dir(run: str) -> str:
+    """``$PERCEPTION_RUN_DIR`` if set, else ``<tmp>/perception-<uid>/<run>``."""
+    base = os.environ.get("PERCEPTION_RUN_DIR")
+    if base:
+        return base
+    return os.path.join(tempfile.gettempdir(), f"perception-{os.getuid()}", run)

@@ -1,0 +1,225 @@
+"""The thin process loop around a node's logic: receive -> step -> send, plus heartbeats.
+
+A node's algorithm lives in a logic object with a pure ``step``; tests drive it directly.
+:class:`NodeLoop` wires it to the bus: it subscribes to ``logic.inputs``, publishes on
+``logic.outputs``, sends a :class:`~perception.schema.Status` heartbeat at 2 Hz, logs,
+counts and skips bad input and failing steps, and exits cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import zmq
+
+from perception import schema
+from perception.bus import DEFAULT_HWM, DETERMINISTIC_HWM, Publisher, Received, Subscriber
+from perception.config import ConfigError, build_config
+from perception.schema import Envelope, Source, Status
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_PERIOD_NS = 500_000_000  # 2 Hz
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message a step wants sent; the loop fills in ``seq`` and ``stamp_ns``."""
+
+    topic: str
+    payload: schema.Payload
+    source: Source | None = None
+    pixels: np.ndarray | None = None
+    valid: bool = True
+
+
+class Logic(Protocol):
+    """What a node's logic object provides.
+
+    ``step(now_ns, msg)`` is called with each received message, and with ``msg=None`` when
+    ``next_wakeup_ns`` (for sources, such as a camera) says it is due.
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]: ...
+
+    def next_wakeup_ns(self, now_ns: int) -> int | None: ...
+
+    def counters(self) -> dict[str, int | float | str | bool]: ...
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """Where and how a node runs (given by the supervisor)."""
+
+    name: str
+    run_dir: str
+    deterministic: bool = False
+
+
+@dataclass
+class _Stats:
+    started: float = field(default_factory=time.monotonic)
+    step_ms: deque[float] = field(default_factory=lambda: deque(maxlen=512))
+    out_stamps: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    frames_in: int = 0
+    frames_out: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class NodeLoop:
+    """Runs ``logic`` until stopped. Tests may call :meth:`run_once` directly."""
+
+    def __init__(self, ctx: NodeContext, logic: Logic, zctx: zmq.Context | None = None) -> None:
+        self.ctx = ctx
+        self.logic = logic
+        self.zctx = zctx or zmq.Context.instance()
+        hwm = DETERMINISTIC_HWM if ctx.deterministic else DEFAULT_HWM
+        self.sub = (
+            Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
+                       keep_newest=not ctx.deterministic)
+            if logic.inputs else None
+        )
+        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm) for t in logic.outputs}
+        self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
+                                    bind=False, hwm=16)
+        self.seq = {t: 0 for t in logic.outputs}
+        self.status_seq = 0
+        self.stats = _Stats()
+        self.running = True
+        self._next_heartbeat = 0
+        self._parent = os.getppid()
+
+    # -- one iteration ---------------------------------------------------------------
+    def run_once(self, max_wait_ms: int = 50) -> None:
+        now = time.monotonic_ns()
+        wake = self.logic.next_wakeup_ns(now)
+        wait_ns = min(self._next_heartbeat - now, max_wait_ms * 1_000_000)
+        if wake is not None:
+            wait_ns = min(wait_ns, wake - now)
+        wait_ms = max(0, int(wait_ns // 1_000_000))
+        if self.sub is not None:
+            for msg in self.sub.poll(wait_ms):
+                self.stats.frames_in += 1
+                self._step(msg)
+        elif wait_ms > 0:
+            time.sleep(wait_ms / 1000)
+        now = time.monotonic_ns()
+        wake = self.logic.next_wakeup_ns(now)
+        if wake is not None and wake <= now:
+            self._step(None)
+        if time.monotonic_ns() >= self._next_heartbeat:
+            self._heartbeat()
+
+    def _step(self, msg: Received | None) -> None:
+        t0 = time.perf_counter()
+        try:
+            outs = self.logic.step(time.monotonic_ns(), msg)
+        except Exception as e:  # a bad frame or a failing model must not kill the node
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(e).__name__}: {e}"
+            log.exception("step failed on %s", msg.topic if msg else "tick")
+            return
+        self.stats.step_ms.append((time.perf_counter() - t0) * 1000)
+        for out in outs:
+            self.send(out)
+
+    def send(self, out: Outgoing) -> None:
+        env = Envelope(topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),
+                       source=out.source, payload=out.payload, valid=out.valid)
+        self.seq[out.topic] += 1
+        self.pubs[out.topic].send(env, out.pixels)
+        self.stats.frames_out += 1
+        self.stats.out_stamps.append(time.monotonic())
+
+    def status(self) -> Status:
+        s = self.stats
+        steps = np.asarray(s.step_ms) if s.step_ms else np.zeros(1)
+        stamps = s.out_stamps
+        rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+        if stamps and time.monotonic() - stamps[-1] > 2.0:
+            rate = 0.0
+        dropped = self.sub.dropped if self.sub else 0
+        errors = s.errors + (self.sub.errors if self.sub else 0)
+        last = s.last_error or (self.sub.last_error if self.sub else "")
+        return Status(
+            node=self.ctx.name, pid=os.getpid(), rate_hz=float(rate),
+            step_p50_ms=float(np.percentile(steps, 50)), step_p99_ms=float(np.percentile(steps, 99)),
+            frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
+            last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
+            counters=dict(self.logic.counters()),
+        )
+
+    def _heartbeat(self) -> None:
+        env = Envelope(topic="status", seq=self.status_seq, stamp_ns=time.monotonic_ns(),
+                       source=None, payload=self.status())
+        self.status_seq += 1
+        self.status_pub.send(env)
+        self._next_heartbeat = time.monotonic_ns() + HEARTBEAT_PERIOD_NS
+        if os.getppid() != self._parent:  # the supervisor died: do not run on as an orphan
+            log.error("parent process went away; exiting")
+            self.running = False
+
+    # -- lifetime --------------------------------------------------------------------
+    def run(self) -> None:
+        def stop(signum: int, _frame: object) -> None:
+            self.running = False
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while self.running:
+                self.run_once()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.sub:
+            self.sub.close()
+        for p in self.pubs.values():
+            p.close()
+        self.status_pub.close()
+        close = getattr(self.logic, "close", None)
+        if close:
+            close()
+
+
+def node_main(node_type: str, make_logic: Callable[[object], Logic], config_cls: type,
+              argv: Sequence[str] | None = None) -> None:
+    """Entry point shared by the scripts in ``nodes/``.
+
+    Arguments: ``--name``, ``--run-dir``, ``--params`` (JSON of the node's parameters),
+    ``--deterministic``. Bad configuration exits with code 2 and one clear line.
+    """
+    ap = argparse.ArgumentParser(prog=f"nodes.{node_type}")
+    ap.add_argument("--name", default=node_type)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--params", default="{}")
+    ap.add_argument("--deterministic", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
+        logic = make_logic(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {args.name}: {e}", file=sys.stderr)
+        sys.exit(2)
+    loop = NodeLoop(NodeContext(args.name, args.run_dir, args.deterministic), logic)
+    log.info("%s started (pid %d)", args.name, os.getpid())
+    loop.run()
+    log.info("%s stopped", args.name)

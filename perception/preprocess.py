@@ -1,0 +1,81 @@
+"""Preprocessing: letterbox camera frames to the model input size, keeping the transform
+that maps model pixels back to camera pixels (undistortion joins with calibration)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perception.bus import Received, header_for
+from perception.node import Outgoing
+from perception.schema import FrameHeader, Letterbox
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """``width`` x ``height``: model input size in pixels; ``pad_value``: letterbox grey."""
+
+    width: int = 640
+    height: int = 384
+    pad_value: int = 114
+
+    def validate(self) -> None:
+        if not (16 <= self.width <= 8192 and 16 <= self.height <= 8192):
+            raise ValueError(f"keys 'width'/'height' must be in 16..8192, got {self.width}x{self.height}")
+        if not 0 <= self.pad_value <= 255:
+            raise ValueError(f"key 'pad_value' must be in 0..255, got {self.pad_value}")
+
+
+def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` (H, W, C) uint8 keeping its aspect ratio and pad it to
+    ``(height, width, C)``; returns the padded image and the transform back."""
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    px, py = (width - nw) // 2, (height - nh) // 2
+    out = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px,
+                             cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return out, Letterbox(scale=scale, pad_x_px=float(px), pad_y_px=float(py), src_width=w, src_height=h)
+
+
+def to_camera_xyxy(boxes: np.ndarray, t: Letterbox) -> np.ndarray:
+    """Map ``(N, 4)`` xyxy boxes from model pixels to camera pixels, clipped to the image."""
+    out = (np.asarray(boxes, dtype=np.float32) - [t.pad_x_px, t.pad_y_px, t.pad_x_px, t.pad_y_px]) / t.scale
+    out[:, 0::2] = out[:, 0::2].clip(0, t.src_width)
+    out[:, 1::2] = out[:, 1::2].clip(0, t.src_height)
+    return out
+
+
+class PreprocessLogic:
+    """``frames`` -> ``frames.rect``: one letterboxed frame per input frame."""
+
+    inputs: tuple[str, ...] = ("frames",)
+    outputs: tuple[str, ...] = ("frames.rect",)
+
+    def __init__(self, cfg: PreprocessConfig) -> None:
+        self.cfg = cfg
+        self.frames = 0
+
+    def next_wakeup_ns(self, now_ns: int) -> int | None:
+        return None
+
+    def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        if msg is None or msg.pixels is None:
+            return []
+        header: FrameHeader = msg.envelope.payload  # type: ignore[assignment]
+        image = msg.pixels
+        if header.encoding == "mono8":
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        elif header.encoding == "rgb8":
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value)
+        self.frames += 1
+        return [Outgoing("frames.rect", header_for(out, "bgr8", transform=transform), msg.envelope.source, out)]
+
+    def counters(self) -> dict[str, int | float | str | bool]:
+        return {"frames": self.frames}

@@ -1,0 +1,85 @@
+"""The external publisher: republishes chosen topics on one endpoint for other programs.
+
+Binds ``tcp://127.0.0.1:7780`` by default. Binding any other address is refused unless
+``insecure: true`` is set explicitly (CurveZMQ authentication for exposed endpoints is
+configured here too, when keys are given).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import zmq
+
+from perception import schema
+from perception.bus import DEFAULT_HWM, Publisher, Received
+from perception.node import Outgoing
+from perception.schema import EXTERNAL_ENDPOINT
+
+
+def is_loopback(address: str) -> bool:
+    """True for ``ipc://``/``inproc://`` and TCP addresses on the loopback interface."""
+    parts = urlsplit(address)
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    """``bind``: external endpoint; ``topics``: internal topics to republish;
+    ``hwm``: messages queued per subscriber before dropping."""
+
+    bind: str = EXTERNAL_ENDPOINT
+    topics: tuple[str, ...] = ("detections", "tracks", "status")
+    hwm: int = 32
+    insecure: bool = False
+
+    def validate(self) -> None:
+        for t in self.topics:
+            schema.topic(t)
+        if not self.topics:
+            raise ValueError("key 'topics' must name at least one topic")
+        if not is_loopback(self.bind) and not self.insecure:
+            raise ValueError(
+                f"key 'bind' is {self.bind!r}, which is not loopback: refusing to expose the "
+                "node without authentication (set insecure: true to do it anyway)"
+            )
+
+
+class PublisherLogic:
+    """Forwards every received message of ``topics`` unchanged (same seq, stamps, pixels)
+    to the external endpoint. A slow external subscriber loses messages at its high water
+    mark; it never slows the pipeline."""
+
+    outputs: tuple[str, ...] = ()
+
+    def __init__(self, cfg: PublisherConfig, ctx: zmq.Context | None = None) -> None:
+        self.cfg = cfg
+        self.inputs = tuple(cfg.topics)
+        self.external = Publisher(ctx or zmq.Context.instance(), cfg.bind, hwm=cfg.hwm or DEFAULT_HWM)
+        self.forwarded = 0
+
+    def next_wakeup_ns(self, now_ns: int) -> int | None:
+        return None
+
+    def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        if msg is not None:
+            self.external.send(msg.envelope, msg.pixels)
+            self.forwarded += 1
+        return []
+
+    def counters(self) -> dict[str, int | float | str | bool]:
+        return {"forwarded": self.forwarded, "bind": self.cfg.bind}
+
+    def close(self) -> None:
+        self.external.close()
