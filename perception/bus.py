@@ -13,6 +13,7 @@ everything it skipped (and every ``seq`` gap, which covers drops at the sender) 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ def frame_pixels(header: FrameHeader, buf: memoryview | bytes) -> np.ndarray:
         )
     flat = np.frombuffer(buf, dtype=np.uint8)
     rows = flat.reshape(header.height, header.stride)[:, : header.width * c]
-    return rows.reshape(header.height, header.width, c)
+    view = rows.reshape(header.height, header.width, c)
+    view.flags.writeable = False  # the buffer belongs to the received ZeroMQ frame
+    return view
 
 
 def header_for(image: np.ndarray, encoding: schema.Encoding = "bgr8", **extra: object) -> FrameHeader:
@@ -117,12 +120,62 @@ class _SeqTracker:
         return seq - prev - 1
 
 
+class _NewestReceiver(threading.Thread):
+    """Drains one frame socket continuously and keeps only the newest message.
+
+    ZeroMQ drops the *newest* messages once a queue is full, and ``CONFLATE`` does not
+    support multipart messages, so a consumer slower than its producer would otherwise
+    read stale frames. This thread empties the socket as fast as frames arrive, so queues
+    never fill, and hands the newest one over; a wake-up goes through an inproc pair so the
+    consumer can wait on it together with its other sockets.
+    """
+
+    def __init__(self, ctx: zmq.Context, sock: zmq.Socket, wake_address: str) -> None:
+        super().__init__(daemon=True, name=f"newest:{wake_address}")
+        self.sock = sock
+        self.wake = ctx.socket(zmq.PAIR)
+        self.wake.connect(wake_address)
+        self.lock = threading.Lock()
+        self.latest: list[zmq.Frame] | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        try:
+            while not self.stopped.is_set():
+                if not poller.poll(50):
+                    continue
+                parts = None
+                while True:
+                    try:
+                        parts = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                with self.lock:
+                    fresh = self.latest is None
+                    self.latest = parts
+                if fresh:
+                    self.wake.send(b"", flags=zmq.NOBLOCK)
+        finally:
+            self.sock.close(0)
+            self.wake.close(0)
+
+    def take(self) -> list[zmq.Frame] | None:
+        with self.lock:
+            parts, self.latest = self.latest, None
+        return parts
+
+
 class Subscriber:
     """Subscribes to topics, each on its own endpoint (or several on one endpoint).
 
-    :meth:`poll` returns the messages that arrived, decoded. Bad messages are not raised:
-    they are counted in ``errors`` with the text in ``last_error`` and skipped, so a node
-    keeps going.
+    :meth:`poll` returns the messages that arrived, decoded. With ``keep_newest``, sockets
+    that carry only frame topics are drained by a background thread that keeps the newest
+    frame (:class:`_NewestReceiver`); other messages are all delivered. ``dropped`` counts
+    every ``seq`` gap (frames skipped here or lost at a sender's high water mark).
+    Bad messages are not raised: they are counted in ``errors`` with the text in
+    ``last_error`` and skipped, so a node keeps going.
     """
 
     def __init__(
@@ -137,20 +190,31 @@ class Subscriber:
         self.keep_newest = keep_newest
         self.topics = set(endpoints)
         self.socks: list[zmq.Socket] = []
+        self.receivers: list[_NewestReceiver] = []
+        self.poller = zmq.Poller()
+        self.wake: zmq.Socket | None = None
         by_address: dict[str, list[str]] = {}
         for name, address in endpoints.items():
             by_address.setdefault(address, []).append(name)
         for address, names in by_address.items():
             s = ctx.socket(zmq.SUB)
-            s.setsockopt(zmq.RCVHWM, DETERMINISTIC_HWM if not keep_newest else hwm)
+            s.setsockopt(zmq.RCVHWM, hwm if keep_newest else DETERMINISTIC_HWM)
             s.setsockopt(zmq.LINGER, 0)
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
             (s.bind if bind else s.connect)(address)
-            self.socks.append(s)
-        self.poller = zmq.Poller()
-        for s in self.socks:
-            self.poller.register(s, zmq.POLLIN)
+            if keep_newest and all(schema.topic(n).kind == "frame" for n in names):
+                if self.wake is None:
+                    wake_address = f"inproc://wake-{id(self)}"
+                    self.wake = ctx.socket(zmq.PAIR)
+                    self.wake.bind(wake_address)
+                    self.poller.register(self.wake, zmq.POLLIN)
+                r = _NewestReceiver(ctx, s, wake_address)
+                self.receivers.append(r)
+                r.start()
+            else:
+                self.socks.append(s)
+                self.poller.register(s, zmq.POLLIN)
         self.dropped = 0
         self.received = 0
         self.errors = 0
@@ -184,10 +248,19 @@ class Subscriber:
         return Received(env, pixels, time.monotonic_ns())
 
     def poll(self, timeout_ms: int) -> list[Received]:
-        """Wait up to ``timeout_ms`` for messages; return them (newest frame per topic
-        only, in keep-newest mode)."""
+        """Wait up to ``timeout_ms`` for messages and return them decoded."""
         out: list[Received] = []
         ready = dict(self.poller.poll(timeout_ms))
+        if self.wake is not None and self.wake in ready:
+            while True:
+                try:
+                    self.wake.recv(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+        for r in self.receivers:
+            parts = r.take()
+            if parts is not None and (msg := self._decode(parts)) is not None:
+                out.append(msg)
         for s in self.socks:
             if s not in ready:
                 continue
@@ -196,23 +269,19 @@ class Subscriber:
                     parts = s.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                msg = self._decode(parts)
-                if msg is not None:
+                if (msg := self._decode(parts)) is not None:
                     out.append(msg)
-        return self._keep_newest(out) if self.keep_newest else out
-
-    def _keep_newest(self, msgs: list[Received]) -> list[Received]:
-        newest: dict[str, int] = {}
-        for i, m in enumerate(msgs):
-            if schema.topic(m.topic).kind == "frame":
-                newest[m.topic] = i
-        kept = [m for i, m in enumerate(msgs) if schema.topic(m.topic).kind != "frame" or newest[m.topic] == i]
-        self.dropped += len(msgs) - len(kept)
-        return kept
+        return out
 
     def close(self) -> None:
+        for r in self.receivers:
+            r.stopped.set()
+        for r in self.receivers:
+            r.join(timeout=1.0)
         for s in self.socks:
             s.close(0)
+        if self.wake is not None:
+            self.wake.close(0)
 
 
 def iter_messages(sub: Subscriber, timeout_s: float | None = None) -> Iterable[Received]:

@@ -41,8 +41,9 @@ def build_config(cls: type[T], params: Mapping[str, Any], where: str = "") -> T:
         cfg = msgspec.convert(dict(params), cls, strict=False)
     except msgspec.ValidationError as e:
         text = str(e)
-        key = text.rsplit("$.", 1)[-1] if "$." in text else "?"
-        raise ConfigError(f"{prefix}bad value for key {key.split('[')[0]!r}: {text}") from None
+        path = text.rsplit("$.", 1)[-1].rstrip("`") if "$." in text else "?"
+        key = path.split("[")[0].split(".")[0]
+        raise ConfigError(f"{prefix}bad value for key {key!r}: {text.split(' - at ')[0]}") from None
     check = getattr(cfg, "validate", None)
     if check is not None:
         try:

@@ -1,0 +1,67 @@
+"""Camera sources and pacing; letterbox and its inverse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from perception.camera import CameraConfig, CameraLogic, FolderSource
+from perception.preprocess import letterbox, to_camera_xyxy
+
+
+def test_folder_source_reads_in_name_order_and_loops(tmp_path: Path) -> None:
+    for name, value in (("b.png", 2), ("a.png", 1), ("c.jpg", 3), ("notes.txt", 0)):
+        if name.endswith("txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            cv2.imwrite(str(tmp_path / name), np.full((4, 4, 3), value * 50, np.uint8))
+    cam = CameraLogic(CameraConfig(source=str(tmp_path), fps=0, loop=True))
+    values = []
+    for _ in range(5):
+        [out] = cam.step(0, None)
+        values.append(int(round(out.pixels.mean() / 50)))
+    assert values == [1, 2, 3, 1, 2]
+    assert cam.loops == 1 and [o.source.frame_seq for o in cam.step(0, None)] == [5]
+
+
+def test_camera_stops_at_end_without_loop(image_folder: Path) -> None:
+    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=0, max_frames=0))
+    n = sum(len(cam.step(0, None)) for _ in range(25))
+    assert n == 20 and cam.finished and cam.next_wakeup_ns(0) is None
+
+
+def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "0.jpg").write_bytes(b"not a jpeg")
+    src = FolderSource(str(tmp_path))
+    with pytest.raises(ValueError, match=r"0\.jpg: not a readable image"):
+        src.read()
+
+
+def test_pacing_keeps_schedule_without_bursts(image_folder: Path) -> None:
+    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=10, loop=True))
+    t = 1_000_000_000
+    cam.step(t, None)
+    assert cam.next_wakeup_ns(t) == t + 100_000_000
+    cam.step(t + 105_000_000, None)  # a little late: keep the nominal schedule
+    assert cam.next_wakeup_ns(t) == t + 200_000_000
+    cam.step(t + 1_000_000_000, None)  # far behind: restart from now instead of bursting
+    assert cam.next_wakeup_ns(t) == t + 1_100_000_000
+
+
+def test_missing_device_or_file_is_clear() -> None:
+    with pytest.raises(ValueError, match="could not open video file"):
+        CameraLogic(CameraConfig(source="/tmp/does-not-exist.mp4", fps=1))
+
+
+def test_letterbox_round_trip() -> None:
+    image = np.zeros((480, 854, 3), np.uint8)
+    image[100:200, 300:500] = 255
+    out, t = letterbox(image, 640, 384)
+    assert out.shape == (384, 640, 3)
+    ys, xs = np.nonzero(out[..., 0] > 127)
+    model_box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+    cam_box = to_camera_xyxy(model_box, t)[0]
+    assert np.allclose(cam_box, [300, 100, 500, 200], atol=2.0)

@@ -1,0 +1,71 @@
+"""Launch files are validated as a whole before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from perception.config import ConfigError
+from perception.launch import load_launch, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "l.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_repo_launch_file_is_valid(image_folder: Path) -> None:
+    spec = load_launch(ROOT / "launch" / "camera.yaml", [f"camera.source={image_folder}", "camera.fps=7.5"])
+    assert [n.name for n in spec.nodes] == ["camera", "preprocess", "publisher"]
+    cam = spec.nodes[0].config
+    assert cam.source == str(image_folder) and cam.fps == 7.5
+
+
+def test_typo_in_key_names_file_node_and_key(tmp_path: Path, image_folder: Path) -> None:
+    p = _write(tmp_path, f"nodes:\n  camera:\n    source: {image_folder}\n    fsp: 10\n")
+    with pytest.raises(ConfigError) as e:
+        load_launch(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'camera'" in msg and "'fsp'" in msg and "did you mean 'fps'" in msg
+
+
+def test_missing_camera_source_fails_at_once(tmp_path: Path) -> None:
+    p = _write(tmp_path, "nodes:\n  camera:\n    source: /no/such/folder\n")
+    with pytest.raises(ConfigError, match=r"node 'camera'.*'/no/such/folder' does not exist"):
+        load_launch(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("nodes:\n  camrea: {source: x}\n", r"unknown node type 'camrea'"),
+        ("nodes:\n  preprocess: {width: wide}\n", r"bad value for key 'width'"),
+        ("nodes:\n  preprocess: {width: 4}\n", r"'width'/'height' must be in"),
+        ("nodes: [camera]\n", r"non-empty 'nodes:' mapping"),
+        ("nodez: {}\n", r"nodes"),
+        ("nodes:\n  publisher: {bind: 'tcp://0.0.0.0:7780'}\n", r"not loopback"),
+        ("nodes:\n  publisher: {topics: [bogus]}\n", r"unknown topic 'bogus'"),
+        ("supervisor: {max_restart: 3}\nnodes:\n  preprocess: {}\n", r"supervisor: unknown key 'max_restart'"),
+        ("nodes:\n  preprocess: {}\n  : [\n", r"not valid YAML"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        load_launch(_write(tmp_path, text))
+
+
+def test_overrides() -> None:
+    assert parse_override("camera.fps=30") == ("camera", "fps", 30)
+    assert parse_override("publisher.topics=[tracks]") == ("publisher", "topics", ["tracks"])
+    with pytest.raises(ConfigError, match="node.key=value"):
+        parse_override("fps=30")
+
+
+def test_override_of_unknown_node(tmp_path: Path) -> None:
+    p = _write(tmp_path, "nodes:\n  preprocess: {}\n")
+    with pytest.raises(ConfigError, match="no node 'camera'"):
+        load_launch(p, ["camera.fps=3"])

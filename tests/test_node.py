@@ -1,0 +1,90 @@
+"""The node loop: bad input and failing steps are counted and skipped, never fatal."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zmq
+
+from perception import schema
+from perception.bus import Subscriber, header_for
+from perception.node import NodeContext, NodeLoop
+from perception.preprocess import PreprocessConfig, PreprocessLogic
+from perception.schema import Envelope, Source
+
+
+def _frame(seq: int, image: np.ndarray) -> list[bytes]:
+    env = Envelope("frames", seq, time.monotonic_ns(), Source("cam0", seq, time.monotonic_ns()), header_for(image))
+    return [b"frames", schema.encode(env), image.tobytes()]
+
+
+def _run(loop: NodeLoop, out: Subscriber, want: int, timeout_s: float = 3.0) -> list:
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        loop.run_once(max_wait_ms=20)
+        got.extend(out.poll(0))
+    return got
+
+
+def test_garbage_on_input_is_counted_and_node_keeps_going(run_dir: str) -> None:
+    zctx = zmq.Context()
+    camera = zctx.socket(zmq.PUB)
+    camera.bind(schema.endpoint("frames", run_dir))
+    loop = NodeLoop(NodeContext("preprocess", run_dir, deterministic=True),
+                    PreprocessLogic(PreprocessConfig(width=64, height=64)), zctx)
+    out = Subscriber(zctx, {"frames.rect": schema.endpoint("frames.rect", run_dir)}, keep_newest=False)
+    time.sleep(0.3)
+    image = np.full((30, 40, 3), 200, np.uint8)
+    camera.send_multipart([b"frames", b"\x92garbage"])
+    camera.send_multipart([b"frames", b"\xff" * 100, b"x"])
+    camera.send_multipart(_frame(0, image)[:2] + [b"wrong size"])
+    camera.send_multipart(_frame(1, image))
+    got = _run(loop, out, 1)
+    assert len(got) == 1 and got[0].envelope.source.frame_seq == 1
+    assert got[0].pixels.shape == (64, 64, 3)
+    status = loop.status()
+    assert status.errors == 3 and status.last_error
+    assert status.frames_in == 1 and status.frames_out == 1
+    loop.close(); out.close(); camera.close(0); zctx.term()
+
+
+class _Exploding:
+    inputs = ("frames",)
+    outputs = ("frames.rect",)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def next_wakeup_ns(self, now_ns: int) -> None:
+        return None
+
+    def step(self, now_ns: int, msg):  # noqa: ANN001
+        self.calls += 1
+        if msg.envelope.seq % 2 == 0:
+            raise RuntimeError(f"model blew up on frame {msg.envelope.seq}")
+        return []
+
+    def counters(self) -> dict:
+        return {"calls": self.calls}
+
+
+def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
+    zctx = zmq.Context()
+    camera = zctx.socket(zmq.PUB)
+    camera.bind(schema.endpoint("frames", run_dir))
+    logic = _Exploding()
+    loop = NodeLoop(NodeContext("x", run_dir, deterministic=True), logic, zctx)
+    time.sleep(0.3)
+    image = np.zeros((4, 4, 3), np.uint8)
+    for i in range(4):
+        camera.send_multipart(_frame(i, image))
+    deadline = time.monotonic() + 3
+    while logic.calls < 4 and time.monotonic() < deadline:
+        loop.run_once(max_wait_ms=20)
+    st = loop.status()
+    assert logic.calls == 4 and st.errors == 2
+    assert "model blew up on frame 2" in st.last_error
+    assert st.counters == {"calls": 4}
+    loop.close(); camera.close(0); zctx.term()
