@@ -34,7 +34,8 @@ class CameraConfig:
     ``source``: device index (``"0"``), ``/dev/videoN``, a video file or an image folder.
     ``fps``: frames per second to publish (0 = as fast as the source delivers).
     ``loop``: start again at the end of a file or folder. ``max_frames``: stop after this
-    many (0 = no limit).
+    many (0 = no limit). ``start_delay_s``: pause before the first frame so that
+    subscribers connecting at start-up (ZeroMQ reconnects every 100 ms) hear it.
     """
 
     source: str
@@ -42,6 +43,7 @@ class CameraConfig:
     loop: bool = False
     camera_id: str = "cam0"
     max_frames: int = 0
+    start_delay_s: float = 0.3
 
     def validate(self) -> None:
         if self.fps < 0:
@@ -156,6 +158,9 @@ class CameraLogic:
         self.due_ns = nxt if nxt > now_ns - self.period_ns else now_ns + self.period_ns
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        if self.due_ns == 0 and self.cfg.start_delay_s > 0:
+            self.due_ns = now_ns + int(self.cfg.start_delay_s * 1e9)
+            return []
         if self.due_ns == 0:
             self.due_ns = now_ns
         self._schedule(now_ns)

@@ -35,12 +35,16 @@ from perception.publisher import PublisherConfig
 
 @dataclass(frozen=True)
 class NodeType:
+    """``source``: the node has no inputs (a camera); the supervisor starts sources after
+    every other node has sent its first heartbeat, so no frame goes out unheard."""
+
     config: type
     module: str
+    source: bool = False
 
 
 NODE_TYPES: dict[str, NodeType] = {
-    "camera": NodeType(CameraConfig, "nodes.camera"),
+    "camera": NodeType(CameraConfig, "nodes.camera", source=True),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
 }

@@ -117,7 +117,18 @@ class Supervisor:
         log.info("started %s (pid %d)", node.spec.name, proc.pid)
 
     def start(self) -> None:
+        """Start every node: consumers first; sources once the others have sent their
+        first heartbeat (or after ``startup_timeout_s``)."""
+        sources = [n for n in self.nodes if NODE_TYPES[n.spec.type].source]
         for node in self.nodes:
+            if node not in sources:
+                self._spawn(node)
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        while time.monotonic() < deadline and any(
+            n.last_heartbeat is None for n in self.nodes if n not in sources
+        ):
+            self.tick(wait_ms=50, start_missing=False)
+        for node in sources:
             self._spawn(node)
 
     def _schedule_restart(self, node: ManagedNode, reason: str) -> None:
@@ -136,9 +147,9 @@ class Supervisor:
         node.proc = None
         log.warning("%s: %s; restarting in %.1f s", node.spec.name, reason, delay)
 
-    def _check(self, node: ManagedNode, now: float) -> None:
+    def _check(self, node: ManagedNode, now: float, start_missing: bool = True) -> None:
         if node.proc is None:
-            if now >= node.next_start_at:
+            if start_missing and now >= node.next_start_at:
                 self._spawn(node)
             return
         code = node.proc.poll()
@@ -183,13 +194,13 @@ class Supervisor:
         self.status_out.send(Envelope("status", self.status_seq, time.monotonic_ns(), None, st))
         self.status_seq += 1
 
-    def tick(self, wait_ms: int = 100) -> None:
+    def tick(self, wait_ms: int = 100, start_missing: bool = True) -> None:
         """One supervision step: forward heartbeats, check and restart nodes."""
         if self.status_in.poll(wait_ms):
             self._forward_status()
         now = time.monotonic()
         for node in self.nodes:
-            self._check(node, now)
+            self._check(node, now, start_missing)
         if now >= self._next_own_status:
             self._own_status()
             self._next_own_status = now + 0.5

@@ -18,7 +18,7 @@ def test_folder_source_reads_in_name_order_and_loops(tmp_path: Path) -> None:
             (tmp_path / name).write_text("x")
         else:
             cv2.imwrite(str(tmp_path / name), np.full((4, 4, 3), value * 50, np.uint8))
-    cam = CameraLogic(CameraConfig(source=str(tmp_path), fps=0, loop=True))
+    cam = CameraLogic(CameraConfig(source=str(tmp_path), fps=0, loop=True, start_delay_s=0))
     values = []
     for _ in range(5):
         [out] = cam.step(0, None)
@@ -28,7 +28,7 @@ def test_folder_source_reads_in_name_order_and_loops(tmp_path: Path) -> None:
 
 
 def test_camera_stops_at_end_without_loop(image_folder: Path) -> None:
-    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=0, max_frames=0))
+    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=0, start_delay_s=0))
     n = sum(len(cam.step(0, None)) for _ in range(25))
     assert n == 20 and cam.finished and cam.next_wakeup_ns(0) is None
 
@@ -41,7 +41,7 @@ def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
 
 
 def test_pacing_keeps_schedule_without_bursts(image_folder: Path) -> None:
-    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=10, loop=True))
+    cam = CameraLogic(CameraConfig(source=str(image_folder), fps=10, loop=True, start_delay_s=0))
     t = 1_000_000_000
     cam.step(t, None)
     assert cam.next_wakeup_ns(t) == t + 100_000_000
