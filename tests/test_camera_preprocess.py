@@ -65,3 +65,14 @@ def test_letterbox_round_trip() -> None:
     model_box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
     cam_box = to_camera_xyxy(model_box, t)[0]
     assert np.allclose(cam_box, [300, 100, 500, 200], atol=2.0)
+
+
+def test_video_file_source_reads_and_rewinds(tmp_path: Path) -> None:
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(4):
+        writer.write(np.full((48, 64, 3), 40 + i * 50, np.uint8))
+    writer.release()
+    cam = CameraLogic(CameraConfig(source=str(path), fps=0, loop=True, start_delay_s=0))
+    means = [round(float(cam.step(0, None)[0].pixels.mean()) / 50) for _ in range(6)]
+    assert means == [1, 2, 3, 4, 1, 2] and cam.loops == 1

@@ -1,0 +1,169 @@
+"""Which model runs on the next frame: the latency-budget policy of the segmenter.
+
+Pure logic, no sockets and no clocks of its own: the segmenter calls
+``choose(now_ns, frame)`` before each frame and ``observe(model, latency_ms, instances)``
+after it. Policies:
+
+- ``fast`` / ``accurate``: always that model;
+- ``auto``: the accurate model when its predicted latency fits the budget left for this
+  frame, the fast model otherwise, with hysteresis (it switches up only after
+  ``switch_up_after`` consecutive frames that fit with ``margin_ms`` to spare, and down at
+  once when the accurate model no longer fits), optionally running the accurate model only
+  every ``accurate_every_n``-th frame (the fast one in between) to keep throughput up.
+
+The latency estimate of each model is a high quantile (``quantile``) of its recent
+latencies, seeded from the model card's profile and refreshed online; for a model whose
+cost grows with the number of instances (the two-stage model's mask head runs per
+instance) it is a least-squares line ``a + b * instances`` plus the quantile of residuals.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+Mode = Literal["fast", "accurate", "auto"]
+FAST, ACCURATE = "fast", "accurate"
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Seed of a model's latency: ``p95_ms`` at ``instances_ref`` instances, plus
+    ``per_instance_ms`` for each further instance (from the model card)."""
+
+    p95_ms: float
+    per_instance_ms: float = 0.0
+    instances_ref: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    mode: Mode = "auto"
+    budget_ms: float = 100.0
+    overhead_ms: float = 3.0
+    quantile: float = 0.95
+    window: int = 64
+    margin_ms: float = 5.0
+    switch_up_after: int = 3
+    accurate_every_n: int = 0
+
+    def validate(self) -> None:
+        if self.mode not in ("fast", "accurate", "auto"):
+            raise ValueError(f"policy must be fast, accurate or auto, got {self.mode!r}")
+        if self.budget_ms <= 0:
+            raise ValueError(f"budget_ms must be > 0, got {self.budget_ms}")
+        if not 0.5 <= self.quantile < 1.0:
+            raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    predicted_ms: float
+    remaining_ms: float
+    reason: str
+
+
+class HasCapture(Protocol):
+    capture_ns: int
+
+
+class LatencyEstimator:
+    """Online high-quantile latency estimate of one model, possibly growing with the
+    number of instances."""
+
+    def __init__(self, seed: LatencyProfile, window: int = 64, quantile: float = 0.95) -> None:
+        self.seed = seed
+        self.quantile = quantile
+        self.samples: deque[tuple[float, int]] = deque(maxlen=window)
+        self.scales_with_instances = seed.per_instance_ms > 0
+
+    def observe(self, latency_ms: float, instances: int) -> None:
+        self.samples.append((float(latency_ms), int(instances)))
+
+    def predict(self, instances: int) -> float:
+        """Predicted ``quantile`` latency in ms for a frame with ``instances`` instances."""
+        s = self.seed
+        seeded = s.p95_ms + s.per_instance_ms * max(0, instances - s.instances_ref)
+        if len(self.samples) < 4:
+            return seeded if not self.samples else max(seeded, max(v for v, _ in self.samples))
+        lat = np.array([v for v, _ in self.samples])
+        n = np.array([k for _, k in self.samples], dtype=float)
+        if self.scales_with_instances and np.ptp(n) > 0:
+            b, a = np.polyfit(n, lat, 1)
+            b = max(b, 0.0)
+            resid = lat - (a + b * n)
+            return float(a + b * instances + np.quantile(resid, self.quantile))
+        if self.scales_with_instances:  # one instance count seen so far: keep the seed's slope
+            base = float(np.quantile(lat, self.quantile))
+            return base + s.per_instance_ms * (instances - n[0])
+        return float(np.quantile(lat, self.quantile))
+
+
+class Policy:
+    """Chooses ``fast`` or ``accurate`` per frame; counts decisions and switches."""
+
+    def __init__(self, cfg: PolicyConfig, fast: LatencyProfile, accurate: LatencyProfile) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.estimators = {
+            FAST: LatencyEstimator(fast, cfg.window, cfg.quantile),
+            ACCURATE: LatencyEstimator(accurate, cfg.window, cfg.quantile),
+        }
+        self.current = ACCURATE if cfg.mode == ACCURATE else FAST
+        self.fit_streak = 0
+        self.last_instances = 0
+        self.frames = 0
+        self.switches = 0
+        self.usage = {FAST: 0, ACCURATE: 0}
+
+    def choose(self, now_ns: int, frame: HasCapture) -> Decision:
+        """The model for the frame captured at ``frame.capture_ns``, given the time now."""
+        self.frames += 1
+        age_ms = (now_ns - frame.capture_ns) / 1e6
+        remaining = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
+        acc = self.estimators[ACCURATE].predict(self.last_instances)
+        fast = self.estimators[FAST].predict(self.last_instances)
+        if self.cfg.mode != "auto":
+            model = self.cfg.mode
+            return self._run(model, model, acc if model == ACCURATE else fast, remaining, f"policy {model}")
+        if self.current == ACCURATE:
+            fits = acc <= remaining  # hysteresis: stay while it fits at all
+        else:
+            self.fit_streak = self.fit_streak + 1 if acc + self.cfg.margin_ms <= remaining else 0
+            fits = self.fit_streak >= self.cfg.switch_up_after
+        if not fits:
+            if self.current == ACCURATE:
+                self.fit_streak = 0
+                why = f"accurate {acc:.0f} ms > {remaining:.0f} ms left"
+            else:
+                why = (f"accurate {acc:.0f} ms, {remaining:.0f} ms left "
+                       f"({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)")
+            return self._run(FAST, FAST, fast, remaining, why)
+        n = self.cfg.accurate_every_n
+        if n > 1 and self.frames % n != 0:
+            return self._run(ACCURATE, FAST, fast, remaining, f"accurate fits; runs every {n}th frame")
+        return self._run(ACCURATE, ACCURATE, acc, remaining, f"accurate {acc:.0f} ms fits {remaining:.0f} ms left")
+
+    def _run(self, state: str, model: str, pred: float, remaining: float, reason: str) -> Decision:
+        if state != self.current:
+            self.switches += 1
+            self.current = state
+        self.usage[model] += 1
+        return Decision(model, pred, remaining, reason)
+
+    def observe(self, model: str, latency_ms: float, instances: int) -> None:
+        """Record what a run of ``model`` cost on a frame with ``instances`` instances."""
+        self.estimators[model].observe(latency_ms, instances)
+        self.last_instances = instances
+
+    def counters(self) -> dict[str, int | float | str | bool]:
+        return {
+            "policy": self.cfg.mode, "model": self.current, "switches": self.switches,
+            "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE],
+            "predicted_ms.fast": round(self.estimators[FAST].predict(self.last_instances), 2),
+            "predicted_ms.accurate": round(self.estimators[ACCURATE].predict(self.last_instances), 2),
+        }
