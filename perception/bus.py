@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,14 +85,15 @@ class Publisher:
         *,
         bind: bool = True,
         hwm: int = DEFAULT_HWM,
-        sock: zmq.Socket | None = None,
+        configure: Callable[[zmq.Socket], object] | None = None,
     ) -> None:
         self.address = address
-        self.sock = sock or ctx.socket(zmq.PUB)
+        self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if sock is None:
-            (self.sock.bind if bind else self.sock.connect)(address)
+        if configure is not None:  # e.g. CurveZMQ keys, which must be set before bind
+            configure(self.sock)
+        (self.sock.bind if bind else self.sock.connect)(address)
 
     def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
         """Send ``env`` (and, for frames, ``pixels`` without copying). Never blocks."""
@@ -186,6 +187,7 @@ class Subscriber:
         keep_newest: bool = True,
         hwm: int = DEFAULT_HWM,
         bind: bool = False,
+        configure: Callable[[zmq.Socket], object] | None = None,
     ) -> None:
         self.keep_newest = keep_newest
         self.topics = set(endpoints)
@@ -202,6 +204,8 @@ class Subscriber:
             s.setsockopt(zmq.LINGER, 0)
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
+            if configure is not None:
+                configure(s)
             (s.bind if bind else s.connect)(address)
             if keep_newest and all(schema.topic(n).kind == "frame" for n in names):
                 if self.wake is None:

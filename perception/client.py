@@ -24,6 +24,7 @@ from perception import schema
 from perception.bus import Received, Subscriber
 from perception.launch import default_run_dir
 from perception.schema import EXTERNAL_ENDPOINT, Envelope, Rle
+from perception.security import secure_client
 
 
 def decode_mask(rle: Rle) -> np.ndarray:
@@ -82,10 +83,17 @@ def subscribe(
     masks: bool = False,
     keep_newest: bool = False,
     timeout_s: float | None = None,
+    curve: tuple[str, str] | None = None,
 ) -> Iterator[Message]:
-    """Yield messages of ``topics`` as they arrive (stops after ``timeout_s`` of silence)."""
+    """Yield messages of ``topics`` as they arrive (stops after ``timeout_s`` of silence).
+
+    ``curve=(client_secret_key_file, server_public_key_file)`` connects to a CurveZMQ
+    protected endpoint.
+    """
     ctx = zmq.Context.instance()
-    sub = Subscriber(ctx, endpoints_for(topics, endpoint, run), keep_newest=keep_newest, hwm=1000)
+    configure = (lambda sock: secure_client(sock, *curve)) if curve else None
+    sub = Subscriber(ctx, endpoints_for(topics, endpoint, run), keep_newest=keep_newest, hwm=1000,
+                     configure=configure)
     try:
         idle_since = None
         while True:

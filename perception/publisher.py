@@ -1,8 +1,9 @@
 """The external publisher: republishes chosen topics on one endpoint for other programs.
 
-Binds ``tcp://127.0.0.1:7780`` by default. Binding any other address is refused unless
-``insecure: true`` is set explicitly (CurveZMQ authentication for exposed endpoints is
-configured here too, when keys are given).
+Binds ``tcp://127.0.0.1:7780`` by default. Binding any other address needs CurveZMQ keys
+(``curve_secret_key`` and the ``allowed_clients`` public keys, made with ``perception keys
+generate``) or an explicit ``insecure: true``. Nothing received from clients is ever read:
+PUB sockets are one-way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from perception import schema
 from perception.bus import DEFAULT_HWM, Publisher, Received
 from perception.node import Outgoing
 from perception.schema import EXTERNAL_ENDPOINT
+from perception.security import load_key, secure_server
 
 
 def is_loopback(address: str) -> bool:
@@ -43,16 +45,26 @@ class PublisherConfig:
     topics: tuple[str, ...] = ("detections", "tracks", "status")
     hwm: int = 32
     insecure: bool = False
+    curve_secret_key: str = ""
+    allowed_clients: tuple[str, ...] = ()
 
     def validate(self) -> None:
         for t in self.topics:
             schema.topic(t)
         if not self.topics:
             raise ValueError("key 'topics' must name at least one topic")
-        if not is_loopback(self.bind) and not self.insecure:
+        if self.curve_secret_key:
+            load_key(self.curve_secret_key, secret=True)
+            if not self.allowed_clients:
+                raise ValueError("key 'allowed_clients' must list client public key files when "
+                                 "'curve_secret_key' is set")
+            for path in self.allowed_clients:
+                load_key(path, secret=False)
+        elif not is_loopback(self.bind) and not self.insecure:
             raise ValueError(
                 f"key 'bind' is {self.bind!r}, which is not loopback: refusing to expose the "
-                "node without authentication (set insecure: true to do it anyway)"
+                "node without authentication; set 'curve_secret_key' and 'allowed_clients' "
+                "(perception keys generate), or insecure: true to do it anyway"
             )
 
 
@@ -66,7 +78,14 @@ class PublisherLogic:
     def __init__(self, cfg: PublisherConfig, ctx: zmq.Context | None = None) -> None:
         self.cfg = cfg
         self.inputs = tuple(cfg.topics)
-        self.external = Publisher(ctx or zmq.Context.instance(), cfg.bind, hwm=cfg.hwm or DEFAULT_HWM)
+        zctx = ctx or zmq.Context.instance()
+        self.auth = None
+
+        def curve(sock: zmq.Socket) -> None:
+            self.auth = secure_server(zctx, sock, cfg.curve_secret_key, cfg.allowed_clients)
+
+        self.external = Publisher(zctx, cfg.bind, hwm=cfg.hwm or DEFAULT_HWM,
+                                  configure=curve if cfg.curve_secret_key else None)
         self.forwarded = 0
 
     def next_wakeup_ns(self, now_ns: int) -> int | None:
@@ -79,7 +98,9 @@ class PublisherLogic:
         return []
 
     def counters(self) -> dict[str, int | float | str | bool]:
-        return {"forwarded": self.forwarded, "bind": self.cfg.bind}
+        return {"forwarded": self.forwarded, "bind": self.cfg.bind, "curve": bool(self.cfg.curve_secret_key)}
 
     def close(self) -> None:
         self.external.close()
+        if self.auth is not None:
+            self.auth.stop()

@@ -25,6 +25,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from perception.rle import validate_rle
+
 SCHEMA_VERSION = 1
 
 #: Upper bounds enforced on decode, so a hostile or corrupt message cannot make a node
@@ -76,6 +78,9 @@ class Rle:
 
     size: tuple[int, int]
     counts: Annotated[str, msgspec.Meta(max_length=MAX_RLE_COUNTS)]
+
+    def __post_init__(self) -> None:
+        validate_rle(self.size, self.counts)  # a bad RLE must never reach pycocotools
 
     def to_coco(self) -> dict[str, object]:
         return {"size": [int(self.size[0]), int(self.size[1])], "counts": self.counts.encode("ascii")}

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
+    "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
 }
 
 

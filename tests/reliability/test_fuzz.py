@@ -1,0 +1,120 @@
+"""Fuzzing of every decoder that takes outside input: no crash, a typed error every time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from perception import schema
+from perception.bus import frame_pixels
+from perception.client import decode_mask, encode_mask
+from perception.config import ConfigError
+from perception.launch import load_launch
+from perception.schema import Envelope, FrameHeader, MalformedMessage, Rle, SchemaError
+
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=True) | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    try:
+        schema.decode(data)
+    except SchemaError:
+        pass
+
+
+@FUZZ
+@given(plain)
+def test_random_msgpack_documents_give_typed_errors(doc: object) -> None:
+    try:
+        schema.decode(msgspec.msgpack.encode(doc))
+    except SchemaError:
+        pass
+
+
+@FUZZ
+@given(st.sampled_from([t.name for t in schema.TOPICS]), st.dictionaries(st.text(max_size=12), plain, max_size=6))
+def test_envelopes_with_random_payloads(topic: str, payload: dict) -> None:
+    doc = {"topic": topic, "seq": 1, "stamp_ns": 2, "source": None, "payload": payload}
+    try:
+        env = schema.decode(msgspec.msgpack.encode(doc))
+    except SchemaError:
+        return
+    assert isinstance(env.payload, schema.topic(topic).msg_type)
+
+
+@FUZZ
+@given(st.integers(-5, 5000), st.integers(-5, 5000), st.sampled_from(["bgr8", "rgb8", "mono8"]),
+       st.integers(-5, 20000), st.integers(0, 4096))
+def test_frames_with_wrong_sizes_or_strides(w: int, h: int, enc: str, stride: int, nbytes: int) -> None:
+    header = FrameHeader(width=w, height=h, encoding=enc, stride=stride)  # type: ignore[arg-type]
+    try:
+        view = frame_pixels(header, bytes(nbytes))
+    except MalformedMessage:
+        return
+    assert view.shape == (h, w, header.channels)
+
+
+@FUZZ
+@given(st.integers(0, 64), st.integers(0, 64), st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=300), max_size=40))
+def test_random_rle_strings_are_rejected_or_decode_exactly(h: int, w: int, counts: str) -> None:
+    try:
+        rle = Rle(size=(h, w), counts=counts)
+    except ValueError:
+        return
+    mask = decode_mask(rle)  # only validated RLEs reach pycocotools
+    assert mask.shape == (h, w)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1))
+def test_valid_rles_round_trip(h: int, w: int, seed: int) -> None:
+    m = np.random.default_rng(seed).random((h, w)) > 0.6
+    assert np.array_equal(decode_mask(encode_mask(m)), m)
+
+
+def test_rle_claiming_a_huge_size_is_rejected() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        Rle(size=(100_000, 100_000), counts="0")
+    doc = schema.to_plain(Envelope("gt", 0, 0, None, schema.GroundTruth(4, 4)))
+    doc["payload"]["instances"] = [{"instance_id": 1, "class_id": 0, "box_xyxy": [0, 0, 1, 1],
+                                    "mask": {"size": [100000, 100000], "counts": "0"}}]
+    with pytest.raises(MalformedMessage, match="outside"):
+        schema.decode(msgspec.msgpack.encode(doc))
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_random_launch_files(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    p = Path(tmp_path_factory.mktemp("l")) / "fuzz.yaml"
+    p.write_text(text)
+    try:
+        load_launch(p)
+    except ConfigError:
+        pass
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["camera", "preprocess", "publisher", "x"]),
+                       st.dictionaries(st.sampled_from(["source", "fps", "width", "height", "topics", "bind", "loop", "y"]),
+                                       plain, max_size=4), max_size=3))
+def test_random_launch_documents(tmp_path_factory: pytest.TempPathFactory, nodes: dict) -> None:
+    p = Path(tmp_path_factory.mktemp("l")) / "fuzz.yaml"
+    p.write_text(__import__("yaml").safe_dump({"nodes": nodes}))
+    try:
+        load_launch(p)
+    except ConfigError:
+        pass
