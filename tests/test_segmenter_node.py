@@ -1,0 +1,77 @@
+"""The segmenter node's logic with stand-in models (no sockets)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from perception.bus import Received
+from perception.scheduling import LatencyProfile
+from perception.schema import Detections, Envelope, FrameHeader, Instance, Letterbox, Source
+from perception.segmenter_node import SegmenterConfig, SegmenterLogic
+
+
+class FakeModel:
+    def __init__(self, name: str, p95_ms: float, sleep_ms: float, fail_on: int = -1) -> None:
+        self.name = name
+        self.profile = LatencyProfile(p95_ms)
+        self.sleep_ms = sleep_ms
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def predict(self, image: np.ndarray, transform: Letterbox | None = None) -> Detections:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("bad frame")
+        time.sleep(self.sleep_ms / 1000)
+        return Detections(self.name, transform.src_width, transform.src_height,
+                          (Instance(2, 0.9, (1.0, 2.0, 3.0, 4.0)),))
+
+
+def _msg(seq: int, age_ms: float) -> Received:
+    now = time.monotonic_ns()
+    image = np.zeros((32, 64, 3), np.uint8)
+    header = FrameHeader(64, 32, "bgr8", 64 * 3, Letterbox(0.5, 0.0, 0.0, 128, 64))
+    env = Envelope("frames.rect", seq, now, Source("cam0", seq, now - int(age_ms * 1e6)), header)
+    return Received(env, image, now)
+
+
+def _logic(policy: str = "auto", budget_ms: float = 100.0, deterministic: bool = False) -> SegmenterLogic:
+    cfg = SegmenterConfig(policy=policy, budget_ms=budget_ms, switch_up_after=2)  # type: ignore[arg-type]
+    models = {"fast": FakeModel("yolact", 5, 1), "accurate": FakeModel("maskrcnn", 20, 2)}
+    return SegmenterLogic(cfg, models, deterministic)  # type: ignore[arg-type]
+
+
+def test_auto_moves_to_accurate_when_it_fits_and_fills_in_fields() -> None:
+    logic = _logic(budget_ms=1000)
+    outs = [logic.step(time.monotonic_ns(), _msg(i, 1.0)) for i in range(4)]
+    models = [o[0].payload.model for o in outs]
+    assert models == ["yolact", "maskrcnn", "maskrcnn", "maskrcnn"]
+    det = outs[-1][0].payload
+    assert det.inference_ms >= 2.0 and det.frame_age_ms >= det.inference_ms
+    assert "fits" in det.policy_reason and det.image_width == 128
+    c = logic.counters()
+    assert c["usage.accurate"] == 3 and c["switches"] == 1 and c["deadline_misses"] == 0
+
+
+def test_stale_frames_are_dropped_and_counted_not_processed_late() -> None:
+    logic = _logic(budget_ms=100)
+    assert logic.step(time.monotonic_ns(), _msg(0, 150.0)) == []
+    assert logic.stale == 1 and logic.models["fast"].calls == 0
+    assert len(logic.step(time.monotonic_ns(), _msg(1, 5.0))) == 1
+
+
+def test_deterministic_mode_processes_every_frame_and_counts_misses() -> None:
+    logic = _logic(budget_ms=100, deterministic=True)
+    assert len(logic.step(time.monotonic_ns(), _msg(0, 150.0))) == 1
+    assert logic.stale == 0 and logic.deadline_misses == 1
+
+
+def test_fixed_policy_needs_only_its_model() -> None:
+    cfg = SegmenterConfig(policy="fast")
+    logic = SegmenterLogic(cfg, {"fast": FakeModel("yolact", 5, 1)})  # type: ignore[dict-item]
+    assert logic.step(time.monotonic_ns(), _msg(0, 1.0))[0].payload.model == "yolact"
+    with pytest.raises(ValueError, match="needs the accurate model"):
+        SegmenterLogic(SegmenterConfig(policy="auto"), {"fast": FakeModel("yolact", 5, 1)})  # type: ignore[dict-item]
