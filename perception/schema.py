@@ -8,7 +8,9 @@ all other topics are ``[topic, envelope]``.
 Per-instance field contract (detectron2 style), shared by :class:`Detections`,
 :class:`Tracks` and :class:`GroundTruth`:
 
-- ``box_xyxy``: ``(x0, y0, x1, y1)`` float pixels in the original camera image;
+- ``box_xyxy``: ``(x0, y0, x1, y1)`` float pixels in the original camera image (the
+  undistorted camera image when the preprocess node has a ``calib:`` file: same size,
+  camera matrix from its ``projection_matrix``; see :mod:`perception.undistort`);
 - ``class_id``: index into :data:`perception.classes.CLASSES`;
 - ``score``: float in ``[0, 1]``;
 - ``mask``: COCO run-length encoding as pycocotools writes it (:class:`Rle`), or ``None``.
@@ -110,6 +112,8 @@ class FrameHeader:
     The pixel buffer is ``height`` rows of ``stride`` bytes, each row holding ``width``
     pixels of ``channels`` uint8 values (``bgr8``/``rgb8``: 3, ``mono8``: 1).
     ``transform`` is set on preprocessed frames and maps them back to camera pixels.
+    ``undistorted`` is true when those camera pixels are of the undistorted image (the
+    preprocess node with ``calib:``; camera matrix = the calibration's ``projection_matrix``).
     """
 
     width: int
@@ -117,6 +121,7 @@ class FrameHeader:
     encoding: Encoding
     stride: int
     transform: Letterbox | None = None
+    undistorted: bool = False
 
     @property
     def channels(self) -> int:
