@@ -305,8 +305,7 @@ class _FlowListDumper(yaml.SafeDumper):
     def represent_list(self, data: list[Any]) -> yaml.Node:
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
-
-_FlowListDumper.add_representer(list, _FlowListDumper.represent_list)
+    yaml_representers = {**yaml.SafeDumper.yaml_representers, list: represent_list}
 
 
 def calibration_to_dict(calib: Calibration) -> dict[str, Any]:
