@@ -28,6 +28,9 @@ from perception.schema import Rle
 #: camera optical frame -> camera body frame (columns: optical x, y, z in body axes)
 OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
+#: share of a mask's height, from its lowest row up, whose columns give its centre
+BOTTOM_BAND = 0.05
+
 #: rays whose downward component is smaller than this never meet the ground ahead
 _MIN_DOWN = 1e-9
 
@@ -74,9 +77,11 @@ def bottom_centre_px(target: np.ndarray | Rle | Sequence[float]) -> tuple[float,
     """Bottom-centre ``(u, v)`` of a mask or box, with the image size ``(w, h)`` it implies
     (0, 0 for a box). ``None`` for an empty mask.
 
-    - mask, (H, W) bool/uint8 array or :class:`Rle`: lowest row holding the mask, mean
-      column of that row; ``v`` is that row's bottom edge (``row + 0.5``), where the
-      object meets the ground;
+    - mask, (H, W) bool/uint8 array or :class:`Rle`: ``v`` is the bottom edge of the lowest
+      row holding the mask (``row + 0.5``), where the object meets the ground; ``u`` is the
+      mean column of the mask pixels in its bottom band, the lowest
+      :data:`BOTTOM_BAND` of its rows (at least that one row): the lowest row alone
+      is often a few jagged pixels off to one side of the object's foot;
     - box, ``(x0, y0, x1, y1)`` float pixels: ``((x0 + x1) / 2, y1)``.
     """
     if isinstance(target, Rle):
@@ -91,8 +96,10 @@ def bottom_centre_px(target: np.ndarray | Rle | Sequence[float]) -> tuple[float,
     rows = np.flatnonzero(arr.any(axis=1))
     if rows.size == 0:
         return None
-    row = int(rows[-1])
-    return float(np.flatnonzero(arr[row]).mean()), row + 0.5, arr.shape[1], arr.shape[0]
+    top, bottom = int(rows[0]), int(rows[-1])
+    band = max(1, round(BOTTOM_BAND * (bottom - top + 1)))
+    _, cols = np.nonzero(arr[bottom - band + 1 : bottom + 1])
+    return float(cols.mean()), bottom + 0.5, arr.shape[1], arr.shape[0]
 
 
 def ground_position(target: np.ndarray | Rle | Sequence[float], camera: CameraInfo, ext: Extrinsics) -> GroundPosition:

@@ -92,11 +92,13 @@ def render_board(rays: np.ndarray, board: Board, rvec: np.ndarray, tvec: np.ndar
     pose (rvec, tvec) (board -> optical frame), grey background."""
     rot, _ = cv2.Rodrigues(np.asarray(rvec, np.float64))
     hom = np.c_[rot[:, :2], np.asarray(tvec, np.float64).ravel()]  # board (X, Y, 1) -> ray
-    ray = np.concatenate([rays, np.ones(rays.shape[:2] + (1,))], axis=-1)
-    xy1 = ray @ np.linalg.inv(hom).T
-    valid = xy1[..., 2] > 0
-    qx = xy1[..., 0] / xy1[..., 2] / board.square_m + 1.0  # in squares, 0 at the board's corner
-    qy = xy1[..., 1] / xy1[..., 2] / board.square_m + 1.0
+    m = np.linalg.inv(hom)  # ray -> board (X, Y, 1), up to scale
+    rx, ry = rays[..., 0], rays[..., 1]
+    w = rx * m[2, 0] + ry * m[2, 1] + m[2, 2]
+    valid = w > 0
+    w = w * board.square_m
+    qx = (rx * m[0, 0] + ry * m[0, 1] + m[0, 2]) / w + 1.0  # in squares, 0 at the board's corner
+    qy = (rx * m[1, 0] + ry * m[1, 1] + m[1, 2]) / w + 1.0
     inside = valid & (qx >= 0) & (qx < board.cols + 1) & (qy >= 0) & (qy < board.rows + 1)
     margin = valid & (qx >= -1) & (qx < board.cols + 2) & (qy >= -1) & (qy < board.rows + 2)
     black = inside & ((np.floor(qx) + np.floor(qy)) % 2 == 0)
