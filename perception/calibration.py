@@ -38,7 +38,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
@@ -74,23 +74,23 @@ class CameraInfo:
     projection_matrix: tuple[float, ...] = ()
 
     @property
-    def K(self) -> np.ndarray:  # noqa: N802 (standard name)
+    def K(self) -> np.ndarray:
         return np.array(self.camera_matrix, dtype=np.float64).reshape(3, 3)
 
     @property
-    def D(self) -> np.ndarray:  # noqa: N802
+    def D(self) -> np.ndarray:
         return np.array(self.distortion_coefficients, dtype=np.float64)
 
     @property
-    def R(self) -> np.ndarray:  # noqa: N802
+    def R(self) -> np.ndarray:
         return np.array(self.rectification_matrix, dtype=np.float64).reshape(3, 3)
 
     @property
-    def P(self) -> np.ndarray:  # noqa: N802
+    def P(self) -> np.ndarray:
         return np.array(self.projection_matrix, dtype=np.float64).reshape(3, 4)
 
     @property
-    def new_K(self) -> np.ndarray:  # noqa: N802
+    def new_K(self) -> np.ndarray:
         """Camera matrix of the undistorted image: the left 3x3 of ``P``."""
         return self.P[:, :3].copy()
 
@@ -305,7 +305,7 @@ class _FlowListDumper(yaml.SafeDumper):
     def represent_list(self, data: list[Any]) -> yaml.Node:
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
-    yaml_representers = {**yaml.SafeDumper.yaml_representers, list: represent_list}
+    yaml_representers: ClassVar[dict[Any, Any]] = {**yaml.SafeDumper.yaml_representers, list: represent_list}
 
 
 def calibration_to_dict(calib: Calibration) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class Undistorter:
             self._map1, self._map2 = cv2.initUndistortRectifyMap(k, d, r, p[:, :3], self.size, cv2.CV_16SC2)
 
     @property
-    def new_K(self) -> np.ndarray:  # noqa: N802
+    def new_K(self) -> np.ndarray:
         """(3, 3) float64 camera matrix of the undistorted image."""
         return self.camera.new_K
 
@@ -93,6 +93,10 @@ def new_camera_matrix(k: np.ndarray, d: np.ndarray, size: tuple[int, int], fishe
     return np.asarray(new_k, dtype=np.float64)
 
 
+def _flat(a: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.ravel(a))
+
+
 def camera_info_from_opencv(k: np.ndarray, d: np.ndarray, size: tuple[int, int], fisheye: bool,
                             name: str = "camera") -> CameraInfo:
     """A :class:`CameraInfo` from OpenCV's ``K`` (3, 3), ``D`` and ``size`` (w, h), with
@@ -101,6 +105,5 @@ def camera_info_from_opencv(k: np.ndarray, d: np.ndarray, size: tuple[int, int],
     d = np.asarray(d, dtype=np.float64).ravel()
     p = np.zeros((3, 4))
     p[:, :3] = new_camera_matrix(k, d, size, fisheye)
-    flat = lambda a: tuple(float(v) for v in np.ravel(a))  # noqa: E731
-    return CameraInfo(size[0], size[1], name, flat(k), "equidistant" if fisheye else "plumb_bob",
-                      flat(d), flat(np.eye(3)), flat(p))
+    return CameraInfo(size[0], size[1], name, _flat(k), "equidistant" if fisheye else "plumb_bob",
+                      _flat(d), _flat(np.eye(3)), _flat(p))

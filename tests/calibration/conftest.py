@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-
 from calib_render import FISHEYE, PINHOLE, TrueCamera, pixel_rays
 
 from perception.calibrate import Board

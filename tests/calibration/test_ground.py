@@ -112,6 +112,8 @@ def test_box_rle_and_empty_targets(rays_for) -> None:
     np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)
     assert ground_position(encode_mask(mask), info, EXT) == got
     assert ground_position((300.0, 200.0, 340.0, 300.5), info, EXT) == pixel_to_ground(320.0, 300.5, info, EXT)
+    half_box = ground_position((150.0, 100.0, 170.0, 150.25), info, EXT, image_wh=(320, 240))
+    np.testing.assert_allclose(half_box[:2], pixel_to_ground(320.0, 300.5, info, EXT)[:2], rtol=1e-9)
     empty = ground_position(np.zeros((480, 640), bool), info, EXT)
     assert math.isnan(empty.x_m) and not empty.above_horizon
     sky = np.zeros((480, 640), bool)
