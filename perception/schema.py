@@ -157,7 +157,13 @@ TrackState = Literal["tentative", "confirmed", "lost", "removed"]
 
 @dataclass(frozen=True)
 class Track:
-    """One tracked instance. ``predicted`` is true when box and mask were coasted."""
+    """One tracked instance. ``predicted`` is true when box and mask were coasted.
+
+    ``ground_xy_m``: where the track's mask meets a flat ground, (x, y) metres in the
+    robot frame (see :func:`perception.ground.ground_position`), when the camera has
+    extrinsics; ``(nan, nan)`` with ``ground_above_horizon`` true when that point is above
+    the horizon.
+    """
 
     track_id: int
     state: TrackState
@@ -170,6 +176,7 @@ class Track:
     hits: int = 0
     predicted: bool = False
     ground_xy_m: tuple[float, float] | None = None
+    ground_above_horizon: bool = False
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,15 @@ def test_box_rle_and_empty_targets(rays_for) -> None:
     assert ground_position(sky, info, EXT).above_horizon
     with pytest.raises(ValueError, match="box"):
         ground_position((1.0, 2.0, 3.0), info, EXT)
+
+
+def test_track_carries_position_and_horizon_flag_over_the_wire(rays_for) -> None:
+    from perception.schema import Envelope, Track, Tracks, decode, encode
+
+    info = rays_for("pinhole")[0].info()
+    sky = np.zeros((480, 640), bool)
+    sky[0:5, 300:320] = True
+    x, y, above = ground_position(sky, info, EXT)
+    track = Track(1, "confirmed", 0, 0.9, (300.0, 0.0, 320.0, 5.0), ground_xy_m=(x, y), ground_above_horizon=above)
+    back = decode(encode(Envelope("tracks", 0, 0, None, Tracks(640, 480, (track,))))).payload.tracks[0]
+    assert back.ground_above_horizon and all(math.isnan(v) for v in back.ground_xy_m)
