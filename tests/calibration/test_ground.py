@@ -17,6 +17,7 @@ from perception.ground import (
     ground_to_pixel,
     pixel_to_ground,
 )
+from perception.schema import Envelope, Track, Tracks, decode, encode
 from perception.undistort import Undistorter
 
 EXT = Extrinsics(height_m=1.2, x_m=0.25, y_m=0.05, pitch_rad=0.1)
@@ -124,8 +125,6 @@ def test_box_rle_and_empty_targets(rays_for) -> None:
 
 
 def test_track_carries_position_and_horizon_flag_over_the_wire(rays_for) -> None:
-    from perception.schema import Envelope, Track, Tracks, decode, encode
-
     info = rays_for("pinhole")[0].info()
     sky = np.zeros((480, 640), bool)
     sky[0:5, 300:320] = True
