@@ -1,5 +1,15 @@
-"""Preprocessing: letterbox camera frames to the model input size, keeping the transform
-that maps model pixels back to camera pixels (undistortion joins with calibration)."""
+"""Preprocessing: undistort camera frames (when a calibration file is given) and letterbox
+them to the model input size, keeping the transform that maps model pixels back to camera
+pixels.
+
+With ``calib:``, frames are undistorted first, to the same size, with the camera matrix of
+the calibration's ``projection_matrix`` (see :mod:`perception.undistort`); the
+:class:`~perception.schema.Letterbox` then maps model pixels to the *undistorted* camera
+image, and ``FrameHeader.undistorted`` says so. Boxes and masks downstream are therefore in
+undistorted camera pixels. Frames of another size than the calibration's are accepted when
+they have the same aspect ratio (binning or resizing: the camera matrix is rescaled);
+another aspect ratio is an error for each such frame (logged, counted, dropped).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +20,30 @@ import cv2
 import numpy as np
 
 from perception.bus import Received, header_for
+from perception.calibration import Calibration, load_calibration
 from perception.node import Outgoing
 from perception.schema import FrameHeader, Letterbox
+from perception.undistort import Undistorter
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """``width`` x ``height``: model input size in pixels; ``pad_value``: letterbox grey."""
+    """``width`` x ``height``: model input size in pixels; ``pad_value``: letterbox grey;
+    ``calib``: camera_info YAML file (see :mod:`perception.calibration`) to undistort
+    with, empty for none. The file is loaded and checked when the launch file is."""
 
     width: int = 640
     height: int = 384
     pad_value: int = 114
+    calib: str = ""
 
     def validate(self) -> None:
         if not (16 <= self.width <= 8192 and 16 <= self.height <= 8192):
             raise ValueError(f"keys 'width'/'height' must be in 16..8192, got {self.width}x{self.height}")
         if not 0 <= self.pad_value <= 255:
             raise ValueError(f"key 'pad_value' must be in 0..255, got {self.pad_value}")
+        if self.calib:
+            load_calibration(self.calib)  # raises CalibrationError naming file and field
 
 
 def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
@@ -52,7 +69,11 @@ def to_camera_xyxy(boxes: np.ndarray, t: Letterbox) -> np.ndarray:
 
 
 class PreprocessLogic:
-    """``frames`` -> ``frames.rect``: one letterboxed frame per input frame."""
+    """``frames`` -> ``frames.rect``: one (undistorted and) letterboxed frame per input frame.
+
+    The undistortion maps are built once, at init for the calibration's image size (and
+    once more if the frames turn out to be another size of the same aspect ratio).
+    """
 
     inputs: tuple[str, ...] = ("frames",)
     outputs: tuple[str, ...] = ("frames.rect",)
@@ -60,6 +81,18 @@ class PreprocessLogic:
     def __init__(self, cfg: PreprocessConfig) -> None:
         self.cfg = cfg
         self.frames = 0
+        self.calibration: Calibration | None = load_calibration(cfg.calib) if cfg.calib else None
+        self.undistorter = Undistorter(self.calibration.camera) if self.calibration else None
+
+    def undistort(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 raw frame -> undistorted frame of the same shape (identity
+        without calibration)."""
+        if self.undistorter is None or self.calibration is None:
+            return image
+        h, w = image.shape[:2]
+        if self.undistorter.size != (w, h):
+            self.undistorter = Undistorter(self.calibration.camera, w, h)
+        return self.undistorter.apply(image)
 
     def next_wakeup_ns(self, now_ns: int) -> int | None:
         return None
@@ -73,9 +106,12 @@ class PreprocessLogic:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         elif header.encoding == "rgb8":
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        image = self.undistort(image)
         out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value)
         self.frames += 1
-        return [Outgoing("frames.rect", header_for(out, "bgr8", transform=transform), msg.envelope.source, out)]
+        undistorted = self.undistorter is not None or header.undistorted
+        out_header = header_for(out, "bgr8", transform=transform, undistorted=undistorted)
+        return [Outgoing("frames.rect", out_header, msg.envelope.source, out)]
 
     def counters(self) -> dict[str, int | float | str | bool]:
         return {"frames": self.frames}

@@ -8,7 +8,9 @@ all other topics are ``[topic, envelope]``.
 Per-instance field contract (detectron2 style), shared by :class:`Detections`,
 :class:`Tracks` and :class:`GroundTruth`:
 
-- ``box_xyxy``: ``(x0, y0, x1, y1)`` float pixels in the original camera image;
+- ``box_xyxy``: ``(x0, y0, x1, y1)`` float pixels in the original camera image (the
+  undistorted camera image when the preprocess node has a ``calib:`` file: same size,
+  camera matrix from its ``projection_matrix``; see :mod:`perception.undistort`);
 - ``class_id``: index into :data:`perception.classes.CLASSES`;
 - ``score``: float in ``[0, 1]``;
 - ``mask``: COCO run-length encoding as pycocotools writes it (:class:`Rle`), or ``None``.
@@ -115,6 +117,8 @@ class FrameHeader:
     The pixel buffer is ``height`` rows of ``stride`` bytes, each row holding ``width``
     pixels of ``channels`` uint8 values (``bgr8``/``rgb8``: 3, ``mono8``: 1).
     ``transform`` is set on preprocessed frames and maps them back to camera pixels.
+    ``undistorted`` is true when those camera pixels are of the undistorted image (the
+    preprocess node with ``calib:``; camera matrix = the calibration's ``projection_matrix``).
     """
 
     width: int
@@ -122,6 +126,7 @@ class FrameHeader:
     encoding: Encoding
     stride: int
     transform: Letterbox | None = None
+    undistorted: bool = False
 
     @property
     def channels(self) -> int:
@@ -157,7 +162,13 @@ TrackState = Literal["tentative", "confirmed", "lost", "removed"]
 
 @dataclass(frozen=True)
 class Track:
-    """One tracked instance. ``predicted`` is true when box and mask were coasted."""
+    """One tracked instance. ``predicted`` is true when box and mask were coasted.
+
+    ``ground_xy_m``: where the track's mask meets a flat ground, (x, y) metres in the
+    robot frame (see :func:`perception.ground.ground_position`), when the camera has
+    extrinsics; ``(nan, nan)`` with ``ground_above_horizon`` true when that point is above
+    the horizon.
+    """
 
     track_id: int
     state: TrackState
@@ -170,6 +181,7 @@ class Track:
     hits: int = 0
     predicted: bool = False
     ground_xy_m: tuple[float, float] | None = None
+    ground_above_horizon: bool = False
 
 
 @dataclass(frozen=True)

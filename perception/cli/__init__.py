@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 #: name -> (module under perception.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "calibrate": ("calibrate", "camera intrinsics from checkerboard images (pinhole or fisheye)"),
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
