@@ -1,5 +1,5 @@
 """Shared fixtures: the true cameras' per-pixel rays (the costly part of rendering), built
-once per test session. (pytest puts this folder on sys.path, so ``calib_render`` imports.)"""
+once per test session. (``tests`` is on sys.path via pytest.ini_options.pythonpath, so ``calibration.calib_render`` imports.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from calib_render import FISHEYE, PINHOLE, TrueCamera, pixel_rays
+from calibration.calib_render import FISHEYE, PINHOLE, TrueCamera, pixel_rays
 
 from perception.calibrate import Board
 

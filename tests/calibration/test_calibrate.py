@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from calib_render import random_poses, render_board
+from calibration.calib_render import random_poses, render_board
 
 from perception.calibrate import Board, calibrate
 from perception.calibration import CalibrationError, load_calibration

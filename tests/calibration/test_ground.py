@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from calib_render import render_panel
+from calibration.calib_render import render_panel
 
 from perception.calibration import Extrinsics
 from perception.client import encode_mask

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from calib_render import render_board
+from calibration.calib_render import render_board
 
 from perception.bus import Received, header_for
 from perception.calibrate import Board

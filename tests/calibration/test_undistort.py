@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from calib_render import render_board
+from calibration.calib_render import render_board
 
 from perception.bus import Received, header_for
 from perception.calibrate import Board, find_corners
