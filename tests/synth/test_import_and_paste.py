@@ -99,6 +99,6 @@ def test_copy_paste_from_a_coco_json(tmp_path: Path) -> None:
     bank = load_cutouts(tmp_path, min_height_px=40)
     (cut,) = bank.by_class["person"]
     assert cut.mask.shape == (60, 30) and cut.mask.mean() > 0.9
-    assert tuple(cut.image[30, 15]) == (10, 20, 200)
+    assert np.abs(cut.image[30, 15].astype(int) - (10, 20, 200)).max() <= 3  # JPEG
     with pytest.raises(CutoutError, match="expected a YOLO-seg"):
         load_cutouts(tmp_path / "..")
