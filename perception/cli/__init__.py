@@ -13,7 +13,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibrate", "camera intrinsics from checkerboard images (pinhole or fisheye)"),
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
+    "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
+    "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
+    "synth": ("synth", "generate a synthetic drive with exact masks and track ids"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
     "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
 }

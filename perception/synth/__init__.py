@@ -1,0 +1,10 @@
+"""Synthetic driving scenes with exact per-frame instance masks and track ids.
+
+``generate(SynthConfig(...))`` yields ``(image, GroundTruth)`` pairs; see
+:mod:`perception.synth.generate` for the richer frame records and drive writing.
+"""
+
+from perception.synth.config import SCENARIOS, SynthConfig
+from perception.synth.generate import DriveSimulator, SynthFrame, frames, generate, write_drive
+
+__all__ = ["SCENARIOS", "DriveSimulator", "SynthConfig", "SynthFrame", "frames", "generate", "write_drive"]
