@@ -31,6 +31,7 @@ from perception.camera import CameraConfig
 from perception.config import ConfigError, build_config
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
+from perception.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class NodeType:
 NODE_TYPES: dict[str, NodeType] = {
     "camera": NodeType(CameraConfig, "nodes.camera"),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
+    "tracker": NodeType(TrackerConfig, "nodes.tracker"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
 }
 
