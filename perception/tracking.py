@@ -3,14 +3,17 @@
 ``Tracker.update(detections, stamp_ns) -> Tracks`` is pure logic (no clock, no I/O).
 
 - Association: mask IoU between the detection's mask and the track's last mask carried
-  forward along the predicted motion (box IoU of the predicted box where either side has no
-  mask), solved with SciPy's ``linear_sum_assignment``. Class rule: a detection of another
+  forward along the predicted motion, blended (``mask_weight``) with the IoU of the
+  Kalman-predicted box; box IoU alone where either side has no mask; solved with SciPy's
+  ``linear_sum_assignment``. Class rule: a detection of another
   class only matches when the overlap is at least ``class_switch_iou`` (detectors flicker
   between car and truck); the track's class is the score-weighted vote of its detections.
-- Three passes as in ByteTrack: confident detections against confirmed and lost tracks;
+- Two score passes as in ByteTrack: confident detections against confirmed and lost tracks;
   low-score detections against confirmed tracks still unmatched (an occluded object scores
   low and would otherwise be lost); the remaining confident detections against tentative
-  tracks. Only confident detections start tracks.
+  tracks; then a recovery pass: lost tracks against confident detections still left, on the
+  Mahalanobis distance of the box centre (an object coming out from behind another overlaps
+  its carried mask little). Only confident detections start tracks.
 - Motion: constant-velocity Kalman filter on the box (:mod:`perception.box_motion`), stepped
   by the real time between stamps, so variable frame rates and dropped frames are normal.
 - Life cycle in seconds: tentative -> confirmed after ``min_hits`` matches; a tentative
@@ -70,7 +73,7 @@ class TrackerConfig:
     recovery_gate: float = 9.21
     min_hits: int = 2
     tentative_lost_s: float = 0.2
-    lost_time_s: float = 1.0
+    lost_time_s: float = 0.5
     accel_centre: float = 4.0
     accel_size: float = 1.0
     measurement_std: float = 0.05
