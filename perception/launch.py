@@ -32,6 +32,7 @@ from perception.config import ConfigError, build_config
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
 from perception.replay import ReplayConfig
+from perception.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class NodeType:
 NODE_TYPES: dict[str, NodeType] = {
     "camera": NodeType(CameraConfig, "nodes.camera", source=True),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
+    "tracker": NodeType(TrackerConfig, "nodes.tracker"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
     "replay": NodeType(ReplayConfig, "nodes.replay", source=True),
 }
