@@ -34,11 +34,12 @@ from scipy.optimize import linear_sum_assignment
 
 from perception import box_motion, rle_ops
 from perception.box_motion import MotionNoise
+from perception.ground import GroundPosition
 from perception.schema import Box, Detections, Instance, Rle, Track, Tracks
 
-#: Optional ground-plane projection: (box_xyxy, mask) -> (x_m, y_m) in the robot frame,
-#: or None where the point is not on the ground (see the calibration module).
-GroundProjector = Callable[[Box, Rle | None], tuple[float, float] | None]
+#: Optional ground-plane projection: (box_xyxy, mask) -> position in metres in the robot
+#: frame with an above-the-horizon flag (see :func:`perception.ground.ground_position`).
+GroundProjector = Callable[[Box, Rle | None], GroundPosition | None]
 
 
 class StaleStamp(ValueError):
@@ -78,8 +79,14 @@ class TrackerConfig:
     accel_size: float = 1.0
     measurement_std: float = 0.05
     initial_speed: float = 3.0
+    calib: str = ""
 
     def validate(self) -> None:
+        if self.calib:
+            from perception.calibration import load_calibration
+
+            if load_calibration(self.calib).extrinsics is None:
+                raise ValueError(f"key 'calib': {self.calib} has no extrinsics block, needed for ground positions")
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
                      "class_switch_iou", "mask_weight"):
             value = getattr(self, name)
@@ -332,9 +339,10 @@ class Tracker:
 
     def _to_msg(self, t: _Track, stamp_ns: int) -> Track:
         mask = Rle.from_coco(t.out_mask) if t.out_mask is not None else None
-        ground = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
+        g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
         vx, vy = (float(v) for v in t.motion[box_motion.VEL, :2])
         return Track(track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,  # type: ignore[arg-type]
                      box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
                      age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,
-                     ground_xy_m=ground)
+                     ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
+                     ground_above_horizon=bool(g.above_horizon) if g is not None else False)

@@ -14,10 +14,24 @@ from collections.abc import Sequence
 
 from perception.bus import Received
 from perception.node import Outgoing
-from perception.schema import Detections
-from perception.tracking import Tracker, TrackerConfig
+from perception.calibration import load_calibration
+from perception.ground import GroundPosition, ground_position
+from perception.schema import Box, Detections, Rle
+from perception.tracking import GroundProjector, Tracker, TrackerConfig
 
 REWIND_S = 1.0
+
+
+def _ground_projector(calib_file: str) -> GroundProjector:
+    """Ground positions from a calibration file with extrinsics: each track's mask
+    bottom-centre (its box where there is no mask) on a flat ground, in the robot frame."""
+    calib = load_calibration(calib_file)
+    assert calib.extrinsics is not None  # TrackerConfig.validate checks it
+
+    def project(box: Box, mask: Rle | None) -> GroundPosition:
+        return ground_position(mask if mask is not None else box, calib.camera, calib.extrinsics)  # type: ignore[arg-type]
+
+    return project
 
 
 class TrackerLogic:
@@ -26,7 +40,8 @@ class TrackerLogic:
 
     def __init__(self, cfg: TrackerConfig) -> None:
         self.cfg = cfg
-        self.tracker = Tracker(cfg)
+        self.ground = _ground_projector(cfg.calib) if cfg.calib else None
+        self.tracker = Tracker(cfg, ground=self.ground)
         self.camera_id: str | None = None
         self.last_stamp_ns: int | None = None
         self.restarts = 0
@@ -39,7 +54,7 @@ class TrackerLogic:
 
     def _restart(self) -> None:
         epoch = max(int(time.time_ns() // 1_000_000), self.tracker.epoch + 1)
-        self.tracker = Tracker(self.cfg, epoch=epoch)
+        self.tracker = Tracker(self.cfg, epoch=epoch, ground=self.ground)
         self.restarts += 1
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:

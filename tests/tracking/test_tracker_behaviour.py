@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from perception.ground import GroundPosition
 import pytest
 
 from perception.classes import CLASSES
@@ -176,7 +178,7 @@ def test_stale_stamp_is_refused_and_ground_position_is_added() -> None:
 
     def ground(box, mask):
         calls.append(box)
-        return (box[3] / 100.0, 0.0)
+        return GroundPosition(box[3] / 100.0, 0.0, False)
 
     tracker = Tracker(epoch=7, ground=ground)
     m = np.zeros((H, W), bool)
