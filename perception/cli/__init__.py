@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
+    "train": ("train", "train a model from its card (needs the train extra)"),
+    "export": ("export", "export a model card's weights to ONNX and record its sha256"),
 }
 
 
