@@ -102,11 +102,27 @@ def assemble_mask(
 
 
 def encode_region_mask(crop: np.ndarray, region: tuple[int, int, int, int], width: int, height: int) -> Rle:
-    """COCO RLE of a ``(height, width)`` image that is ``crop`` inside ``region``, else 0."""
-    full = np.zeros((height, width), np.uint8, order="F")
+    """COCO RLE of a ``(height, width)`` image that is ``crop`` (bool, the region's shape)
+    inside ``region`` and 0 elsewhere.
+
+    The run lengths are computed over the region only (COCO runs go down the columns), then
+    compressed by pycocotools; encoding the whole frame per instance would cost
+    ``O(height * width)`` each.
+    """
     x0, y0, x1, y1 = region
-    full[y0:y1, x0:x1] = crop
-    return Rle.from_coco(mask_utils.encode(full))
+    padded = np.zeros((crop.shape[0] + 2, crop.shape[1]), np.int8)
+    padded[1:-1] = crop
+    seq = padded.ravel(order="F")
+    change = np.flatnonzero(seq[1:] != seq[:-1]) + 1  # padded index of the first pixel of each new run
+    rows, cols = change % padded.shape[0], change // padded.shape[0]
+    starts = (x0 + cols) * height + (y0 - 1 + rows)  # column-major index in the full image
+    # where the region spans the full height, the zero padding between two columns is not
+    # in the image: a run "ending" and "starting" at the same index cancel out
+    starts, times = np.unique(starts, return_counts=True)
+    starts = starts[(times == 1) & (starts < height * width)]
+    counts = np.diff(np.concatenate([[0], starts, [height * width]])).tolist()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return Rle.from_coco(rle)
 
 
 def make_detections(
