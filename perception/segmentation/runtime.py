@@ -52,8 +52,10 @@ def choose_providers(available: Sequence[str] | None = None) -> list[str]:
 
 
 def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                 label: str = "") -> ort.InferenceSession:
+                 label: str = "", spin: bool = False) -> ort.InferenceSession:
     """An ONNX Runtime session on ``path``. ``threads``: intra-op threads (0: ORT default).
+    ``spin``: let idle intra-op threads spin-wait; off by default, since the node shares the
+    CPU with the other nodes and its own NumPy post-processing, which spinning threads slow.
 
     Raises :class:`ModelFileError` naming the file when it is missing or not a valid model.
     """
@@ -63,6 +65,7 @@ def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
         sess = ort.InferenceSession(str(path), opts, providers=list(providers or choose_providers()))
     except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
