@@ -9,20 +9,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from perception.segmentation.backbone import BACKBONES, Backbone
+from perception.segmentation.runtime import open_session
 
 
 def time_onnx(path: Path, shape: tuple[int, ...], threads: int, runs: int) -> tuple[float, float]:
     """Median and p95 latency in ms of one ONNX Runtime CPU session on random input."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = open_session(path, threads, ["CPUExecutionProvider"])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     name = sess.get_inputs()[0].name
     for _ in range(3):
@@ -51,7 +50,9 @@ def main() -> None:
         for name in a.only:
             model = Backbone(name).eval()
             path = Path(tmp) / f"{name}.onnx"
-            torch.onnx.export(model, (torch.zeros(shape),), str(path), opset_version=17, dynamo=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (torch.zeros(shape),), str(path), opset_version=17, dynamo=False)
             med, p95 = time_onnx(path, shape, a.threads, a.runs)
             n = sum(p.numel() for p in model.parameters()) / 1e6
             print(f"{name:22s} {n:8.2f} {med:9.1f} {p95:7.1f}  {model.out_channels}", flush=True)

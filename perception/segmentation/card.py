@@ -88,6 +88,7 @@ class LatencyEntry:
     p95_ms: float
     stage: str = "end_to_end"
     command: str = ""
+    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def load_card(path: str | Path) -> ModelCard:
             device=_get(row, "device", str, w), provider=_get(row, "provider", str, w),
             threads=_get(row, "threads", int, w), median_ms=float(_get(row, "median_ms", (int, float), w)),
             p95_ms=float(_get(row, "p95_ms", (int, float), w)), stage=row.get("stage", "end_to_end"),
-            command=row.get("command", ""),
+            command=row.get("command", ""), notes=row.get("notes", ""),
         ))
 
     def section(name: str) -> Mapping[str, Any]:

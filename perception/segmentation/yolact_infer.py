@@ -45,11 +45,11 @@ def camera_masks(protos: torch.Tensor, coefs: torch.Tensor, boxes_cam: torch.Ten
     xs = ((torch.arange(w, dtype=torch.float64) + 0.5) * lb.scale + lb.pad_x_px) / stride_px - 0.5
     ys = ((torch.arange(h, dtype=torch.float64) + 0.5) * lb.scale + lb.pad_y_px) / stride_px - 0.5
     gx, gy = (2 * xs + 1) / wp - 1, (2 * ys + 1) / hp - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].to(logits.dtype)
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].to(logits.device, logits.dtype)
     sampled = F.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
     masks = sampled > math.log(threshold / (1 - threshold))
     keep = torch.zeros_like(masks)
-    for i, box in enumerate(boxes_cam.numpy()):
+    for i, box in enumerate(boxes_cam.cpu().numpy()):
         x0, y0, x1, y1 = box_region_px(box, w, h)
         keep[i, y0:y1, x0:x1] = True
     return masks & keep
@@ -60,12 +60,13 @@ def detect(model: Yolact, image_bgr: np.ndarray, width: int, height: int, nms: N
            mask_threshold: float = 0.5, pad_value: int = 114) -> TorchDetections:
     """Run ``model`` (in eval mode) on one ``(H, W, 3)`` uint8 BGR image."""
     img, lb = letterbox(image_bgr, width, height, pad_value)
-    boxes, scores, coefs, protos = YolactExport(model.eval())(image_tensor(img)[None])
+    device = next(model.parameters()).device
+    boxes, scores, coefs, protos = YolactExport(model.eval())(image_tensor(img)[None].to(device))
     index, labels, score = fast_nms_torch(boxes[0], scores[0], nms)
-    pad = torch.tensor([lb.pad_x_px, lb.pad_y_px, lb.pad_x_px, lb.pad_y_px])
+    pad = torch.tensor([lb.pad_x_px, lb.pad_y_px, lb.pad_x_px, lb.pad_y_px], device=device)
     cam = (boxes[0][index] - pad) / lb.scale
     cam[:, 0::2] = cam[:, 0::2].clamp(0, lb.src_width)
     cam[:, 1::2] = cam[:, 1::2].clamp(0, lb.src_height)
     masks = camera_masks(protos[0], coefs[0][index], cam, lb, height / protos.shape[1], mask_threshold)
-    return TorchDetections(cam.numpy().astype(np.float32), labels.numpy(), score.numpy().astype(np.float32),
-                           masks.numpy())
+    return TorchDetections(cam.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
+                           score.cpu().numpy().astype(np.float32), masks.cpu().numpy())

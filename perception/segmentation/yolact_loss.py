@@ -52,12 +52,12 @@ def match(anchors: torch.Tensor, gt_boxes: torch.Tensor, cfg: LossConfig) -> tor
     return torch.where(best_gt_iou < cfg.neg_iou, torch.full_like(best_gt, -1), result)
 
 
-def _mask_loss(protos: torch.Tensor, coefs: torch.Tensor, gt_masks: torch.Tensor, gt_boxes: torch.Tensor,
+def _mask_loss(protos: torch.Tensor, coefs: torch.Tensor, target: torch.Tensor, gt_boxes: torch.Tensor,
                input_hw: tuple[int, int]) -> torch.Tensor:
     """Mean over instances of box-cropped BCE / box area. ``protos``: (Hp, Wp, k);
-    ``coefs``: (P, k); ``gt_masks``: (P, H, W) float; ``gt_boxes``: (P, 4) model pixels."""
+    ``coefs``: (P, k); ``target``: (P, Hp, Wp) float masks at prototype resolution;
+    ``gt_boxes``: (P, 4) model pixels."""
     hp, wp = protos.shape[:2]
-    target = F.interpolate(gt_masks[None], size=(hp, wp), mode="bilinear", align_corners=False)[0]
     logits = (protos @ coefs.t()).permute(2, 0, 1)  # (P, Hp, Wp)
     sy, sx = hp / input_hw[0], wp / input_hw[1]
     ys = (torch.arange(hp, device=protos.device, dtype=protos.dtype) + 0.5)[None, :, None]
@@ -95,8 +95,10 @@ def yolact_loss(out: dict[str, torch.Tensor], targets: list[dict[str, torch.Tens
                                               beta=1.0 / 9, reduction="sum"))
             idx = torch.nonzero(pos).flatten()[: cfg.max_masks_per_image]
             g = m[idx]
-            mask_terms.append(_mask_loss(out["protos"][i], out["coefs"][i][idx], t["masks"][g].float(),
-                                         t["boxes"][g], input_hw) * idx.numel())
+            hp, wp = out["protos"].shape[1:3]
+            small = F.interpolate(t["masks"][None].float(), size=(hp, wp), mode="bilinear", align_corners=False)[0]
+            mask_terms.append(_mask_loss(out["protos"][i], out["coefs"][i][idx], small[g], t["boxes"][g], input_hw)
+                              * idx.numel())
         if "seg_logits" in out:
             seg = out["seg_logits"][i]
             sem = torch.zeros((c, *t["masks"].shape[1:]), device=seg.device)

@@ -45,12 +45,22 @@ class TrainConfig:
     eval_every: int = 2000
     checkpoint_every: int = 500
     threads: int = 1
+    device: str = "auto"
+    workers: int = 0
     run_dir: str = "runs"
     loss: LossConfig = field(default_factory=LossConfig)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def torch_device(self) -> torch.device:
+        """``auto``: the first CUDA device when there is one, else the CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 def to_model_targets(target: Target, class_ids: tuple[int, ...]) -> Target:
@@ -63,9 +73,26 @@ def to_model_targets(target: Target, class_ids: tuple[int, ...]) -> Target:
     return {"boxes": target["boxes"][keep], "labels": mapped[keep], "masks": target["masks"][keep]}
 
 
-def batch_at(source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...]) -> tuple[torch.Tensor, list[Target]]:
+def batch_at(source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...],
+             device: torch.device | None = None) -> tuple[torch.Tensor, list[Target]]:
+    """Batch ``step``: samples ``step * batch_size + i``, targets relabelled to model classes."""
     samples = [source.sample(step * batch_size + i) for i in range(batch_size)]
-    return torch.stack([s[0] for s in samples]), [to_model_targets(s[1], class_ids) for s in samples]
+    targets = [{k: v.to(device) for k, v in to_model_targets(s[1], class_ids).items()} for s in samples]
+    return torch.stack([s[0] for s in samples]).to(device), targets
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batch ``s`` of the run as item ``s`` (CPU tensors), so a ``DataLoader`` with workers
+    can prepare batches ahead; batches are a pure function of the step either way."""
+
+    def __init__(self, source: DataSource, batch_size: int, class_ids: tuple[int, ...], steps: int) -> None:
+        self.source, self.batch_size, self.class_ids, self.steps = source, batch_size, class_ids, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[Target]]:
+        return batch_at(self.source, step, self.batch_size, self.class_ids)
 
 
 def evaluate_model(model: Yolact, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
@@ -106,7 +133,8 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         raise CardError(f"{card.path}: a [weights] table with the output file is needed to train")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model = build_model(card).train()
+    device = cfg.torch_device()
+    model = build_model(card).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     ckpt = Path(run_dir or cfg.run_dir) / card.name / "last.pt"
@@ -114,11 +142,11 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     if resume:
         if not ckpt.is_file():
             raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         start = int(state["step"])
         log.info("resuming %s from step %d (%s)", card.name, start, ckpt)
     source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes)
@@ -127,11 +155,15 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
 
         source = CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
     held_out = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes)
+    log.info("training %s on %s: %d steps of %d images", card.name, device, cfg.steps, cfg.batch_size)
     losses: dict[str, float] = {}
     metrics: dict[str, object] = {}
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=card.name)
-    for step in bar:
-        images, targets = batch_at(source, step, cfg.batch_size, card.class_ids)
+    batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
+                                          batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers)
+    bar = tqdm(zip(range(start, cfg.steps), batches, strict=True), initial=start, total=cfg.steps,
+               disable=not progress, desc=card.name)
+    for step, (images, targets) in bar:
+        images, targets = images.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
         terms = yolact_loss(model(images), targets, cfg.loss)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()

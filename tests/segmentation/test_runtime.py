@@ -55,3 +55,14 @@ def test_empty_frame_gives_empty_detections(tiny_card: Path, caplog: pytest.LogC
     assert det.model == "tiny" and det.inference_ms > 0
     with pytest.raises(ValueError, match="uint8 BGR"):
         seg.predict(frame[:, :, 0])
+
+
+def test_runtime_modules_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import perception.segmentation.runtime, perception.segmentation.ultralytics_adapter, "
+            "perception.segmentation.postprocess, perception.segmentation.fast_nms, perception.segmentation.card; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
