@@ -44,6 +44,13 @@ class Segmenter(Protocol):
         ...
 
 
+def check_bgr(image: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` uint8 array."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {got}")
+
+
 def choose_providers(available: Sequence[str] | None = None) -> list[str]:
     """The available providers in the order TensorRT > CUDA > CPU."""
     have = set(ort.get_available_providers() if available is None else available)
@@ -104,8 +111,7 @@ class YolactSegmenter:
         return self.session.run(None, {self.input_name: blob})
 
     def predict(self, image_bgr: np.ndarray) -> Detections:
-        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
+        check_bgr(image_bgr)
         t0 = time.perf_counter()
         img, lb = letterbox(image_bgr, self.card.input_width, self.card.input_height, self.cfg.pad_value)
         blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)

@@ -24,7 +24,7 @@ from perception.schema import Detections
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.runtime import ModelFileError, open_session
+from perception.segmentation.runtime import ModelFileError, check_bgr, open_session
 
 
 class UltralyticsSegmenter:
@@ -80,6 +80,7 @@ class UltralyticsSegmenter:
 
     def predict(self, image_bgr: np.ndarray) -> Detections:
         """``image_bgr``: ``(H, W, 3)`` uint8; boxes and masks come back in its pixels."""
+        check_bgr(image_bgr)
         t0 = time.perf_counter()
         img, lb = letterbox(image_bgr, self.width, self.height, self.pad_value)
         blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
