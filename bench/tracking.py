@@ -69,22 +69,15 @@ def load_davis_sequences(root: Path) -> dict[str, tuple[list[GtFrame], float]]:
 
 
 def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
-    """Ground truth from the ``gt`` topic of an MCAP drive (envelopes as on the bus)."""
-    from mcap.reader import make_reader
+    """Ground truth from the ``gt`` topic of a drive (``perception synth``, ``import-frames``)."""
+    from perception.recording import DriveReader
 
-    from perception import schema
-
-    frames = []
-    with open(path, "rb") as f:
-        for _, channel, message in make_reader(f).iter_messages(topics=["gt"]):
-            env = schema.decode(message.data, expected_topic="gt")
-            stamp = env.source.capture_ns if env.source else message.log_time
-            frames.append(GtFrame(stamp, env.payload))  # type: ignore[arg-type]
+    reader = DriveReader(path)
+    frames = [GtFrame(env.source.capture_ns, env.payload)  # type: ignore[arg-type, union-attr]
+              for env in reader.messages("gt") if env.source is not None]
     if not frames:
         raise ValueError(f"{path}: no messages on topic 'gt'")
-    span_s = (frames[-1].stamp_ns - frames[0].stamp_ns) / 1e9
-    fps = (len(frames) - 1) / span_s if span_s > 0 else 30.0
-    return {path.stem: (frames, fps)}
+    return {path.stem: (frames, reader.meta.fps or 15.0)}
 
 
 def print_quality(title: str, results: dict[str, dict[str, TrackingScores]]) -> None:
@@ -118,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--seeds", type=int, default=2, help="scenes per scenario")
     ap.add_argument("--drop", type=float, default=0.3, help="share of frames dropped in the second condition")
-    ap.add_argument("--drive", type=Path, help="MCAP drive whose 'gt' topic replaces the built-in scenes")
+    ap.add_argument("--drive", type=Path, nargs="*", default=[],
+                    help="drives (perception synth) whose ground truth replaces the built-in scenes")
     ap.add_argument("--davis", type=Path, help="folder of DAVIS-2016 sequences (<seq>/masks/*.png)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200], help="objects in view for the speed table")
     ap.add_argument("--speed-frames", type=int, default=40)
@@ -128,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     base = DetectionNoise()
     conditions = {"all frames": base, f"{args.drop:.0%} frames dropped": replace(base, drop_rate=args.drop)}
     if args.drive:
-        groups = {args.drive.name: load_drive(args.drive)}
+        groups = {d.name: load_drive(d) for d in args.drive}
     else:
         groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
                          for s in range(args.seeds)} for name in args.scenarios}

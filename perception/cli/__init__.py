@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "generate a synthetic drive with exact masks and track ids"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
     "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
+    "train": ("train", "train a model from its card (needs the train extra)"),
+    "export": ("export", "export a model card's weights to ONNX and record its sha256"),
 }
 
 
