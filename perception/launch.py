@@ -31,6 +31,7 @@ from perception.camera import CameraConfig
 from perception.config import ConfigError, build_config
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
+from perception.recorder import RecorderConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ NODE_TYPES: dict[str, NodeType] = {
     "camera": NodeType(CameraConfig, "nodes.camera", source=True),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
+    "recorder": NodeType(RecorderConfig, "nodes.recorder"),
 }
 
 
