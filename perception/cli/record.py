@@ -87,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(run_dir):
         print(f"note: run {args.run!r} is not running yet ({run_dir}); waiting for it", file=sys.stderr)
     logic = RecorderLogic(cfg)
-    loop = NodeLoop(NodeContext("record", run_dir), logic)
+    try:
+        loop = NodeLoop(NodeContext("record", run_dir), logic)
+    except BaseException:  # Ctrl-C before the loop took over the signals: still finish the file
+        logic.close()
+        raise
     print(f"recording {' '.join(cfg.topics)} of run {args.run!r} to {logic.files[0]}; Ctrl-C to stop", flush=True)
     loop.run()  # until SIGINT/SIGTERM; drains what was sent, then finishes the file
     lost = loop.sub.dropped if loop.sub is not None else 0

@@ -167,11 +167,21 @@ def test_bad_config_is_rejected(params: dict, match: str) -> None:
         build_config(RecorderConfig, params, where="node 'recorder'")
 
 
+class _Viewer:
+    """A frame consumer without ``keep_all``: keeps only the newest frame."""
+
+    inputs = ("frames",)
+    outputs: tuple[str, ...] = ()
+
+
 def test_node_loop_gives_a_recorder_every_message(tmp_path: Path, run_dir: str) -> None:
     logic = RecorderLogic(RecorderConfig(out=str(tmp_path / "r.mcap"), topics=("frames", "gt")))
     loop = NodeLoop(NodeContext("recorder", run_dir), logic)
+    viewer = NodeLoop(NodeContext("viewer", run_dir), _Viewer())  # type: ignore[arg-type]
     try:
         assert loop.sub is not None and not loop.sub.keep_newest and not loop.sub.receivers
+        assert viewer.sub is not None and viewer.sub.keep_newest and viewer.sub.receivers
     finally:
         loop.close()
+        viewer.close()
     assert DriveReader(logic.files[0]).frame_count == 0  # closing the loop finished the file
