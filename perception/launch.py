@@ -32,6 +32,7 @@ from perception.config import ConfigError, build_config
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
 from perception.recorder import RecorderConfig
+from perception.replay import ReplayConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ NODE_TYPES: dict[str, NodeType] = {
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
     "recorder": NodeType(RecorderConfig, "nodes.recorder"),
+    "replay": NodeType(ReplayConfig, "nodes.replay", source=True),
 }
 
 

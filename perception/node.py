@@ -120,7 +120,8 @@ class NodeLoop:
         wait_ms = max(0, int(wait_ns // 1_000_000))
         if self.sub is not None:
             for msg in self.sub.poll(wait_ms):
-                self.stats.frames_in += 1
+                if msg.topic != "status":  # heartbeats are not data
+                    self.stats.frames_in += 1
                 self._step(msg)
         elif wait_ms > 0:
             time.sleep(wait_ms / 1000)
@@ -206,7 +207,8 @@ class NodeLoop:
             if not msgs:
                 return
             for msg in msgs:
-                self.stats.frames_in += 1
+                if msg.topic != "status":
+                    self.stats.frames_in += 1
                 self._step(msg)
 
     def close(self) -> None:
