@@ -11,7 +11,7 @@ torchvision detection conventions:
 Samples are a pure function of ``(seed, index)``, so training resumes exactly and a
 held-out set is just another seed. Sources: ``shapes`` (built in: class-specific shapes
 on textured backgrounds, for tests and smoke runs) and ``synth`` (the synthetic drives of
-``perception.synth``, wired in when that package lands).
+``perception.synth``, letterboxed like the preprocess node does).
 """
 
 from __future__ import annotations
@@ -130,9 +130,6 @@ def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tu
     """The data source a card's ``[data]`` table names, at the card's input size."""
     if cfg.source == "shapes":
         return ShapesSource(width, height, seed, classes, cfg.max_objects)
-    try:
-        from perception.synth import dataset  # type: ignore[import-not-found]  # lands with the synth package
-    except ImportError:
-        raise DataError("[data] source 'synth' needs the perception.synth package, which is not installed "
-                        "on this branch; use source = 'shapes' until it lands") from None
-    return dataset.make_source(width=width, height=height, seed=seed, classes=classes)  # type: ignore[no-any-return]
+    from perception.train.synth_source import SynthSource
+
+    return SynthSource(width, height, seed)
