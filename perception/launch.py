@@ -33,6 +33,7 @@ from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
 from perception.recorder import RecorderConfig
 from perception.replay import ReplayConfig
+from perception.segmenter_node import SegmenterConfig
 from perception.tracking import TrackerConfig
 
 
@@ -49,6 +50,7 @@ class NodeType:
 NODE_TYPES: dict[str, NodeType] = {
     "camera": NodeType(CameraConfig, "nodes.camera", source=True),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
+    "segmenter": NodeType(SegmenterConfig, "nodes.segmenter"),
     "tracker": NodeType(TrackerConfig, "nodes.tracker"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
     "recorder": NodeType(RecorderConfig, "nodes.recorder"),

@@ -222,12 +222,14 @@ class NodeLoop:
             close()
 
 
-def node_main(node_type: str, make_logic: Callable[[object], Logic], config_cls: type,
-              argv: Sequence[str] | None = None) -> None:
+def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type,
+              argv: Sequence[str] | None = None, with_context: bool = False) -> None:
     """Entry point shared by the scripts in ``nodes/``.
 
     Arguments: ``--name``, ``--run-dir``, ``--params`` (JSON of the node's parameters),
-    ``--deterministic``. Bad configuration exits with code 2 and one clear line.
+    ``--deterministic``. ``with_context``: ``make_logic(cfg, ctx)`` also gets the
+    :class:`NodeContext`. Bad configuration (or a model or file that does not load) exits
+    with code 2 and one clear line.
     """
     ap = argparse.ArgumentParser(prog=f"nodes.{node_type}")
     ap.add_argument("--name", default=node_type)
@@ -237,13 +239,14 @@ def node_main(node_type: str, make_logic: Callable[[object], Logic], config_cls:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    ctx = NodeContext(args.name, args.run_dir, args.deterministic)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
-        logic = make_logic(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+        logic = make_logic(cfg, ctx) if with_context else make_logic(cfg)
+    except (ConfigError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {args.name}: {e}", file=sys.stderr)
         sys.exit(2)
-    loop = NodeLoop(NodeContext(args.name, args.run_dir, args.deterministic), logic)
+    loop = NodeLoop(ctx, logic)
     log.info("%s started (pid %d)", args.name, os.getpid())
     loop.run()
     log.info("%s stopped", args.name)

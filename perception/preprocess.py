@@ -60,6 +60,15 @@ def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) 
     return out, Letterbox(scale=scale, pad_x_px=float(px), pad_y_px=float(py), src_width=w, src_height=h)
 
 
+def compose(outer: Letterbox, inner: Letterbox) -> Letterbox:
+    """One transform for two letterboxes in a row: ``outer`` maps model pixels to an
+    intermediate image, ``inner`` maps that image to camera pixels."""
+    return Letterbox(scale=outer.scale * inner.scale,
+                     pad_x_px=outer.pad_x_px + outer.scale * inner.pad_x_px,
+                     pad_y_px=outer.pad_y_px + outer.scale * inner.pad_y_px,
+                     src_width=inner.src_width, src_height=inner.src_height)
+
+
 def to_camera_xyxy(boxes: np.ndarray, t: Letterbox) -> np.ndarray:
     """Map ``(N, 4)`` xyxy boxes from model pixels to camera pixels, clipped to the image."""
     out = (np.asarray(boxes, dtype=np.float32) - [t.pad_x_px, t.pad_y_px, t.pad_x_px, t.pad_y_px]) / t.scale

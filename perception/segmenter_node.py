@@ -13,30 +13,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
-
 import numpy as np
 
 from perception.bus import Received
 from perception.node import Outgoing
 from perception.scheduling import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
-from perception.schema import Detections, FrameHeader, Letterbox
+from perception.schema import FrameHeader
+from perception.segmentation.card import ModelCard, load_card
+from perception.segmentation.runtime import Segmenter, load_segmenter
 
 log = logging.getLogger(__name__)
-
-
-class Segmenter(Protocol):
-    """What the node needs of a model runtime.
-
-    ``predict(image, transform)``: ``image`` is an ``(H, W, 3)`` uint8 BGR frame (already
-    letterboxed by preprocess when ``transform`` is given, which maps it back to camera
-    pixels); returns :class:`~perception.schema.Detections` in camera pixels.
-    """
-
-    name: str
-    profile: LatencyProfile
-
-    def predict(self, image: np.ndarray, transform: Letterbox | None = None) -> Detections: ...
 
 
 @dataclass(frozen=True)
@@ -71,16 +57,17 @@ class SegmenterLogic:
     inputs: tuple[str, ...] = ("frames.rect",)
     outputs: tuple[str, ...] = ("detections",)
 
-    def __init__(self, cfg: SegmenterConfig, models: dict[str, Segmenter], deterministic: bool = False) -> None:
+    def __init__(self, cfg: SegmenterConfig, models: dict[str, Segmenter], profiles: dict[str, LatencyProfile],
+                 deterministic: bool = False) -> None:
         missing = {FAST, ACCURATE} - set(models) if cfg.policy == "auto" else {cfg.policy} - set(models)
         if missing:
             raise ValueError(f"segmenter needs the {', '.join(sorted(missing))} model for policy {cfg.policy!r}")
         self.cfg = cfg
         self.models = models
         self.deterministic = deterministic
-        fast = models.get(FAST) or models[ACCURATE]
-        accurate = models.get(ACCURATE) or models[FAST]
-        self.policy = Policy(cfg.policy_config(), fast.profile, accurate.profile)
+        fast = profiles.get(FAST) or profiles[ACCURATE]
+        accurate = profiles.get(ACCURATE) or profiles[FAST]
+        self.policy = Policy(cfg.policy_config(), fast, accurate)
         self.frames = 0
         self.stale = 0
         self.deadline_misses = 0
@@ -117,3 +104,26 @@ class SegmenterLogic:
     def counters(self) -> dict[str, int | float | str | bool]:
         return {"frames": self.frames, "published": self.published, "stale": self.stale,
                 "deadline_misses": self.deadline_misses, **self.policy.counters()}
+
+
+def latency_profile(card: ModelCard) -> LatencyProfile:
+    """The policy's seed for a model: the card's first end-to-end latency row (p95, and the
+    cost per instance where the card gives one); pessimistic when the card has none."""
+    rows = [r for r in card.latency if r.stage == "end_to_end"]
+    if not rows:
+        log.warning("%s: no end-to-end latency in its card; assuming 1000 ms until measured", card.path)
+        return LatencyProfile(p95_ms=1000.0)
+    return LatencyProfile(p95_ms=rows[0].p95_ms, per_instance_ms=rows[0].per_instance_ms)
+
+
+def build_segmenter(cfg: SegmenterConfig, deterministic: bool = False) -> SegmenterLogic:
+    """Load the models the policy needs (both for ``auto``, warm before the first frame).
+    A card or model that fails to load raises with a message naming the file."""
+    needed = (FAST, ACCURATE) if cfg.policy == "auto" else (cfg.policy,)
+    cards = {m: (cfg.fast if m == FAST else cfg.accurate) for m in needed}
+    models = {m: load_segmenter(path, cfg.threads, cfg.providers or None) for m, path in cards.items()}
+    profiles = {m: latency_profile(load_card(path)) for m, path in cards.items()}
+    warm = np.zeros((64, 64, 3), np.uint8)
+    for model in models.values():
+        model.predict(warm)  # first run allocates; keep it out of the first frame's latency
+    return SegmenterLogic(cfg, models, profiles, deterministic)

@@ -16,7 +16,7 @@ from perception.segmenter_node import SegmenterConfig, SegmenterLogic
 class FakeModel:
     def __init__(self, name: str, p95_ms: float, sleep_ms: float, fail_on: int = -1) -> None:
         self.name = name
-        self.profile = LatencyProfile(p95_ms)
+        self.p95_ms = p95_ms
         self.sleep_ms = sleep_ms
         self.calls = 0
         self.fail_on = fail_on
@@ -41,7 +41,10 @@ def _msg(seq: int, age_ms: float) -> Received:
 def _logic(policy: str = "auto", budget_ms: float = 100.0, deterministic: bool = False) -> SegmenterLogic:
     cfg = SegmenterConfig(policy=policy, budget_ms=budget_ms, switch_up_after=2)  # type: ignore[arg-type]
     models = {"fast": FakeModel("yolact", 5, 1), "accurate": FakeModel("maskrcnn", 20, 2)}
-    return SegmenterLogic(cfg, models, deterministic)  # type: ignore[arg-type]
+    return SegmenterLogic(cfg, models, PROFILES, deterministic)  # type: ignore[arg-type]
+
+
+PROFILES = {"fast": LatencyProfile(5.0), "accurate": LatencyProfile(20.0)}
 
 
 def test_auto_moves_to_accurate_when_it_fits_and_fills_in_fields() -> None:
@@ -71,7 +74,7 @@ def test_deterministic_mode_processes_every_frame_and_counts_misses() -> None:
 
 def test_fixed_policy_needs_only_its_model() -> None:
     cfg = SegmenterConfig(policy="fast")
-    logic = SegmenterLogic(cfg, {"fast": FakeModel("yolact", 5, 1)})  # type: ignore[dict-item]
+    logic = SegmenterLogic(cfg, {"fast": FakeModel("yolact", 5, 1)}, PROFILES)  # type: ignore[dict-item]
     assert logic.step(time.monotonic_ns(), _msg(0, 1.0))[0].payload.model == "yolact"
     with pytest.raises(ValueError, match="needs the accurate model"):
-        SegmenterLogic(SegmenterConfig(policy="auto"), {"fast": FakeModel("yolact", 5, 1)})  # type: ignore[dict-item]
+        SegmenterLogic(SegmenterConfig(policy="auto"), {"fast": FakeModel("yolact", 5, 1)}, PROFILES)  # type: ignore[dict-item]

@@ -89,6 +89,7 @@ class LatencyEntry:
     stage: str = "end_to_end"
     command: str = ""
     notes: str = ""
+    per_instance_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def load_card(path: str | Path) -> ModelCard:
             threads=_get(row, "threads", int, w), median_ms=float(_get(row, "median_ms", (int, float), w)),
             p95_ms=float(_get(row, "p95_ms", (int, float), w)), stage=row.get("stage", "end_to_end"),
             command=row.get("command", ""), notes=row.get("notes", ""),
+            per_instance_ms=float(_get(row, "per_instance_ms", (int, float), w)) if "per_instance_ms" in row else 0.0,
         ))
 
     def section(name: str) -> Mapping[str, Any]:

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from perception.preprocess import letterbox, to_camera_xyxy
-from perception.schema import Detections
+from perception.preprocess import compose, letterbox, to_camera_xyxy
+from perception.schema import Detections, Letterbox
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
@@ -35,13 +35,18 @@ class ModelFileError(RuntimeError):
 
 
 class Segmenter(Protocol):
-    """What the segmenter node calls: one camera frame in, its detections out."""
+    """What the segmenter node calls: one frame in, its detections out.
+
+    ``predict(image_bgr, transform=None)``: ``image_bgr`` is an ``(H, W, 3)`` uint8 frame.
+    Without ``transform`` it is the camera image and boxes and masks come back in its pixels.
+    With ``transform`` it is a frame the preprocess node already letterboxed, and
+    ``transform`` maps it to camera pixels, where the results come back.
+    """
 
     name: str
+    card: ModelCard
 
-    def predict(self, image_bgr: np.ndarray) -> Detections:
-        """``image_bgr``: ``(H, W, 3)`` uint8. Boxes and masks come back in its pixels."""
-        ...
+    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections: ...
 
 
 def check_bgr(image: np.ndarray) -> None:
@@ -110,10 +115,10 @@ class YolactSegmenter:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
         return self.session.run(None, {self.input_name: blob})
 
-    def predict(self, image_bgr: np.ndarray) -> Detections:
+    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         check_bgr(image_bgr)
         t0 = time.perf_counter()
-        img, lb = letterbox(image_bgr, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+        img, lb = model_input(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
         blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
         t1 = time.perf_counter()
         boxes, scores, coefs, protos = self.run_network(blob)
@@ -129,6 +134,17 @@ class YolactSegmenter:
         self.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3,
                            "masks": (t4 - t3) * 1e3}
         return Detections(det.model, det.image_width, det.image_height, det.instances, inference_ms=(t4 - t0) * 1e3)
+
+
+def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int,
+                pad_value: int) -> tuple[np.ndarray, Letterbox]:
+    """The ``(height, width, 3)`` network input for ``image_bgr`` and the transform from it to
+    camera pixels. A frame already letterboxed to that size (``transform`` given) is used as
+    it is; any other is letterboxed (again), the transforms composed."""
+    if transform is not None and image_bgr.shape[:2] == (height, width):
+        return image_bgr, transform
+    img, lb = letterbox(image_bgr, width, height, pad_value)
+    return img, (compose(lb, transform) if transform is not None else lb)
 
 
 def load_segmenter(card_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Segmenter:

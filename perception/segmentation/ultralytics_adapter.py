@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 
 from perception.classes import CLASSES, COCO80_INDEX
-from perception.preprocess import letterbox, to_camera_xyxy
-from perception.schema import Detections
+from perception.preprocess import to_camera_xyxy
+from perception.schema import Detections, Letterbox
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.runtime import ModelFileError, check_bgr, open_session
+from perception.segmentation.runtime import ModelFileError, check_bgr, model_input, open_session
 
 
 class UltralyticsSegmenter:
@@ -78,11 +78,11 @@ class UltralyticsSegmenter:
             raise ModelFileError(f"{card.path}: no [onnx] table naming the Ultralytics ONNX file")
         return cls(onnx, indices, post.nms(), post.mask_threshold, threads, providers, card.name, post.pad_value)
 
-    def predict(self, image_bgr: np.ndarray) -> Detections:
-        """``image_bgr``: ``(H, W, 3)`` uint8; boxes and masks come back in its pixels."""
+    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
+        """See :class:`perception.segmentation.runtime.Segmenter`."""
         check_bgr(image_bgr)
         t0 = time.perf_counter()
-        img, lb = letterbox(image_bgr, self.width, self.height, self.pad_value)
+        img, lb = model_input(image_bgr, transform, self.width, self.height, self.pad_value)
         blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
         outs = self.session.run(None, {self.input_name: blob})
         pred, protos = outs[self.det_out][0].T, outs[self.proto_out][0]  # (N, 4+nc+32), (32, Hp, Wp)
