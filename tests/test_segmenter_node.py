@@ -78,3 +78,19 @@ def test_fixed_policy_needs_only_its_model() -> None:
     assert logic.step(time.monotonic_ns(), _msg(0, 1.0))[0].payload.model == "yolact"
     with pytest.raises(ValueError, match="needs the accurate model"):
         SegmenterLogic(SegmenterConfig(policy="auto"), {"fast": FakeModel("yolact", 5, 1)}, PROFILES)  # type: ignore[dict-item]
+
+
+def test_model_that_fails_to_load_stops_the_node_with_a_clear_error(tmp_path, run_dir: str) -> None:  # noqa: ANN001
+    import json
+    import subprocess
+    import sys
+
+    card = tmp_path / "broken.toml"
+    card.write_text('name = "broken"\nfamily = "yolact"\nclasses = ["car"]\n[input]\nwidth = 64\nheight = 64\n'
+                    '[onnx]\nfile = "broken.onnx"\nsha256 = ""\n')
+    (tmp_path / "broken.onnx").write_bytes(b"not an onnx model")
+    out = subprocess.run([sys.executable, "-m", "nodes.segmenter", "--run-dir", run_dir,
+                          "--params", json.dumps({"policy": "fast", "fast": str(card)})],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "error: segmenter:" in out.stderr and "broken" in out.stderr
