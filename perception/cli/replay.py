@@ -49,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
     replay = result.statuses.get("replay")
     published = replay.counters.get("published", 0) if replay else 0
     print(f"replay: {result.reason}; {published} frames published in {result.elapsed_s:.1f} s")
+    recorder = result.statuses.get("recorder")
+    if recorder is not None:
+        print(f"recorded to {recorder.counters.get('file', '?')} ({recorder.counters.get('files', 0)} file(s); "
+              "an existing file is never overwritten)")
     return result.code
