@@ -63,16 +63,19 @@ class MaskScores:
 
 def coco_results(detections: Mapping[int, Detections]) -> list[dict[str, object]]:
     """COCO results (``loadRes`` format) from ``{frame_seq: Detections}``; instances
-    without a mask are skipped (mask AP needs masks)."""
+    without a mask are skipped (mask AP needs masks).
+
+    No ``bbox`` is written: given one, ``loadRes`` takes the box area as the detection's
+    area, which moves detections between the small/medium/large ranges (detectron2 drops it
+    for mask AP for the same reason); without it the mask area is used."""
     out: list[dict[str, object]] = []
     for seq, det in sorted(detections.items()):
         for inst in det.instances:
             if inst.mask is None:
                 continue
-            x0, y0, x1, y1 = inst.box_xyxy
             out.append({"image_id": seq + 1, "category_id": COCO_CATEGORY_IDS[inst.class_id],
                         "segmentation": {"size": list(inst.mask.size), "counts": inst.mask.counts},
-                        "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(inst.score)})
+                        "score": float(inst.score)})
     return out
 
 

@@ -55,7 +55,7 @@ def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: st
     ax.set_ylabel(f"capture -> {output_topic or 'output'} [ms]")
     ax.set_title("Latency per frame")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     return _save(fig, path)
 
 
