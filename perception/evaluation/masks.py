@@ -1,8 +1,10 @@
-"""COCO mask AP of a run's detections against its ground truth, scored by pycocotools.
+"""COCO mask AP of a run's detections against its ground truth.
 
-Ground truth goes through :func:`perception.gt_export.coco_dataset` (one image per frame,
-``image_id = frame_seq + 1``, ``ignore`` instances as ``iscrowd = 1``, so a detection on a
-don't-care region is neither a hit nor a false positive); detections become COCO results
+Scored with faster-coco-eval, a C++ reimplementation of pycocotools' ``COCOeval`` that
+gives the same figures (see :func:`run_cocoeval`). Ground truth goes through
+:func:`perception.gt_export.coco_dataset` (one image per frame, ``image_id = frame_seq + 1``,
+``ignore`` instances as ``iscrowd = 1``, so a detection on a don't-care region is neither a
+hit nor a false positive); detections become COCO results
 (``segmentation`` = the instance's RLE, ``category_id`` = the class's COCO id). Every frame
 that has ground truth is scored, including frames the run dropped (their objects count as
 missed), so a run that drops frames scores lower than one that processes them all.
@@ -13,21 +15,18 @@ Per-class and per-size figures are read from ``COCOeval.eval["precision"]`` exac
 
 from __future__ import annotations
 
-import contextlib
-import io
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from faster_coco_eval import COCO, COCOeval_faster
 
 from perception.classes import CLASSES, COCO_CATEGORY_IDS
 from perception.gt_export import coco_dataset
 from perception.schema import Detections, GroundTruth
 
-#: COCOeval's area ranges, in the order of ``params.areaRngLbl``.
-SIZES: tuple[str, ...] = ("all", "small", "medium", "large")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,29 +87,21 @@ def _stat(v: float) -> float | None:
     return None if v < 0 else float(v)
 
 
-def _load(dataset: dict[str, object]) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+def run_cocoeval(gt_dataset: dict[str, object], results: list[dict[str, object]]) -> COCOeval_faster:
+    """COCO segmentation evaluation (``evaluate``, ``accumulate``, ``summarize``) of
+    ``results`` against the COCO dataset dict ``gt_dataset``; both are consumed (the
+    libraries add fields to them). An empty result list scores as a run that found nothing.
 
-
-def run_cocoeval(gt_dataset: dict[str, object], results: list[dict[str, object]]) -> COCOeval:
-    """``COCOeval(iouType="segm")`` evaluated, accumulated and summarized (quietly).
-
-    An empty result list is scored as a run that found nothing (pycocotools' ``loadRes``
-    cannot load an empty list)."""
-    gt = _load(gt_dataset)
-    with contextlib.redirect_stdout(io.StringIO()):
-        if results:
-            dt = gt.loadRes(results)
-        else:
-            dt = _load({"images": gt_dataset["images"], "categories": gt_dataset["categories"], "annotations": []})
-        ev = COCOeval(gt, dt, iouType="segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
+    Uses faster-coco-eval's ``COCOeval_faster``: the same figures as pycocotools' ``COCOeval``
+    (summary stats equal, precision arrays within 2.2e-16) 4-5x faster on a 150-frame
+    640x360 drive (``bench/coco_eval.py``); a test checks it against pycocotools run directly.
+    """
+    gt = COCO(gt_dataset, print_function=log.debug)
+    dt = gt.loadRes(results)
+    ev = COCOeval_faster(gt, dt, iouType="segm", print_function=log.debug)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
     return ev
 
 
