@@ -22,7 +22,6 @@ import statistics
 import time
 
 import numpy as np
-
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -89,7 +88,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     gts, dets = make_run(args.frames, args.seed)
     dataset = coco_dataset(sorted(gts.items()))
     results = coco_results(dets)

@@ -40,7 +40,8 @@ class Percentiles:
     max_ms: float | None
 
     @classmethod
-    def of(cls, values_ms: Iterable[float]) -> Percentiles:
+    def of(cls, values_ms: Iterable[float | None]) -> Percentiles:
+        """Percentiles of the values that are not ``None``."""
         v = np.asarray([x for x in values_ms if x is not None], dtype=np.float64)
         if v.size == 0:
             return cls(0, None, None, None, None, None)
@@ -135,7 +136,8 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
     timeline: list[FrameTiming] = []
     for seq in seqs:
         d, t = dets.get(seq), trks.get(seq)
-        src = (d or t).source if (d or t) else None
+        first = d or t
+        src = first.source if first is not None else None
         det: Detections | None = d.payload if d is not None else None  # type: ignore[assignment]
         out = t if output_topic == "tracks" else d
         timeline.append(FrameTiming(
@@ -180,5 +182,9 @@ def detections_by_frame(envs: Iterable[Envelope]) -> dict[int, Detections]:
 
 def summed_counter(counters: Mapping[str, Mapping[str, object]], name: str) -> int:
     """A numeric counter summed over every node that reports it (0 when none does)."""
-    return int(sum(v[name] for v in counters.values()
-                   if isinstance(v.get(name), (int, float)) and not isinstance(v.get(name), bool)))
+    total = 0.0
+    for v in counters.values():
+        x = v.get(name)
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            total += x
+    return int(total)

@@ -54,9 +54,9 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         lines.append(f"- {n}")
     lines.append("")
     if m is not None:
-        lines += ["## Mask AP (COCO, pycocotools)", "",
-                  f"{m.images} frames, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore regions "
-                  f"scored as crowd), {m.detections} detections.", ""]
+        lines += ["## Mask AP (COCO segm: COCOeval via faster-coco-eval)", "",
+                  (f"{m.images} frames, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore "
+                   f"regions scored as crowd), {m.detections} detections."), ""]
         lines += _table(["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
                         [[_pct(m.ap), _pct(m.ap50), _pct(m.ap75), _pct(m.ap_small), _pct(m.ap_medium),
                           _pct(m.ap_large), _pct(m.ar100)]])
@@ -77,8 +77,8 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
                              for k, v in t["per_class"].items()])
         lines.append("")
     lines += ["## Latency", "",
-              f"Capture to {s.output_topic or 'output'}: budget {s.budget_ms:g} ms, met on {s.deadline_hits} of "
-              f"{s.frames_total} frames ({_pct(s.deadline_hit_rate)}%; a frame without output misses).", ""]
+              (f"Capture to {s.output_topic or 'output'}: budget {s.budget_ms:g} ms, met on {s.deadline_hits} of "
+               f"{s.frames_total} frames ({_pct(s.deadline_hit_rate)}%; a frame without output misses)."), ""]
     lines += _table(["stage", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms"],
                     _latency_rows({**s.stages, "capture to output": s.capture_to_output}))
     lines += ["", "## Frames, drops and models", ""]

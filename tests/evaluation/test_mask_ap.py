@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evaluation.run_files import GtFrame, RunSpec, perfect, shifted, without_class, write_run
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from evaluation.run_files import GtFrame, RunSpec, perfect, shifted, without_class, write_run
 from perception.classes import CLASSES, COCO_CATEGORY_IDS
 from perception.evaluation.masks import evaluate_masks
 from perception.evaluation.report import evaluate_run

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from evaluation.run_files import ACCURATE, FAST, GtFrame, RunSpec, write_run
+
 from perception.cli import main
 from perception.evaluation.report import evaluate_run, summary_text, write_report
 from perception.schema import Status

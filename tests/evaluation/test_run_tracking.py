@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from evaluation.run_files import GtFrame, RunSpec, write_run
+
 from perception.evaluation.report import evaluate_run
 
 pytest.importorskip("perception.evaluation.tracking", reason="tracking metrics module not merged yet")
