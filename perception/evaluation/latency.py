@@ -80,6 +80,7 @@ class RunStats:
     stages: dict[str, Percentiles]
     capture_to_output: Percentiles
     model_usage: dict[str, int]
+    by_model: dict[str, dict[str, Percentiles]]  # model -> {"inference", "capture_to_output"}
     model_switches: int
     switch_frames: list[int]
     node_counters: dict[str, dict[str, float | int | str | bool]] = field(default_factory=dict)
@@ -159,6 +160,9 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
     usage: dict[str, int] = {}
     for _, m in models:
         usage[m] = usage.get(m, 0) + 1
+    by_model = {m: {"inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
+                    "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m)}
+                for m in sorted(usage)}
     switch_frames = [seq for (seq, m), (_, prev) in zip(models[1:], models[:-1]) if m != prev]
     hits = sum(1 for f in timeline if f.output_ms is not None and f.output_ms <= budget_ms)
     return RunStats(
@@ -166,7 +170,7 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
         frames_without_output=sum(1 for f in timeline if f.output_ms is None), output_topic=output_topic,
         budget_ms=budget_ms, deadline_hits=hits, deadline_hit_rate=hits / len(seqs) if seqs else None,
         stages=stages, capture_to_output=Percentiles.of(f.output_ms for f in timeline),
-        model_usage=dict(sorted(usage.items())), model_switches=len(switch_frames), switch_frames=switch_frames,
+        model_usage=dict(sorted(usage.items())), by_model=by_model, model_switches=len(switch_frames), switch_frames=switch_frames,
         node_counters=node_counters(statuses), timeline=timeline)
 
 

@@ -80,7 +80,8 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
               (f"Capture to {s.output_topic or 'output'}: budget {s.budget_ms:g} ms, met on {s.deadline_hits} of "
                f"{s.frames_total} frames ({_pct(s.deadline_hit_rate)}%; a frame without output misses)."), ""]
     lines += _table(["stage", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms"],
-                    _latency_rows({**s.stages, "capture to output": s.capture_to_output}))
+                    _latency_rows({**s.stages, "capture_to_output": s.capture_to_output,
+                                   **{f"{name} on `{m}`": p for m, ps in s.by_model.items() for name, p in ps.items()}}))
     lines += ["", "## Frames, drops and models", ""]
     lines += _table(["count", "value"],
                     [["frames", str(s.frames_total)], ["frames with detections", str(s.frames_with_detections)],

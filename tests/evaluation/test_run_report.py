@@ -45,6 +45,9 @@ def test_latency_deadline_drops_and_models(tmp_path: Path, gt_frames: list[GtFra
     assert s.deadline_hit_rate == pytest.approx(0.7)  # the dropped frame misses too
     assert s.model_usage == {ACCURATE: 4, FAST: 5}  # fast on 0-4 and 7, but frame 3 was dropped
     assert (s.model_switches, s.switch_frames) == (3, [5, 7, 8])
+    accurate = [LATENCY_MS[i] + 2.0 for i in (5, 6, 8, 9)]
+    assert s.by_model[ACCURATE]["capture_to_output"].p50_ms == pytest.approx(np.median(accurate))
+    assert s.by_model[FAST]["inference"].n == 5
     seg = s.node_counters["segmenter"]
     assert (seg["processes"], seg["frames_in"], seg["dropped"], seg["stale"], seg["policy"]) == (2, 9, 3, 7, "auto")
     assert s.node_counters["tracker"]["dropped"] == 4
