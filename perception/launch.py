@@ -31,6 +31,9 @@ from perception.camera import CameraConfig
 from perception.config import ConfigError, build_config
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
+from perception.recorder import RecorderConfig
+from perception.replay import ReplayConfig
+from perception.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,10 @@ class NodeType:
 NODE_TYPES: dict[str, NodeType] = {
     "camera": NodeType(CameraConfig, "nodes.camera", source=True),
     "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
+    "tracker": NodeType(TrackerConfig, "nodes.tracker"),
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
+    "recorder": NodeType(RecorderConfig, "nodes.recorder"),
+    "replay": NodeType(ReplayConfig, "nodes.replay", source=True),
 }
 
 

@@ -49,6 +49,11 @@ class Logic(Protocol):
 
     ``step(now_ns, msg)`` is called with each received message, and with ``msg=None`` when
     ``next_wakeup_ns`` (for sources, such as a camera) says it is due.
+
+    Optional: a class attribute ``keep_all = True`` asks for every message in order even
+    outside deterministic mode (a recorder must not keep only the newest frame); such a node
+    also receives what is still queued when it is told to stop. ``close()`` is called on
+    shutdown.
     """
 
     inputs: tuple[str, ...]
@@ -89,9 +94,10 @@ class NodeLoop:
         self.logic = logic
         self.zctx = zctx or zmq.Context.instance()
         hwm = DETERMINISTIC_HWM if ctx.deterministic else DEFAULT_HWM
+        self.keep_all = ctx.deterministic or bool(getattr(logic, "keep_all", False))
         self.sub = (
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
-                       keep_newest=not ctx.deterministic)
+                       keep_newest=not self.keep_all)
             if logic.inputs else None
         )
         self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm) for t in logic.outputs}
@@ -114,7 +120,8 @@ class NodeLoop:
         wait_ms = max(0, int(wait_ns // 1_000_000))
         if self.sub is not None:
             for msg in self.sub.poll(wait_ms):
-                self.stats.frames_in += 1
+                if msg.topic != "status":  # heartbeats are not data
+                    self.stats.frames_in += 1
                 self._step(msg)
         elif wait_ms > 0:
             time.sleep(wait_ms / 1000)
@@ -184,8 +191,25 @@ class NodeLoop:
         try:
             while self.running:
                 self.run_once()
+            if getattr(self.logic, "keep_all", False):
+                self.drain()
         finally:
             self.close()
+
+    def drain(self, quiet_ms: int = 100, max_s: float = 2.0) -> None:
+        """Step every message still arriving until ``quiet_ms`` pass with none (at most
+        ``max_s``), so stopping a recorder loses nothing already sent to it."""
+        if self.sub is None:
+            return
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            msgs = self.sub.poll(quiet_ms)
+            if not msgs:
+                return
+            for msg in msgs:
+                if msg.topic != "status":
+                    self.stats.frames_in += 1
+                self._step(msg)
 
     def close(self) -> None:
         if self.sub:

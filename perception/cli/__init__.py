@@ -17,9 +17,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
     "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
+    "record": ("record", "record a running launch's topics to MCAP, or --recover a cut-short file"),
+    "replay": ("replay", "play a recorded drive through the pipeline in place of the camera"),
     "synth": ("synth", "generate a synthetic drive with exact masks and track ids"),
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
     "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
+    "train": ("train", "train a model from its card (needs the train extra)"),
+    "export": ("export", "export a model card's weights to ONNX and record its sha256"),
 }
 
 

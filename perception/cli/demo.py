@@ -1,14 +1,14 @@
-"""``perception demo``: make a drive, run the pipeline on it, print a summary.
+"""``perception demo``: make a synthetic drive, run the node on it, print a summary.
 
-Everything runs locally from what the project generates itself (no download): a drive of
-frames is written under ``--out``, the nodes of ``launch/demo.yaml`` are started under the
-supervisor, a live progress line follows the output topic, and a summary table closes the
-run.
+Everything comes from the project itself (no download): a synthetic drive is written under
+``--out``, the nodes of ``launch/demo.yaml`` replay it in real time, a live progress line
+follows the pipeline's newest output, and a summary table closes the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -16,99 +16,115 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import zmq
 
-from perception import schema
-from perception.bus import Subscriber
+from perception.bus import Received
+from perception.config import ConfigError
 from perception.launch import default_run_dir, load_launch
-from perception.supervisor import LaunchFailed, Supervisor
+from perception.runner import run_pipeline
+from perception.synth import SynthConfig, write_drive
+from perception.synth.preview import contact_sheet, overlay
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "demo.yaml"
+#: the pipeline's outputs, most downstream first: progress follows the first one present
+OUTPUT_TOPICS = ("tracks", "detections", "frames.rect")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", type=int, default=150, help="frames in the generated drive")
-    p.add_argument("--fps", type=float, default=15.0, help="camera rate")
+    p.add_argument("--frames", type=int, default=150, help="frames in the generated drive (default 150)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated drive")
+    p.add_argument("--scenario", default="urban", help="urban, highway or crowd")
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes")
-    p.add_argument("--launch", default=str(LAUNCH), help="launch file to run")
+    p.add_argument("--launch", default=str(LAUNCH), help="launch file to run (needs a 'replay' node)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")
 
 
-def make_frames(folder: Path, n: int, width: int = 854, height: int = 480, seed: int = 0) -> Path:
-    """Write ``n`` JPEG frames of a simple moving scene (a stand-in drive) to ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    starts = rng.uniform(0, width, 6)
-    speeds = rng.uniform(-8, 8, 6)
-    for i in range(n):
-        im = np.zeros((height, width, 3), np.uint8)
-        im[: height // 2] = (200, 170, 120)
-        im[height // 2:] = (90, 90, 90)
-        for k, (x0, v) in enumerate(zip(starts, speeds)):
-            x = int((x0 + v * i) % width)
-            y = height // 2 + 40 + 30 * k
-            cv2.rectangle(im, (x, y - 20 - 3 * k), (x + 60 + 8 * k, y), (30 + 35 * k, 60, 200 - 25 * k), -1)
-        cv2.imwrite(str(folder / f"{i:05d}.jpg"), im)
-    return folder
+class _Progress:
+    def __init__(self, topics: tuple[str, ...], total: int) -> None:
+        self.topics = topics
+        self.total = total
+        self.ages_ms: dict[str, list[float]] = {t: [] for t in topics}
+        self.stamps: dict[str, list[int]] = {t: [] for t in topics}
+        self.models: dict[str, int] = {}
+        self.tty = sys.stdout.isatty()
+        self.next_line = 0.0
+
+    def __call__(self, m: Received) -> None:
+        src = m.envelope.source
+        if src is None or m.topic not in self.ages_ms:
+            return
+        self.ages_ms[m.topic].append((m.envelope.stamp_ns - src.capture_ns) / 1e6)
+        self.stamps[m.topic].append(m.recv_ns)
+        model = getattr(m.envelope.payload, "model", None)
+        if model:
+            self.models[model] = self.models.get(model, 0) + 1
+        if time.monotonic() >= self.next_line:
+            self.next_line = time.monotonic() + (0.5 if self.tty else 5.0)
+            print(("\r" if self.tty else "") + self.line(), end="" if self.tty else "\n", flush=True)
+
+    @property
+    def output(self) -> str:
+        return next((t for t in self.topics if self.ages_ms[t]), self.topics[-1])
+
+    def fps(self, topic: str) -> float:
+        s = self.stamps[topic]
+        return (len(s) - 1) / ((s[-1] - s[0]) / 1e9) if len(s) > 1 and s[-1] > s[0] else 0.0
+
+    def line(self) -> str:
+        t = self.output
+        ages = self.ages_ms[t]
+        model = max(self.models, key=self.models.__getitem__) if self.models else "-"
+        return (f"{t}: {len(ages):4d}/{self.total} frames  {self.fps(t):5.1f} fps  "
+                f"latency p50 {np.median(ages) if ages else 0:6.1f} ms  model {model}")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    frames_dir = make_frames(out / "frames", args.frames)
-    spec = load_launch(args.launch, [f"camera.source={frames_dir}", f"camera.fps={args.fps}", "camera.loop=false"])
-    run_dir = os.environ.get("PERCEPTION_RUN_DIR") or default_run_dir(spec.run)
+    out.mkdir(parents=True, exist_ok=True)
+    drive = out / "drive.mcap"
+    t0 = time.monotonic()
+    cfg = SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario)
+    meta, kept = write_drive(cfg, drive, keep=6)
+    sheet = out / "drive.png"
+    cv2.imwrite(str(sheet), contact_sheet([overlay(f.image, f.ids, f.labels) for f in kept], cols=3))
+    print(f"made a {args.scenario} drive: {args.frames} frames {meta.width}x{meta.height} @ {meta.fps:g} fps "
+          f"in {time.monotonic() - t0:.1f} s -> {drive}")
     try:
-        sup = Supervisor(spec, run_dir, out=open(out / "nodes.log", "w"))
-    except LaunchFailed as e:
+        spec = load_launch(args.launch, [f"replay.drive={drive.resolve()}", *args.overrides])
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    ctx = zmq.Context()
-    sub = Subscriber(ctx, {t: schema.endpoint(t, run_dir) for t in ("frames.rect", "status")}, keep_newest=False)
-    ages_ms: list[float] = []
-    last_seq = -1
-    t_start = time.monotonic()
-    next_line = 0.0
-    first_ns = last_ns = 0
-    tty = sys.stdout.isatty()
-    code = 0
-    try:
-        sup.start()
-        deadline = time.monotonic() + args.frames / args.fps + 30
-        while last_seq < args.frames - 1 and time.monotonic() < deadline:
-            sup.tick(wait_ms=0)
-            for m in sub.poll(50):
-                if m.topic == "frames.rect" and m.envelope.source is not None:
-                    ages_ms.append((m.recv_ns - m.envelope.source.capture_ns) / 1e6)
-                    first_ns = first_ns or m.recv_ns
-                    last_ns = m.recv_ns
-                    last_seq = m.envelope.source.frame_seq
-            if time.monotonic() >= next_line:
-                next_line = time.monotonic() + (0.5 if tty else 5.0)
-                elapsed = time.monotonic() - t_start
-                line = (f"frames {len(ages_ms):4d}/{args.frames}  {len(ages_ms) / max(elapsed, 1e-6):5.1f} fps  "
-                        f"age p50 {np.median(ages_ms) if ages_ms else 0:6.1f} ms")
-                print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
-    except (LaunchFailed, KeyboardInterrupt) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
-        code = 1
-    finally:
-        sub.close()
-        ctx.term()
-        sup.shutdown()
-    print()
-    fps = (len(ages_ms) - 1) / ((last_ns - first_ns) / 1e9) if last_ns > first_ns else 0.0
-    a = np.asarray(ages_ms) if ages_ms else np.zeros(1)
-    dropped = args.frames - len(ages_ms)
+        return 2
+    run_dir = os.environ.get("PERCEPTION_RUN_DIR") or default_run_dir(spec.run)
+    logging.getLogger("supervisor").setLevel(logging.WARNING)  # node logs go to nodes.log
+    progress = _Progress(OUTPUT_TOPICS, args.frames)
+    with open(out / "nodes.log", "w") as log_out:
+        result = run_pipeline(spec, run_dir, topics=OUTPUT_TOPICS, on_message=progress, log_out=log_out)
+    print(("\r" if progress.tty else "") + progress.line())
+    _summary(progress, result, args.frames, out, drive, sheet)
+    if result.code:
+        print(f"error: {result.reason} (see {out / 'nodes.log'})", file=sys.stderr)
+    return result.code
+
+
+def _summary(progress: _Progress, result, frames: int, out: Path, drive: Path, sheet: Path) -> None:  # noqa: ANN001
+    t = progress.output
+    ages = np.asarray(progress.ages_ms[t]) if progress.ages_ms[t] else np.zeros(1)
+    replay = result.statuses.get("replay")
+    published = int(replay.counters.get("published", 0)) if replay else 0
+    dropped = sum(s.dropped for s in result.statuses.values())
     rows = [
-        ("frames received", f"{len(ages_ms)} of {args.frames}"),
-        ("throughput", f"{fps:.1f} fps (camera set to {args.fps:g})"),
-        ("capture -> frames.rect p50/p95/p99", f"{np.percentile(a, 50):.1f} / {np.percentile(a, 95):.1f} / "
-                                               f"{np.percentile(a, 99):.1f} ms"),
-        ("dropped", str(dropped)),
-        ("drive frames", str(frames_dir)),
+        ("output topic", t),
+        ("frames published / out", f"{published} / {len(progress.ages_ms[t])}"),
+        ("throughput", f"{progress.fps(t):.1f} fps"),
+        (f"capture -> {t} p50/p95/p99", f"{np.percentile(ages, 50):.1f} / {np.percentile(ages, 95):.1f} / "
+                                        f"{np.percentile(ages, 99):.1f} ms"),
+        ("dropped (all nodes)", str(dropped)),
+        ("model usage", ", ".join(f"{k} {v}" for k, v in progress.models.items()) or "-"),
+        ("errors (all nodes)", str(sum(s.errors for s in result.statuses.values()))),
+        ("drive", str(drive)),
+        ("drive contact sheet (ground truth)", str(sheet)),
         ("node logs", str(out / "nodes.log")),
     ]
     width = max(len(k) for k, _ in rows)
-    print("summary")
+    print(f"summary ({result.reason}, {result.elapsed_s:.1f} s)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    return code

@@ -1,0 +1,1 @@
+"""Offline evaluation: tracking metrics (TrackEval), noisy detections from ground truth."""

@@ -1,0 +1,124 @@
+"""The replay node's logic: a recorded drive published in place of the camera.
+
+Frames (and their ground truth, on ``gt``) go out with the drive's original timing scaled
+by ``rate`` (``rate: 0`` = as fast as possible). Each published frame gets a fresh capture
+stamp on this machine's monotonic clock, so latency downstream is measured as if live, and a
+running frame sequence number (the ground truth goes out with the same ``Source``, so a
+recording of the run pairs outputs with ground truth by ``frame_seq``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perception.bus import Received, header_for
+from perception.node import Outgoing
+from perception.recording import DriveError, DriveReader, RecordedFrame
+from perception.schema import GroundTruth, Source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``drive``: MCAP drive to play; ``rate``: speed factor (0 = as fast as possible);
+    ``start_s``/``end_s``: window in seconds from the drive's first frame (``end_s`` 0 = to
+    the end); ``loop``: play again from the start; ``gt``: also publish ground truth;
+    ``start_delay_s``: pause before the first frame so subscribers are connected."""
+
+    drive: str
+    rate: float = 1.0
+    start_s: float = 0.0
+    end_s: float = 0.0
+    loop: bool = False
+    gt: bool = True
+    camera_id: str = ""
+    start_delay_s: float = 0.5
+
+    def validate(self) -> None:
+        if self.rate < 0:
+            raise ValueError(f"key 'rate' must be >= 0 (0 = as fast as possible), got {self.rate}")
+        if self.end_s and self.end_s <= self.start_s:
+            raise ValueError(f"key 'end_s' ({self.end_s}) must be after 'start_s' ({self.start_s})")
+        try:
+            reader = DriveReader(self.drive)
+        except DriveError as e:
+            raise ValueError(f"key 'drive': {e}") from None
+        if reader.counts.get("frames", 0) == 0:
+            raise ValueError(f"key 'drive': {self.drive} holds no frames")
+
+
+class ReplayLogic:
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ("frames", "gt")
+
+    def __init__(self, cfg: ReplayConfig) -> None:
+        self.cfg = cfg
+        self.reader = DriveReader(cfg.drive)
+        self.gt = self.reader.ground_truth() if cfg.gt else {}
+        self.camera_id = cfg.camera_id or self.reader.meta.camera_id
+        self.records: Iterator[RecordedFrame] = self._window()
+        self.pending: RecordedFrame | None = next(self.records, None)
+        self.t0_drive_ns: int | None = None
+        self.t0_wall_ns: int | None = None
+        self.published = 0
+        self.loops = 0
+        self.finished = self.pending is None
+        self.started_ns: int | None = None
+
+    def _window(self) -> Iterator[RecordedFrame]:
+        first = None
+        for rec in self.reader.records():
+            first = rec.source.capture_ns if first is None else first
+            t = (rec.source.capture_ns - first) / 1e9
+            if t < self.cfg.start_s:
+                continue
+            if self.cfg.end_s and t > self.cfg.end_s:
+                return
+            yield rec
+
+    def _due_ns(self, rec: RecordedFrame) -> int:
+        if self.t0_drive_ns is None or self.t0_wall_ns is None or self.cfg.rate == 0:
+            return 0
+        return self.t0_wall_ns + int((rec.source.capture_ns - self.t0_drive_ns) / self.cfg.rate)
+
+    def next_wakeup_ns(self, now_ns: int) -> int | None:
+        if self.finished or self.pending is None:
+            return None
+        if self.started_ns is None:
+            self.started_ns = now_ns + int(self.cfg.start_delay_s * 1e9)
+        return max(self.started_ns, self._due_ns(self.pending))
+
+    def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        rec = self.pending
+        if rec is None:
+            return []
+        if self.t0_drive_ns is None:
+            self.t0_drive_ns, self.t0_wall_ns = rec.source.capture_ns, now_ns
+        self.pending = next(self.records, None)
+        if self.pending is None and self.cfg.loop:
+            self.loops += 1
+            self.records = self._window()
+            self.pending = next(self.records, None)
+            self.t0_drive_ns = None  # the next loop starts its own timeline
+        self.finished = self.pending is None
+        image = cv2.imdecode(np.frombuffer(rec.data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DriveError(f"{self.cfg.drive}: frame {rec.source.frame_seq} does not decode")
+        src = Source(self.camera_id, self.published, time.monotonic_ns())
+        self.published += 1
+        out = [Outgoing("frames", header_for(image), src, image)]
+        gt: GroundTruth | None = self.gt.get(rec.source.frame_seq)
+        if gt is not None:
+            out.append(Outgoing("gt", gt, src))
+        return out
+
+    def counters(self) -> dict[str, int | float | str | bool]:
+        return {"published": self.published, "loops": self.loops, "finished": self.finished,
+                "frame_seq": self.published}

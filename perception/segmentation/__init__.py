@@ -1,0 +1,3 @@
+"""Segmentation models: the torch-free ONNX runtime (``runtime``, ``postprocess``,
+``fast_nms``, ``card``, ``ultralytics_adapter``) and the torch model code used by training
+and export (``backbone``, ``yolact``, ``yolact_loss``, ``yolact_infer``)."""

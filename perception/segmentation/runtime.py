@@ -1,0 +1,143 @@
+"""The torch-free runtime: ONNX Runtime sessions and the one-stage segmenter.
+
+Every segmenter follows :class:`Segmenter`: ``predict(image_bgr) -> Detections`` with boxes
+and masks in the pixels of the image given. :func:`open_session` picks the execution
+provider (TensorRT, then CUDA, then CPU, by availability) and logs one line naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from perception.preprocess import letterbox, to_camera_xyxy
+from perception.schema import Detections
+from perception.segmentation.card import CardError, ModelCard, load_card
+from perception.segmentation.fast_nms import fast_nms_np
+from perception.segmentation.postprocess import make_detections, postprocess_config
+
+log = logging.getLogger(__name__)
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: Output names of an exported one-stage model, in order.
+YOLACT_OUTPUTS = ("boxes", "scores", "coefs", "protos")
+
+
+class ModelFileError(RuntimeError):
+    """A model file that is missing or that ONNX Runtime cannot load; names the file."""
+
+
+class Segmenter(Protocol):
+    """What the segmenter node calls: one camera frame in, its detections out."""
+
+    name: str
+
+    def predict(self, image_bgr: np.ndarray) -> Detections:
+        """``image_bgr``: ``(H, W, 3)`` uint8. Boxes and masks come back in its pixels."""
+        ...
+
+
+def check_bgr(image: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` uint8 array."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {got}")
+
+
+def choose_providers(available: Sequence[str] | None = None) -> list[str]:
+    """The available providers in the order TensorRT > CUDA > CPU."""
+    have = set(ort.get_available_providers() if available is None else available)
+    chosen = [p for p in PROVIDER_PREFERENCE if p in have]
+    return chosen or ["CPUExecutionProvider"]
+
+
+def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None,
+                 label: str = "", spin: bool = False) -> ort.InferenceSession:
+    """An ONNX Runtime session on ``path``. ``threads``: intra-op threads (0: ORT default).
+    ``spin``: let idle intra-op threads spin-wait; off by default, since the node shares the
+    CPU with the other nodes and its own NumPy post-processing, which spinning threads slow.
+
+    Raises :class:`ModelFileError` naming the file when it is missing or not a valid model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=list(providers or choose_providers()))
+    except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
+        raise ModelFileError(f"model file {str(path)!r} could not be loaded by ONNX Runtime: {e}") from None
+    log.info("segmenter %s: ONNX Runtime %s on %s (%s intra-op threads) from %s", label or path.stem,
+             ort.__version__, sess.get_providers()[0], threads or "default", path.name)
+    return sess
+
+
+class YolactSegmenter:
+    """The fast one-stage model exported by ``perception export``, run by ONNX Runtime.
+
+    Pipeline: letterbox to the card's input size, network (graph outputs ``boxes`` (1, A, 4)
+    xyxy model pixels, ``scores`` (1, A, C) sigmoid, ``coefs`` (1, A, k), ``protos``
+    (1, Hp, Wp, k)), Fast NMS and mask assembly in NumPy, boxes mapped to camera pixels.
+    """
+
+    def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
+                 **overrides: object) -> None:
+        self.card = card if isinstance(card, ModelCard) else load_card(card)
+        if self.card.family != "yolact":
+            raise CardError(f"{self.card.path}: family {self.card.family!r} is not a yolact model")
+        if self.card.onnx is None:
+            raise CardError(f"{self.card.path}: no [onnx] table; run `perception export --card {self.card.path}`")
+        self.cfg = postprocess_config(self.card, **overrides)
+        self.name = self.card.name
+        self.session = open_session(self.card.onnx.verify(), threads, providers, self.name)
+        names = tuple(o.name for o in self.session.get_outputs())
+        if names != YOLACT_OUTPUTS:
+            raise ModelFileError(f"{self.card.onnx.path}: outputs {names}, expected {YOLACT_OUTPUTS}")
+        self.input_name = self.session.get_inputs()[0].name
+        self.timings_ms: dict[str, float] = {}
+
+    def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
+        """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
+        return self.session.run(None, {self.input_name: blob})
+
+    def predict(self, image_bgr: np.ndarray) -> Detections:
+        check_bgr(image_bgr)
+        t0 = time.perf_counter()
+        img, lb = letterbox(image_bgr, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+        blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
+        t1 = time.perf_counter()
+        boxes, scores, coefs, protos = self.run_network(blob)
+        t2 = time.perf_counter()
+        index, cls, score = fast_nms_np(boxes[0], scores[0], self.cfg.nms())
+        t3 = time.perf_counter()
+        stride = self.card.input_height / protos.shape[1]
+        det = make_detections(
+            self.name, lb, to_camera_xyxy(boxes[0][index], lb), [self.card.class_ids[c] for c in cls], score,
+            protos[0], coefs[0][index], stride, self.cfg.mask_threshold,
+        )
+        t4 = time.perf_counter()
+        self.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3,
+                           "masks": (t4 - t3) * 1e3}
+        return Detections(det.model, det.image_width, det.image_height, det.instances, inference_ms=(t4 - t0) * 1e3)
+
+
+def load_segmenter(card_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Segmenter:
+    """The segmenter a card describes (``yolact`` or ``ultralytics`` family)."""
+    card = load_card(card_path)
+    if card.family == "yolact":
+        return YolactSegmenter(card, threads, providers)
+    if card.family == "ultralytics":
+        from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
+
+        return UltralyticsSegmenter.from_card(card, threads, providers)
+    raise CardError(f"{card.path}: family {card.family!r} has no ONNX runtime in this module")

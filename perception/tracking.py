@@ -1,0 +1,348 @@
+"""Temporal instance tracker: mask-aware, timestamp-driven, with stable ids.
+
+``Tracker.update(detections, stamp_ns) -> Tracks`` is pure logic (no clock, no I/O).
+
+- Association: mask IoU between the detection's mask and the track's last mask carried
+  forward along the predicted motion, blended (``mask_weight``) with the IoU of the
+  Kalman-predicted box; box IoU alone where either side has no mask; solved with SciPy's
+  ``linear_sum_assignment``. Class rule: a detection of another
+  class only matches when the overlap is at least ``class_switch_iou`` (detectors flicker
+  between car and truck); the track's class is the score-weighted vote of its detections.
+- Two score passes as in ByteTrack: confident detections against confirmed and lost tracks;
+  low-score detections against confirmed tracks still unmatched (an occluded object scores
+  low and would otherwise be lost); the remaining confident detections against tentative
+  tracks; then a recovery pass: lost tracks against confident detections still left, on the
+  Mahalanobis distance of the box centre (an object coming out from behind another overlaps
+  its carried mask little). Only confident detections start tracks.
+- Motion: constant-velocity Kalman filter on the box (:mod:`perception.box_motion`), stepped
+  by the real time between stamps, so variable frame rates and dropped frames are normal.
+- Life cycle in seconds: tentative -> confirmed after ``min_hits`` matches; a tentative
+  track unseen for ``tentative_lost_s`` is removed; a confirmed track not matched in a frame
+  is lost (coasting: predicted box, mask carried forward and flagged ``predicted``) and is
+  removed after ``lost_time_s`` unseen. Removed tracks are reported once with state
+  ``removed``. Ids count up from 1 and are never reused; ``epoch`` tells restarts apart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from perception import box_motion, rle_ops
+from perception.box_motion import MotionNoise
+from perception.ground import GroundPosition
+from perception.schema import Box, Detections, Instance, Rle, Track, Tracks
+
+#: Optional ground-plane projection: (box_xyxy, mask) -> position in metres in the robot
+#: frame with an above-the-horizon flag (see :func:`perception.ground.ground_position`).
+GroundProjector = Callable[[Box, Rle | None], GroundPosition | None]
+
+
+class StaleStamp(ValueError):
+    """A frame stamped earlier than the previous one."""
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Thresholds and times of the tracker (scores in [0, 1], IoUs in [0, 1], times in s).
+
+    ``high_score``: detections at or above take part in the first pass; ``low_score``:
+    detections below are ignored; ``new_track_score``: least score to start a track;
+    ``match_iou``/``low_match_iou``: least overlap to accept a match in the confident and
+    low-score passes; ``class_switch_iou``: least overlap to match a detection of another
+    class; ``min_hits``: matches before a track is confirmed; ``use_masks``: associate on
+    masks (else boxes only); ``mask_weight``: share of mask IoU in the overlap, the rest being
+    the IoU with the predicted box; ``recovery_gate``: squared distance, in standard
+    deviations, within which a lost track takes a confident detection left over by the
+    overlap passes (0: no recovery pass); ``tentative_lost_s``/``lost_time_s``: time unseen
+    before a tentative/confirmed track is removed; the rest is the motion noise
+    (:class:`perception.box_motion.MotionNoise`).
+    """
+
+    high_score: float = 0.5
+    low_score: float = 0.1
+    new_track_score: float = 0.6
+    match_iou: float = 0.2
+    low_match_iou: float = 0.4
+    class_switch_iou: float = 0.7
+    use_masks: bool = True
+    mask_weight: float = 0.5
+    recovery_gate: float = 9.21
+    min_hits: int = 2
+    tentative_lost_s: float = 0.2
+    lost_time_s: float = 0.5
+    accel_centre: float = 4.0
+    accel_size: float = 1.0
+    measurement_std: float = 0.05
+    initial_speed: float = 3.0
+    calib: str = ""
+
+    def validate(self) -> None:
+        if self.calib:
+            from perception.calibration import load_calibration
+
+            if load_calibration(self.calib).extrinsics is None:
+                raise ValueError(f"key 'calib': {self.calib} has no extrinsics block, needed for ground positions")
+        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
+                     "class_switch_iou", "mask_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"key {name!r} must be in [0, 1], got {value}")
+        if self.low_score > self.high_score:
+            raise ValueError(f"key 'low_score' ({self.low_score}) must not exceed 'high_score' ({self.high_score})")
+        if self.min_hits < 1:
+            raise ValueError(f"key 'min_hits' must be at least 1, got {self.min_hits}")
+        for name in ("recovery_gate", "tentative_lost_s", "lost_time_s", "accel_centre", "accel_size",
+                     "measurement_std", "initial_speed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"key {name!r} must not be negative, got {getattr(self, name)}")
+
+    def motion_noise(self) -> MotionNoise:
+        return MotionNoise(self.accel_centre, self.accel_size, self.measurement_std, self.initial_speed)
+
+
+@dataclass
+class TrackerStats:
+    """Running counts, published in the tracker node's status."""
+
+    frames: int = 0
+    ids_issued: int = 0
+    removed: int = 0
+    matched_high: int = 0
+    matched_low: int = 0
+    class_switches: int = 0
+    recovered: int = 0
+    recovered_by_motion: int = 0
+    last_dt_s: float = 0.0
+    max_dt_s: float = 0.0
+
+
+@dataclass
+class _Track:
+    """Mutable state of one live track (internal to :class:`Tracker`)."""
+
+    track_id: int
+    motion: np.ndarray  # (5, 4) float64, see perception.box_motion
+    first_ns: int
+    last_seen_ns: int
+    score: float
+    class_votes: dict[int, float]
+    mask: dict | None  # last observed mask (COCO RLE dict), camera pixels
+    mask_centre: np.ndarray  # (2,) float64: filtered box centre when ``mask`` was observed
+    hits: int = 1
+    state: str = "tentative"
+    box_xyxy: Box = (0.0, 0.0, 0.0, 0.0)  # output box of this frame
+    out_mask: dict | None = None  # output mask of this frame
+    predicted: bool = False
+    _carried: dict | None = field(default=None, repr=False)
+
+    @property
+    def class_id(self) -> int:
+        return max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+    def carried_mask(self) -> dict | None:
+        """The last mask moved by the predicted motion since it was observed (cached per frame)."""
+        if self.mask is None:
+            return None
+        if self._carried is None:
+            d = np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int)
+            self._carried = rle_ops.translate(self.mask, int(d[0]), int(d[1]))
+        return self._carried
+
+
+def _assign(sim: np.ndarray, rows: list[int], cols: list[int], min_sim: float) -> list[tuple[int, int]]:
+    """Hungarian assignment maximising ``sim`` over ``rows`` x ``cols``, keeping pairs with
+    similarity at least ``min_sim`` (and above 0). Returns (row, col) index pairs of ``sim``."""
+    if not rows or not cols:
+        return []
+    sub = sim[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(-sub)
+    floor = max(min_sim, 1e-9)
+    return [(rows[i], cols[j]) for i, j in zip(r, c) if sub[i, j] >= floor]
+
+
+class Tracker:
+    """Online multi-object tracker. One instance per camera; not thread-safe."""
+
+    def __init__(self, cfg: TrackerConfig | None = None, epoch: int | None = None,
+                 ground: GroundProjector | None = None) -> None:
+        self.cfg = cfg or TrackerConfig()
+        self.cfg.validate()
+        self.noise = self.cfg.motion_noise()
+        #: tells tracker restarts apart: by default the wall clock in ms at construction
+        self.epoch = int(time.time_ns() // 1_000_000) if epoch is None else int(epoch)
+        self.ground = ground
+        self.stats = TrackerStats()
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_ns: int | None = None
+
+    # ------------------------------------------------------------------ public
+    def update(self, detections: Detections, stamp_ns: int) -> Tracks:
+        """Advance to ``stamp_ns`` (capture time, ns) with this frame's detections.
+
+        Raises :class:`StaleStamp` if ``stamp_ns`` is earlier than the previous frame's.
+        """
+        if self._last_ns is not None and stamp_ns < self._last_ns:
+            raise StaleStamp(f"frame stamped {stamp_ns} ns is older than the previous one ({self._last_ns} ns)")
+        dt_s = 0.0 if self._last_ns is None else (stamp_ns - self._last_ns) / 1e9
+        self._last_ns = stamp_ns
+        self.stats.frames += 1
+        self.stats.last_dt_s = dt_s
+        self.stats.max_dt_s = max(self.stats.max_dt_s, dt_s)
+
+        tracks = self._tracks
+        if tracks:
+            states = box_motion.predict(np.stack([t.motion for t in tracks]), dt_s, self.noise)
+            for t, s in zip(tracks, states):
+                t.motion, t._carried = s, None
+        dets = [d for d in detections.instances if d.score >= self.cfg.low_score]
+        sim = self._similarity(tracks, dets)
+        matches = self._match(tracks, dets, sim)
+
+        matched_t = {ti for ti, _ in matches}
+        matched_d = {di for _, di in matches}
+        if matches:
+            self._observe([tracks[ti] for ti, _ in matches], [dets[di] for _, di in matches], stamp_ns)
+        removed: list[_Track] = []
+        for i, t in enumerate(tracks):
+            if i not in matched_t:
+                self._coast(t, stamp_ns, removed)
+        self._tracks = [t for t in tracks if t.state != "removed"]
+        born = [d for j, d in enumerate(dets) if j not in matched_d and d.score >= self.cfg.new_track_score]
+        for d in born:
+            self._start(d, stamp_ns)
+        out = [self._to_msg(t, stamp_ns) for t in self._tracks] + [self._to_msg(t, stamp_ns) for t in removed]
+        return Tracks(image_width=detections.image_width, image_height=detections.image_height,
+                      tracks=tuple(out), epoch=self.epoch)
+
+    def live_ids(self) -> list[int]:
+        return [t.track_id for t in self._tracks]
+
+    # ------------------------------------------------------------------ association
+    def _similarity(self, tracks: list[_Track], dets: list[Instance]) -> np.ndarray:
+        """``(n_tracks, n_dets)`` overlap: mask IoU where both sides have a mask, box IoU of
+        the predicted box otherwise; zeroed across classes unless at least ``class_switch_iou``."""
+        if not tracks or not dets:
+            return np.zeros((len(tracks), len(dets)))
+        pred_boxes = box_motion.boxes_xyxy(np.stack([t.motion for t in tracks]))
+        det_boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
+        sim = rle_ops.box_iou(pred_boxes, det_boxes)
+        # masks only where the boxes meet at all: carrying a mask forward costs ~0.1 ms
+        ti = [i for i, t in enumerate(tracks) if t.mask is not None and sim[i].max() > 0 and self.cfg.use_masks]
+        dj = [j for j, d in enumerate(dets) if d.mask is not None]
+        if ti and dj:
+            track_masks = [tracks[i].carried_mask() for i in ti]
+            det_masks = [dets[j].mask.to_coco() for j in dj]  # type: ignore[union-attr]
+            iou = rle_ops.mask_iou(track_masks, det_masks)
+            # blend with the IoU of the Kalman-filtered box: a carried mask is one noisy
+            # observation, the filtered box averages many; the mask adds the shape (on the
+            # synthetic benches, mask weight 0.5 beats both 1.0 and box IoU alone on id switches)
+            box = sim[np.ix_(ti, dj)]
+            sim[np.ix_(ti, dj)] = self.cfg.mask_weight * iou + (1.0 - self.cfg.mask_weight) * box
+        track_cls = np.array([t.class_id for t in tracks])[:, None]
+        det_cls = np.array([d.class_id for d in dets])[None, :]
+        sim[(track_cls != det_cls) & (sim < self.cfg.class_switch_iou)] = 0.0
+        return sim
+
+    def _match(self, tracks: list[_Track], dets: list[Instance], sim: np.ndarray) -> list[tuple[int, int]]:
+        cfg = self.cfg
+        high = [j for j, d in enumerate(dets) if d.score >= cfg.high_score]
+        low = [j for j, d in enumerate(dets) if d.score < cfg.high_score]
+        active = [i for i, t in enumerate(tracks) if t.state in ("confirmed", "lost")]
+        first = _assign(sim, active, high, cfg.match_iou)
+        used_t = {i for i, _ in first}
+        used_d = {j for _, j in first}
+        tracked = [i for i in active if i not in used_t and tracks[i].state == "confirmed"]
+        second = _assign(sim, tracked, low, cfg.low_match_iou)
+        used_t |= {i for i, _ in second}
+        tentative = [i for i, t in enumerate(tracks) if t.state == "tentative"]
+        third = _assign(sim, tentative, [j for j in high if j not in used_d], cfg.match_iou)
+        used_d |= {j for _, j in third}
+        fourth: list[tuple[int, int]] = []
+        if cfg.recovery_gate > 0:  # 0 turns the recovery pass off
+            lost = [i for i in active if i not in used_t and tracks[i].state == "lost"]
+            free = [j for j in high if j not in used_d]
+            fourth = self._recover(tracks, dets, lost, free)
+        self.stats.matched_high += len(first) + len(third)
+        self.stats.matched_low += len(second)
+        self.stats.recovered_by_motion += len(fourth)
+        return first + second + third + fourth
+
+    def _recover(self, tracks: list[_Track], dets: list[Instance], lost: list[int], free: list[int]) -> list[tuple[int, int]]:
+        """Lost tracks against the confident detections left over, on the distance of the
+        box centre from the prediction in standard deviations (the uncertainty grows while a
+        track coasts), for objects coming out from behind others with little mask overlap."""
+        if not lost or not free:
+            return []
+        states = np.stack([tracks[i].motion for i in lost])
+        centre = states[:, box_motion.POS, :2]
+        size = np.sqrt(np.maximum(states[:, box_motion.POS, 2] * states[:, box_motion.POS, 3], 1.0))
+        var = states[:, box_motion.P_PP, :2] + (0.25 * size[:, None]) ** 2
+        det_c = box_motion.xyxy_to_cxcywh(np.array([dets[j].box_xyxy for j in free]))
+        d2 = (((centre[:, None, :] - det_c[None, :, :2]) ** 2) / var[:, None, :]).sum(-1)
+        same = np.array([tracks[i].class_id for i in lost])[:, None] == np.array([dets[j].class_id for j in free])[None, :]
+        cost = np.where(same & (d2 <= self.cfg.recovery_gate), d2, 1e6)
+        r, c = linear_sum_assignment(cost)
+        return [(lost[a], free[b]) for a, b in zip(r, c) if cost[a, b] < 1e6]
+
+    # ------------------------------------------------------------------ life cycle
+    def _observe(self, tracks: list[_Track], dets: list[Instance], stamp_ns: int) -> None:
+        boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
+        states = box_motion.update(np.stack([t.motion for t in tracks]), boxes, self.noise)
+        for t, d, s in zip(tracks, dets, states):
+            if d.class_id != t.class_id:
+                self.stats.class_switches += 1
+            if t.state == "lost":
+                self.stats.recovered += 1
+            t.motion, t._carried = s, None
+            t.last_seen_ns, t.score, t.hits = stamp_ns, float(d.score), t.hits + 1
+            t.class_votes[d.class_id] = t.class_votes.get(d.class_id, 0.0) + float(d.score)
+            t.box_xyxy, t.predicted = tuple(float(v) for v in d.box_xyxy), False  # type: ignore[assignment]
+            if d.mask is not None:
+                t.mask, t.mask_centre = d.mask.to_coco(), s[box_motion.POS, :2].copy()
+            t.out_mask = t.mask if d.mask is not None else None
+            if t.state == "lost" or (t.state == "tentative" and t.hits >= self.cfg.min_hits):
+                t.state = "confirmed"
+
+    def _coast(self, t: _Track, stamp_ns: int, removed: list[_Track]) -> None:
+        unseen_s = (stamp_ns - t.last_seen_ns) / 1e9
+        limit = self.cfg.tentative_lost_s if t.state == "tentative" else self.cfg.lost_time_s
+        if unseen_s > limit:
+            t.state = "removed"
+            t.out_mask = None
+            self.stats.removed += 1
+            removed.append(t)
+            return
+        if t.state == "confirmed":
+            t.state = "lost"
+        t.box_xyxy = tuple(float(v) for v in box_motion.boxes_xyxy(t.motion[None])[0])  # type: ignore[assignment]
+        t.out_mask = t.carried_mask()
+        t.predicted = True
+
+    def _start(self, d: Instance, stamp_ns: int) -> None:
+        motion = box_motion.initiate(np.array([d.box_xyxy], dtype=np.float64), self.noise)[0]
+        mask = d.mask.to_coco() if d.mask is not None else None
+        t = _Track(track_id=self._next_id, motion=motion, first_ns=stamp_ns, last_seen_ns=stamp_ns,
+                   score=float(d.score), class_votes={d.class_id: float(d.score)}, mask=mask,
+                   mask_centre=motion[box_motion.POS, :2].copy(),
+                   box_xyxy=tuple(float(v) for v in d.box_xyxy), out_mask=mask)  # type: ignore[arg-type]
+        if self.cfg.min_hits <= 1:
+            t.state = "confirmed"
+        self._next_id += 1
+        self.stats.ids_issued += 1
+        self._tracks.append(t)
+
+    def _to_msg(self, t: _Track, stamp_ns: int) -> Track:
+        mask = Rle.from_coco(t.out_mask) if t.out_mask is not None else None
+        g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
+        vx, vy = (float(v) for v in t.motion[box_motion.VEL, :2])
+        return Track(track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,  # type: ignore[arg-type]
+                     box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
+                     age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,
+                     ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
+                     ground_above_horizon=bool(g.above_horizon) if g is not None else False)

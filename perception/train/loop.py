@@ -1,0 +1,186 @@
+"""``perception train --card``: the training loop driven by a model card (torch only).
+
+Reproducible: seeds fixed from ``[training] seed``, sample ``i`` of step ``s`` is sample
+``s * batch_size + i`` of the ``[data] train_seed`` stream, so a resumed run sees the
+same data as an uninterrupted one. Checkpoints (model, optimizer, schedule, step, RNG)
+go to ``<run_dir>/<card name>/last.pt``; the final weights go to the card's ``[weights]``
+file and its sha256 into the card.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from perception.config import build_config
+from perception.segmentation.postprocess import postprocess_config
+from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
+from perception.segmentation.yolact import Yolact
+from perception.segmentation.yolact_infer import detect
+from perception.segmentation.yolact_loss import LossConfig, yolact_loss
+from perception.train.build import build_model, save_weights
+from perception.train.data import DataConfig, DataSource, Target, make_source
+from perception.train.evaluate import evaluate_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The card's ``[training]`` table (``[training.loss]`` holds :class:`LossConfig`)."""
+
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 300
+    grad_clip: float = 10.0
+    seed: int = 0
+    eval_every: int = 2000
+    checkpoint_every: int = 500
+    threads: int = 1
+    device: str = "auto"
+    workers: int = 0
+    run_dir: str = "runs"
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def torch_device(self) -> torch.device:
+        """``auto``: the first CUDA device when there is one, else the CPU."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+def to_model_targets(target: Target, class_ids: tuple[int, ...]) -> Target:
+    """Keep the instances of the card's classes, relabelled as model class indices."""
+    lut = torch.full((max(class_ids) + 1 if class_ids else 1,), -1, dtype=torch.long)
+    lut[list(class_ids)] = torch.arange(len(class_ids))
+    labels = target["labels"]
+    mapped = torch.where(labels < lut.numel(), lut[labels.clamp(max=lut.numel() - 1)], torch.full_like(labels, -1))
+    keep = mapped >= 0
+    return {"boxes": target["boxes"][keep], "labels": mapped[keep], "masks": target["masks"][keep]}
+
+
+def batch_at(source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...],
+             device: torch.device | None = None) -> tuple[torch.Tensor, list[Target]]:
+    """Batch ``step``: samples ``step * batch_size + i``, targets relabelled to model classes."""
+    samples = [source.sample(step * batch_size + i) for i in range(batch_size)]
+    targets = [{k: v.to(device) for k, v in to_model_targets(s[1], class_ids).items()} for s in samples]
+    return torch.stack([s[0] for s in samples]).to(device), targets
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Batch ``s`` of the run as item ``s`` (CPU tensors), so a ``DataLoader`` with workers
+    can prepare batches ahead; batches are a pure function of the step either way."""
+
+    def __init__(self, source: DataSource, batch_size: int, class_ids: tuple[int, ...], steps: int) -> None:
+        self.source, self.batch_size, self.class_ids, self.steps = source, batch_size, class_ids, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[Target]]:
+        return batch_at(self.source, step, self.batch_size, self.class_ids)
+
+
+def evaluate_model(model: Yolact, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
+    """COCO mask AP of the torch model on samples ``0..n_images-1`` of ``source``."""
+    post = postprocess_config(card)
+    samples = []
+    for i in range(n_images):
+        image, target = source.sample(i)
+        bgr = np.ascontiguousarray((image.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
+        samples.append((bgr, target["labels"].tolist(), list(target["masks"].numpy().astype(bool))))
+
+    def predict(bgr: np.ndarray) -> tuple[list[int], list[float], list[np.ndarray]]:
+        d = detect(model, bgr, card.input_width, card.input_height, post.nms(), post.mask_threshold, post.pad_value)
+        return [card.class_ids[c] for c in d.labels], d.scores.tolist(), list(d.masks)
+
+    was_training = model.training
+    result = evaluate_samples(predict, samples, card.classes)
+    model.train(was_training)
+    return result
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the base rate."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def train(card_path: str | Path, steps: int | None = None, resume: bool = False, coco_root: str | None = None,
+          run_dir: str | None = None, progress: bool = True) -> dict[str, object]:
+    """Train the model of ``card_path``; returns the final losses and evaluation."""
+    card = load_card(card_path)
+    overrides = {"steps": steps} if steps is not None else {}
+    cfg = build_config(TrainConfig, {**card.training, **overrides}, card.where("training"))
+    data_cfg = build_config(DataConfig, card.data, card.where("data"))
+    if card.weights is None:
+        raise CardError(f"{card.path}: a [weights] table with the output file is needed to train")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    device = cfg.torch_device()
+    model = build_model(card).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    ckpt = Path(run_dir or cfg.run_dir) / card.name / "last.pt"
+    start = 0
+    if resume:
+        if not ckpt.is_file():
+            raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"].cpu())
+        start = int(state["step"])
+        log.info("resuming %s from step %d (%s)", card.name, start, ckpt)
+    source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes)
+    if coco_root:
+        from perception.train.copy_paste import CopyPaste
+
+        source = CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
+    held_out = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes)
+    log.info("training %s on %s: %d steps of %d images", card.name, device, cfg.steps, cfg.batch_size)
+    losses: dict[str, float] = {}
+    metrics: dict[str, object] = {}
+    batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
+                                          batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers)
+    bar = tqdm(zip(range(start, cfg.steps), batches, strict=True), initial=start, total=cfg.steps,
+               disable=not progress, desc=card.name)
+    for step, (images, targets) in bar:
+        images, targets = images.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
+        terms = yolact_loss(model(images), targets, cfg.loss)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        losses = {k: float(v.detach()) for k, v in terms.items()}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                        "rng": torch.get_rng_state(), "step": done}, ckpt)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            metrics = evaluate_model(model, card, held_out, data_cfg.eval_images)
+            log.info("step %d: mask AP %.3f AP50 %.3f AP75 %.3f", done, metrics["mask_ap"], metrics["mask_ap50"],
+                     metrics["mask_ap75"])
+    save_weights(model, card, card.weights.path, cfg.steps)
+    set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))
+    return {"losses": losses, "metrics": metrics, "weights": str(card.weights.path)}

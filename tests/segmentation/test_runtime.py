@@ -1,0 +1,68 @@
+"""The torch-free runtime: provider choice, clear errors on bad model files, empty frames."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perception.segmentation.card import CardError, set_card_value, sha256_of
+from perception.segmentation.runtime import ModelFileError, YolactSegmenter, choose_providers, open_session
+
+
+def test_provider_preference_order() -> None:
+    every = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "AzureExecutionProvider"]
+    assert choose_providers(every) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert choose_providers(["AzureExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_missing_model_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="nope.onnx.*does not exist"):
+        open_session(tmp_path / "nope.onnx")
+
+
+def test_corrupt_model_file_is_named(tiny_card: Path) -> None:
+    bad = tiny_card.parent / "tiny.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf model" * 10)
+    set_card_value(tiny_card, "onnx", "sha256", sha256_of(bad))  # sha matches: the file itself is bad
+    with pytest.raises(ModelFileError, match="tiny.onnx.*could not be loaded by ONNX Runtime"):
+        YolactSegmenter(tiny_card)
+
+
+def test_sha256_mismatch_stops_the_segmenter(tiny_card: Path) -> None:
+    (tiny_card.parent / "tiny.onnx").write_bytes(b"whatever")
+    set_card_value(tiny_card, "onnx", "sha256", "a" * 64)
+    with pytest.raises(CardError, match="sha256 mismatch"):
+        YolactSegmenter(tiny_card)
+
+
+@pytest.mark.torch
+def test_empty_frame_gives_empty_detections(tiny_card: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from perception.train.export import export_card
+
+    export_card(tiny_card, random_init=True)  # focal-loss prior: every score near 0.01
+    with caplog.at_level(logging.INFO, logger="perception.segmentation.runtime"):
+        seg = YolactSegmenter(tiny_card, threads=1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "CPUExecutionProvider" in lines[0] and "tiny.onnx" in lines[0]
+    frame = np.full((90, 170, 3), 127, np.uint8)
+    det = seg.predict(frame)
+    assert det.instances == ()
+    assert (det.image_width, det.image_height) == (170, 90)
+    assert det.model == "tiny" and det.inference_ms > 0
+    with pytest.raises(ValueError, match="uint8 BGR"):
+        seg.predict(frame[:, :, 0])
+
+
+def test_runtime_modules_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import perception.segmentation.runtime, perception.segmentation.ultralytics_adapter, "
+            "perception.segmentation.postprocess, perception.segmentation.fast_nms, perception.segmentation.card; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

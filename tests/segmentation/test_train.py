@@ -1,0 +1,62 @@
+"""A few training steps on the built-in shapes lower the loss; resume continues exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.torch
+
+
+def held_out_loss(card_path: Path, weights: Path | None) -> float:
+    import torch
+
+    from perception.config import build_config
+    from perception.segmentation.card import load_card
+    from perception.segmentation.yolact_loss import yolact_loss
+    from perception.train.build import build_model, load_weights
+    from perception.train.data import DataConfig, make_source
+    from perception.train.loop import TrainConfig, batch_at
+
+    card = load_card(card_path)
+    cfg = build_config(TrainConfig, card.training)
+    torch.manual_seed(cfg.seed)  # the same initialisation as the training run
+    model = build_model(card).train()
+    if weights is not None:
+        load_weights(model, card, weights)
+    data_cfg = build_config(DataConfig, card.data)
+    source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes)
+    with torch.no_grad():
+        images, targets = batch_at(source, 0, 8, card.class_ids)
+        return float(yolact_loss(model(images), targets, cfg.loss)["total"])
+
+
+def test_a_short_run_lowers_the_held_out_loss(tiny_card: Path, tmp_path: Path) -> None:
+    from perception.segmentation.card import load_card, sha256_of
+    from perception.train.loop import train
+
+    before = held_out_loss(tiny_card, None)
+    result = train(tiny_card, steps=40, run_dir=str(tmp_path / "runs"), progress=False)
+    weights = tiny_card.parent / "tiny.pt"
+    after = held_out_loss(tiny_card, weights)
+    assert after < 0.9 * before, (before, after)
+    assert load_card(tiny_card).weights.sha256 == sha256_of(weights)  # type: ignore[union-attr]
+    assert set(result["metrics"]) >= {"mask_ap", "mask_ap50", "mask_ap75", "per_class"}  # type: ignore[arg-type]
+
+
+def test_resume_continues_where_it_stopped(make_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from perception.train.loop import train
+
+    card = make_card(width=64, height=64)
+    text = card.read_text().replace("checkpoint_every = 20", "checkpoint_every = 2").replace("eval_every = 1000", "eval_every = 100")
+    card.write_text(text)
+    train(card, steps=4, run_dir=str(tmp_path / "a"), progress=False)
+    straight = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
+    train(card, steps=2, run_dir=str(tmp_path / "b"), progress=False)
+    train(card, steps=4, run_dir=str(tmp_path / "b"), resume=True, progress=False)
+    resumed = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, msg=k)

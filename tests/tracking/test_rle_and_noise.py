@@ -1,0 +1,52 @@
+"""Mask translation on run lengths, and the detection noise model."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycocotools import mask as mask_utils
+
+from perception.evaluation.detection_noise import DetectionNoise, noisy_detections
+from perception.evaluation.track_scenarios import URBAN, generate
+from perception.rle_ops import counts_from_string, translate
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 30), w=st.integers(1, 30), seed=st.integers(0, 10_000),
+       dx=st.integers(-35, 35), dy=st.integers(-35, 35))
+def test_translate_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+    rle = mask_utils.encode(np.asfortranarray(m))
+    expected = np.zeros_like(m)
+    ys, xs = np.nonzero(m)
+    keep = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+    expected[ys[keep] + dy, xs[keep] + dx] = 1
+    out = translate(rle, dx, dy)
+    assert (mask_utils.decode(out) == expected).all()
+    assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]  # canonical
+
+
+def test_counts_from_string_inverts_pycocotools() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        m = (rng.random((40, 30)) < 0.3).astype(np.uint8)
+        rle = mask_utils.encode(np.asfortranarray(m))
+        counts = counts_from_string(rle["counts"])
+        again = mask_utils.frPyObjects({"counts": counts.astype(np.uint32), "size": [40, 30]}, 40, 30)
+        assert again["counts"] == rle["counts"] and counts.sum() == 40 * 30
+
+
+def test_noise_model_rates() -> None:
+    frames = [(f.stamp_ns, f.gt) for f in generate(URBAN, seed=1)[:90]]
+    noise = DetectionNoise(drop_rate=0.3)
+    noisy = noisy_detections(frames, noise, seed=4)
+    assert noisy == noisy_detections(frames, noise, seed=4)  # reproducible
+    assert 0.2 < 1 - len(noisy) / len(frames) < 0.4
+    n_gt = sum(len(frames[f.index][1].instances) for f in noisy)
+    n_det = sum(len(f.detections.instances) for f in noisy)
+    fp = sum(1 for f in noisy for d in f.detections.instances if not any(
+        mask_utils.iou([d.mask.to_coco()], [g.mask.to_coco()], [0])[0][0] > 0.3 for g in frames[f.index][1].instances))
+    assert 0.02 < fp / n_gt < 0.09
+    assert 0.05 < 1 - (n_det - fp) / n_gt < 0.16
