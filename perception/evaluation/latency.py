@@ -13,7 +13,7 @@ Every envelope carries ``source.capture_ns`` (when its frame was captured) and `
 A frame meets its deadline when ``output_ms <= budget_ms``; a frame that never produced an
 output (dropped anywhere along the way) misses it. Node heartbeats (``status``) give the
 nodes' own counters; a node that restarted reports from zero again, so the last heartbeat of
-each process (node, pid) is kept and the processes of a node are summed.
+each process (node, pid) is kept and the cumulative counters of a node's processes are summed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ import numpy as np
 from perception.schema import Detections, Envelope, Status, Tracks
 
 PERCENTILES = (50, 95, 99)
+
+#: Node counters that count events since the process started: summed over a node's
+#: processes when it restarted. Every other counter is a gauge or a name (last value kept).
+CUMULATIVE_COUNTERS = frozenset({"frames_in", "frames_out", "dropped", "errors", "frames", "published", "stale",
+                                 "deadline_misses", "switches", "invalid_in", "out_of_order", "ids_issued"})
+CUMULATIVE_PREFIXES = ("usage.", "recorded.")
 
 
 @dataclass(frozen=True)
@@ -101,10 +107,16 @@ def _by_frame(envs: Iterable[Envelope]) -> dict[int, Envelope]:
     return out
 
 
+def _cumulative(name: str) -> bool:
+    return name in CUMULATIVE_COUNTERS or name.startswith(CUMULATIVE_PREFIXES)
+
+
 def node_counters(statuses: Iterable[Envelope]) -> dict[str, dict[str, float | int | str | bool]]:
-    """Final counters per node: ``frames_in``, ``frames_out``, ``dropped``, ``errors``,
-    ``restarts`` and the node's own numeric counters, summed over its processes (a string
-    counter keeps its last value)."""
+    """Counters per node from the last heartbeat of each of its processes (a restarted node
+    has several): ``processes``, then the newest process's ``frames_in``, ``frames_out``,
+    ``dropped``, ``errors`` and own counters, where the cumulative ones
+    (:data:`CUMULATIVE_COUNTERS`, :data:`CUMULATIVE_PREFIXES`) are summed over the processes
+    and the rest (gauges, names, stamps) are the newest process's values."""
     last: dict[tuple[str, int], tuple[int, Status]] = {}
     for env in statuses:
         st = env.payload
@@ -113,15 +125,18 @@ def node_counters(statuses: Iterable[Envelope]) -> dict[str, dict[str, float | i
             if key not in last or env.stamp_ns >= last[key][0]:
                 last[key] = (env.stamp_ns, st)
     out: dict[str, dict[str, float | int | str | bool]] = {}
-    for (node, _), (_, st) in sorted(last.items(), key=lambda kv: kv[1][0]):
-        acc = out.setdefault(node, {"processes": 0})
-        acc["processes"] = int(acc["processes"]) + 1
+    for (node, _), (_, st) in sorted(last.items(), key=lambda kv: kv[1][0]):  # oldest process first
+        prev = out.get(node, {})
+        acc: dict[str, float | int | str | bool] = {"processes": int(prev.get("processes", 0)) + 1}
         base = {"frames_in": st.frames_in, "frames_out": st.frames_out, "dropped": st.dropped, "errors": st.errors}
         for k, v in {**base, **st.counters}.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                acc[k] = acc.get(k, 0) + v  # type: ignore[operator]
+            before = prev.get(k)
+            if (_cumulative(k) and isinstance(v, (int, float)) and isinstance(before, (int, float))
+                    and not isinstance(v, bool) and not isinstance(before, bool)):
+                acc[k] = before + v
             else:
                 acc[k] = v
+        out[node] = acc
     return out
 
 
