@@ -55,13 +55,11 @@ def test_rate_scaling_keeps_spacing(tmp_path: Path, run_dir: str, rate: float) -
     gts = [m for m in got if m.topic == "gt"]
     assert len(frames) == 12 and len(gts) == 12
     assert [m.envelope.source for m in frames] == [m.envelope.source for m in gts]
-    spacing_ms = np.diff([m.envelope.source.capture_ns for m in frames]) / 1e6
-    err = np.abs(spacing_ms - 50.0 / rate)
-    # within 5 ms; a loaded 2-core machine may delay the odd frame, so judge all but the worst two
-    assert np.sort(err)[-3] < 5.0 and np.median(err) < 2.0, spacing_ms
     t_ms = (np.array([m.envelope.source.capture_ns for m in frames]) - frames[0].envelope.source.capture_ns) / 1e6
-    lateness = t_ms - np.arange(12) * 50.0 / rate
-    assert np.median(np.abs(lateness)) < 2.0, lateness  # on the nominal schedule: no drift
+    lateness = np.abs(t_ms - np.arange(12) * 50.0 / rate)  # against the drive's timing / rate
+    # within 5 ms of the schedule, without drift; a loaded 2-core machine delays the odd
+    # frame (the next one is back on schedule), so three in four must be within 5 ms
+    assert np.median(lateness) < 2.0 and np.mean(lateness < 5.0) >= 0.75, t_ms
     assert frames[3].pixels.mean() == pytest.approx(30, abs=2)
 
 
