@@ -33,7 +33,6 @@ from typing import IO, Literal
 import cv2
 import msgspec
 import numpy as np
-from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.writer import CompressionType, Writer
 
@@ -303,8 +302,8 @@ class DriveReader:
                 reader = make_reader(f)
                 summary = reader.get_summary()
                 metas = list(reader.iter_metadata())
-        except (McapError, ValueError, EOFError, OSError) as e:
-            raise DriveError(f"{self.path}: not a readable MCAP drive: {e}") from None
+        except Exception as e:  # the mcap reader and its decompressors raise many types on bad input
+            raise DriveError(f"{self.path}: not a readable MCAP drive: {type(e).__name__}: {e}") from None
         rec = next((m.metadata for m in reversed(metas) if m.name == DRIVE_METADATA), None)
         if rec is None:
             raise DriveError(f"{self.path}: no '{DRIVE_METADATA}' metadata record (not a perception drive)")
@@ -324,8 +323,10 @@ class DriveReader:
             with open(self.path, "rb") as f:
                 for _, channel, message in make_reader(f).iter_messages(topics=topics):
                     yield channel.topic, message.data
-        except McapError as e:
-            raise DriveError(f"{self.path}: corrupt MCAP data: {e}") from None
+        except DriveError:
+            raise
+        except Exception as e:  # corrupt chunks surface as McapError, zstd/lz4 errors, struct errors...
+            raise DriveError(f"{self.path}: corrupt MCAP data: {type(e).__name__}: {e}") from None
 
     def messages(self, topic: str) -> Iterator[Envelope]:
         """Every envelope recorded on ``topic``, in log-time order."""

@@ -118,3 +118,65 @@ def test_random_launch_documents(tmp_path_factory: pytest.TempPathFactory, nodes
         load_launch(p)
     except ConfigError:
         pass
+
+
+@FUZZ
+@given(st.text(max_size=400))
+def test_random_calibration_files(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    from perception.calibration import CalibrationError, load_calibration
+
+    p = Path(tmp_path_factory.mktemp("c")) / "cam.yaml"
+    p.write_text(text)
+    try:
+        load_calibration(p)
+    except CalibrationError:
+        pass
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["image_width", "image_height", "camera_name", "camera_matrix",
+                                        "distortion_model", "distortion_coefficients", "rectification_matrix",
+                                        "projection_matrix", "extrinsics"]), plain, max_size=9))
+def test_random_calibration_documents(tmp_path_factory: pytest.TempPathFactory, doc: dict) -> None:
+    from perception.calibration import CalibrationError, load_calibration
+
+    p = Path(tmp_path_factory.mktemp("c")) / "cam.yaml"
+    p.write_text(__import__("yaml").safe_dump(doc))
+    try:
+        load_calibration(p)
+    except CalibrationError:
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=400))
+def test_random_model_cards(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+    from perception.segmentation.card import CardError, load_card
+
+    p = Path(tmp_path_factory.mktemp("m")) / "card.toml"
+    p.write_text(text)
+    try:
+        load_card(p)
+    except CardError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10_000), st.binary(min_size=1, max_size=64))
+def test_corrupted_and_truncated_drive_files(tmp_path_factory: pytest.TempPathFactory, cut: int, junk: bytes) -> None:
+    from perception.recording import DriveError, DriveMeta, DriveReader, DriveWriter
+
+    d = Path(tmp_path_factory.mktemp("d"))
+    good = d / "good.mcap"
+    with DriveWriter(good, DriveMeta(width=8, height=8)) as w:
+        for i in range(3):
+            w.write_frame(np.zeros((8, 8, 3), np.uint8), schema.Source("c", i, i))
+    data = good.read_bytes()
+    cut = cut % len(data)
+    bad = d / "bad.mcap"
+    bad.write_bytes(data[:cut] + junk + data[cut + len(junk):])
+    try:
+        reader = DriveReader(bad)
+        list(reader.frames())
+    except DriveError:
+        pass
