@@ -120,13 +120,13 @@ sha256 = ""
 """
 
 
-@pytest.fixture
-def make_maskrcnn_card(tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def make_maskrcnn_card(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """``make_maskrcnn_card(width=160, height=96, score_threshold=0.3)`` writes a tiny
-    two-stage card in tmp_path."""
+    two-stage card in a new temporary folder (module-scoped, so a module can export once)."""
 
     def make(width: int = 160, height: int = 96, score_threshold: float = 0.3) -> Path:
-        path = tmp_path / "tiny_maskrcnn.toml"
+        path = tmp_path_factory.mktemp("maskrcnn") / "tiny_maskrcnn.toml"
         path.write_text(TINY_MASKRCNN_CARD.format(width=width, height=height, score_threshold=score_threshold))
         return path
 

@@ -41,7 +41,7 @@ def spread_outputs(model, probe, score_std: float = 1.5, mask_std: float = 4.0) 
     model.roi_heads.score_thresh = 0.05
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def exported(make_maskrcnn_card):  # type: ignore[no-untyped-def]
     import torch
 
@@ -104,3 +104,29 @@ def test_a_frame_without_detections(exported) -> None:  # type: ignore[no-untype
     assert boxes.shape == (0, 4) and labels.shape == scores.shape == (0,) and masks.shape == (0, 28, 28)
     # and the same grey frame does give detections at a low threshold: the emptiness came from the threshold
     assert len(MaskRCNNSegmenter(card, threads=1, score_threshold=0.0).predict(grey).instances) > 0
+
+
+def test_the_runtime_checks_family_and_graph(exported, tiny_card) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+    from onnx import TensorProto, helper
+
+    from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
+    from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter
+    from perception.segmentation.runtime import ModelFileError, load_segmenter
+
+    card, _ = exported
+    assert isinstance(load_segmenter(card.path, threads=1), MaskRCNNSegmenter)
+    with pytest.raises(CardError, match="family 'yolact' is not a maskrcnn model"):
+        MaskRCNNSegmenter(tiny_card)
+    # a graph with other inputs and outputs (here an identity) under a maskrcnn card
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["boxes"])], "other",
+                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 96, 160])],
+                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 96, 160])])
+    other = card.path.parent / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(other))
+    text = card.path.read_text().replace('file = "tiny_maskrcnn.onnx"', 'file = "other.onnx"')
+    wrong = card.path.parent / "wrong.toml"
+    wrong.write_text(text)
+    set_card_value(wrong, "onnx", "sha256", sha256_of(other))
+    with pytest.raises(ModelFileError, match=r"other.onnx: inputs \('images',\) and outputs \('boxes',\)"):
+        MaskRCNNSegmenter(load_card(wrong))
