@@ -121,3 +121,18 @@ def test_light_model_has_the_cards_classes_and_fixed_size(make_maskrcnn_card) ->
         assert set(d["labels"].tolist()) <= {1, 2, 3}
         with pytest.raises(ValueError, match="fixed input size"):
             raw_detections(model, torch.rand(1, 3, 64, 128))
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_accurate", "maskrcnn_r50_coco"])
+def test_bundled_two_stage_cards_are_valid(name: str) -> None:
+    from perception.config import build_config
+    from perception.segmentation.card import load_card
+    from perception.segmentation.maskrcnn import MaskRCNNConfig
+    from perception.segmentation.postprocess import postprocess_config
+
+    card = load_card(Path(__file__).resolve().parents[2] / "models" / f"{name}.toml")
+    assert card.family == "maskrcnn" and card.onnx is not None
+    build_config(MaskRCNNConfig, card.architecture, card.where("architecture"))
+    assert 0 < postprocess_config(card).score_threshold < 1
+    rows = [r for r in card.latency if r.stage == "end_to_end"]
+    assert rows and rows[0].p95_ms >= rows[0].median_ms > 0
