@@ -5,6 +5,10 @@ Reproducible: seeds fixed from ``[training] seed``, sample ``i`` of step ``s`` i
 same data as an uninterrupted one. Checkpoints (model, optimizer, schedule, step, RNG)
 go to ``<run_dir>/<card name>/last.pt``; the final weights go to the card's ``[weights]``
 file and its sha256 into the card.
+
+Families: ``yolact`` (the project's loss, :mod:`perception.segmentation.yolact_loss`) and
+``maskrcnn`` (torchvision's Mask R-CNN, which computes its own RPN, box and mask losses in
+train mode; its class 0 is the background, so labels are shifted by one).
 """
 
 from __future__ import annotations
