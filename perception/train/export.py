@@ -9,7 +9,8 @@ written into the card's ``[onnx]`` table.
 
 Both use the TorchScript-based exporter (``dynamo=False``): torchvision's detection models
 are written for it (``torchvision._is_tracing()`` paths) and the dynamo exporter does not
-handle their data-dependent shapes.
+handle their data-dependent shapes (with torch 2.15, torch.export stops on a
+GuardOnDataDependentSymNode in the Mask R-CNN heads).
 """
 
 from __future__ import annotations
