@@ -130,3 +130,16 @@ def test_the_runtime_checks_family_and_graph(exported, tiny_card) -> None:  # ty
     set_card_value(wrong, "onnx", "sha256", sha256_of(other))
     with pytest.raises(ModelFileError, match=r"other.onnx: inputs \('images',\) and outputs \('boxes',\)"):
         MaskRCNNSegmenter(load_card(wrong))
+
+
+def test_the_segmenter_node_loads_it_as_its_accurate_model(exported) -> None:  # type: ignore[no-untyped-def]
+    from perception.segmenter_node import SegmenterConfig, build_segmenter
+
+    card, _ = exported
+    path = card.path.parent / "with_latency.toml"
+    path.write_text(card.path.read_text() + (
+        '\n[[latency]]\ndevice = "test"\nprovider = "CPUExecutionProvider"\nthreads = 1\n'
+        'median_ms = 40.0\np95_ms = 55.0\nper_instance_ms = 1.5\n'))
+    logic = build_segmenter(SegmenterConfig(accurate=str(path), policy="accurate", threads=1))
+    seeded = logic.policy.estimators["accurate"]
+    assert seeded.predict(0) == pytest.approx(55.0) and seeded.predict(10) == pytest.approx(70.0)
