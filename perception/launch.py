@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,17 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
     return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup)
+
+
+def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: str | None = None) -> LaunchSpec:
+    """``spec`` with node ``name`` added (or its parameters updated), validated like a file's."""
+    nodes = list(spec.nodes)
+    existing = next((n for n in nodes if n.name == name), None)
+    t = type_name or (existing.type if existing else name)
+    merged = {**(existing.params if existing else {}), **params}
+    node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged)
+    nodes = [node if n.name == name else n for n in nodes] if existing else [*nodes, node]
+    return replace(spec, nodes=tuple(nodes))
 
 
 def default_run_dir(run: str) -> str:

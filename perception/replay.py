@@ -30,6 +30,7 @@ class ReplayConfig:
     """``drive``: MCAP drive to play; ``rate``: speed factor (0 = as fast as possible);
     ``start_s``/``end_s``: window in seconds from the drive's first frame (``end_s`` 0 = to
     the end); ``loop``: play again from the start; ``gt``: also publish ground truth;
+    ``repeat``: play the window this many times (``loop`` repeats forever);
     ``start_delay_s``: pause before the first frame so subscribers are connected."""
 
     drive: str
@@ -37,6 +38,7 @@ class ReplayConfig:
     start_s: float = 0.0
     end_s: float = 0.0
     loop: bool = False
+    repeat: int = 1
     gt: bool = True
     camera_id: str = ""
     start_delay_s: float = 0.5
@@ -44,6 +46,8 @@ class ReplayConfig:
     def validate(self) -> None:
         if self.rate < 0:
             raise ValueError(f"key 'rate' must be >= 0 (0 = as fast as possible), got {self.rate}")
+        if self.repeat < 1:
+            raise ValueError(f"key 'repeat' must be >= 1, got {self.repeat}")
         if self.end_s and self.end_s <= self.start_s:
             raise ValueError(f"key 'end_s' ({self.end_s}) must be after 'start_s' ({self.start_s})")
         try:
@@ -102,7 +106,7 @@ class ReplayLogic:
         if self.t0_drive_ns is None:
             self.t0_drive_ns, self.t0_wall_ns = rec.source.capture_ns, now_ns
         self.pending = next(self.records, None)
-        if self.pending is None and self.cfg.loop:
+        if self.pending is None and (self.cfg.loop or self.loops + 1 < self.cfg.repeat):
             self.loops += 1
             self.records = self._window()
             self.pending = next(self.records, None)

@@ -2,8 +2,8 @@
 
 ``frames.rect`` -> ``detections``. Each output says which model ran, its inference time,
 how long the frame waited before inference, how old the frame was at publish, and why the
-policy chose that model. A frame that is already too old to meet its deadline with the
-fastest model is dropped and counted (``stale``) instead of being processed late, except in
+policy chose that model. A frame already older than the budget when its turn comes is
+dropped and counted (``stale``) instead of being processed late, except in
 deterministic mode, where every frame is processed in order.
 """
 
@@ -82,11 +82,10 @@ class SegmenterLogic:
         self.frames += 1
         src = msg.envelope.source
         header: FrameHeader = msg.envelope.payload  # type: ignore[assignment]
-        decision = self.policy.choose(now_ns, src)
-        fastest = self.policy.estimators[FAST].predict(self.policy.last_instances)
-        if not self.deterministic and decision.remaining_ms < min(fastest, decision.predicted_ms):
-            self.stale += 1  # cannot make its deadline any more: drop rather than be late
+        if not self.deterministic and (now_ns - src.capture_ns) / 1e6 > self.cfg.budget_ms:
+            self.stale += 1  # already past its deadline: drop it rather than publish it late
             return []
+        decision = self.policy.choose(now_ns, src)
         start = time.monotonic_ns()
         det = self.models[decision.model].predict(np.asarray(msg.pixels), header.transform)
         end = time.monotonic_ns()

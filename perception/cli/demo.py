@@ -13,13 +13,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
 from perception.bus import Received
 from perception.config import ConfigError
-from perception.launch import default_run_dir, load_launch
+from perception.client import decode_mask
+from perception.evaluation.markdown import summary_text
+from perception.evaluation.report import evaluate_run, write_report
+from perception.launch import default_run_dir, load_launch, with_node
+from perception.recording import DriveReader
 from perception.runner import run_pipeline
 from perception.synth import SynthConfig, write_drive
 from perception.synth.preview import contact_sheet, overlay
@@ -35,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="urban", help="urban, highway or crowd")
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes")
     p.add_argument("--launch", default=str(LAUNCH), help="launch file to run (needs a 'replay' node)")
+    p.add_argument("--policy", default="fast", choices=("fast", "accurate", "auto"), help="model policy")
+    p.add_argument("--budget-ms", type=float, default=100.0, help="capture-to-detections budget")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")
 
 
@@ -88,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
     cv2.imwrite(str(sheet), contact_sheet([overlay(f.image, f.ids, f.labels) for f in kept], cols=3))
     print(f"made a {args.scenario} drive: {args.frames} frames {meta.width}x{meta.height} @ {meta.fps:g} fps "
           f"in {time.monotonic() - t0:.1f} s -> {drive}")
+    run_file = out / "run.mcap"
+    for old in out.glob("run*.mcap"):
+        old.unlink()  # the demo owns its folder; the recorder never overwrites
     try:
-        spec = load_launch(args.launch, [f"replay.drive={drive.resolve()}", *args.overrides])
+        spec = load_launch(args.launch, [f"replay.drive={drive.resolve()}", f"segmenter.policy={args.policy}",
+                                         f"segmenter.budget_ms={args.budget_ms}", *args.overrides])
+        spec = with_node(spec, "recorder", {"out": str(run_file.resolve())}, "recorder")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -99,13 +111,45 @@ def run(args: argparse.Namespace) -> int:
     with open(out / "nodes.log", "w") as log_out:
         result = run_pipeline(spec, run_dir, topics=OUTPUT_TOPICS, on_message=progress, log_out=log_out)
     print(("\r" if progress.tty else "") + progress.line())
-    _summary(progress, result, args.frames, out, drive, sheet)
+    written = {"drive": drive, "drive contact sheet (ground truth)": sheet, "node logs": out / "nodes.log"}
+    if run_file.exists():
+        written["recording"] = run_file
+        report = evaluate_run(run_file, budget_ms=args.budget_ms)
+        write_report(report, out / "report")
+        written["evaluation report"] = out / "report" / "report.md"
+        if tracks_sheet(run_file, out / "tracks.png"):
+            written["tracks contact sheet (masks, ids)"] = out / "tracks.png"
+    _summary(progress, result, written)
+    if run_file.exists():
+        print(summary_text(report))
     if result.code:
         print(f"error: {result.reason} (see {out / 'nodes.log'})", file=sys.stderr)
     return result.code
 
 
-def _summary(progress: _Progress, result, frames: int, out: Path, drive: Path, sheet: Path) -> None:  # noqa: ANN001
+def tracks_sheet(run_file: Path, path: Path, tiles: int = 6) -> bool:
+    """A contact sheet of recorded frames with their tracks' masks and ids overlaid."""
+    reader = DriveReader(run_file)
+    tracks = {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source is not None}
+    frames = [f for f in reader.frames() if f.source.frame_seq in tracks]
+    if not frames:
+        return False
+    picked = frames[:: max(1, len(frames) // tiles)][:tiles]
+    images = []
+    for f in picked:
+        ids = np.zeros(f.image.shape[:2], np.int32)
+        labels = []
+        for t in tracks[f.source.frame_seq].tracks:
+            if t.mask is None or t.state == "removed":
+                continue
+            ids[decode_mask(t.mask)] = t.track_id
+            labels.append(SimpleNamespace(instance_id=t.track_id, class_id=t.class_id, box_xyxy=t.box_xyxy,
+                                          ignore=False))
+        images.append(overlay(f.image, ids, labels))
+    return bool(cv2.imwrite(str(path), contact_sheet(images, cols=3)))
+
+
+def _summary(progress: _Progress, result, written: dict[str, Path]) -> None:  # noqa: ANN001
     t = progress.output
     ages = np.asarray(progress.ages_ms[t]) if progress.ages_ms[t] else np.zeros(1)
     replay = result.statuses.get("replay")
@@ -120,9 +164,7 @@ def _summary(progress: _Progress, result, frames: int, out: Path, drive: Path, s
         ("dropped (all nodes)", str(dropped)),
         ("model usage", ", ".join(f"{k} {v}" for k, v in progress.models.items()) or "-"),
         ("errors (all nodes)", str(sum(s.errors for s in result.statuses.values()))),
-        ("drive", str(drive)),
-        ("drive contact sheet (ground truth)", str(sheet)),
-        ("node logs", str(out / "nodes.log")),
+        *((k, str(v)) for k, v in written.items()),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"summary ({result.reason}, {result.elapsed_s:.1f} s)")

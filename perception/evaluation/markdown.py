@@ -1,0 +1,128 @@
+"""Text forms of a run report: the Markdown page (``report.md``) and the one-screen
+terminal summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from perception.evaluation.latency import Percentiles, summed_counter
+
+if TYPE_CHECKING:
+    from perception.evaluation.report import Report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _latency_rows(stages: Mapping[str, Percentiles]) -> list[list[str]]:
+    return [[name, str(p.n), _ms(p.p50_ms), _ms(p.p95_ms), _ms(p.p99_ms), _ms(p.mean_ms), _ms(p.max_ms)]
+            for name, p in stages.items()]
+
+
+def _drops(report: Report) -> dict[str, int]:
+    c = report.stats.node_counters
+    return {"frames without output": report.stats.frames_without_output,
+            "dropped by nodes (keep-newest)": summed_counter(c, "dropped"),
+            "stale frames skipped by segmenter": summed_counter(c, "stale"),
+            "deadline misses counted by segmenter": summed_counter(c, "deadline_misses"),
+            "errors": summed_counter(c, "errors")}
+
+
+def report_markdown(report: Report, images: Mapping[str, str]) -> str:
+    """The Markdown report; ``images`` maps a caption to a PNG file name beside it."""
+    s, m, t = report.stats, report.masks, report.tracking
+    lines = [f"# Evaluation of `{report.run}`", ""]
+    meta = report.meta
+    lines.append(f"Drive: camera `{meta.get('camera_id')}`, {meta.get('width')}x{meta.get('height')} "
+                 f"at {meta.get('fps')} fps, made by `{meta.get('generator') or '?'}`"
+                 + (f", scenario `{meta['scenario']}` seed {meta['seed']}" if meta.get("scenario") else "") + ".")
+    lines.append("Recorded topics: " + ", ".join(f"`{k}` {v}" for k, v in report.topics.items()) + ".")
+    lines.append("")
+    if not report.has_ground_truth:
+        lines += ["> **No ground truth in this run: latency and counts only.**", ""]
+    for n in report.notes:
+        lines.append(f"- {n}")
+    lines.append("")
+    if m is not None:
+        lines += ["## Mask AP (COCO segm: COCOeval via faster-coco-eval)", "",
+                  (f"{m.images} frames, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore "
+                   f"regions scored as crowd), {m.detections} detections."), ""]
+        lines += _table(["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
+                        [[_pct(m.ap), _pct(m.ap50), _pct(m.ap75), _pct(m.ap_small), _pct(m.ap_medium),
+                          _pct(m.ap_large), _pct(m.ar100)]])
+        lines += ["", "Per class:", ""]
+        lines += _table(["class", "AP", "AP50", "AP75", "GT instances", "detections"],
+                        [[k, _pct(v.ap), _pct(v.ap50), _pct(v.ap75), str(v.gt_instances), str(v.detections)]
+                         for k, v in m.per_class.items()])
+        lines.append("")
+    if t is not None:
+        lines += ["## Tracking (TrackEval)", ""]
+        lines += _table(["HOTA", "DetA", "AssA", "MOTA", "IDF1", "ID switches", "GT dets", "predicted dets"],
+                        [[_pct(t["hota"]), _pct(t["deta"]), _pct(t["assa"]), _pct(t["mota"]), _pct(t["idf1"]),
+                          str(t["idsw"]), str(t["gt_dets"]), str(t["pred_dets"])]])
+        if t.get("per_class"):
+            lines += ["", "Per class:", ""]
+            lines += _table(["class", "HOTA", "MOTA", "IDF1", "ID switches"],
+                            [[k, _pct(v["hota"]), _pct(v["mota"]), _pct(v["idf1"]), str(v["idsw"])]
+                             for k, v in t["per_class"].items()])
+        lines.append("")
+    lines += ["## Latency", "",
+              (f"Capture to {s.output_topic or 'output'}: budget {s.budget_ms:g} ms, met on {s.deadline_hits} of "
+               f"{s.frames_total} frames ({_pct(s.deadline_hit_rate)}%; a frame without output misses)."), ""]
+    lines += _table(["stage", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms"],
+                    _latency_rows({**s.stages, "capture_to_output": s.capture_to_output,
+                                   **{f"{name} on `{m}`": p for m, ps in s.by_model.items() for name, p in ps.items()}}))
+    lines += ["", "## Frames, drops and models", ""]
+    lines += _table(["count", "value"],
+                    [["frames", str(s.frames_total)], ["frames with detections", str(s.frames_with_detections)],
+                     ["frames with tracks", str(s.frames_with_tracks)],
+                     *([k, str(v)] for k, v in _drops(report).items()),
+                     ["model switches", str(s.model_switches)],
+                     *([f"frames on `{k}`", str(v)] for k, v in s.model_usage.items())])
+    if s.node_counters:
+        lines += ["", "Node counters (last heartbeat of each process, summed per node):", ""]
+        lines += _table(["node", "counters"], [[n, ", ".join(f"{k}={v}" for k, v in c.items())]
+                                               for n, c in s.node_counters.items()])
+    lines.append("")
+    for caption, name in images.items():
+        lines += [f"![{caption}]({name})", ""]
+    return "\n".join(lines)
+
+
+def summary_text(report: Report) -> str:
+    """A few lines for the terminal: AP, tracking, latency, deadline, drops, models."""
+    s, m, t = report.stats, report.masks, report.tracking
+    out = [f"run {report.run}: {s.frames_total} frames, outputs on {s.output_topic or 'nothing'}"]
+    if not report.has_ground_truth:
+        out.append("  no ground truth: latency and counts only")
+    if m is not None:
+        out.append(f"  mask AP {_pct(m.ap)}  AP50 {_pct(m.ap50)}  AP75 {_pct(m.ap75)}  "
+                   f"(S {_pct(m.ap_small)} M {_pct(m.ap_medium)} L {_pct(m.ap_large)})")
+        out.append("  per class: " + "  ".join(f"{k} {_pct(v.ap)}" for k, v in m.per_class.items() if v.ap is not None))
+    if t is not None:
+        out.append(f"  HOTA {_pct(t['hota'])}  DetA {_pct(t['deta'])}  AssA {_pct(t['assa'])}  "
+                   f"MOTA {_pct(t['mota'])}  IDF1 {_pct(t['idf1'])}  IDSW {t['idsw']}")
+    c = s.capture_to_output
+    out.append(f"  capture->{s.output_topic or 'output'} ms: p50 {_ms(c.p50_ms)}  p95 {_ms(c.p95_ms)}  "
+               f"p99 {_ms(c.p99_ms)}  (budget {s.budget_ms:g}: hit {_pct(s.deadline_hit_rate)}%)")
+    inf = s.stages.get("inference")
+    if inf is not None:
+        out.append(f"  inference ms: p50 {_ms(inf.p50_ms)}  p95 {_ms(inf.p95_ms)}  p99 {_ms(inf.p99_ms)}")
+    drops: dict[str, Any] = _drops(report)
+    out.append("  " + "  ".join(f"{k}: {v}" for k, v in drops.items() if v))
+    if s.model_usage:
+        out.append("  models: " + ", ".join(f"{k} {v}" for k, v in s.model_usage.items())
+                   + f"; {s.model_switches} switches")
+    for n in report.notes:
+        out.append(f"  note: {n}")
+    return "\n".join(line for line in out if line.strip())

@@ -1,0 +1,137 @@
+"""Evaluate a recorded run: one drive file holding the run's outputs (``detections``,
+``tracks``, ``status``) and, when known, its ground truth (``gt``).
+
+:func:`evaluate_run` reads the file and scores it (mask AP with pycocotools, tracking with
+TrackEval, timing from the envelopes' stamps); :func:`write_report` writes ``report.json``,
+``report.md`` and PNG plots; :func:`summary_text` is the one-screen terminal summary. A run
+without ground truth gets timing and counts only, and the report says so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception.classes import CLASSES
+from perception.evaluation import plots
+from perception.evaluation.latency import RunStats, detections_by_frame, run_stats, tracks_by_frame
+from perception.evaluation.markdown import report_markdown, summary_text
+from perception.evaluation.masks import MaskScores, evaluate_masks
+from perception.recording import FRAMES_TOPIC, DriveReader
+from perception.schema import GroundTruth, Tracks
+
+DEFAULT_BUDGET_MS = 100.0
+TRACKING_MODULE = "perception.evaluation.tracking"
+
+__all__ = ["Report", "evaluate_run", "evaluate_tracks", "summary_text", "write_report"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything :func:`write_report` writes. ``masks``/``tracking`` are ``None`` when the
+    run cannot be scored for them (see ``notes``); ``tracking`` holds HOTA, DetA, AssA,
+    MOTA, IDF1 (in [0, 1]), IDSW and per-class figures keyed by class name."""
+
+    run: str
+    meta: dict[str, Any]
+    topics: dict[str, int]
+    has_ground_truth: bool
+    masks: MaskScores | None
+    tracking: dict[str, Any] | None
+    stats: RunStats
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self, timeline: bool = True) -> dict[str, Any]:
+        """Plain, JSON-safe dict (NaN becomes ``None``); ``timeline`` keeps the per-frame rows."""
+        out = _json_safe(asdict(self))
+        if not timeline:
+            out["stats"].pop("timeline", None)
+        return out
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def evaluate_tracks(name: str, ground_truth: dict[int, GroundTruth], tracks: dict[int, Tracks],
+                    include_predicted: bool = False) -> dict[str, Any]:
+    """HOTA/DetA/AssA/MOTA/IDF1/IDSW of ``{frame_seq: Tracks}`` against the ground truth,
+    one TrackEval sequence over the frames that have ground truth (in frame order; a frame
+    without a tracks message has no predictions). Raises ``ImportError`` when the tracking
+    metrics module is not installed."""
+    tracking = importlib.import_module(TRACKING_MODULE)
+    seqs = sorted(ground_truth)
+    gt = {name: [tracking.mots_from_gt(ground_truth[s]) for s in seqs]}
+    pred = {name: [tracking.mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]}
+    scores = tracking.evaluate_tracking(gt, pred)
+    out = asdict(scores)
+    out["per_class"] = {CLASSES[int(c)]: v for c, v in scores.per_class.items()}
+    return out
+
+
+def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False) -> Report:
+    """Score a recorded run (raises :class:`~perception.recording.DriveError` for a file
+    that is not a drive). ``budget_ms``: the capture-to-output deadline for the hit rate;
+    ``include_predicted_tracks``: score coasted tracks too."""
+    reader = DriveReader(path)
+    topics = dict(sorted(reader.counts.items()))
+    gts = reader.ground_truth()
+    det_envs = list(reader.messages("detections")) if "detections" in topics else []
+    trk_envs = list(reader.messages("tracks")) if "tracks" in topics else []
+    status_envs = list(reader.messages("status")) if "status" in topics else []
+    frame_seqs = [r.source.frame_seq for r in reader.records()] if FRAMES_TOPIC in topics else list(gts)
+    stats = run_stats(det_envs, trk_envs, status_envs, frame_seqs, budget_ms)
+    notes: list[str] = []
+    masks, tracking = None, None
+    if not gts:
+        notes.append("no ground truth in this run: latency and counts only (no mask AP, no tracking metrics)")
+    elif not det_envs:
+        notes.append("no detections recorded: mask AP not scored")
+    else:
+        masks = evaluate_masks(gts, detections_by_frame(det_envs))
+        if masks.frames_without_detections:
+            notes.append(f"{masks.frames_without_detections} of {masks.images} ground-truth frames have no "
+                         "detections (dropped); their objects count as missed in mask AP")
+    if gts and not trk_envs:
+        notes.append("no tracks recorded: tracking metrics not scored")
+    elif gts:
+        try:
+            tracking = evaluate_tracks(Path(path).stem, gts, tracks_by_frame(trk_envs), include_predicted_tracks)
+        except ImportError:
+            notes.append(f"tracking metrics unavailable ({TRACKING_MODULE} is not installed)")
+    if not det_envs and not trk_envs:
+        notes.append("no detections or tracks recorded: nothing ran on this drive")
+    return Report(run=str(path), meta=asdict(reader.meta), topics=topics, has_ground_truth=bool(gts),
+                  masks=masks, tracking=tracking, stats=stats, notes=tuple(notes))
+
+
+def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -> list[Path]:
+    """Write ``report.json``, ``report.md`` and (``with_plots``) PNG plots into
+    ``out_dir`` (created); returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images: dict[str, Path] = {}
+    if with_plots:
+        tl = report.stats.timeline
+        images["latency timeline"] = plots.latency_timeline(tl, report.stats.budget_ms, out / "latency_timeline.png",
+                                                            report.stats.output_topic)
+        if report.stats.stages:
+            images["latency per stage"] = plots.stage_latency(tl, out / "latency_stages.png")
+        if report.stats.model_usage:
+            images["model per frame"] = plots.model_usage(tl, out / "model_usage.png")
+        if report.masks is not None:
+            images["mask AP per class"] = plots.class_ap(
+                {k: (v.ap, v.ap50) for k, v in report.masks.per_class.items()}, out / "class_ap.png")
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    (out / "report.md").write_text(report_markdown(report, {k: p.name for k, p in images.items()}))
+    return [out / "report.json", out / "report.md", *images.values()]

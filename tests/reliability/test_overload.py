@@ -1,0 +1,111 @@
+"""Overload and slow subscribers: latency stays bounded, memory flat, every drop counted,
+and a stuck external subscriber does not slow the pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from perception import schema
+from perception.bus import Subscriber
+
+from reliability.conftest import Pipeline, next_external, pipeline_spec, start_pipeline
+
+pytestmark = pytest.mark.slow
+
+
+class _Collector:
+    """Every ``detections`` message of a run, from its start, on a thread."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.ctx = zmq.Context()
+        self.sub = Subscriber(self.ctx, {"detections": schema.endpoint("detections", run_dir)},
+                              keep_newest=False, hwm=100000)
+        self.out: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.out.extend(self.sub.poll(50))
+        self.sub.close()
+
+    def close(self) -> list:
+        self.stop.set()
+        self.thread.join()
+        self.ctx.term()
+        return self.out
+
+
+def _drained(p: Pipeline, published: int) -> None:
+    p.wait_status("replay", lambda st: st.counters.get("finished") and st.counters.get("published") == published, 60)
+    last = None
+    for _ in range(100):  # counters settle once the last frame went through
+        now = tuple((p.status[n].frames_in, p.status[n].dropped) for n in ("preprocess", "segmenter"))
+        if now == last:
+            return
+        last = now
+        time.sleep(0.6)
+
+
+def test_overload_latency_bounded_memory_flat_drops_exact(small_drive: Path, fast_card: str, run_dir: str) -> None:
+    # phase 1: how fast is the segmenter here, now?
+    external = next_external()
+    with start_pipeline(pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.end_s=1.5"),
+                        run_dir, external) as p:
+        st = p.wait_status("segmenter", lambda st: st.frames_out >= 10, 60)
+        capacity_fps = 1000.0 / max(st.step_p50_ms, 1.0)
+    rate = 3 * capacity_fps / 15.0  # the drive is 15 fps: frames arrive at 3x capacity
+    repeat = max(2, int(np.ceil(12 * 15 * rate / 45)))  # about 12 s of frames
+    budget_ms = 100.0
+    external = next_external()
+    spec = pipeline_spec(small_drive, fast_card, external, f"replay.rate={rate:.3f}", f"replay.repeat={repeat}",
+                         f"segmenter.budget_ms={budget_ms}")
+    with start_pipeline(spec, run_dir, external) as p:
+        collector = _Collector(run_dir)
+        p.wait_status("segmenter", lambda st: st.frames_out >= 3, 60)
+        time.sleep(2.0)  # warmed up
+        rss_start = p.rss_mb("segmenter")
+        _drained(p, 45 * repeat)
+        rss_end = p.rss_mb("segmenter")
+        dets = collector.close()
+        s = {n: p.status[n] for n in ("replay", "preprocess", "segmenter")}
+    assert dets, "the segmenter published nothing"
+    ages = np.array([d.envelope.payload.frame_age_ms for d in dets])
+    worst_run = max(d.envelope.payload.inference_ms for d in dets)
+    assert ages.max() <= budget_ms + worst_run, (ages.max(), worst_run)
+    assert rss_end - rss_start < max(10.0, 0.05 * rss_start), (rss_start, rss_end)
+    published = int(s["replay"].counters["published"])
+    assert published == 45 * repeat
+    assert s["preprocess"].frames_in + s["preprocess"].dropped == published
+    seg = s["segmenter"]
+    assert seg.frames_in + seg.dropped == s["preprocess"].frames_out
+    assert seg.counters["published"] + seg.counters["stale"] == seg.frames_in
+    assert seg.dropped + seg.counters["stale"] > 0, "3x overload must drop frames"
+
+
+def test_stuck_subscriber_does_not_slow_the_pipeline(small_drive: Path, fast_card: str, run_dir: str) -> None:
+    counts = {}
+    for stuck in (False, True):
+        external = next_external()
+        spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "publisher.hwm=4",
+                             "publisher.topics=[frames.rect,detections,tracks,status]")
+        ctx = zmq.Context()
+        with start_pipeline(spec, run_dir, external) as p:
+            if stuck:  # subscribes to everything (frames too) and never reads
+                dead = ctx.socket(zmq.SUB)
+                dead.setsockopt(zmq.RCVHWM, 1)
+                dead.setsockopt(zmq.SUBSCRIBE, b"")
+                dead.connect(external)
+            _drained(p, 45)
+            counts[stuck] = p.status["tracker"].frames_out
+            if stuck:
+                dead.close(0)
+        ctx.term()
+    assert counts[True] >= 0.98 * counts[False], counts
