@@ -1,5 +1,6 @@
 """NumPy post-processing shared by the ONNX segmenters (no torch): mask assembly from
-prototypes and coefficients, in camera pixels, and conversion to :class:`Detections`.
+prototypes and coefficients (one-stage) or from per-box mask probabilities (two-stage,
+:func:`paste_roi_mask`), in camera pixels, and conversion to :class:`Detections`.
 
 Mask assembly (YOLACT): the mask logit of instance ``i`` is ``P @ c_i`` where ``P`` is the
 ``(Hp, Wp, k)`` prototype map (stride ``stride_px`` in model pixels) and ``c_i`` its ``k``
@@ -99,6 +100,42 @@ def assemble_mask(
     mx = interp_matrix(x1 - x0, sx - px0, step, px1 - px0)
     cut = math.log(threshold / (1.0 - threshold))
     return (my @ logit @ mx.T) > cut
+
+
+def roi_mask_region_px(box_model: np.ndarray, lb: Letterbox) -> tuple[int, int, int, int]:
+    """Camera-pixel region (as :func:`box_region_px`) that a two-stage mask over
+    ``box_model`` (xyxy model pixels) covers: the box shifted by half a model pixel (see
+    :func:`paste_roi_mask`), mapped to camera pixels."""
+    shifted = np.asarray(box_model, np.float64) + 0.5
+    cam = (shifted - [lb.pad_x_px, lb.pad_y_px, lb.pad_x_px, lb.pad_y_px]) / lb.scale
+    return box_region_px(cam, lb.src_width, lb.src_height)
+
+
+def paste_roi_mask(prob: np.ndarray, box_model: np.ndarray, region: tuple[int, int, int, int], lb: Letterbox,
+                   threshold: float = 0.5) -> np.ndarray:
+    """The ``(y1 - y0, x1 - x0)`` bool mask over camera-pixel ``region`` of one two-stage
+    detection: ``prob`` ``(R, R)`` float32 mask probabilities over ``box_model`` (xyxy model
+    pixels), pasted at camera resolution in one step and thresholded.
+
+    Convention (torchvision's ``roi_align(aligned=False)``, which also made the training
+    targets): mask pixel ``i`` is centred on model pixel coordinate
+    ``box_x0 + (i + 0.5) * box_w / R + 0.5``. Values are interpolated bilinearly with zeros
+    outside the mask, as torchvision's ``paste_masks_in_image`` pads it; unlike that
+    function the box is not rounded to whole pixels, which would shift the mask by up to
+    a pixel.
+    """
+    x0, y0, x1, y1 = region
+    rh, rw = prob.shape
+    bw = max(float(box_model[2] - box_model[0]), 1e-3)
+    bh = max(float(box_model[3] - box_model[1]), 1e-3)
+    # mask coordinate of camera pixel centre x: ((x + 0.5) * scale + pad - 0.5 - box_x0) * R / w - 0.5,
+    # plus 1 for the zero border
+    sx = ((x0 + 0.5) * lb.scale + lb.pad_x_px - 0.5 - float(box_model[0])) * rw / bw + 0.5
+    sy = ((y0 + 0.5) * lb.scale + lb.pad_y_px - 0.5 - float(box_model[1])) * rh / bh + 0.5
+    mx = interp_matrix(x1 - x0, sx, lb.scale * rw / bw, rw + 2)
+    my = interp_matrix(y1 - y0, sy, lb.scale * rh / bh, rh + 2)
+    padded = np.pad(prob.astype(np.float32, copy=False), 1)
+    return (my @ padded @ mx.T) > threshold
 
 
 def encode_region_mask(crop: np.ndarray, region: tuple[int, int, int, int], width: int, height: int) -> Rle:

@@ -1,4 +1,5 @@
-"""The torch-free runtime: ONNX Runtime sessions and the one-stage segmenter.
+"""The torch-free runtime: ONNX Runtime sessions and the one-stage segmenter (the
+two-stage one is in :mod:`.maskrcnn_runtime`).
 
 Every segmenter follows :class:`Segmenter`: ``predict(image_bgr) -> Detections`` with boxes
 and masks in the pixels of the image given. :func:`open_session` picks the execution
@@ -148,10 +149,14 @@ def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, 
 
 
 def load_segmenter(card_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Segmenter:
-    """The segmenter a card describes (``yolact`` or ``ultralytics`` family)."""
+    """The segmenter a card describes (``yolact``, ``maskrcnn`` or ``ultralytics`` family)."""
     card = load_card(card_path)
     if card.family == "yolact":
         return YolactSegmenter(card, threads, providers)
+    if card.family == "maskrcnn":
+        from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter  # imports this module
+
+        return MaskRCNNSegmenter(card, threads, providers)
     if card.family == "ultralytics":
         from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
 

@@ -9,21 +9,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from perception.config import build_config
 from perception.segmentation.card import CardError, ModelCard
+from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.yolact import Yolact, YolactConfig
 
 
-def build_model(card: ModelCard) -> Yolact:
-    """A randomly initialised model of the card's architecture and classes."""
+def build_model(card: ModelCard) -> nn.Module:
+    """A randomly initialised model of the card's architecture and classes: a
+    :class:`Yolact` or a torchvision ``MaskRCNN`` (classes + background) at the card's
+    fixed input size, its test-time settings from ``[postprocess]``."""
+    if card.family == "maskrcnn":
+        from perception.segmentation.maskrcnn import InferenceSettings, MaskRCNNConfig, build_maskrcnn
+
+        cfg = build_config(MaskRCNNConfig, card.architecture, card.where("architecture"))
+        post = postprocess_config(card)
+        infer = InferenceSettings(post.score_threshold, post.iou_threshold, post.max_detections)
+        return build_maskrcnn(cfg, len(card.classes) + 1, card.input_width, card.input_height, infer)
     if card.family != "yolact":
-        raise CardError(f"{card.path}: family {card.family!r} is not trained by this package yet")
+        raise CardError(f"{card.path}: family {card.family!r} is not trained by this package")
     cfg = build_config(YolactConfig, card.architecture, card.where("architecture"))
     return Yolact(cfg, num_classes=len(card.classes))
 
 
-def save_weights(model: Yolact, card: ModelCard, path: Path, step: int) -> None:
+def save_weights(model: nn.Module, card: ModelCard, path: Path, step: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"model": model.state_dict(), "name": card.name, "family": card.family,
@@ -31,7 +42,7 @@ def save_weights(model: Yolact, card: ModelCard, path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def load_weights(model: Yolact, card: ModelCard, path: Path) -> int:
+def load_weights(model: nn.Module, card: ModelCard, path: Path) -> int:
     """Load a weights file into ``model``; returns the step it was saved at.
 
     Raises :class:`CardError` naming the file when it is not a weights file of this card.

@@ -1,6 +1,17 @@
 """``perception export --card``: the card's weights to an ONNX graph for the runtime
-(torch only). The graph is :class:`~perception.segmentation.yolact.YolactExport` at the
-card's fixed input size; its sha256 is written into the card's ``[onnx]`` table."""
+(torch only), at the card's fixed input size, checked with ``onnx.checker``; its sha256 is
+written into the card's ``[onnx]`` table.
+
+- ``yolact``: :class:`~perception.segmentation.yolact.YolactExport`;
+- ``maskrcnn``: :class:`~perception.segmentation.maskrcnn.MaskRCNNExport` (batch 1; mask
+  pasting left to the runtime). Weights come from the card's ``[weights]`` file or from a
+  checkpoint in torchvision's published format (``torchvision_checkpoint``).
+
+Both use the TorchScript-based exporter (``dynamo=False``): torchvision's detection models
+are written for it (``torchvision._is_tracing()`` paths) and the dynamo exporter does not
+handle their data-dependent shapes (with torch 2.15, torch.export stops on a
+GuardOnDataDependentSymNode in the Mask R-CNN heads).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
 
 from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
 from perception.segmentation.runtime import YOLACT_OUTPUTS
@@ -20,31 +32,57 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def export_onnx(model: Yolact, path: Path, width: int, height: int) -> Path:
-    """Export ``model`` for a ``(1, 3, height, width)`` float input to ``path`` and check it
-    with ``onnx.checker``."""
+def _export(graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = YolactExport(model.eval())
-    with warnings.catch_warnings():  # the TorchScript exporter warns that dynamo is the new default
+    with warnings.catch_warnings():  # the TorchScript exporter warns that dynamo is the new default, tracer warnings
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (torch.zeros(1, 3, height, width),), str(path), opset_version=OPSET,
-                          input_names=["images"], output_names=list(YOLACT_OUTPUTS), dynamo=False)
+        torch.onnx.export(graph, args, str(path), opset_version=OPSET, input_names=inputs, output_names=outputs,
+                          dynamo=False)
     onnx.checker.check_model(onnx.load(str(path)))
     return path
 
 
-def export_card(card_path: str | Path, random_init: bool = False) -> Path:
-    """Export the card's weights (or a random init) to its ``[onnx]`` file; update its sha256."""
+def export_onnx(model: Yolact, path: Path, width: int, height: int) -> Path:
+    """Export a one-stage ``model`` for a ``(1, 3, height, width)`` float input to ``path``."""
+    return _export(YolactExport(model.eval()), (torch.zeros(1, 3, height, width),), path, ["images"],
+                   list(YOLACT_OUTPUTS))
+
+
+def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) -> Path:
+    """Export a torchvision ``MaskRCNN`` for a ``(1, 3, height, width)`` float input and a
+    0-d score threshold to ``path``. Traced on a random image with threshold 0, so that
+    every branch (detections, masks) is recorded."""
+    from perception.segmentation.maskrcnn import MaskRCNNExport
+    from perception.segmentation.maskrcnn_runtime import MASKRCNN_INPUTS, MASKRCNN_OUTPUTS
+
+    graph = MaskRCNNExport(model.eval(), width, height)
+    gen = torch.Generator().manual_seed(0)
+    args = (torch.rand(1, 3, height, width, generator=gen), torch.tensor(0.0))
+    return _export(graph, args, path, list(MASKRCNN_INPUTS), list(MASKRCNN_OUTPUTS))
+
+
+def export_card(card_path: str | Path, random_init: bool = False, torchvision_checkpoint: str | Path | None = None) -> Path:
+    """Export the card's weights (or a random init, or a torchvision checkpoint for a
+    ``maskrcnn`` card) to its ``[onnx]`` file; update its sha256."""
     card = load_card(card_path)
     if card.onnx is None:
         raise CardError(f"{card.path}: an [onnx] table naming the output file is needed to export")
     torch.manual_seed(0)
     model = build_model(card)
-    if not random_init:
+    if torchvision_checkpoint is not None:
+        if card.family != "maskrcnn":
+            raise CardError(f"{card.path}: a torchvision checkpoint needs a maskrcnn card, not {card.family!r}")
+        from perception.segmentation.maskrcnn_checkpoint import load_torchvision_checkpoint
+
+        load_torchvision_checkpoint(torchvision_checkpoint, model, card.classes)
+    elif not random_init:
         if card.weights is None:
             raise CardError(f"{card.path}: no [weights] table; train first or pass --random-init")
         load_weights(model, card, card.weights.verify())
-    path = export_onnx(model, card.onnx.path, card.input_width, card.input_height)
+    if card.family == "maskrcnn":
+        path = export_maskrcnn_onnx(model, card.onnx.path, card.input_width, card.input_height)
+    else:
+        path = export_onnx(model, card.onnx.path, card.input_width, card.input_height)  # type: ignore[arg-type]
     digest = sha256_of(path)
     set_card_value(card.path, "onnx", "sha256", digest)
     log.info("exported %s to %s (sha256 %s)", card.name, path, digest[:12])

@@ -5,6 +5,10 @@ Reproducible: seeds fixed from ``[training] seed``, sample ``i`` of step ``s`` i
 same data as an uninterrupted one. Checkpoints (model, optimizer, schedule, step, RNG)
 go to ``<run_dir>/<card name>/last.pt``; the final weights go to the card's ``[weights]``
 file and its sha256 into the card.
+
+Families: ``yolact`` (the project's loss, :mod:`perception.segmentation.yolact_loss`) and
+``maskrcnn`` (torchvision's Mask R-CNN, which computes its own RPN, box and mask losses in
+train mode; its class 0 is the background, so labels are shifted by one).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tqdm import tqdm
 from perception.config import build_config
 from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
-from perception.segmentation.yolact import Yolact
+from perception.segmentation.maskrcnn_infer import detect as detect_maskrcnn
 from perception.segmentation.yolact_infer import detect
 from perception.segmentation.yolact_loss import LossConfig, yolact_loss
 from perception.train.build import build_model, save_weights
@@ -95,7 +99,18 @@ class StepBatches(torch.utils.data.Dataset):
         return batch_at(self.source, step, self.batch_size, self.class_ids)
 
 
-def evaluate_model(model: Yolact, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
+def loss_terms(model: torch.nn.Module, card: ModelCard, images: torch.Tensor, targets: list[Target],
+               cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The model's loss terms on a batch, their sum under ``"total"``. ``targets`` use model
+    class indices (0-based)."""
+    if card.family == "maskrcnn":
+        # torchvision's Mask R-CNN computes its own losses in train mode; class 0 is its background
+        terms = model(list(images), [{**t, "labels": t["labels"] + 1} for t in targets])
+        return {**terms, "total": torch.stack(list(terms.values())).sum()}
+    return yolact_loss(model(images), targets, cfg.loss)
+
+
+def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
     """COCO mask AP of the torch model on samples ``0..n_images-1`` of ``source``."""
     post = postprocess_config(card)
     samples = []
@@ -105,7 +120,12 @@ def evaluate_model(model: Yolact, card: ModelCard, source: DataSource, n_images:
         samples.append((bgr, target["labels"].tolist(), list(target["masks"].numpy().astype(bool))))
 
     def predict(bgr: np.ndarray) -> tuple[list[int], list[float], list[np.ndarray]]:
-        d = detect(model, bgr, card.input_width, card.input_height, post.nms(), post.mask_threshold, post.pad_value)
+        if card.family == "maskrcnn":
+            d = detect_maskrcnn(model, bgr, card.input_width, card.input_height,  # type: ignore[arg-type]
+                                post.score_threshold, post.mask_threshold, post.pad_value)
+        else:
+            d = detect(model, bgr, card.input_width, card.input_height, post.nms(), post.mask_threshold,  # type: ignore[arg-type]
+                       post.pad_value)
         return [card.class_ids[c] for c in d.labels], d.scores.tolist(), list(d.masks)
 
     was_training = model.training
@@ -164,7 +184,7 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
                disable=not progress, desc=card.name)
     for step, (images, targets) in bar:
         images, targets = images.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
-        terms = yolact_loss(model(images), targets, cfg.loss)
+        terms = loss_terms(model, card, images, targets, cfg)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -67,3 +67,67 @@ def tiny_card(tmp_path: Path) -> Path:
 def make_card(tmp_path: Path):  # type: ignore[no-untyped-def]
     """``make_card(width=..., height=..., score_threshold=...)`` writes a tiny card in tmp_path."""
     return lambda **kw: write_card(tmp_path, **kw)
+
+
+TINY_MASKRCNN_CARD = """
+name = "tiny_maskrcnn"
+family = "maskrcnn"
+classes = ["person", "car", "truck"]
+
+[input]
+width = {width}
+height = {height}
+
+[architecture]
+backbone = "mobilenet_v3_small"
+fpn_channels = 32
+anchor_sizes = [[16.0], [32.0], [64.0], [128.0]]
+box_representation = 64
+mask_layers = 2
+mask_channels = 16
+rpn_pre_nms_top_n_train = 200
+rpn_post_nms_top_n_train = 100
+rpn_pre_nms_top_n_test = 100
+rpn_post_nms_top_n_test = 50
+box_batch_size_per_image = 64
+
+[postprocess]
+score_threshold = {score_threshold}
+max_detections = 30
+
+[training]
+steps = 30
+batch_size = 4
+lr = 0.001
+warmup_steps = 5
+seed = 0
+eval_every = 1000
+checkpoint_every = 1000
+threads = 1
+
+[data]
+source = "shapes"
+eval_images = 2
+max_objects = 3
+
+[weights]
+file = "tiny_maskrcnn.pt"
+sha256 = ""
+
+[onnx]
+file = "tiny_maskrcnn.onnx"
+sha256 = ""
+"""
+
+
+@pytest.fixture(scope="module")
+def make_maskrcnn_card(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """``make_maskrcnn_card(width=160, height=96, score_threshold=0.3)`` writes a tiny
+    two-stage card in a new temporary folder (module-scoped, so a module can export once)."""
+
+    def make(width: int = 160, height: int = 96, score_threshold: float = 0.3) -> Path:
+        path = tmp_path_factory.mktemp("maskrcnn") / "tiny_maskrcnn.toml"
+        path.write_text(TINY_MASKRCNN_CARD.format(width=width, height=height, score_threshold=score_threshold))
+        return path
+
+    return make

@@ -62,6 +62,7 @@ def test_runtime_modules_do_not_import_torch() -> None:
     import sys
 
     code = ("import sys; import perception.segmentation.runtime, perception.segmentation.ultralytics_adapter, "
+            "perception.segmentation.maskrcnn_runtime, "
             "perception.segmentation.postprocess, perception.segmentation.fast_nms, perception.segmentation.card; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
