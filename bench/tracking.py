@@ -29,7 +29,6 @@ from iou_baseline import IouBaselineTracker
 from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, noisy_detections
 from perception.evaluation.track_scenarios import CROWD, SCENARIOS, GtFrame, generate
 from perception.evaluation.tracking import TrackingScores, evaluate_tracking, mots_from_gt, mots_from_tracks
-from perception.schema import GroundTruth
 from perception.tracking import Tracker
 
 TRACKERS: dict[str, Callable[[float], object]] = {

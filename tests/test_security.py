@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import zmq
 
-from perception import schema
 from perception.client import subscribe
 from perception.config import ConfigError, build_config
 from perception.publisher import PublisherConfig, PublisherLogic

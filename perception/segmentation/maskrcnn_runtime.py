@@ -19,10 +19,10 @@ import numpy as np
 
 from perception.preprocess import to_camera_xyxy
 from perception.schema import Detections, Instance, Letterbox
-from perception.segmentation.card import CardError, ModelCard, load_card
+from perception.segmentation.card import ModelCard
 from perception.segmentation.postprocess import (encode_region_mask, paste_roi_mask, postprocess_config,
                                                  roi_mask_region_px)
-from perception.segmentation.runtime import ModelFileError, check_bgr, model_input, open_session
+from perception.segmentation.runtime import ModelFileError, card_session, check_bgr, model_input
 
 #: Input and output names of an exported two-stage model, in order.
 MASKRCNN_INPUTS = ("images", "score_threshold")
@@ -37,14 +37,9 @@ class MaskRCNNSegmenter:
 
     def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
                  **overrides: object) -> None:
-        self.card = card if isinstance(card, ModelCard) else load_card(card)
-        if self.card.family != "maskrcnn":
-            raise CardError(f"{self.card.path}: family {self.card.family!r} is not a maskrcnn model")
-        if self.card.onnx is None:
-            raise CardError(f"{self.card.path}: no [onnx] table; run `perception export --card {self.card.path}`")
+        self.card, self.session = card_session(card, "maskrcnn", threads, providers)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name
-        self.session = open_session(self.card.onnx.verify(), threads, providers, self.name)
         inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = tuple(o.name for o in self.session.get_outputs())
         if inputs != MASKRCNN_INPUTS or outputs != MASKRCNN_OUTPUTS:

@@ -88,6 +88,18 @@ def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | 
     return sess
 
 
+def card_session(card: ModelCard | str | Path, family: str, threads: int = 0,
+                 providers: Sequence[str] | None = None) -> tuple[ModelCard, ort.InferenceSession]:
+    """The card (loaded if given as a path) and an ONNX Runtime session on its verified
+    ONNX file; :class:`CardError` when the card is of another family or has no ONNX file."""
+    card = card if isinstance(card, ModelCard) else load_card(card)
+    if card.family != family:
+        raise CardError(f"{card.path}: family {card.family!r} is not a {family} model")
+    if card.onnx is None:
+        raise CardError(f"{card.path}: no [onnx] table; run `perception export --card {card.path}`")
+    return card, open_session(card.onnx.verify(), threads, providers, card.name)
+
+
 class YolactSegmenter:
     """The fast one-stage model exported by ``perception export``, run by ONNX Runtime.
 
@@ -98,14 +110,9 @@ class YolactSegmenter:
 
     def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
                  **overrides: object) -> None:
-        self.card = card if isinstance(card, ModelCard) else load_card(card)
-        if self.card.family != "yolact":
-            raise CardError(f"{self.card.path}: family {self.card.family!r} is not a yolact model")
-        if self.card.onnx is None:
-            raise CardError(f"{self.card.path}: no [onnx] table; run `perception export --card {self.card.path}`")
+        self.card, self.session = card_session(card, "yolact", threads, providers)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name
-        self.session = open_session(self.card.onnx.verify(), threads, providers, self.name)
         names = tuple(o.name for o in self.session.get_outputs())
         if names != YOLACT_OUTPUTS:
             raise ModelFileError(f"{self.card.onnx.path}: outputs {names}, expected {YOLACT_OUTPUTS}")

@@ -66,7 +66,7 @@ def test_ids_stable_and_never_reused(small_cfg: SynthConfig) -> None:
             assert cls_of.setdefault(lb.instance_id, lb.class_id) == lb.class_id
             if lb.instance_id in prev and not lb.ignore:
                 # A reused id would jump across the image; one object moves a little per frame.
-                (a0, b0, a1, b1), (c0, d0, c1, d1) = prev[lb.instance_id], lb.box_xyxy
+                (a0, _, a1, _), (c0, _, c1, _) = prev[lb.instance_id], lb.box_xyxy
                 assert abs((a0 + a1) - (c0 + c1)) / 2 < 0.3 * f.ids.shape[1]
         prev = {lb.instance_id: lb.box_xyxy for lb in f.labels}
         assert all(i < sim.world.traffic.next_id for i in ids)
