@@ -168,7 +168,7 @@ class NodeLoop:
             step_p50_ms=float(np.percentile(steps, 50)), step_p99_ms=float(np.percentile(steps, 99)),
             frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
-            counters=dict(self.logic.counters()),
+            counters={k: _plain(v) for k, v in self.logic.counters().items()},
         )
 
     def _heartbeat(self) -> None:
@@ -220,6 +220,13 @@ class NodeLoop:
         close = getattr(self.logic, "close", None)
         if close:
             close()
+
+
+def _plain(value: object) -> int | float | str | bool:
+    """A counter as a plain scalar (NumPy scalars become Python ones; anything else text)."""
+    item = getattr(value, "item", None)
+    value = item() if callable(item) else value
+    return value if isinstance(value, int | float | str | bool) else str(value)
 
 
 def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type,

@@ -164,6 +164,6 @@ class Policy:
         return {
             "policy": self.cfg.mode, "model": self.current, "switches": self.switches,
             "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE],
-            "predicted_ms.fast": round(self.estimators[FAST].predict(self.last_instances), 2),
-            "predicted_ms.accurate": round(self.estimators[ACCURATE].predict(self.last_instances), 2),
+            "predicted_ms.fast": round(float(self.estimators[FAST].predict(self.last_instances)), 2),
+            "predicted_ms.accurate": round(float(self.estimators[ACCURATE].predict(self.last_instances)), 2),
         }

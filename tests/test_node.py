@@ -88,3 +88,18 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     assert "model blew up on frame 2" in st.last_error
     assert st.counters == {"calls": 4}
     loop.close(); camera.close(0); zctx.term()
+
+
+def test_numpy_counters_do_not_break_the_heartbeat(run_dir: str) -> None:
+    class NumpyCounters(_Exploding):
+        def counters(self) -> dict:
+            import numpy as np
+
+            return {"x": np.float64(1.5), "n": np.int64(3), "odd": (1, 2)}
+
+    zctx = zmq.Context()
+    loop = NodeLoop(NodeContext("x", run_dir), NumpyCounters(), zctx)
+    st = loop.status()
+    assert st.counters == {"x": 1.5, "n": 3, "odd": "(1, 2)"}
+    schema.encode(schema.Envelope("status", 0, 0, None, st))
+    loop.close(); zctx.term()

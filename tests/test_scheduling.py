@@ -98,3 +98,11 @@ def test_accurate_every_nth_frame() -> None:
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="policy must be"):
         PolicyConfig(mode="fastest").validate()  # type: ignore[arg-type]
+
+
+def test_counters_are_plain_scalars_after_fitting() -> None:
+    """The counters go into heartbeats; NumPy scalars would not encode."""
+    p = _policy()
+    for n in range(8):
+        p.observe("accurate", 60.0 + 2 * n, n)
+    assert all(type(v) in (int, float, str, bool) for v in p.counters().values())
