@@ -123,6 +123,8 @@ class NodeLoop:
                 if msg.topic != "status":  # heartbeats are not data
                     self.stats.frames_in += 1
                 self._step(msg)
+                if time.monotonic_ns() >= self._next_heartbeat:  # a long backlog must not stop heartbeats
+                    self._heartbeat()
         elif wait_ms > 0:
             time.sleep(wait_ms / 1000)
         now = time.monotonic_ns()
