@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from perception.preprocess import to_camera_xyxy
@@ -22,7 +21,7 @@ from perception.schema import Detections, Instance, Letterbox
 from perception.segmentation.card import ModelCard
 from perception.segmentation.postprocess import (encode_region_mask, paste_roi_mask, postprocess_config,
                                                  roi_mask_region_px)
-from perception.segmentation.runtime import ModelFileError, card_session, check_bgr, model_input
+from perception.segmentation.runtime import ModelFileError, card_session, network_blob
 
 #: Input and output names of an exported two-stage model, in order.
 MASKRCNN_INPUTS = ("images", "score_threshold")
@@ -53,10 +52,8 @@ class MaskRCNNSegmenter:
         return self.session.run(None, {"images": blob, "score_threshold": threshold})
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
-        check_bgr(image_bgr)
         t0 = time.perf_counter()
-        img, lb = model_input(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
-        blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
+        blob, lb = network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
         t1 = time.perf_counter()
         boxes, labels, scores, masks = self.run_network(blob)
         t2 = time.perf_counter()

@@ -124,10 +124,8 @@ class YolactSegmenter:
         return self.session.run(None, {self.input_name: blob})
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
-        check_bgr(image_bgr)
         t0 = time.perf_counter()
-        img, lb = model_input(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
-        blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
+        blob, lb = network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
         t1 = time.perf_counter()
         boxes, scores, coefs, protos = self.run_network(blob)
         t2 = time.perf_counter()
@@ -153,6 +151,15 @@ def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, 
         return image_bgr, transform
     img, lb = letterbox(image_bgr, width, height, pad_value)
     return img, (compose(lb, transform) if transform is not None else lb)
+
+
+def network_blob(image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int,
+                 pad_value: int) -> tuple[np.ndarray, Letterbox]:
+    """The ``(1, 3, height, width)`` float32 RGB [0, 1] network input for a BGR frame (see
+    :func:`model_input`) and the transform from it to camera pixels."""
+    check_bgr(image_bgr)
+    img, lb = model_input(image_bgr, transform, width, height, pad_value)
+    return cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True), lb
 
 
 def load_segmenter(card_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Segmenter:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from perception.classes import CLASSES, COCO80_INDEX
@@ -24,7 +23,7 @@ from perception.schema import Detections, Letterbox
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.runtime import ModelFileError, check_bgr, model_input, open_session
+from perception.segmentation.runtime import ModelFileError, network_blob, open_session
 
 
 class UltralyticsSegmenter:
@@ -80,10 +79,8 @@ class UltralyticsSegmenter:
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         """See :class:`perception.segmentation.runtime.Segmenter`."""
-        check_bgr(image_bgr)
         t0 = time.perf_counter()
-        img, lb = model_input(image_bgr, transform, self.width, self.height, self.pad_value)
-        blob = cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True)
+        blob, lb = network_blob(image_bgr, transform, self.width, self.height, self.pad_value)
         outs = self.session.run(None, {self.input_name: blob})
         pred, protos = outs[self.det_out][0].T, outs[self.proto_out][0]  # (N, 4+nc+32), (32, Hp, Wp)
         cx, cy, w, h = pred[:, 0], pred[:, 1], pred[:, 2], pred[:, 3]
