@@ -9,7 +9,6 @@ without ground truth gets timing and counts only, and the report says so.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,11 +20,11 @@ from perception.evaluation import plots
 from perception.evaluation.latency import RunStats, detections_by_frame, run_stats, tracks_by_frame
 from perception.evaluation.markdown import report_markdown, summary_text
 from perception.evaluation.masks import MaskScores, evaluate_masks
+from perception.evaluation.tracking import evaluate_tracking, mots_from_gt, mots_from_tracks
 from perception.recording import FRAMES_TOPIC, DriveReader
 from perception.schema import GroundTruth, Tracks
 
 DEFAULT_BUDGET_MS = 100.0
-TRACKING_MODULE = "perception.evaluation.tracking"
 
 __all__ = ["Report", "evaluate_run", "evaluate_tracks", "summary_text", "write_report"]
 
@@ -67,13 +66,11 @@ def evaluate_tracks(name: str, ground_truth: dict[int, GroundTruth], tracks: dic
                     include_predicted: bool = False) -> dict[str, Any]:
     """HOTA/DetA/AssA/MOTA/IDF1/IDSW of ``{frame_seq: Tracks}`` against the ground truth,
     one TrackEval sequence over the frames that have ground truth (in frame order; a frame
-    without a tracks message has no predictions). Raises ``ImportError`` when the tracking
-    metrics module is not installed."""
-    tracking = importlib.import_module(TRACKING_MODULE)
+    without a tracks message has no predictions)."""
     seqs = sorted(ground_truth)
-    gt = {name: [tracking.mots_from_gt(ground_truth[s]) for s in seqs]}
-    pred = {name: [tracking.mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]}
-    scores = tracking.evaluate_tracking(gt, pred)
+    gt = {name: [mots_from_gt(ground_truth[s]) for s in seqs]}
+    pred = {name: [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]}
+    scores = evaluate_tracking(gt, pred)
     out = asdict(scores)
     out["per_class"] = {CLASSES[int(c)]: v for c, v in scores.per_class.items()}
     return out
@@ -105,10 +102,7 @@ def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include
     if gts and not trk_envs:
         notes.append("no tracks recorded: tracking metrics not scored")
     elif gts:
-        try:
-            tracking = evaluate_tracks(Path(path).stem, gts, tracks_by_frame(trk_envs), include_predicted_tracks)
-        except ImportError:
-            notes.append(f"tracking metrics unavailable ({TRACKING_MODULE} is not installed)")
+        tracking = evaluate_tracks(Path(path).stem, gts, tracks_by_frame(trk_envs), include_predicted_tracks)
     if not det_envs and not trk_envs:
         notes.append("no detections or tracks recorded: nothing ran on this drive")
     return Report(run=str(path), meta=asdict(reader.meta), topics=topics, has_ground_truth=bool(gts),
