@@ -11,37 +11,24 @@
       OUT/gt/MOTS-train/<seq>/gt/gt.txt, OUT/gt/MOTS-train/<seq>/seqinfo.ini,
       OUT/gt/seqmaps/MOTS-train.txt
 
-  Rows: ``frame id class height width rle`` with 1-based frames. ``write_mots_txt`` is the
-  per-file writer, usable for tracker outputs too.
+  Rows: ``frame id class height width rle`` with 1-based frames, written by
+  :func:`perception.evaluation.tracking.write_mots` (also used for tracker outputs).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
 from perception.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.evaluation.tracking import MotsObject, write_mots
 from perception.schema import GroundTruth
 
 MOTS_SPLIT = "MOTS-train"
 MOTS_PEDESTRIAN = 2
-MOTS_IGNORE = 10
-
-
-@dataclass(frozen=True)
-class MotsRow:
-    """One instance in one frame (``frame`` is 1-based)."""
-
-    frame: int
-    track_id: int
-    class_id: int  # MOTS class column (2 = the scored class, 10 = ignore)
-    height: int
-    width: int
-    counts: str
 
 
 def coco_dataset(frames: Sequence[tuple[int, GroundTruth]], file_prefix: str = "frame") -> dict[str, object]:
@@ -74,25 +61,14 @@ def write_coco(path: str | Path, frames: Sequence[tuple[int, GroundTruth]], file
     return len(data["annotations"])  # type: ignore[arg-type]
 
 
-def mots_rows(frames: Iterable[tuple[int, GroundTruth]], class_id: int | None) -> list[MotsRow]:
-    """Rows of one MOTS sequence: instances of ``class_id`` (None: every class) as the
-    scored class, ignore instances as ignore regions. Frames are numbered ``seq + 1``."""
-    rows = []
+def mots_frames(frames: Sequence[tuple[int, GroundTruth]], class_id: int | None, length: int) -> list[list[MotsObject]]:
+    """One MOTS sequence of ``length`` frames (index = frame seq): instances of ``class_id``
+    (None: every class) as the scored class, ignore instances as ignore regions."""
+    out: list[list[MotsObject]] = [[] for _ in range(length)]
     for seq, gt in frames:
-        for inst in gt.instances:
-            if class_id is not None and inst.class_id != class_id:
-                continue
-            h, w = inst.mask.size
-            rows.append(MotsRow(seq + 1, inst.instance_id, MOTS_IGNORE if inst.ignore else MOTS_PEDESTRIAN, h, w,
-                                inst.mask.counts))
-    return rows
-
-
-def write_mots_txt(path: str | Path, rows: Iterable[MotsRow]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(f"{r.frame} {r.track_id} {r.class_id} {r.height} {r.width} {r.counts}\n")
+        out[seq] = [MotsObject(inst.instance_id, MOTS_PEDESTRIAN, inst.mask, ignore=inst.ignore)
+                    for inst in gt.instances if class_id is None or inst.class_id == class_id]
+    return out
 
 
 def write_mots_gt(out_dir: str | Path, drive_name: str, frames: Sequence[tuple[int, GroundTruth]],
@@ -110,7 +86,8 @@ def write_mots_gt(out_dir: str | Path, drive_name: str, frames: Sequence[tuple[i
     seqs: list[tuple[str, int | None]] = ([(f"{drive_name}-{CLASSES[c]}", c) for c in present] if per_class
                                           else [(drive_name, None)])
     for name, cls in seqs:
-        write_mots_txt(out / MOTS_SPLIT / name / "gt" / "gt.txt", mots_rows(frames, cls))
+        (out / MOTS_SPLIT / name / "gt").mkdir(parents=True, exist_ok=True)
+        write_mots(out / MOTS_SPLIT / name / "gt" / "gt.txt", mots_frames(frames, cls, length))
         (out / MOTS_SPLIT / name / "seqinfo.ini").write_text(
             f"[Sequence]\nname={name}\nimDir=img1\nframeRate=30\nseqLength={length}\nimWidth={w}\nimHeight={h}\n"
             "imExt=.jpg\n")
