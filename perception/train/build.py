@@ -34,6 +34,37 @@ def build_model(card: ModelCard) -> nn.Module:
     return Yolact(cfg, num_classes=len(card.classes))
 
 
+def init_from(model: nn.Module, path: Path, rename: dict[str, str]) -> tuple[int, int]:
+    """Copy into ``model`` every tensor of the weights file ``path`` whose name, after the
+    first matching prefix of ``rename`` is replaced (``{"backbone.": "backbone.body."}``),
+    and shape match the model's: transfer from another model of the project (for example
+    the fast model's trained trunk and FPN into the accurate model), the only pretraining
+    available on machines that cannot download weights. Returns ``(copied, model tensors)``.
+
+    Raises :class:`CardError` naming the file when it cannot be read or nothing matches.
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CardError(f"[training.init] weights {str(path)!r} does not exist") from None
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise CardError(f"[training.init] weights {str(path)!r} cannot be read: {e}") from None
+    source = blob.get("model") if isinstance(blob, dict) else None
+    if not isinstance(source, dict):
+        raise CardError(f"[training.init] weights {str(path)!r} is not a perception weights file")
+    target = model.state_dict()
+    copied: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        new = next((to + key[len(old):] for old, to in rename.items() if key.startswith(old)), key)
+        if new in target and tuple(target[new].shape) == tuple(value.shape):
+            copied[new] = value
+    if not copied:
+        raise CardError(f"[training.init] no tensor of {str(path)!r} fits the model "
+                        f"(renamed with {rename}); first keys: {list(source)[:3]}")
+    model.load_state_dict(copied, strict=False)
+    return len(copied), len(target)
+
+
 def save_weights(model: nn.Module, card: ModelCard, path: Path, step: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -28,11 +28,21 @@ from perception.segmentation.card import CardError, ModelCard, load_card, set_ca
 from perception.segmentation.maskrcnn_infer import detect as detect_maskrcnn
 from perception.segmentation.yolact_infer import detect
 from perception.segmentation.yolact_loss import LossConfig, yolact_loss
-from perception.train.build import build_model, save_weights
+from perception.train.build import build_model, init_from, save_weights
 from perception.train.data import DataConfig, DataSource, Target, make_source
 from perception.train.evaluate import evaluate_samples
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """``[training.init]``: start from another weights file of the project instead of random
+    weights (``weights`` relative to the card's folder; ``rename`` maps name prefixes of that
+    file to this model's). Tensors whose renamed name or shape do not match are left random."""
+
+    weights: str = ""
+    rename: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class TrainConfig:
     workers: int = 0
     run_dir: str = "runs"
     loss: LossConfig = field(default_factory=LossConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -169,6 +180,10 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         torch.set_rng_state(state["rng"].cpu())
         start = int(state["step"])
         log.info("resuming %s from step %d (%s)", card.name, start, ckpt)
+    elif cfg.init.weights:
+        init_path = card.path.parent / cfg.init.weights
+        copied, total = init_from(model, init_path, cfg.init.rename)
+        log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, init_path)
     source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes)
     if coco_root:
         from perception.train.copy_paste import CopyPaste
