@@ -6,10 +6,17 @@ after it. Policies:
 
 - ``fast`` / ``accurate``: always that model;
 - ``auto``: the accurate model when its predicted latency fits the budget left for this
-  frame, the fast model otherwise, with hysteresis (it switches up only after
-  ``switch_up_after`` consecutive frames that fit with ``margin_ms`` to spare, and down at
-  once when the accurate model no longer fits), optionally running the accurate model only
-  every ``accurate_every_n``-th frame (the fast one in between) to keep throughput up.
+  frame *and* costs the next frame nothing, the fast model otherwise, with hysteresis (it
+  switches up only after ``switch_up_after`` consecutive frames that fit with ``margin_ms``
+  to spare, and down at once when the accurate model no longer fits), optionally running
+  the accurate model only every ``accurate_every_n``-th frame (the fast one in between).
+
+Frame-period aware: the worker takes the newest frame, so a run that outlasts two frame
+periods makes the next frame be replaced (dropped: a missed deadline in the evaluation),
+and a long run delays the next frame towards its own deadline. The period is measured
+from capture stamps and sequence numbers (:class:`FramePeriod`); on a camera faster than
+the accurate model, ``auto`` runs it on the frames where there is slack (every other
+frame, say) and the fast model on the rest, so it never lags behind the camera.
 
 The latency estimate of each model is a high quantile (``quantile``) of its recent
 latencies, seeded from the model card's profile and refreshed online; for a model whose
@@ -68,7 +75,32 @@ class Decision:
 
 
 class HasCapture(Protocol):
+    """What the policy reads of a frame: its capture stamp (and, when the frame has one, its
+    sequence number ``frame_seq``, which tells dropped frames from a slower camera)."""
+
     capture_ns: int
+
+
+class FramePeriod:
+    """The camera's frame period, from capture stamps: the median of
+    ``(capture_ns - previous capture_ns) / (frame_seq - previous frame_seq)`` over recent
+    frames (sequence gaps are frames dropped upstream, not a slower camera)."""
+
+    def __init__(self, window: int = 64) -> None:
+        self.intervals_ms: deque[float] = deque(maxlen=window)
+        self.last: tuple[int, int | None] | None = None
+
+    def observe(self, capture_ns: int, seq: int | None) -> None:
+        if self.last is not None:
+            last_ns, last_seq = self.last
+            frames = seq - last_seq if seq is not None and last_seq is not None else 1
+            if capture_ns > last_ns and frames > 0:
+                self.intervals_ms.append((capture_ns - last_ns) / 1e6 / frames)
+        self.last = (capture_ns, seq)
+
+    def period_ms(self) -> float | None:
+        """Median frame period in ms, or ``None`` before two frames with distinct stamps."""
+        return float(np.median(self.intervals_ms)) if self.intervals_ms else None
 
 
 class LatencyEstimator:
@@ -114,6 +146,8 @@ class Policy:
             ACCURATE: LatencyEstimator(accurate, cfg.window, cfg.quantile),
         }
         self.current = ACCURATE if cfg.mode == ACCURATE else FAST
+        self.period = FramePeriod(cfg.window)
+        self.ages_ms: deque[float] = deque(maxlen=cfg.window)
         self.fit_streak = 0
         self.last_instances = 0
         self.frames = 0
@@ -123,30 +157,57 @@ class Policy:
     def choose(self, now_ns: int, frame: HasCapture) -> Decision:
         """The model for the frame captured at ``frame.capture_ns``, given the time now."""
         self.frames += 1
+        self.period.observe(frame.capture_ns, getattr(frame, "frame_seq", None))
         age_ms = (now_ns - frame.capture_ns) / 1e6
+        self.ages_ms.append(age_ms)
         remaining = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
         acc = self.estimators[ACCURATE].predict(self.last_instances)
         fast = self.estimators[FAST].predict(self.last_instances)
         if self.cfg.mode != "auto":
             model = self.cfg.mode
             return self._run(model, model, acc if model == ACCURATE else fast, remaining, f"policy {model}")
+        # The mode (hysteresis) follows whether the accurate model fits a frame that arrives
+        # as early as frames do here (the least recent age), so one late frame does not
+        # switch it; each frame then runs the accurate model only if it fits that frame.
+        fresh_ms = min(self.ages_ms)
         if self.current == ACCURATE:
-            fits = acc <= remaining  # hysteresis: stay while it fits at all
+            fits = self._fits(fresh_ms, acc, fast, 0.0) is None  # stay while it fits at all
         else:
-            self.fit_streak = self.fit_streak + 1 if acc + self.cfg.margin_ms <= remaining else 0
+            self.fit_streak = self.fit_streak + 1 if self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
             fits = self.fit_streak >= self.cfg.switch_up_after
         if not fits:
             if self.current == ACCURATE:
                 self.fit_streak = 0
-                why = f"accurate {acc:.0f} ms > {remaining:.0f} ms left"
+                why = self._fits(fresh_ms, acc, fast, 0.0) or ""
             else:
-                why = (f"accurate {acc:.0f} ms, {remaining:.0f} ms left "
+                why = (f"{self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) or 'accurate fits'} "
                        f"({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)")
             return self._run(FAST, FAST, fast, remaining, why)
         n = self.cfg.accurate_every_n
         if n > 1 and self.frames % n != 0:
             return self._run(ACCURATE, FAST, fast, remaining, f"accurate fits; runs every {n}th frame")
+        not_now = self._fits(age_ms, acc, fast, self.cfg.margin_ms)
+        if not_now:
+            return self._run(ACCURATE, FAST, fast, remaining, f"no slack on this frame: {not_now}")
         return self._run(ACCURATE, ACCURATE, acc, remaining, f"accurate {acc:.0f} ms fits {remaining:.0f} ms left")
+
+    def _fits(self, age_ms: float, acc_ms: float, fast_ms: float, margin_ms: float) -> str | None:
+        """``None`` when running the accurate model on a frame ``age_ms`` old meets its
+        deadline without costing the next frame (which must not be replaced by the one after
+        it while it waits, and must still meet its own deadline with the fast model);
+        otherwise the reason it does not fit."""
+        left = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
+        if acc_ms + margin_ms > left:
+            return f"accurate {acc_ms:.0f} ms > {left:.0f} ms left"
+        period = self.period.period_ms()
+        if period is None:
+            return None
+        done_ms = age_ms + acc_ms + margin_ms  # after this frame's capture
+        if done_ms > 2 * period:
+            return f"accurate {acc_ms:.0f} ms would drop the next frame ({period:.0f} ms period)"
+        if done_ms + fast_ms + self.cfg.overhead_ms > period + self.cfg.budget_ms:
+            return f"accurate {acc_ms:.0f} ms would make the next frame miss its deadline"
+        return None
 
     def _run(self, state: str, model: str, pred: float, remaining: float, reason: str) -> Decision:
         if state != self.current:
@@ -166,4 +227,5 @@ class Policy:
             "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE],
             "predicted_ms.fast": round(float(self.estimators[FAST].predict(self.last_instances)), 2),
             "predicted_ms.accurate": round(float(self.estimators[ACCURATE].predict(self.last_instances)), 2),
+            "frame_period_ms": round(self.period.period_ms() or 0.0, 2),
         }

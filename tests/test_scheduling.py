@@ -106,3 +106,65 @@ def test_counters_are_plain_scalars_after_fitting() -> None:
     for n in range(8):
         p.observe("accurate", 60.0 + 2 * n, n)
     assert all(type(v) in (int, float, str, bool) for v in p.counters().values())
+
+
+@dataclass(frozen=True)
+class SeqFrame:
+    capture_ns: int
+    frame_seq: int
+
+
+def test_frame_period_ignores_upstream_drops() -> None:
+    from perception.scheduling import FramePeriod
+
+    fp = FramePeriod()
+    assert fp.period_ms() is None
+    for seq in (0, 1, 3, 4, 7, 8):  # frames 2, 5 and 6 dropped before the segmenter
+        fp.observe(seq * 50 * MS, seq)
+    assert fp.period_ms() == pytest.approx(50.0)
+
+
+def _simulate(p: Policy, period_ms: float, lat: dict[str, float], frames: int = 120) -> dict[str, int]:
+    """A camera at ``period_ms`` and a worker that takes the newest waiting frame (older
+    waiting frames are dropped), as the segmenter does; counts deadline hits and drops."""
+    t = 0.0  # worker clock, ms
+    nxt = 0  # first frame not yet taken or dropped
+    out = {"hit": 0, "drop": 0, "accurate": 0}
+    while nxt < frames:
+        t = max(t, nxt * period_ms)
+        newest = max(nxt, min(frames - 1, int(t // period_ms)))
+        out["drop"] += newest - nxt
+        d = p.choose(int(t * MS), SeqFrame(int(newest * period_ms * MS), newest))
+        t += lat[d.model]
+        p.observe(d.model, lat[d.model], 5)
+        out["hit"] += t - newest * period_ms <= p.cfg.budget_ms
+        out["accurate"] += d.model == "accurate"
+        nxt = newest + 1
+    return out
+
+
+def _seeded(**kw: object) -> Policy:
+    """A policy whose card profiles match the simulated latencies (fast 20, accurate 100)."""
+    cfg = PolicyConfig(**{"mode": "auto", "budget_ms": 250.0, "overhead_ms": 0.0, **kw})
+    return Policy(cfg, LatencyProfile(20.0), LatencyProfile(100.0))
+
+
+def test_auto_uses_slack_between_frames_without_dropping() -> None:
+    """15 fps camera, accurate 100 ms (longer than a frame period), budget 250 ms: auto runs
+    the accurate model on the frames where it costs nothing and never drops or misses."""
+    lat = {"fast": 20.0, "accurate": 100.0}
+    auto = _simulate(_seeded(), 1000 / 15, lat)
+    assert auto["drop"] == 0 and auto["hit"] == 120
+    assert auto["accurate"] >= 40
+    always = _simulate(_seeded(mode="accurate"), 1000 / 15, lat)
+    assert always["drop"] > 20  # what ignoring the frame period costs
+
+
+def test_auto_stays_fast_when_accurate_would_drop_every_frame() -> None:
+    """30 fps camera, accurate 100 ms: every accurate run would drop frames, so auto keeps
+    the fast model although 100 ms fits the budget."""
+    lat = {"fast": 20.0, "accurate": 100.0}
+    p = _seeded()
+    auto = _simulate(p, 1000 / 30, lat)
+    assert auto["accurate"] == 0 and auto["drop"] == 0 and auto["hit"] == 120
+    assert "drop the next frame" in p.choose(10_000 * MS, SeqFrame(10_000 * MS, 10_000)).reason
