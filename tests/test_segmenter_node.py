@@ -47,9 +47,19 @@ def _logic(policy: str = "auto", budget_ms: float = 100.0, deterministic: bool =
 PROFILES = {"fast": LatencyProfile(5.0), "accurate": LatencyProfile(20.0)}
 
 
+def _camera_msg(seq: int, base_ns: int, period_ms: float) -> tuple[int, Received]:
+    """Frame ``seq`` of a camera at ``period_ms`` started at ``base_ns``, and a time 1 ms
+    after its capture (when the segmenter takes it)."""
+    capture = base_ns + int(seq * period_ms * 1e6)
+    header = FrameHeader(64, 32, "bgr8", 64 * 3, Letterbox(0.5, 0.0, 0.0, 128, 64))
+    env = Envelope("frames.rect", seq, capture, Source("cam0", seq, capture), header)
+    return capture + 1_000_000, Received(env, np.zeros((32, 64, 3), np.uint8), capture)
+
+
 def test_auto_moves_to_accurate_when_it_fits_and_fills_in_fields() -> None:
-    logic = _logic(budget_ms=1000)
-    outs = [logic.step(time.monotonic_ns(), _msg(i, 1.0)) for i in range(4)]
+    logic = _logic(budget_ms=5000)  # generous: a loaded test machine must not miss it
+    base = time.monotonic_ns() - 400_000_000  # a 10 fps camera; the frames are up to 400 ms old
+    outs = [logic.step(*_camera_msg(i, base, 100.0)) for i in range(4)]
     models = [o[0].payload.model for o in outs]
     assert models == ["yolact", "maskrcnn", "maskrcnn", "maskrcnn"]
     det = outs[-1][0].payload
@@ -57,6 +67,16 @@ def test_auto_moves_to_accurate_when_it_fits_and_fills_in_fields() -> None:
     assert "fits" in det.policy_reason and det.image_width == 128
     c = logic.counters()
     assert c["usage.accurate"] == 3 and c["switches"] == 1 and c["deadline_misses"] == 0
+    assert c["frame_period_ms"] == 100.0
+
+
+def test_auto_keeps_fast_when_accurate_would_outlast_the_frame_period() -> None:
+    """Same models, a 100 fps camera: the 20 ms accurate run would drop the next frame."""
+    logic = _logic(budget_ms=1000)
+    base = time.monotonic_ns() - 100_000_000
+    outs = [logic.step(*_camera_msg(i, base, 10.0)) for i in range(6)]
+    assert [o[0].payload.model for o in outs] == ["yolact"] * 6
+    assert "drop the next frame" in outs[-1][0].payload.policy_reason
 
 
 def test_stale_frames_are_dropped_and_counted_not_processed_late() -> None:
