@@ -41,7 +41,8 @@ def main() -> None:
         drive = Path(tempfile.mkdtemp(prefix="heldout-")) / "heldout.mcap"
         write_drive(HELD_OUT, drive)
         print(f"held-out drive: {HELD_OUT_CMD} -> {drive}")
-    print(f"{'model':<20}{'AP':>7}{'AP50':>7}{'AP75':>7}  per class AP{'':<30}card AP")
+    print(f"{'model':<20}{'AP':>7}{'AP50':>7}{'AP75':>7}{'card AP':>9}{'time':>7}  per class AP")
+    aps: dict[str, float] = {}
     for path in args.cards:
         try:
             card = load_card(path)
@@ -54,8 +55,9 @@ def main() -> None:
         dt = time.perf_counter() - t0
         per_class = "  ".join(f"{c} {s.per_class[c].ap:.3f}" for c in CLASSES
                               if c in s.per_class and s.per_class[c].ap is not None)
-        card_ap = card.accuracy.get("mask_ap", "-")
-        print(f"{card.name:<20}{s.ap or 0:7.3f}{s.ap50 or 0:7.3f}{s.ap75 or 0:7.3f}  {per_class:<42}{card_ap}   ({dt:.0f} s)")
+        card_ap = str(card.accuracy.get("mask_ap", "-"))
+        aps[card.family] = s.ap or 0.0
+        print(f"{card.name:<20}{s.ap or 0:7.3f}{s.ap50 or 0:7.3f}{s.ap75 or 0:7.3f}{card_ap:>9}{dt:6.0f}s  {per_class}")
         if args.write_card:
             for key, value in (("mask_ap", s.ap), ("mask_ap50", s.ap50), ("mask_ap75", s.ap75)):
                 set_card_value(card.path, "accuracy", key, f"{value or 0:.4f}")
@@ -63,6 +65,9 @@ def main() -> None:
             set_card_value(card.path, "accuracy", "per_class", per_class)
             set_card_value(card.path, "accuracy", "command", "uv run python bench/eval_models.py --write-card")
             set_card_value(card.path, "accuracy", "status", "measured")
+    if {"yolact", "maskrcnn"} <= set(aps):
+        gap = (aps["maskrcnn"] - aps["yolact"]) * 100
+        print(f"two-stage minus one-stage mask AP: {gap:+.1f} points (the model swap is worth having at >= 5)")
 
 
 if __name__ == "__main__":
