@@ -4,7 +4,7 @@ Usage::
 
     uv run python bench/tracking.py                       # urban + crowd, all frames and 30 % dropped
     uv run python bench/tracking.py --davis ../shared/data/davis2016
-    uv run python bench/tracking.py --drive some_drive.mcap   # ground truth from a drive's ``gt`` topic
+    uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic, grouped by scenario
 
 Quality: ground truth of procedural scenes (or of a drive) is turned into detections with
 one noise model (:func:`perception.evaluation.detection_noise.noisy_detections`: jittered
@@ -104,6 +104,17 @@ def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
     return {path.stem: (frames, reader.meta.fps or 15.0)}
 
 
+def group_drives(paths: list[Path]) -> dict[str, Sequences]:
+    """Drives grouped by the scenario recorded in their metadata (else each on its own), so
+    that several drives of one scenario give the per-sequence spread."""
+    from perception.recording import DriveReader
+
+    groups: dict[str, Sequences] = {}
+    for path in paths:
+        groups.setdefault(DriveReader(path).meta.scenario or path.stem, {}).update(load_drive(path))
+    return groups
+
+
 def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):+.3f} +- {statistics.stdev(values):.3f}"
 
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.drive:
-        groups = {d.name: load_drive(d) for d in args.drive}
+        groups = group_drives(args.drive)
     else:
         groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
                          for s in range(args.seeds)} for name in args.scenarios}
