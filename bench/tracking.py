@@ -4,14 +4,17 @@ Usage::
 
     uv run python bench/tracking.py                       # urban + crowd, all frames and 30 % dropped
     uv run python bench/tracking.py --davis ../shared/data/davis2016
-    uv run python bench/tracking.py --drive some_drive.mcap   # ground truth from a drive's ``gt`` topic
+    uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic, grouped by scenario
 
 Quality: ground truth of procedural scenes (or of a drive) is turned into detections with
 one noise model (:func:`perception.evaluation.detection_noise.noisy_detections`: jittered
 masks, 10 % missed, 5 % false positives, scores falling with occlusion), optionally with 30 %
-of the frames dropped at random; both trackers see the same detections and are scored with
-TrackEval (HOTA, MOTA, IDF1, id switches) on the frames they saw. Speed: median update time
-per frame with 10, 50 and 200 objects in view.
+of the frames dropped at random (the same detections less the dropped frames, so the two
+conditions are paired); both trackers see the same detections and are scored with TrackEval
+(HOTA, MOTA, IDF1, id switches) on the frames they saw, pooled over ``--seeds`` scenes per
+scenario, and the fall of HOTA with dropped frames is also given per scene (mean, spread,
+and the paired difference between the trackers with its standard error). Speed: median
+update time per frame with 10, 50 and 200 objects in view.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from iou_baseline import IouBaselineTracker
 
-from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, noisy_detections
+from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import CROWD, SCENARIOS, GtFrame, generate
 from perception.evaluation.tracking import TrackingScores, evaluate_tracking, mots_from_gt, mots_from_tracks
 from perception.tracking import Tracker
@@ -49,16 +52,38 @@ def run_tracker(make: Callable[[float], object], frames: list[NoisyFrame], fps: 
     return out, times
 
 
-def score(sequences: dict[str, tuple[list[GtFrame], float]], noise: DetectionNoise, seed: int) -> dict[str, TrackingScores]:
-    """Both trackers on every sequence under ``noise``; scores combined over sequences."""
-    gt_all: dict[str, list] = {}
-    pred_all: dict[str, dict[str, list]] = {name: {} for name in TRACKERS}
+Sequences = dict[str, tuple[list[GtFrame], float]]
+
+
+@dataclass(frozen=True)
+class GroupScores:
+    """Scores of one group of sequences: ``pooled[condition][tracker]`` over all sequences,
+    ``per_seq[sequence][condition][tracker]`` for each on its own."""
+
+    pooled: dict[str, dict[str, TrackingScores]]
+    per_seq: dict[str, dict[str, dict[str, TrackingScores]]]
+
+
+def score(sequences: Sequences, drop_rate: float, seed: int) -> GroupScores:
+    """Both trackers on every sequence, with all frames and with ``drop_rate`` of them dropped.
+
+    The dropped condition is the all-frames detections less the dropped frames
+    (:func:`drop_frames`), so the fall measures the dropped frames alone, paired per sequence.
+    """
+    conds = {"all frames": 0.0, f"{drop_rate:.0%} frames dropped": drop_rate}
+    gt: dict[str, dict[str, list]] = {c: {} for c in conds}
+    pred: dict[str, dict[str, dict[str, list]]] = {c: {name: {} for name in TRACKERS} for c in conds}
     for k, (seq, (frames, fps)) in enumerate(sequences.items()):
-        noisy = noisy_detections([(f.stamp_ns, f.gt) for f in frames], noise, seed=seed + k)
-        gt_all[seq] = [mots_from_gt(frames[f.index].gt) for f in noisy]
-        for name, make in TRACKERS.items():
-            pred_all[name][seq], _ = run_tracker(make, noisy, fps)
-    return {name: evaluate_tracking(gt_all, pred_all[name]) for name in TRACKERS}
+        every = noisy_detections([(f.stamp_ns, f.gt) for f in frames], DetectionNoise(), seed=seed + k)
+        for cond, rate in conds.items():
+            noisy = drop_frames(every, rate, seed=seed + k)
+            gt[cond][seq] = [mots_from_gt(frames[f.index].gt) for f in noisy]
+            for name, make in TRACKERS.items():
+                pred[cond][name][seq], _ = run_tracker(make, noisy, fps)
+    pooled = {c: {name: evaluate_tracking(gt[c], pred[c][name]) for name in TRACKERS} for c in conds}
+    per_seq = {seq: {c: {name: evaluate_tracking({seq: gt[c][seq]}, {seq: pred[c][name][seq]}) for name in TRACKERS}
+                     for c in conds} for seq in sequences} if len(sequences) > 1 else {}
+    return GroupScores(pooled, per_seq)
 
 
 def load_davis_sequences(root: Path) -> dict[str, tuple[list[GtFrame], float]]:
@@ -79,17 +104,47 @@ def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
     return {path.stem: (frames, reader.meta.fps or 15.0)}
 
 
-def print_quality(title: str, results: dict[str, dict[str, TrackingScores]]) -> None:
+def group_drives(paths: list[Path]) -> dict[str, Sequences]:
+    """Drives grouped by the scenario recorded in their metadata (else each on its own), so
+    that several drives of one scenario give the per-sequence spread."""
+    from perception.recording import DriveReader
+
+    groups: dict[str, Sequences] = {}
+    for path in paths:
+        groups.setdefault(DriveReader(path).meta.scenario or path.stem, {}).update(load_drive(path))
+    return groups
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):+.3f} +- {statistics.stdev(values):.3f}"
+
+
+def print_quality(title: str, scores: GroupScores) -> None:
+    results = scores.pooled
     print(f"\n## {title}")
     print(f"{'condition':<22}{'tracker':<14}{'HOTA':>7}{'DetA':>7}{'AssA':>7}{'MOTA':>8}{'IDF1':>7}{'IDSW':>6}")
     for cond, by_tracker in results.items():
         for name, s in by_tracker.items():
             print(f"{cond:<22}{name:<14}{s.hota:7.3f}{s.deta:7.3f}{s.assa:7.3f}{s.mota:8.3f}{s.idf1:7.3f}{s.idsw:6d}")
-    conds = list(results)
-    if len(conds) == 2:
-        for name in TRACKERS:
-            a, b = results[conds[0]][name].hota, results[conds[1]][name].hota
-            print(f"HOTA fall with {conds[1]}: {name:<14}{a - b:+.3f} ({a:.3f} -> {b:.3f})")
+    full, dropped = list(results)
+    for name in TRACKERS:
+        a, b = results[full][name].hota, results[dropped][name].hota
+        print(f"HOTA fall with {dropped}, pooled: {name:<14}{a - b:+.3f} ({a:.3f} -> {b:.3f})")
+    per = scores.per_seq
+    if len(per) < 2:
+        return
+    n = len(per)
+    fall = {name: [s[full][name].hota - s[dropped][name].hota for s in per.values()] for name in TRACKERS}
+    print(f"HOTA fall with {dropped}, per sequence (mean +- sd over {n}):")
+    for name in TRACKERS:
+        print(f"  {name:<14}{_mean_sd(fall[name])}   [{' '.join(f'{v:+.3f}' for v in fall[name])}]")
+    diff = [b - o for o, b in zip(fall["ours"], fall["iou-baseline"])]
+    print(f"  baseline's fall - ours: {statistics.mean(diff):+.3f} +- {statistics.stdev(diff) / n ** 0.5:.3f} (standard error); "
+          f"ours falls less in {sum(d > 0 for d in diff)}/{n} sequences")
+    for cond in (full, dropped):
+        hota = sum(s[cond]["ours"].hota > s[cond]["iou-baseline"].hota for s in per.values())
+        idsw = sum(s[cond]["ours"].idsw < s[cond]["iou-baseline"].idsw for s in per.values())
+        print(f"{cond}: ours has the higher HOTA in {hota}/{n} sequences, fewer id switches in {idsw}/{n}")
 
 
 def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> None:
@@ -108,7 +163,7 @@ def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
-    ap.add_argument("--seeds", type=int, default=2, help="scenes per scenario")
+    ap.add_argument("--seeds", type=int, default=5, help="scenes per scenario (each also seeds its noise)")
     ap.add_argument("--drop", type=float, default=0.3, help="share of frames dropped in the second condition")
     ap.add_argument("--drive", type=Path, nargs="*", default=[],
                     help="drives (perception synth) whose ground truth replaces the built-in scenes")
@@ -118,10 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    base = DetectionNoise()
-    conditions = {"all frames": base, f"{args.drop:.0%} frames dropped": replace(base, drop_rate=args.drop)}
     if args.drive:
-        groups = {d.name: load_drive(d) for d in args.drive}
+        groups = group_drives(args.drive)
     else:
         groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
                          for s in range(args.seeds)} for name in args.scenarios}
@@ -130,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print("noise: jittered masks (~1 px shift, +-1 px edge), 10 % missed, 5 % false positives; "
           "baseline: Hungarian on box IoU, one frame per update, score >= 0.5")
     for title, sequences in groups.items():
-        results = {cond: score(sequences, noise, args.seed) for cond, noise in conditions.items()}
-        print_quality(f"{title} ({len(sequences)} sequences, {sum(len(f) for f, _ in sequences.values())} frames)", results)
+        print_quality(f"{title} ({len(sequences)} sequences, {sum(len(f) for f, _ in sequences.values())} frames)",
+                      score(sequences, args.drop, args.seed))
     if args.sizes:
         bench_speed(args.sizes, args.speed_frames, args.seed)
     return 0

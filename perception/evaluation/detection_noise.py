@@ -36,6 +36,10 @@ class DetectionNoise:
     score_std: float = 0.08
 
 
+#: third word of the seed of the frame-dropping stream (the noise of a frame uses two words)
+_DROP_STREAM = 1
+
+
 @dataclass(frozen=True)
 class NoisyFrame:
     """One frame that survived dropping: its index in the input, stamp and detections."""
@@ -82,19 +86,33 @@ def _false_positive(gt: GroundTruth, rng: np.random.Generator) -> Instance:
                     box_xyxy=box, mask=encode_mask(mask))
 
 
+def drop_frames(frames: Sequence[NoisyFrame], drop_rate: float, seed: int = 0) -> list[NoisyFrame]:
+    """``frames`` with a share ``drop_rate`` left out at random (seeded, reproducible); the
+    decision for a frame depends only on ``seed`` and its ``index``."""
+    return [f for f in frames if _kept(f.index, drop_rate, seed)]
+
+
+def _kept(index: int, drop_rate: float, seed: int) -> bool:
+    return drop_rate <= 0 or np.random.default_rng([seed, index, _DROP_STREAM]).random() >= drop_rate
+
+
 def noisy_detections(frames: Sequence[tuple[int, GroundTruth]], noise: DetectionNoise = DetectionNoise(),
                      seed: int = 0, model: str = "gt+noise") -> list[NoisyFrame]:
     """Detections from ground truth ``[(stamp_ns, GroundTruth), ...]`` under ``noise``.
 
     Dropped frames are left out of the result (``NoisyFrame.index`` says which survived).
+    Each frame's noise is drawn from its own stream (``seed``, frame index) and dropping from
+    another (:func:`drop_frames`), so with and without dropping the surviving frames carry the
+    very same detections: the two conditions differ by the dropped frames alone, which is
+    what a comparison of trackers with and without dropped frames needs.
     Ignore-region instances are detected like the others, with the low scores their
     occlusion gives them.
     """
-    rng = np.random.default_rng(seed)
     out: list[NoisyFrame] = []
     for index, (stamp_ns, gt) in enumerate(frames):
-        if rng.random() < noise.drop_rate:
+        if not _kept(index, noise.drop_rate, seed):
             continue
+        rng = np.random.default_rng([seed, index])
         instances: list[Instance] = []
         for inst in gt.instances:
             if rng.random() < noise.miss_rate:

@@ -132,20 +132,28 @@ def render(objects: dict[int, dict], width_px: int, height_px: int, min_visible:
     out = []
     for k in order:
         o = objects[k]
-        full = np.zeros((height_px, width_px), dtype=np.uint8)
         centre = (int(round(o["pos"][0])), int(round(o["pos"][1])))
         axes = (int(round(o["axes"][0])), int(round(o["axes"][1])))
-        cv2.ellipse(full, centre, axes, 0.0, 0.0, 360.0, 1, thickness=-1)
-        full_b = full.astype(bool)
+        # draw in a crop around the ellipse (a margin for cv2's rounding): the whole-image
+        # operations per object were most of the time of a crowd scene
+        x0, y0 = max(0, centre[0] - axes[0] - 2), max(0, centre[1] - axes[1] - 2)
+        x1, y1 = min(width_px, centre[0] + axes[0] + 3), min(height_px, centre[1] + axes[1] + 3)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        crop = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        cv2.ellipse(crop, (centre[0] - x0, centre[1] - y0), axes, 0.0, 0.0, 360.0, 1, thickness=-1)
+        full_b = crop.astype(bool)
         area = int(full_b.sum())
-        visible = full_b & ~taken
-        taken |= full_b
+        visible = full_b & ~taken[y0:y1, x0:x1]
+        taken[y0:y1, x0:x1] |= full_b
         vis_area = int(visible.sum())
         if area == 0 or vis_area < 20:
             continue
-        ys, xs = np.nonzero(visible)
-        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        cols, rows = np.flatnonzero(visible.any(0)), np.flatnonzero(visible.any(1))
+        box = (float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1), float(y0 + rows[-1] + 1))
         occlusion = 1.0 - vis_area / area  # of the part inside the image (cv2 clips the ellipse)
-        out.append(GtInstance(instance_id=k, class_id=int(o["cls"]), box_xyxy=box, mask=encode_mask(visible),
+        mask = np.zeros((height_px, width_px), dtype=bool)
+        mask[y0:y1, x0:x1] = visible
+        out.append(GtInstance(instance_id=k, class_id=int(o["cls"]), box_xyxy=box, mask=encode_mask(mask),
                               occlusion=float(occlusion), ignore=bool(occlusion > 1.0 - min_visible)))
     return GroundTruth(image_width=width_px, image_height=height_px, instances=tuple(out))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from perception.evaluation.detection_noise import DetectionNoise, noisy_detections
+from perception.evaluation.detection_noise import DetectionNoise, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import URBAN, generate
 from perception.rle_ops import counts_from_string, translate
 
@@ -50,3 +50,14 @@ def test_noise_model_rates() -> None:
         mask_utils.iou([d.mask.to_coco()], [g.mask.to_coco()], [0])[0][0] > 0.3 for g in frames[f.index][1].instances))
     assert 0.02 < fp / n_gt < 0.09
     assert 0.05 < 1 - (n_det - fp) / n_gt < 0.16
+
+
+def test_dropping_frames_leaves_the_detections_of_surviving_frames_unchanged() -> None:
+    frames = [(f.stamp_ns, f.gt) for f in generate(URBAN, seed=2)[:40]]
+    full = noisy_detections(frames, DetectionNoise(), seed=7)
+    dropped = noisy_detections(frames, DetectionNoise(drop_rate=0.3), seed=7)
+    assert len(full) == len(frames) and 0 < len(dropped) < len(full)
+    by_index = {f.index: f for f in full}
+    assert all(f == by_index[f.index] for f in dropped)  # paired: only the dropped frames differ
+    assert dropped == drop_frames(full, 0.3, seed=7)
+    assert noisy_detections(frames, DetectionNoise(), seed=8) != full  # the seed still matters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from perception.ground import GroundPosition
@@ -142,6 +143,26 @@ def test_coasting_track_carries_its_mask_along_the_motion() -> None:
     shift = np.argwhere(moved).mean(0) - np.argwhere(last_mask).mean(0)  # (dy, dx)
     assert np.allclose(shift[::-1], v * 0.2, atol=2.0)
     assert moved.sum() == last_mask.sum()
+
+
+def test_carried_mask_sits_on_the_predicted_box_not_on_the_last_detection() -> None:
+    # the detection jumps 20 px; the filter follows only part of the way, and the mask
+    # carried into the next (missed) frame must lie on the predicted box, which is what
+    # the track's later detections are compared with
+    tracker = Tracker(epoch=1)
+
+    def det(cx: float) -> Detections:
+        m = np.zeros((H, W), np.uint8)
+        cv2.ellipse(m, (int(cx), 180), (40, 25), 0.0, 0.0, 360.0, 1, thickness=-1)
+        return Detections("m", W, H, (Instance(CAR, 0.9, (cx - 40, 155.0, cx + 41, 206.0), encode_mask(m)),))
+
+    tracker.update(det(200), 33_000_000)
+    tracker.update(det(220), 66_000_000)
+    (t,) = tracker.update(Detections("m", W, H, ()), 99_000_000).tracks
+    assert t.state == "lost" and t.predicted
+    rows, cols = np.nonzero(decode_mask(t.mask))
+    box_cx = (t.box_xyxy[0] + t.box_xyxy[2]) / 2
+    assert abs((cols.min() + cols.max() + 1) / 2 - box_cx) <= 1.0
 
 
 def test_low_score_detection_keeps_a_track_but_starts_none() -> None:
