@@ -34,6 +34,21 @@ def build_model(card: ModelCard) -> nn.Module:
     return Yolact(cfg, num_classes=len(card.classes))
 
 
+def read_weights_file(path: Path, what: str) -> dict:
+    """The dict of a perception weights file (``"model"`` holds the state_dict), read with
+    ``weights_only=True``; :class:`CardError` starting with ``what`` and naming the file when
+    it is missing, unreadable or of another format."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CardError(f"{what} {str(path)!r} does not exist") from None
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise CardError(f"{what} {str(path)!r} cannot be read: {e}") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
+        raise CardError(f"{what} {str(path)!r} is not a perception weights file")
+    return blob
+
+
 def init_from(model: nn.Module, path: Path, rename: dict[str, str]) -> tuple[int, int]:
     """Copy into ``model`` every tensor of the weights file ``path`` whose name, after the
     first matching prefix of ``rename`` is replaced (``{"backbone.": "backbone.body."}``),
@@ -43,15 +58,8 @@ def init_from(model: nn.Module, path: Path, rename: dict[str, str]) -> tuple[int
 
     Raises :class:`CardError` naming the file when it cannot be read or nothing matches.
     """
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CardError(f"[training.init] weights {str(path)!r} does not exist") from None
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CardError(f"[training.init] weights {str(path)!r} cannot be read: {e}") from None
-    source = blob.get("model") if isinstance(blob, dict) else None
-    if not isinstance(source, dict):
-        raise CardError(f"[training.init] weights {str(path)!r} is not a perception weights file")
+    blob = read_weights_file(path, "[training.init] weights")
+    source = blob["model"]
     target = model.state_dict()
     copied: dict[str, torch.Tensor] = {}
     for key, value in source.items():
@@ -78,14 +86,7 @@ def load_weights(model: nn.Module, card: ModelCard, path: Path) -> int:
 
     Raises :class:`CardError` naming the file when it is not a weights file of this card.
     """
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CardError(f"{card.path}: weights file {str(path)!r} does not exist") from None
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CardError(f"{card.path}: weights file {str(path)!r} cannot be read: {e}") from None
-    if not isinstance(blob, dict) or "model" not in blob:
-        raise CardError(f"{card.path}: weights file {str(path)!r} is not a perception weights file")
+    blob = read_weights_file(path, f"{card.path}: weights file")
     if list(blob.get("classes", [])) != list(card.classes):
         raise CardError(f"{card.path}: weights file {str(path)!r} has classes {blob.get('classes')}, "
                         f"card says {list(card.classes)}")
