@@ -54,3 +54,28 @@ def test_nothing_fits_is_a_clear_error(make_maskrcnn_card, tmp_path: Path) -> No
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CardError, match="cannot be read"):
         init_from(model, tmp_path / "junk.pt", RENAME)
+
+
+@pytest.mark.parametrize("family", ["yolact", "maskrcnn"])
+def test_precise_bn_recomputes_running_statistics(family: str, tiny_card: Path, make_maskrcnn_card) -> None:  # type: ignore[no-untyped-def]
+    """After precise_bn, the first BatchNorm's running mean is the mean of what it saw over
+    the given batches, whatever it was before; the model's train/eval mode is kept."""
+    import torch
+
+    from perception.config import build_config
+    from perception.segmentation.card import load_card
+    from perception.train.build import build_model
+    from perception.train.data import DataConfig, make_source
+    from perception.train.loop import precise_bn
+
+    card = load_card(tiny_card if family == "yolact" else make_maskrcnn_card())
+    model = build_model(card).eval()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(5.0)
+    seen: list[torch.Tensor] = []
+    bn.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().mean(dim=(0, 2, 3))))
+    data = build_config(DataConfig, card.data)
+    source = make_source(data, card.input_width, card.input_height, data.train_seed, card.classes)
+    assert precise_bn(model, card, source, 6, 2, 100, torch.device("cpu")) == 6
+    assert len(seen) == 3 and not model.training
+    assert torch.allclose(bn.running_mean, torch.stack(seen).mean(0), atol=1e-5)
