@@ -35,6 +35,7 @@ class MotionNoise:
     measurement: float = 0.05
     initial_speed: float = 3.0
     min_size_px: float = 4.0
+    measurement_floor_px: float = 0.0
 
 
 def xyxy_to_cxcywh(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -61,7 +62,7 @@ def initiate(boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.ndarray:
     s = _size(z, noise)[:, None]
     state = np.zeros((len(z), 5, 4))
     state[:, POS] = z
-    state[:, P_PP] = (noise.measurement * s) ** 2
+    state[:, P_PP] = (noise.measurement * s) ** 2 + noise.measurement_floor_px ** 2
     state[:, P_VV] = (noise.initial_speed * s) ** 2
     return state
 
@@ -85,7 +86,7 @@ def update(state: np.ndarray, boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.
     """Correct ``(n, 5, 4)`` predicted states with measured ``(n, 4)`` xyxy boxes."""
     out = state.copy()
     z = xyxy_to_cxcywh(boxes_xyxy)
-    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2
+    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2 + noise.measurement_floor_px ** 2
     pp, pv, vv = state[:, P_PP], state[:, P_PV], state[:, P_VV]
     innovation_var = pp + r
     k_pos, k_vel = pp / innovation_var, pv / innovation_var

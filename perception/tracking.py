@@ -72,6 +72,7 @@ class TrackerConfig:
     use_masks: bool = True
     mask_weight: float = 0.25
     recovery_gate: float = 9.21
+    recovery_uses_size: bool = True
     min_hits: int = 2
     tentative_lost_s: float = 0.2
     lost_time_s: float = 0.5
@@ -79,6 +80,7 @@ class TrackerConfig:
     accel_size: float = 1.0
     measurement_std: float = 0.05
     initial_speed: float = 3.0
+    measurement_floor_px: float = 2.0
     calib: str = ""
 
     def validate(self) -> None:
@@ -97,12 +99,13 @@ class TrackerConfig:
         if self.min_hits < 1:
             raise ValueError(f"key 'min_hits' must be at least 1, got {self.min_hits}")
         for name in ("recovery_gate", "tentative_lost_s", "lost_time_s", "accel_centre", "accel_size",
-                     "measurement_std", "initial_speed"):
+                     "measurement_std", "initial_speed", "measurement_floor_px"):
             if getattr(self, name) < 0:
                 raise ValueError(f"key {name!r} must not be negative, got {getattr(self, name)}")
 
     def motion_noise(self) -> MotionNoise:
-        return MotionNoise(self.accel_centre, self.accel_size, self.measurement_std, self.initial_speed)
+        return MotionNoise(self.accel_centre, self.accel_size, self.measurement_std, self.initial_speed,
+                           measurement_floor_px=self.measurement_floor_px)
 
 
 @dataclass
@@ -279,16 +282,21 @@ class Tracker:
 
     def _recover(self, tracks: list[_Track], dets: list[Instance], lost: list[int], free: list[int]) -> list[tuple[int, int]]:
         """Lost tracks against the confident detections left over, on the distance of the
-        box centre from the prediction in standard deviations (the uncertainty grows while a
-        track coasts), for objects coming out from behind others with little mask overlap."""
+        box (centre and size) from the prediction in standard deviations (the uncertainty
+        grows while a track coasts), for objects coming out from behind others with little
+        mask overlap. The size is part of the distance: after a long gap the centre gate is
+        wide, and on the centre alone a small track takes a large box of another object
+        whose centre happens to lie near its prediction (seen on drives with dropped frames)."""
         if not lost or not free:
             return []
         states = np.stack([tracks[i].motion for i in lost])
-        centre = states[:, box_motion.POS, :2]
-        size = np.sqrt(np.maximum(states[:, box_motion.POS, 2] * states[:, box_motion.POS, 3], 1.0))
-        var = states[:, box_motion.P_PP, :2] + (0.25 * size[:, None]) ** 2
-        det_c = box_motion.xyxy_to_cxcywh(np.array([dets[j].box_xyxy for j in free]))
-        d2 = (((centre[:, None, :] - det_c[None, :, :2]) ** 2) / var[:, None, :]).sum(-1)
+        pos = states[:, box_motion.POS]  # (n, 4) cx, cy, w, h
+        size = np.sqrt(np.maximum(pos[:, 2] * pos[:, 3], 1.0))
+        # a partly visible object's box moves and shrinks by a share of its size
+        var = states[:, box_motion.P_PP] + (0.25 * size[:, None]) ** 2
+        det = box_motion.xyxy_to_cxcywh(np.array([dets[j].box_xyxy for j in free]))
+        dims = 4 if self.cfg.recovery_uses_size else 2
+        d2 = (((pos[:, None, :dims] - det[None, :, :dims]) ** 2) / var[:, None, :dims]).sum(-1)
         same = np.array([tracks[i].class_id for i in lost])[:, None] == np.array([dets[j].class_id for j in free])[None, :]
         cost = np.where(same & (d2 <= self.cfg.recovery_gate), d2, 1e6)
         r, c = linear_sum_assignment(cost)
