@@ -27,7 +27,11 @@ class MotionNoise:
 
     ``accel_centre``/``accel_size``: std of the acceleration of the centre and of the size,
     in box sizes per s^2; ``measurement``: std of a measured coordinate, in box sizes;
-    ``initial_speed``: std of the unknown speed of a new track, in box sizes per second.
+    ``initial_speed``: std of the unknown speed of a new track, in box sizes per second;
+    ``measurement_floor_px``: std in pixels added (in quadrature) to every measured
+    coordinate: a box taken from a mask is off by a pixel or two whatever the object's size,
+    so on small objects the relative ``measurement`` alone trusts the box far too much and
+    its pixel noise turns into velocity.
     """
 
     accel_centre: float = 4.0
