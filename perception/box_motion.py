@@ -27,7 +27,11 @@ class MotionNoise:
 
     ``accel_centre``/``accel_size``: std of the acceleration of the centre and of the size,
     in box sizes per s^2; ``measurement``: std of a measured coordinate, in box sizes;
-    ``initial_speed``: std of the unknown speed of a new track, in box sizes per second.
+    ``initial_speed``: std of the unknown speed of a new track, in box sizes per second;
+    ``measurement_floor_px``: std in pixels added (in quadrature) to every measured
+    coordinate: a box taken from a mask is off by a pixel or two whatever the object's size,
+    so on small objects the relative ``measurement`` alone trusts the box far too much and
+    its pixel noise turns into velocity.
     """
 
     accel_centre: float = 4.0
@@ -35,6 +39,7 @@ class MotionNoise:
     measurement: float = 0.05
     initial_speed: float = 3.0
     min_size_px: float = 4.0
+    measurement_floor_px: float = 0.0
 
 
 def xyxy_to_cxcywh(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -61,7 +66,7 @@ def initiate(boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.ndarray:
     s = _size(z, noise)[:, None]
     state = np.zeros((len(z), 5, 4))
     state[:, POS] = z
-    state[:, P_PP] = (noise.measurement * s) ** 2
+    state[:, P_PP] = (noise.measurement * s) ** 2 + noise.measurement_floor_px ** 2
     state[:, P_VV] = (noise.initial_speed * s) ** 2
     return state
 
@@ -85,7 +90,7 @@ def update(state: np.ndarray, boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.
     """Correct ``(n, 5, 4)`` predicted states with measured ``(n, 4)`` xyxy boxes."""
     out = state.copy()
     z = xyxy_to_cxcywh(boxes_xyxy)
-    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2
+    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2 + noise.measurement_floor_px ** 2
     pp, pv, vv = state[:, P_PP], state[:, P_PV], state[:, P_VV]
     innovation_var = pp + r
     k_pos, k_vel = pp / innovation_var, pv / innovation_var
