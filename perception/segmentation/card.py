@@ -202,7 +202,7 @@ def set_card_value(path: str | Path, section: str, key: str, value: str) -> None
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     current, insert_at = "", None
     for i, line in enumerate(lines):
-        header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        header = re.match(r"\s*\[\[?([^\[\]]+)\]\]?\s*(#.*)?$", line)  # [table] or [[array of tables]]
         if header:
             if current == section:
                 break

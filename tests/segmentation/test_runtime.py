@@ -67,3 +67,19 @@ def test_runtime_modules_do_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_set_card_value_stays_inside_its_table(tmp_path: Path) -> None:
+    """A key missing from ``[accuracy]`` is added there, not to a later ``[[latency]]`` row
+    that has a key of the same name; comments survive."""
+    import tomllib
+
+    card = tmp_path / "c.toml"
+    card.write_text('name = "x"\n\n[accuracy]\n# measured\nmask_ap = "0.1"\n\n'
+                    '[[latency]]\ncommand = "bench/models.py"\n')
+    set_card_value(card, "accuracy", "command", "bench/eval_models.py")
+    set_card_value(card, "accuracy", "mask_ap", "0.2")
+    data = tomllib.loads(card.read_text())
+    assert data["accuracy"] == {"mask_ap": "0.2", "command": "bench/eval_models.py"}
+    assert data["latency"] == [{"command": "bench/models.py"}]
+    assert "# measured" in card.read_text()
