@@ -56,6 +56,7 @@ class PolicyConfig:
     margin_ms: float = 5.0
     switch_up_after: int = 3
     accurate_every_n: int = 0
+    max_slowdown: float = 5.0
 
     def validate(self) -> None:
         if self.mode not in ("fast", "accurate", "auto"):
@@ -116,10 +117,15 @@ class LatencyEstimator:
     def observe(self, latency_ms: float, instances: int) -> None:
         self.samples.append((float(latency_ms), int(instances)))
 
+    def seeded(self, instances: int) -> float:
+        """The card's prediction for a frame with ``instances`` instances (ms)."""
+        s = self.seed
+        return s.p95_ms + s.per_instance_ms * max(0, instances - s.instances_ref)
+
     def predict(self, instances: int) -> float:
         """Predicted ``quantile`` latency in ms for a frame with ``instances`` instances."""
         s = self.seed
-        seeded = s.p95_ms + s.per_instance_ms * max(0, instances - s.instances_ref)
+        seeded = self.seeded(instances)
         if len(self.samples) < 4:
             return seeded if not self.samples else max(seeded, max(v for v, _ in self.samples))
         lat = np.array([v for v, _ in self.samples])
@@ -161,8 +167,7 @@ class Policy:
         age_ms = (now_ns - frame.capture_ns) / 1e6
         self.ages_ms.append(age_ms)
         remaining = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
-        acc = self.estimators[ACCURATE].predict(self.last_instances)
-        fast = self.estimators[FAST].predict(self.last_instances)
+        acc, fast = self._predict(ACCURATE), self._predict(FAST)
         if self.cfg.mode != "auto":
             model = self.cfg.mode
             return self._run(model, model, acc if model == ACCURATE else fast, remaining, f"policy {model}")
@@ -173,7 +178,9 @@ class Policy:
         if self.current == ACCURATE:
             fits = self._fits(fresh_ms, acc, fast, 0.0) is None  # stay while it fits at all
         else:
-            self.fit_streak = self.fit_streak + 1 if self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
+            # no switch up before the fast model's runs have shown how loaded this machine is
+            known = bool(self.estimators[FAST].samples)
+            self.fit_streak = self.fit_streak + 1 if known and self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
             fits = self.fit_streak >= self.cfg.switch_up_after
         if not fits:
             if self.current == ACCURATE:
@@ -190,6 +197,19 @@ class Policy:
         if not_now:
             return self._run(ACCURATE, FAST, fast, remaining, f"no slack on this frame: {not_now}")
         return self._run(ACCURATE, ACCURATE, acc, remaining, f"accurate {acc:.0f} ms fits {remaining:.0f} ms left")
+
+    def _predict(self, model: str) -> float:
+        """The model's estimate; until it has run a few times here, its card profile scaled
+        by how much slower than *its* card the other model runs on this machine now (both
+        share the CPU with the rest of the pipeline; the cards come from an isolated
+        benchmark), never below the card's figure."""
+        own = self.estimators[model]
+        estimate = own.predict(self.last_instances)
+        other = self.estimators[FAST if model == ACCURATE else ACCURATE]
+        if own.samples or not other.samples:
+            return estimate
+        slowdown = other.predict(self.last_instances) / max(other.seeded(self.last_instances), 1e-3)
+        return estimate * min(max(slowdown, 1.0), self.cfg.max_slowdown)
 
     def _fits(self, age_ms: float, acc_ms: float, fast_ms: float, margin_ms: float) -> str | None:
         """``None`` when running the accurate model on a frame ``age_ms`` old meets its
@@ -225,7 +245,7 @@ class Policy:
         return {
             "policy": self.cfg.mode, "model": self.current, "switches": self.switches,
             "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE],
-            "predicted_ms.fast": round(float(self.estimators[FAST].predict(self.last_instances)), 2),
-            "predicted_ms.accurate": round(float(self.estimators[ACCURATE].predict(self.last_instances)), 2),
+            "predicted_ms.fast": round(float(self._predict(FAST)), 2),
+            "predicted_ms.accurate": round(float(self._predict(ACCURATE)), 2),
             "frame_period_ms": round(self.period.period_ms() or 0.0, 2),
         }

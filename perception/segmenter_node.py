@@ -38,6 +38,7 @@ class SegmenterConfig:
     budget_ms: float = 100.0
     overhead_ms: float = 3.0
     margin_ms: float = 5.0
+    quantile: float = 0.99
     switch_up_after: int = 3
     accurate_every_n: int = 0
     threads: int = 0
@@ -46,7 +47,7 @@ class SegmenterConfig:
 
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(mode=self.policy, budget_ms=self.budget_ms, overhead_ms=self.overhead_ms,
-                            margin_ms=self.margin_ms, switch_up_after=self.switch_up_after,
+                            margin_ms=self.margin_ms, quantile=self.quantile, switch_up_after=self.switch_up_after,
                             accurate_every_n=self.accurate_every_n)
 
     def validate(self) -> None:

@@ -37,7 +37,8 @@ def test_fixed_policies() -> None:
 def test_fits_after_hysteresis_then_stays() -> None:
     p = _policy()
     seq = [_run(p, 10, {"fast": 20, "accurate": 60}) for _ in range(6)]
-    assert seq == ["fast", "fast", "accurate", "accurate", "accurate", "accurate"]
+    # the first frame only measures the fast model; then 3 frames fit -> accurate
+    assert seq == ["fast", "fast", "fast", "accurate", "accurate", "accurate"]
     assert p.switches == 1
 
 
@@ -168,3 +169,14 @@ def test_auto_stays_fast_when_accurate_would_drop_every_frame() -> None:
     auto = _simulate(p, 1000 / 30, lat)
     assert auto["accurate"] == 0 and auto["drop"] == 0 and auto["hit"] == 120
     assert "drop the next frame" in p.choose(10_000 * MS, SeqFrame(10_000 * MS, 10_000)).reason
+
+
+def test_unmeasured_model_is_scaled_by_the_measured_ones_slowdown() -> None:
+    """The fast model runs 2x slower here than its card says; until the accurate model has
+    run, its card figure is doubled too, so auto does not gamble a frame on it."""
+    p = _seeded(budget_ms=150.0)  # cards: fast 20 ms, accurate 100 ms
+    models = [_run(p, 10, {"fast": 40.0, "accurate": 200.0}) for _ in range(8)]
+    assert models == ["fast"] * 8  # 100 ms would fit 137 ms left; 2 x 100 ms does not
+    assert p.counters()["predicted_ms.accurate"] == pytest.approx(200.0)
+    q = _seeded(budget_ms=150.0)  # the same machine load-free: the card is believed
+    assert "accurate" in [_run(q, 10, {"fast": 20.0, "accurate": 100.0}) for _ in range(8)]

@@ -61,12 +61,12 @@ def test_auto_moves_to_accurate_when_it_fits_and_fills_in_fields() -> None:
     base = time.monotonic_ns() - 400_000_000  # a 10 fps camera; the frames are up to 400 ms old
     outs = [logic.step(*_camera_msg(i, base, 100.0)) for i in range(4)]
     models = [o[0].payload.model for o in outs]
-    assert models == ["yolact", "maskrcnn", "maskrcnn", "maskrcnn"]
+    assert models == ["yolact", "yolact", "maskrcnn", "maskrcnn"]  # switch_up_after=2 after a measured fast run
     det = outs[-1][0].payload
     assert det.inference_ms >= 2.0 and det.frame_age_ms >= det.inference_ms
     assert "fits" in det.policy_reason and det.image_width == 128
     c = logic.counters()
-    assert c["usage.accurate"] == 3 and c["switches"] == 1 and c["deadline_misses"] == 0
+    assert c["usage.accurate"] == 2 and c["switches"] == 1 and c["deadline_misses"] == 0
     assert c["frame_period_ms"] == 100.0
 
 
