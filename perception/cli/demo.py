@@ -36,12 +36,14 @@ OUTPUT_TOPICS = ("tracks", "detections", "frames.rect")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=150, help="frames in the generated drive (default 150)")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated drive")
+    p.add_argument("--seed", type=int, default=11, help="seed of the generated drive (default 11, a day drive)")
     p.add_argument("--scenario", default="urban", help="urban, highway or crowd")
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes")
     p.add_argument("--launch", default=str(LAUNCH), help="launch file to run (needs a 'replay' node)")
-    p.add_argument("--policy", default="fast", choices=("fast", "accurate", "auto"), help="model policy")
-    p.add_argument("--budget-ms", type=float, default=100.0, help="capture-to-detections budget")
+    p.add_argument("--fps", type=float, default=10.0, help="camera rate of the generated drive (default 10)")
+    p.add_argument("--policy", default="auto", choices=("fast", "accurate", "auto"),
+                   help="model policy (default auto: the accurate model where it fits the budget)")
+    p.add_argument("--budget-ms", type=float, default=200.0, help="capture-to-detections budget (default 200)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")
 
 
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     drive = out / "drive.mcap"
     t0 = time.monotonic()
-    cfg = SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario)
+    cfg = SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario, fps=args.fps)
     meta, kept = write_drive(cfg, drive, keep=6)
     sheet = out / "drive.png"
     cv2.imwrite(str(sheet), contact_sheet([overlay(f.image, f.ids, f.labels) for f in kept], cols=3))
