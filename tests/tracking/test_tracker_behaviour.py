@@ -180,6 +180,29 @@ def test_low_score_detection_keeps_a_track_but_starts_none() -> None:
     assert lone.update(weak, 1).tracks == ()
 
 
+def _box_det(box: tuple[float, float, float, float], score: float, cls: int = CAR) -> Instance:
+    m = np.zeros((H, W), bool)
+    m[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = True
+    return Instance(cls, score, box, encode_mask(m))
+
+
+def test_confident_detection_away_from_tracks_is_confirmed_at_once_near_one_it_waits() -> None:
+    tracker = Tracker(TrackerConfig(confirm_score=0.7), epoch=1)
+    first = tracker.update(Detections("m", W, H, (_box_det((100, 100, 160, 140), 0.9),
+                                                  _box_det((400, 100, 460, 140), 0.65))), 33_000_000)
+    states = {t.box_xyxy[0]: t.state for t in first.tracks}
+    assert states == {100.0: "confirmed", 400.0: "tentative"}  # 0.65: confident enough to start, not to confirm
+    # the car at 100 is missed (coasts); a confident box half a car away from it may be that
+    # car badly segmented, so it waits for a second hit, while one far from every track does not
+    second = tracker.update(Detections("m", W, H, (_box_det((175, 100, 200, 140), 0.95),
+                                                   _box_det((300, 250, 340, 290), 0.95))), 66_000_000)
+    new = {t.box_xyxy[0]: t.state for t in second.tracks if t.age_s == 0}
+    assert new == {175.0: "tentative", 300.0: "confirmed"}
+    never = Tracker(TrackerConfig(confirm_score=1.5), epoch=1)
+    (t,) = never.update(Detections("m", W, H, (_box_det((100, 100, 160, 140), 1.0),)), 1).tracks
+    assert t.state == "tentative"
+
+
 def test_class_rule_keeps_other_classes_apart_unless_they_overlap_nearly_fully() -> None:
     m = np.zeros((H, W), bool)
     m[100:140, 100:160] = True
