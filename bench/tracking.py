@@ -3,6 +3,7 @@
 Usage::
 
     uv run python bench/tracking.py                       # urban + crowd, all frames and 30 % dropped
+    uv run python bench/tracking.py --synth 3                # and 3 ``perception synth`` drives per scenario
     uv run python bench/tracking.py --davis ../shared/data/davis2016
     uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic, grouped by scenario
 
@@ -54,6 +55,9 @@ def run_tracker(make: Callable[[float], object], frames: list[NoisyFrame], fps: 
 
 Sequences = dict[str, tuple[list[GtFrame], float]]
 
+#: first seed of the ``--synth`` drives of each scenario (then every 10th); tuning used others
+SYNTH_FIRST_SEED = {"urban": 11, "crowd": 12}
+
 
 @dataclass(frozen=True)
 class GroupScores:
@@ -104,6 +108,24 @@ def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
     return {path.stem: (frames, reader.meta.fps or 15.0)}
 
 
+def synth_sequences(scenario: str, seeds: list[int], frames: int = 150, fps: float = 15.0) -> Sequences:
+    """Ground truth of ``perception synth`` drives generated in memory (the same ground truth
+    as ``perception synth --scenario S --seed N --fps F --frames K`` writes on its ``gt``
+    topic; the image is not degraded, which the ground truth does not depend on)."""
+    from perception.synth.config import SynthConfig
+    from perception.synth.generate import DriveSimulator
+
+    out: Sequences = {}
+    for seed in seeds:
+        sim = DriveSimulator(SynthConfig(frames=frames, seed=seed, scenario=scenario, fps=fps))
+        gt = []
+        for _ in range(frames):
+            f = sim.next(degrade=False)
+            gt.append(GtFrame(f.capture_ns, f.ground_truth()))
+        out[f"synth-{scenario}-{seed}"] = (gt, fps)
+    return out
+
+
 def group_drives(paths: list[Path]) -> dict[str, Sequences]:
     """Drives grouped by the scenario recorded in their metadata (else each on its own), so
     that several drives of one scenario give the per-sequence spread."""
@@ -128,8 +150,9 @@ def print_quality(title: str, scores: GroupScores) -> None:
             print(f"{cond:<22}{name:<14}{s.hota:7.3f}{s.deta:7.3f}{s.assa:7.3f}{s.mota:8.3f}{s.idf1:7.3f}{s.idsw:6d}")
     full, dropped = list(results)
     for name in TRACKERS:
-        a, b = results[full][name].hota, results[dropped][name].hota
-        print(f"HOTA fall with {dropped}, pooled: {name:<14}{a - b:+.3f} ({a:.3f} -> {b:.3f})")
+        a, b = results[full][name], results[dropped][name]
+        print(f"HOTA fall with {dropped}, pooled: {name:<14}{a.hota - b.hota:+.3f} ({a.hota:.3f} -> {b.hota:.3f}); "
+              f"DetA {a.deta - b.deta:+.3f}, AssA {a.assa - b.assa:+.3f}")
     per = scores.per_seq
     if len(per) < 2:
         return
@@ -167,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop", type=float, default=0.3, help="share of frames dropped in the second condition")
     ap.add_argument("--drive", type=Path, nargs="*", default=[],
                     help="drives (perception synth) whose ground truth replaces the built-in scenes")
+    ap.add_argument("--synth", type=int, default=0, metavar="N",
+                    help="also N `perception synth` drives per scenario, generated in memory "
+                         "(urban seeds 11, 21, ..., crowd 12, 22, ...; 150 frames at 15 fps)")
     ap.add_argument("--davis", type=Path, help="folder of DAVIS-2016 sequences (<seq>/masks/*.png)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200], help="objects in view for the speed table")
     ap.add_argument("--speed-frames", type=int, default=40)
@@ -178,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
                          for s in range(args.seeds)} for name in args.scenarios}
+    for name in args.scenarios if args.synth else []:
+        seeds = [SYNTH_FIRST_SEED[name] + 10 * i for i in range(args.synth)]
+        groups[f"{name} drives (perception synth)"] = synth_sequences(name, seeds)
     if args.davis:
         groups["davis2016"] = load_davis_sequences(args.davis)
     print("noise: jittered masks (~1 px shift, +-1 px edge), 10 % missed, 5 % false positives; "

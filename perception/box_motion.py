@@ -31,7 +31,9 @@ class MotionNoise:
     ``measurement_floor_px``: std in pixels added (in quadrature) to every measured
     coordinate: a box taken from a mask is off by a pixel or two whatever the object's size,
     so on small objects the relative ``measurement`` alone trusts the box far too much and
-    its pixel noise turns into velocity.
+    its pixel noise turns into velocity. ``max_shrink_per_s``: the width and height shrink
+    by at most this share of themselves per second in a prediction (0: no limit); a box
+    clipped by the image border shrinks fast, and extrapolated it would reach zero width.
     """
 
     accel_centre: float = 4.0
@@ -40,6 +42,7 @@ class MotionNoise:
     initial_speed: float = 3.0
     min_size_px: float = 4.0
     measurement_floor_px: float = 0.0
+    max_shrink_per_s: float = 0.0
 
 
 def xyxy_to_cxcywh(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -79,7 +82,10 @@ def predict(state: np.ndarray, dt_s: np.ndarray | float, noise: MotionNoise) -> 
     accel = np.array([noise.accel_centre, noise.accel_centre, noise.accel_size, noise.accel_size])
     q = (accel[None, :] * s) ** 2
     pp, pv, vv = state[:, P_PP], state[:, P_PV], state[:, P_VV]
-    out[:, POS] = state[:, POS] + state[:, VEL] * dt
+    if noise.max_shrink_per_s > 0:
+        floor = -noise.max_shrink_per_s * np.maximum(state[:, POS, 2:], 0.0)
+        out[:, VEL, 2:] = np.maximum(state[:, VEL, 2:], floor)
+    out[:, POS] = state[:, POS] + out[:, VEL] * dt
     out[:, P_PP] = pp + 2 * dt * pv + dt * dt * vv + q * dt**3 / 3
     out[:, P_PV] = pv + dt * vv + q * dt**2 / 2
     out[:, P_VV] = vv + q * dt

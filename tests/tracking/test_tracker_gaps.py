@@ -101,3 +101,20 @@ def test_box_overlap_below_0_2_still_matches_a_confirmed_track() -> None:
     out = tracker.update(frame(det((119.0, 100.0, 129.0, 110.0))), 6 * FRAME_NS)
     assert [t.track_id for t in out.tracks if not t.predicted and t.state == "confirmed"] == [1]
     assert tracker.stats.ids_issued == 1
+
+
+def test_box_of_an_object_leaving_the_image_does_not_collapse_while_it_coasts() -> None:
+    """A car leaving at the left border: the border clips its box, which shrinks by 8 px a
+    frame. Coasting for 0.4 s, the prediction must keep a box a detection can still match
+    (the shrinking is capped), not extrapolate it to zero width."""
+    tracker = Tracker(TrackerConfig(), epoch=1)
+    for k in range(8):
+        tracker.update(frame(det((0.0, 150.0, 80.0 - 8 * k, 190.0))), k * FRAME_NS)
+    out = tracker.update(frame(), 14 * FRAME_NS)
+    (t,) = [t for t in out.tracks if t.predicted]
+    assert t.box_xyxy[2] - t.box_xyxy[0] >= 10.0, t.box_xyxy
+    free = Tracker(TrackerConfig(max_shrink_per_s=0.0), epoch=1)  # without the cap it collapses
+    for k in range(8):
+        free.update(frame(det((0.0, 150.0, 80.0 - 8 * k, 190.0))), k * FRAME_NS)
+    (u,) = [t for t in free.update(frame(), 14 * FRAME_NS).tracks if t.predicted]
+    assert u.box_xyxy[2] - u.box_xyxy[0] < 5.0, u.box_xyxy
