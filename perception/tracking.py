@@ -165,7 +165,8 @@ class _Track:
     hits: int = 1
     state: str = "tentative"
     box_xyxy: Box = (0.0, 0.0, 0.0, 0.0)  # output box of this frame
-    out_mask: dict | None = None  # output mask of this frame
+    mask_record: Rle | None = None  # ``mask`` as the detection's message record
+    out_mask: Rle | None = None  # output mask of this frame
     predicted: bool = False
     _carried: dict | None = field(default=None, repr=False)
 
@@ -358,7 +359,8 @@ class Tracker:
             t.box_xyxy, t.predicted = tuple(float(v) for v in d.box_xyxy), False  # type: ignore[assignment]
             if d.mask is not None:
                 t.mask, t.mask_centre = d.mask.to_coco(), box_motion.xyxy_to_cxcywh(np.array([d.box_xyxy]))[0, :2]
-            t.out_mask = t.mask if d.mask is not None else None
+                t.mask_record = d.mask
+            t.out_mask = d.mask
             if t.state == "lost" or (t.state == "tentative" and t.hits >= self.cfg.min_hits):
                 t.state = "confirmed"
 
@@ -374,7 +376,11 @@ class Tracker:
         if t.state == "confirmed":
             t.state = "lost"
         t.box_xyxy = tuple(float(v) for v in box_motion.boxes_xyxy(t.motion[None])[0])  # type: ignore[assignment]
-        t.out_mask = t.carried_mask()
+        carried = t.carried_mask()
+        # the record of a mask moved here by pycocotools needs none of the checks that guard
+        # against other processes' input (they cost more than the rest of an update)
+        t.out_mask = (t.mask_record if carried is t.mask
+                      else None if carried is None else Rle.trusted(carried))
         t.predicted = True
 
     def _isolated(self, dets: list[Instance]) -> np.ndarray:
@@ -391,7 +397,8 @@ class Tracker:
         t = _Track(track_id=self._next_id, motion=motion, first_ns=stamp_ns, last_seen_ns=stamp_ns,
                    score=float(d.score), class_votes={d.class_id: float(d.score)}, mask=mask,
                    mask_centre=motion[box_motion.POS, :2].copy(),
-                   box_xyxy=tuple(float(v) for v in d.box_xyxy), out_mask=mask)  # type: ignore[arg-type]
+                   box_xyxy=tuple(float(v) for v in d.box_xyxy), mask_record=d.mask,  # type: ignore[arg-type]
+                   out_mask=d.mask)
         if self.cfg.min_hits <= 1 or confirmed:
             t.state = "confirmed"
         self._next_id += 1
@@ -399,7 +406,7 @@ class Tracker:
         self._tracks.append(t)
 
     def _to_msg(self, t: _Track, stamp_ns: int) -> Track:
-        mask = Rle.from_coco(t.out_mask) if t.out_mask is not None else None
+        mask = t.out_mask
         g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
         vx, vy = (float(v) for v in t.motion[box_motion.VEL, :2])
         return Track(track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,  # type: ignore[arg-type]
