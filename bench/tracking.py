@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth", type=int, default=0, metavar="N",
                     help="also N `perception synth` drives per scenario, generated in memory "
                          "(urban seeds 11, 21, ..., crowd 12, 22, ...; 150 frames at 15 fps)")
+    ap.add_argument("--synth-first-seed", type=int, metavar="S",
+                    help="seeds S, S + 10, ... for the --synth drives of every scenario")
     ap.add_argument("--davis", type=Path, help="folder of DAVIS-2016 sequences (<seq>/masks/*.png)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200], help="objects in view for the speed table")
     ap.add_argument("--speed-frames", type=int, default=40)
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
                          for s in range(args.seeds)} for name in args.scenarios}
     for name in args.scenarios if args.synth else []:
-        seeds = [SYNTH_FIRST_SEED[name] + 10 * i for i in range(args.synth)]
+        first = SYNTH_FIRST_SEED[name] if args.synth_first_seed is None else args.synth_first_seed
+        seeds = [first + 10 * i for i in range(args.synth)]
         groups[f"{name} drives (perception synth)"] = synth_sequences(name, seeds)
     if args.davis:
         groups["davis2016"] = load_davis_sequences(args.davis)
