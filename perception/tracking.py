@@ -160,12 +160,11 @@ class _Track:
     last_seen_ns: int
     score: float
     class_votes: dict[int, float]
-    mask: dict | None  # last observed mask (COCO RLE dict), camera pixels
+    mask: Rle | None  # last observed mask, camera pixels
     mask_centre: np.ndarray  # (2,) float64: centre of the detected box that came with ``mask``
     hits: int = 1
     state: str = "tentative"
     box_xyxy: Box = (0.0, 0.0, 0.0, 0.0)  # output box of this frame
-    mask_record: Rle | None = None  # ``mask`` as the detection's message record
     out_mask: Rle | None = None  # output mask of this frame
     predicted: bool = False
     _carried: dict | None = field(default=None, repr=False)
@@ -182,7 +181,7 @@ class _Track:
             return None
         if self._carried is None:
             d = np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int)
-            self._carried = rle_ops.translate(self.mask, int(d[0]), int(d[1]))
+            self._carried = rle_ops.translate(self.mask.to_coco(), int(d[0]), int(d[1]))
         return self._carried
 
 
@@ -358,8 +357,7 @@ class Tracker:
             t.class_votes[d.class_id] = t.class_votes.get(d.class_id, 0.0) + float(d.score)
             t.box_xyxy, t.predicted = tuple(float(v) for v in d.box_xyxy), False  # type: ignore[assignment]
             if d.mask is not None:
-                t.mask, t.mask_centre = d.mask.to_coco(), box_motion.xyxy_to_cxcywh(np.array([d.box_xyxy]))[0, :2]
-                t.mask_record = d.mask
+                t.mask, t.mask_centre = d.mask, box_motion.xyxy_to_cxcywh(np.array([d.box_xyxy]))[0, :2]
             t.out_mask = d.mask
             if t.state == "lost" or (t.state == "tentative" and t.hits >= self.cfg.min_hits):
                 t.state = "confirmed"
@@ -379,8 +377,7 @@ class Tracker:
         carried = t.carried_mask()
         # the record of a mask moved here by pycocotools needs none of the checks that guard
         # against other processes' input (they cost more than the rest of an update)
-        t.out_mask = (t.mask_record if carried is t.mask
-                      else None if carried is None else Rle.trusted(carried))
+        t.out_mask = None if carried is None else Rle.trusted(carried)
         t.predicted = True
 
     def _isolated(self, dets: list[Instance]) -> np.ndarray:
@@ -393,12 +390,10 @@ class Tracker:
 
     def _start(self, d: Instance, stamp_ns: int, confirmed: bool = False) -> None:
         motion = box_motion.initiate(np.array([d.box_xyxy], dtype=np.float64), self.noise)[0]
-        mask = d.mask.to_coco() if d.mask is not None else None
         t = _Track(track_id=self._next_id, motion=motion, first_ns=stamp_ns, last_seen_ns=stamp_ns,
-                   score=float(d.score), class_votes={d.class_id: float(d.score)}, mask=mask,
+                   score=float(d.score), class_votes={d.class_id: float(d.score)}, mask=d.mask,
                    mask_centre=motion[box_motion.POS, :2].copy(),
-                   box_xyxy=tuple(float(v) for v in d.box_xyxy), mask_record=d.mask,  # type: ignore[arg-type]
-                   out_mask=d.mask)
+                   box_xyxy=tuple(float(v) for v in d.box_xyxy), out_mask=d.mask)  # type: ignore[arg-type]
         if self.cfg.min_hits <= 1 or confirmed:
             t.state = "confirmed"
         self._next_id += 1
