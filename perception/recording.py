@@ -339,7 +339,7 @@ class DriveReader:
         for _, data in self._raw([FRAMES_TOPIC]):
             try:
                 yield _frame_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            except schema.DECODE_ERRORS as e:
                 raise DriveError(f"{self.path}: bad frame record: {e}") from None
 
     def ground_truth(self) -> dict[int, GroundTruth]:

@@ -26,6 +26,7 @@ from mcap.writer import CompressionType, Writer
 
 from perception.recording import (DRIVE_METADATA, FRAMES_TOPIC, MCAP_MAGIC, DriveError, DriveMeta,
                                   RecordedFrame, TruncatedDrive, check_complete)
+from perception.schema import DECODE_ERRORS
 
 #: Records longer than this are taken as garbage (a corrupt length field), not allocated.
 MAX_RECORD_BYTES = 1 << 30
@@ -113,7 +114,7 @@ class _Copier:
         if channel.topic == FRAMES_TOPIC and self.first_frame is None:
             try:
                 self.first_frame = self._frame_decoder.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 pass
 
     def final_meta(self, chunks: int) -> dict[str, str]:

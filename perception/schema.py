@@ -29,6 +29,10 @@ import msgspec
 
 from perception.rle import validate_rle
 
+#: what msgspec raises on bytes that are not a valid message: a ``str`` field that is not
+#: UTF-8 raises UnicodeDecodeError rather than msgspec.DecodeError (found by fuzzing)
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
 SCHEMA_VERSION = 1
 
 #: Upper bounds enforced on decode, so a hostile or corrupt message cannot make a node
@@ -371,7 +375,7 @@ def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envel
         raise MalformedMessage(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
     try:
         raw = _raw_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except DECODE_ERRORS as e:
         raise MalformedMessage(f"not a message envelope: {e}") from None
     if raw.schema_version != SCHEMA_VERSION:
         raise WrongSchemaVersion(
@@ -385,7 +389,7 @@ def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envel
         topic(raw.topic)  # raises UnknownTopic
     try:
         payload = decoder.decode(raw.payload)  # type: ignore[union-attr]
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except DECODE_ERRORS as e:
         raise MalformedMessage(f"bad {raw.topic!r} payload: {e}") from None
     return Envelope(
         topic=raw.topic, seq=raw.seq, stamp_ns=raw.stamp_ns, source=raw.source,

@@ -63,7 +63,8 @@ def test_older_schema_version_rejected() -> None:
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00\x01garbage", msgspec.msgpack.encode([1, 2, 3]),
-                                  msgspec.msgpack.encode({"topic": "status"})])
+                                  msgspec.msgpack.encode({"topic": "status"}),
+                                  b"\x81\xa5topic\xa2\x9a\x9a"])  # a str that is not UTF-8
 def test_garbage_is_malformed(data: bytes) -> None:
     with pytest.raises(schema.MalformedMessage):
         schema.decode(data)
@@ -74,6 +75,14 @@ def test_bad_payload_names_the_field() -> None:
     plain["payload"]["instances"][0]["class_id"] = "car"
     with pytest.raises(schema.MalformedMessage, match=r"instances\[0\]\.class_id"):
         schema.decode(msgspec.msgpack.encode(plain))
+
+
+def test_payload_string_that_is_not_utf8_is_malformed() -> None:
+    plain = schema.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
+    plain["payload"]["model"] = "\u00e9t\u00e9"
+    data = msgspec.msgpack.encode(plain).replace("\u00e9t\u00e9".encode(), b"\x9a\x9at\x9a\x9a")  # same length, not UTF-8
+    with pytest.raises(schema.MalformedMessage, match="payload"):
+        schema.decode(data)
 
 
 def test_unknown_topic_and_wrong_payload_type() -> None:
