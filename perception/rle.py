@@ -16,33 +16,35 @@ import numpy as np
 MAX_MASK_PIXELS = 8192 * 8192
 
 
-def rle_counts(counts: str) -> np.ndarray:
+def rle_counts(counts: str, check: bool = True) -> np.ndarray:
     """The run lengths encoded in a compressed ``counts`` string, as int64.
 
-    Raises ValueError when the string is not a complete, well-formed encoding.
+    Raises ValueError when the string is not a complete, well-formed encoding; ``check``
+    False skips those checks, for strings pycocotools made in this process.
     """
-    raw = np.frombuffer(counts.encode("latin-1", errors="replace"), dtype=np.uint8).astype(np.int64)
-    raw -= 48
-    if raw.size == 0:
+    raw8 = np.frombuffer(counts.encode("latin-1", errors="replace"), dtype=np.uint8) - np.uint8(48)
+    if raw8.size == 0:
         return np.zeros(0, np.int64)
-    if raw.min() < 0 or raw.max() > 63:
+    if check and raw8.max() > 63:  # below '0' wraps round to 208 and up
         raise ValueError("RLE counts hold characters outside '0'..'o'")
-    more = (raw & 0x20) != 0
-    if more[-1]:
+    raw = raw8.astype(np.int64)
+    last = (raw & 0x20) == 0  # the last 6-bit group of a value
+    if check and not last[-1]:
         raise ValueError("RLE counts end in the middle of a value")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    group = np.repeat(np.arange(ends.size), ends - starts + 1)
-    k = np.arange(raw.size) - starts[group]
-    if k.max() > 11:
+    ends = np.flatnonzero(last)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    groups = ends - starts + 1
+    if check and groups.max() > 12:
         raise ValueError("RLE counts hold a value longer than 12 groups")
+    k = np.arange(raw.size) - np.repeat(starts, groups)
     values = np.add.reduceat((raw & 0x1F) << (5 * k), starts)
-    negative = (raw[ends] & 0x10) != 0
-    values[negative] -= np.int64(1) << (5 * (k[ends][negative] + 1))
+    values -= ((raw[ends] & 0x10) != 0).astype(np.int64) << (5 * groups)  # sign extension
     cnts = values.copy()
     # counts from index 3 on are deltas against the count two places back
-    cnts[3::2] = values[1] + np.cumsum(values[3::2]) if values.size > 3 else cnts[3::2]
-    cnts[4::2] = values[2] + np.cumsum(values[4::2]) if values.size > 4 else cnts[4::2]
+    if cnts.size > 3:
+        cnts[1::2] = np.cumsum(values[1::2])
+        cnts[2::2] = np.cumsum(values[2::2])
     return cnts
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from perception.rle import rle_counts
 from perception.schema import Rle
 
 CocoRle = dict  # {"size": [h, w], "counts": bytes}, as pycocotools writes it
@@ -54,31 +55,9 @@ def mask_iou(a: Sequence[CocoRle], b: Sequence[CocoRle]) -> np.ndarray:
 
 
 def counts_from_string(counts: bytes) -> np.ndarray:
-    """Decode COCO's compressed counts string -> ``(k,)`` int64 run lengths.
-
-    The inverse of pycocotools' ``rleToString`` (maskApi.c), vectorised: each value is
-    stored in 5-bit chunks (char = chunk + 48, bit 0x20 = more chunks follow, bit 0x10 of the
-    last chunk = sign), and from the fourth value on, each is stored as the difference to
-    the value two places before.
-    """
-    b = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
-    if b.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = (b & 0x20) == 0
-    ends = np.flatnonzero(last)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    pos_in_value = np.arange(b.size) - np.repeat(starts, ends - starts + 1)
-    vals = np.add.reduceat((b & 0x1F) << (5 * pos_in_value), starts)
-    nchunks = ends - starts + 1
-    negative = (b[ends] & 0x10) != 0
-    vals = vals - (negative.astype(np.int64) << (5 * nchunks))
-    out = vals.copy()
-    # value m (m > 2) was stored as counts[m] - counts[m - 2]: undo with a running sum
-    # over each parity from index 2 (even) and 1 (odd), index 2 itself stored plainly.
-    if out.size > 3:
-        out[2::2] = np.cumsum(vals[2::2])
-        out[1::2] = np.cumsum(vals[1::2])
-    return out
+    """Decode COCO's compressed counts string made by pycocotools -> ``(k,)`` int64 run
+    lengths (the parse :func:`perception.rle.rle_counts` validates messages with, unchecked)."""
+    return rle_counts(counts.decode("latin-1"), check=False)
 
 
 def _canonical(counts: np.ndarray) -> np.ndarray:
