@@ -89,16 +89,22 @@ def check_fits(state: Mapping[str, torch.Tensor], model: nn.Module, where: str) 
     raise CheckpointError("; ".join(parts))
 
 
+def load_torch_file(path: Path, what: str, error: type[Exception]) -> object:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``; ``error`` starting
+    with ``what`` and naming the file when it is missing or cannot be read."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise error(f"{what} {str(path)!r} does not exist") from None
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise error(f"{what} {str(path)!r} cannot be read: {e}") from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` in a checkpoint file: a plain one (torchvision's format) or one
     under a ``"model"`` or ``"state_dict"`` key. Read with ``weights_only=True``."""
     path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from None
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"checkpoint file {str(path)!r} cannot be read: {e}") from None
+    blob = load_torch_file(path, "checkpoint file", CheckpointError)
     if isinstance(blob, dict):
         for key in ("model", "state_dict"):
             if isinstance(blob.get(key), dict):

@@ -13,6 +13,7 @@ from torch import nn
 
 from perception.config import build_config
 from perception.segmentation.card import CardError, ModelCard
+from perception.segmentation.maskrcnn_checkpoint import load_torch_file
 from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.yolact import Yolact, YolactConfig
 
@@ -38,12 +39,7 @@ def read_weights_file(path: Path, what: str) -> dict:
     """The dict of a perception weights file (``"model"`` holds the state_dict), read with
     ``weights_only=True``; :class:`CardError` starting with ``what`` and naming the file when
     it is missing, unreadable or of another format."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CardError(f"{what} {str(path)!r} does not exist") from None
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CardError(f"{what} {str(path)!r} cannot be read: {e}") from None
+    blob = load_torch_file(path, what, CardError)
     if not isinstance(blob, dict) or not isinstance(blob.get("model"), dict):
         raise CardError(f"{what} {str(path)!r} is not a perception weights file")
     return blob
