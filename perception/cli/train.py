@@ -10,16 +10,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card", required=True, help="model card TOML (models/<name>.toml)")
     p.add_argument("--steps", type=int, default=None, help="override [training] steps (tiny runs)")
     p.add_argument("--resume", action="store_true", help="continue from <run_dir>/<name>/last.pt")
+    p.add_argument("--continue", action="store_true", dest="continue_from_card",
+                   help="start a new schedule from the card's own weights file (e.g. on a new machine, "
+                        "where the run folder's checkpoints are not); the saved weights count both runs' steps")
     p.add_argument("--coco-root", default=None,
                    help="COCO-format dataset (annotations/instances_*.json + images) to copy-paste objects from")
     p.add_argument("--run-dir", default=None, help="checkpoint folder (default: [training] run_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cpu-minutes", type=float, default=None,
+                   help="train for this much CPU time of this process instead of [training] steps (learning curves)")
+    p.add_argument("--snapshot-minutes", type=float, nargs="*", default=[],
+                   help="with --cpu-minutes: also save the weights at these CPU-minutes (<run_dir>/<name>/snapshots/)")
+    p.add_argument("--threads", type=int, default=None, help="override [training] threads")
+    p.add_argument("--workers", type=int, default=None, help="override [training] workers (data loader processes)")
 
 
 def run(args: argparse.Namespace) -> int:
     from perception.train.loop import train  # torch only here
 
     result = train(args.card, steps=args.steps, resume=args.resume, coco_root=args.coco_root,
-                   run_dir=args.run_dir, progress=not args.no_progress)
+                   run_dir=args.run_dir, progress=not args.no_progress,
+                   continue_from_card=args.continue_from_card, cpu_minutes=args.cpu_minutes,
+                   snapshot_minutes=tuple(args.snapshot_minutes),
+                   settings={k: v for k, v in (("threads", args.threads), ("workers", args.workers)) if v is not None})
     print(json.dumps(result, indent=2))
     return 0

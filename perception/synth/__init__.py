@@ -5,6 +5,6 @@
 """
 
 from perception.synth.config import SCENARIOS, SynthConfig
-from perception.synth.generate import DriveSimulator, SynthFrame, frames, generate, write_drive
+from perception.synth.generate import DriveSimulator, SynthFrame, frames, generate, time_of_day, write_drive
 
-__all__ = ["SCENARIOS", "DriveSimulator", "SynthConfig", "SynthFrame", "frames", "generate", "write_drive"]
+__all__ = ["SCENARIOS", "DriveSimulator", "SynthConfig", "SynthFrame", "frames", "generate", "time_of_day", "write_drive"]

@@ -117,14 +117,26 @@ class DriveSimulator:
         if degrade:
             img = self.effects.apply(img, lights)
         frame = SynthFrame(self.seq, int(round(self.seq * 1e9 / cfg.fps)), img, ids, tuple(labels), self.look.time_of_day)
-        # Advance the world to the next frame.
+        self.advance()
+        return frame
+
+    def advance(self) -> None:
+        """Move the world on by one frame without rendering it (what :meth:`next` does after
+        rendering; a caller that keeps every n-th frame skips the render of the others)."""
         tr = self.world.traffic
         limit = tr.ego_leader_speed(self.ego.z_m, self.desired_mps)
         self.ego.speed_mps += float(np.clip(limit - self.ego.speed_mps, -4 * self.dt_s, 2 * self.dt_s))
         self.ego.step(self.dt_s, self.r_ego)
         tr.step(self.dt_s, self.ego.z_m, self.ego.speed_mps)
         self.seq += 1
-        return frame
+
+
+def time_of_day(seed: int, degrade: bool = True) -> str:
+    """The time of day (``day``, ``dusk``, ``night``) of the drive with this seed, without
+    simulating it: the look is drawn first from its own stream, as :class:`DriveSimulator`
+    does. Used to pick held-out drives of each time of day."""
+    r_look = np.random.default_rng(np.random.SeedSequence(seed).spawn(6)[3])
+    return random_look(r_look, degrade).time_of_day
 
 
 def frames(cfg: SynthConfig, bank: CutoutBank | None = None) -> Iterator[SynthFrame]:

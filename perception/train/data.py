@@ -49,12 +49,32 @@ class DataConfig:
     eval_images: int = 50
     max_objects: int = 6
     copy_paste_per_image: int = 2
+    #: synth only: render this many drives once into a frame bank and draw every sample from
+    #: all of it (:mod:`perception.train.frame_bank`); 0 streams consecutive frames instead
+    bank_drives: int = 0
+    bank_frames_per_drive: int = 6
+    bank_stride: int = 8
+    #: augmentation of bank samples: scale range (1 = the node's letterbox), flip probability,
+    #: photometric jitter strength
+    scale_min: float = 1.0
+    scale_max: float = 1.0
+    flip: float = 0.0
+    photometric: float = 0.0
 
     def validate(self) -> None:
         if self.source not in ("shapes", "synth"):
             raise ValueError(f"source must be 'shapes' or 'synth', got {self.source!r}")
         if self.train_seed == self.eval_seed:
             raise ValueError("eval_seed must differ from train_seed (held-out data)")
+        if self.bank_drives < 0:
+            raise ValueError(f"bank_drives must be >= 0, got {self.bank_drives}")
+        if self.bank_drives and (self.bank_frames_per_drive < 1 or self.bank_stride < 1):
+            raise ValueError("bank_frames_per_drive and bank_stride must be >= 1")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
+                             f"got {self.scale_min}, {self.scale_max}")
+        if not 0 <= self.flip <= 1 or self.photometric < 0:
+            raise ValueError("flip must be in [0, 1] and photometric >= 0")
 
 
 def to_sample(image_rgb: np.ndarray, masks: list[np.ndarray], labels: list[int]) -> Sample:
@@ -126,10 +146,25 @@ class ShapesSource:
         return to_sample(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), masks, labels)
 
 
-def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tuple[str, ...]) -> DataSource:
-    """The data source a card's ``[data]`` table names, at the card's input size."""
+def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tuple[str, ...],
+                cache_dir: str | None = None, held_out: bool = False) -> DataSource:
+    """The data source a card's ``[data]`` table names, at the card's input size. With
+    ``cache_dir`` and ``bank_drives > 0`` a synth source is a frame bank cached there: for
+    training, random frames of ``bank_drives`` drives, augmented; ``held_out``: every frame
+    of ``eval_images / 2`` drives (two frames each, all scenarios and looks) once, as the node
+    sees them. Otherwise frames stream from the simulator."""
     if cfg.source == "shapes":
         return ShapesSource(width, height, seed, classes, cfg.max_objects)
+    if cache_dir is not None and cfg.bank_drives > 0:
+        from perception.train.frame_bank import Augment, BankConfig, BankSource, FrameBank
+
+        if held_out:
+            bank = FrameBank(BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2,
+                                        stride=cfg.bank_stride), cache_dir)
+            return BankSource(bank, width, height, seed, shuffle=False)
+        bank = FrameBank(BankConfig(seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive,
+                                    stride=cfg.bank_stride), cache_dir)
+        return BankSource(bank, width, height, seed, Augment(cfg.scale_min, cfg.scale_max, cfg.flip, cfg.photometric))
     from perception.train.synth_source import SynthSource
 
     return SynthSource(width, height, seed)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from perception.segmentation.card import CardError, ModelCard, load_card, set_ca
 from perception.segmentation.maskrcnn_infer import detect as detect_maskrcnn
 from perception.segmentation.yolact_infer import detect
 from perception.segmentation.yolact_loss import LossConfig, yolact_loss
-from perception.train.build import build_model, init_from, save_weights
+from perception.train.build import build_model, init_from, load_weights, save_weights
 from perception.train.data import DataConfig, DataSource, Target, make_source
 from perception.train.evaluate import evaluate_samples
 
@@ -63,12 +64,20 @@ class TrainConfig:
     workers: int = 0
     run_dir: str = "runs"
     precise_bn_images: int = 0
+    #: exponential moving average of the weights (0 = off): decay ``ema_decay * (1 -
+    #: exp(-updates / ema_ramp_steps))``, so the average follows quickly early in a run; the
+    #: average is what is evaluated and saved
+    ema_decay: float = 0.0
+    ema_ramp_steps: int = 500
     loss: LossConfig = field(default_factory=LossConfig)
     init: InitConfig = field(default_factory=InitConfig)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+        if not 0 <= self.ema_decay < 1 or self.ema_ramp_steps < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) and ema_ramp_steps >= 1, got {self.ema_decay}, "
+                             f"{self.ema_ramp_steps}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
@@ -176,19 +185,49 @@ def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, 
     return result
 
 
+def make_ema(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:
+    """The weights' moving average (buffers too, so BatchNorm statistics follow), or None."""
+    if cfg.ema_decay <= 0:
+        return None
+    decay, ramp = cfg.ema_decay, cfg.ema_ramp_steps
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = decay * (1.0 - math.exp(-float(n) / ramp))
+        return averaged * d + current * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+
+def _cosine(t: float) -> float:
+    """Cosine decay from 1 at ``t = 0`` to 0.05 at ``t >= 1``."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+
 def _lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 5 % of the base rate."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return _cosine((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
 
 
 def train(card_path: str | Path, steps: int | None = None, resume: bool = False, coco_root: str | None = None,
-          run_dir: str | None = None, progress: bool = True) -> dict[str, object]:
-    """Train the model of ``card_path``; returns the final losses and evaluation."""
+          run_dir: str | None = None, progress: bool = True, continue_from_card: bool = False,
+          cpu_minutes: float | None = None, snapshot_minutes: tuple[float, ...] = (),
+          settings: dict[str, object] | None = None) -> dict[str, object]:
+    """Train the model of ``card_path``; returns the final losses and evaluation.
+
+    ``resume``: pick up the interrupted run from its checkpoint (same schedule, same result
+    as an uninterrupted run). ``continue_from_card``: start a new schedule from the card's
+    own weights file (checkpoints do not travel between machines; the committed weights do);
+    the saved weights count the steps of both runs.
+
+    ``cpu_minutes``: a budget of this process's CPU time instead of a step count (learning
+    curves): the cosine schedule runs over the budget's fraction spent, the run stops when it
+    is spent; ``snapshot_minutes``: CPU-minutes at which the (averaged) weights are also saved
+    to ``<run_dir>/<name>/snapshots/cpu-<minutes>.pt``. Not exactly reproducible (the schedule
+    follows the clock). ``settings``: ``[training]`` keys overridden for this run."""
     card = load_card(card_path)
-    overrides = {"steps": steps} if steps is not None else {}
+    overrides = {**(settings or {}), **({"steps": steps} if steps is not None else {})}
     cfg = build_config(TrainConfig, {**card.training, **overrides}, card.where("training"))
     data_cfg = build_config(DataConfig, card.data, card.where("data"))
     if card.weights is None:
@@ -199,8 +238,14 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     model = build_model(card).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
-    ckpt = Path(run_dir or cfg.run_dir) / card.name / "last.pt"
+    root = Path(run_dir or cfg.run_dir)
+    ckpt = root / card.name / "last.pt"
     start = 0
+    prior_steps = 0
+    if continue_from_card:
+        prior_steps = load_weights(model, card, card.weights.path)
+        log.info("continuing %s from its weights %s (%d steps before)", card.name, card.weights.path, prior_steps)
+    ema = make_ema(model, cfg)
     if resume:
         if not ckpt.is_file():
             raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
@@ -210,24 +255,39 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         sched.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"].cpu())
         start = int(state["step"])
+        prior_steps = int(state.get("prior_steps", prior_steps))
+        if ema is not None:
+            if "ema" not in state:
+                raise CardError(f"--resume: checkpoint {str(ckpt)!r} has no weight average but the card sets ema_decay")
+            ema.load_state_dict(state["ema"])
         log.info("resuming %s from step %d (%s)", card.name, start, ckpt)
-    elif cfg.init.weights:
+    elif cfg.init.weights and not continue_from_card:
         init_path = card.path.parent / cfg.init.weights
         copied, total = init_from(model, init_path, cfg.init.rename)
         log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, init_path)
-    source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes)
+    source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes,
+                         cache_dir=str(root / "frame_bank"))
     if coco_root:
         from perception.train.copy_paste import CopyPaste
 
         source = CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
-    held_out = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes)
+    held_out = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes,
+                           cache_dir=str(root / "frame_bank"), held_out=True)
     log.info("training %s on %s: %d steps of %d images", card.name, device, cfg.steps, cfg.batch_size)
+
+    def final() -> torch.nn.Module:
+        """The weights to evaluate and save: the moving average when there is one."""
+        return ema.module if ema is not None else model  # type: ignore[return-value]
+
     losses: dict[str, float] = {}
     metrics: dict[str, object] = {}
     batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
                                           batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers)
     bar = tqdm(zip(range(start, cfg.steps), batches, strict=True), initial=start, total=cfg.steps,
                disable=not progress, desc=card.name)
+    t0_cpu = time.process_time()
+    budget_s = cpu_minutes * 60.0 if cpu_minutes else None
+    pending = sorted(snapshot_minutes)
     for step, (images, targets) in bar:
         images, targets = images.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
         terms = loss_terms(model, card, images, targets, cfg)
@@ -235,23 +295,41 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        sched.step()
+        if budget_s is None:
+            sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        if budget_s is not None:
+            spent_s = time.process_time() - t0_cpu
+            factor = min(1.0, (step + 2) / cfg.warmup_steps) * _cosine(spent_s / budget_s)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * factor
+            while pending and spent_s >= pending[0] * 60.0:
+                snap = ckpt.parent / "snapshots" / f"cpu-{pending.pop(0):g}.pt"
+                save_weights(final(), card, snap, prior_steps + step + 1)
+                log.info("snapshot after %.1f CPU-minutes, step %d: %s", spent_s / 60, step + 1, snap)
+            if spent_s >= budget_s:
+                log.info("CPU budget of %.1f minutes spent after %d steps", cpu_minutes, step + 1)
+                cfg = replace(cfg, steps=step + 1)
         losses = {k: float(v.detach()) for k, v in terms.items()}
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
+            extra = {"ema": ema.state_dict()} if ema is not None else {}
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                        "rng": torch.get_rng_state(), "step": done}, ckpt)
+                        "rng": torch.get_rng_state(), "step": done, "prior_steps": prior_steps, **extra}, ckpt)
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            metrics = evaluate_model(model, card, held_out, data_cfg.eval_images)
+            metrics = evaluate_model(final(), card, held_out, data_cfg.eval_images)
             log.info("step %d: mask AP %.3f AP50 %.3f AP75 %.3f", done, metrics["mask_ap"], metrics["mask_ap50"],
                      metrics["mask_ap75"])
+        if done == cfg.steps:
+            break
     if cfg.precise_bn_images > 0:
-        n = precise_bn(model, card, source, cfg.precise_bn_images, cfg.batch_size, cfg.steps, device)
-        metrics = evaluate_model(model, card, held_out, data_cfg.eval_images)
+        n = precise_bn(final(), card, source, cfg.precise_bn_images, cfg.batch_size, cfg.steps, device)
+        metrics = evaluate_model(final(), card, held_out, data_cfg.eval_images)
         log.info("BatchNorm statistics recomputed on %d unseen training images: mask AP %.3f AP50 %.3f AP75 %.3f",
                  n, metrics["mask_ap"], metrics["mask_ap50"], metrics["mask_ap75"])
-    save_weights(model, card, card.weights.path, cfg.steps)
+    save_weights(final(), card, card.weights.path, prior_steps + cfg.steps)
     set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))
     return {"losses": losses, "metrics": metrics, "weights": str(card.weights.path)}

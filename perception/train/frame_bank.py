@@ -1,0 +1,220 @@
+"""Training frames rendered once, kept, and sampled at random with scale augmentation.
+
+Streaming frames straight from the simulator (:class:`~perception.train.synth_source.SynthSource`)
+has two costs on a small CPU: every training image is rendered on the core that trains, and
+a batch is a run of consecutive frames of one drive (one scenario, one time of day, nearly
+the same objects), so its gradient is that of one scene. A :class:`FrameBank` renders
+``drives`` drives once (scenarios cycled; ``frames_per_drive`` frames each, ``stride``
+simulator frames apart so they differ) and caches them on disk; :class:`BankSource` then
+draws every sample from the whole bank, so each batch mixes scenarios and times of day.
+
+Each sample is augmented (the pure function of ``(seed, index)`` that resuming needs):
+random scale ``s`` (log-uniform in ``[scale_min, scale_max]``, relative to the letterbox
+that the preprocess node applies) with a random crop or pad, so the many small, distant
+objects of road scenes are also seen large; horizontal flip; brightness, contrast and gamma
+jitter. With ``s = 1``, no flip and no jitter the sample is the letterboxed frame the node
+would see (up to the cache's JPEG coding).
+
+Cache: ``<cache_dir>/<key>/drive-<seed>.npz``, one per drive (JPEG images, PNG instance-id
+maps, a label table); the key hashes everything that determines the frames, so a changed
+generator or setting renders anew and an interrupted build continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.synth import DriveSimulator, SynthConfig
+from perception.synth.config import GENERATOR_VERSION
+from perception.train.data import Sample, to_sample
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("urban", "highway", "crowd")
+#: training drive seeds are ``seed * DRIVE_SEED_STRIDE + drive``; held-out drives use 9000+
+DRIVE_SEED_STRIDE = 100_003
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """What the bank holds: ``drives`` drives of seed ``seed * 100003 + d`` (``d`` from 0),
+    scenario ``SCENARIOS[d % 3]``, ``frames_per_drive`` frames taken every ``stride``
+    simulator frames after ``warmup`` frames, at the synthetic camera size ``camera``."""
+
+    seed: int = 0
+    drives: int = 300
+    frames_per_drive: int = 6
+    stride: int = 8
+    warmup: int = 2
+    camera: tuple[int, int] = (640, 360)
+    jpeg_quality: int = 95
+
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def drive_seed(self, drive: int) -> int:
+        return self.seed * DRIVE_SEED_STRIDE + drive
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Sample augmentation: scale range (1 = the node's letterbox), flip probability, and
+    photometric jitter strength (0 = off; 1 = gain x[0.6, 1.5], contrast x[0.7, 1.3], gamma
+    x[0.7, 1.4])."""
+
+    scale_min: float = 1.0
+    scale_max: float = 1.0
+    flip: float = 0.0
+    photometric: float = 0.0
+
+    def validate(self) -> None:
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ValueError(f"augmentation scale range must satisfy 0 < min <= max, got "
+                             f"[{self.scale_min}, {self.scale_max}]")
+        if not 0 <= self.flip <= 1 or self.photometric < 0:
+            raise ValueError("flip must be in [0, 1] and photometric >= 0")
+
+
+def render_drive(cfg: BankConfig, drive: int) -> dict[str, np.ndarray]:
+    """The arrays of one cached drive: ``jpeg``/``jpeg_len`` (images), ``png``/``png_len``
+    (uint16 instance-id maps) and ``labels`` ``(L, 4)`` int32 rows of ``frame, instance id,
+    class id, ignore``."""
+    sim = DriveSimulator(SynthConfig(width=cfg.camera[0], height=cfg.camera[1], frames=0,
+                                     seed=cfg.drive_seed(drive), scenario=SCENARIOS[drive % len(SCENARIOS)]))
+    jpegs, pngs, rows = [], [], []
+    for _ in range(cfg.warmup):
+        sim.advance()
+    for k in range(cfg.frames_per_drive):
+        f = sim.next()
+        for _ in range(cfg.stride - 1):
+            sim.advance()
+        ok1, jpg = cv2.imencode(".jpg", f.image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+        ok2, png = cv2.imencode(".png", f.ids.astype(np.uint16))
+        if not (ok1 and ok2):
+            raise RuntimeError(f"cannot encode frame {k} of bank drive {drive}")
+        jpegs.append(jpg.tobytes())
+        pngs.append(png.tobytes())
+        rows += [(k, lb.instance_id, lb.class_id, int(lb.ignore)) for lb in f.labels]
+    return {"jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_len": np.array([len(b) for b in jpegs]),
+            "png": np.frombuffer(b"".join(pngs), np.uint8), "png_len": np.array([len(b) for b in pngs]),
+            "labels": np.array(rows, np.int32).reshape(-1, 4)}
+
+
+def _split(blob: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    ends = np.cumsum(lengths)
+    return [blob[e - n:e].tobytes() for e, n in zip(ends, lengths, strict=True)]
+
+
+class FrameBank:
+    """The frames of :class:`BankConfig`, rendered into ``cache_dir`` on first use (kept in
+    memory as encoded bytes: about 70 kB a frame). ``len(bank)`` frames; :meth:`frame`
+    decodes one to ``(image BGR (H, W, 3) uint8, ids (H, W) int32, labels (L, 3) int32 rows
+    of instance id, class id, ignore)``."""
+
+    def __init__(self, cfg: BankConfig, cache_dir: str | Path) -> None:
+        if cfg.drives < 1 or cfg.frames_per_drive < 1 or cfg.stride < 1:
+            raise ValueError("bank drives, frames_per_drive and stride must be >= 1")
+        self.cfg = cfg
+        self.dir = Path(cache_dir) / cfg.key()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self._images: list[bytes] = []
+        self._ids: list[bytes] = []
+        self._labels: list[np.ndarray] = []
+        built = 0
+        for d in range(cfg.drives):
+            path = self.dir / f"drive-{cfg.drive_seed(d)}.npz"
+            if not path.is_file():
+                arrays = render_drive(cfg, d)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, **arrays)
+                tmp.replace(path)
+                built += 1
+            with np.load(path, allow_pickle=False) as z:
+                jpegs, pngs, labels = _split(z["jpeg"], z["jpeg_len"]), _split(z["png"], z["png_len"]), z["labels"]
+            self._images += jpegs
+            self._ids += pngs
+            self._labels += [labels[labels[:, 0] == k, 1:] for k in range(len(jpegs))]
+        if built:
+            log.info("frame bank %s: rendered %d of %d drives", self.dir, built, cfg.drives)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def frame(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        image = cv2.imdecode(np.frombuffer(self._images[i], np.uint8), cv2.IMREAD_COLOR)
+        ids = cv2.imdecode(np.frombuffer(self._ids[i], np.uint8), cv2.IMREAD_UNCHANGED).astype(np.int32)
+        return image, ids, self._labels[i]
+
+
+def _place(src: np.ndarray, dst_wh: tuple[int, int], scale: float, flip: bool, rng: np.random.Generator,
+           fill: int, interp: int) -> np.ndarray:
+    """Letterbox ``src`` into ``dst_wh`` times ``scale`` (resized as the preprocess node
+    does), flipped, at a random offset: a random crop where it is larger than the output,
+    a random place inside it where smaller; the rest is ``fill``. Call twice with the same
+    rng state for the image and its id map."""
+    (sh, sw), (dw, dh) = src.shape[:2], dst_wh
+    s = min(dw / sw, dh / sh) * scale
+    nw, nh = max(1, round(sw * s)), max(1, round(sh * s))
+    resized = cv2.resize(src, (nw, nh), interpolation=interp) if (nw, nh) != (sw, sh) else src
+    if flip:
+        resized = resized[:, ::-1]
+    ox = int(rng.integers(min(0, dw - nw), max(0, dw - nw) + 1)) if nw != dw and scale != 1 else (dw - nw) // 2
+    oy = int(rng.integers(min(0, dh - nh), max(0, dh - nh) + 1)) if nh != dh and scale != 1 else (dh - nh) // 2
+    out = np.full((dh, dw, *src.shape[2:]), fill, src.dtype)
+    x0, y0 = max(0, ox), max(0, oy)
+    x1, y1 = min(dw, ox + nw), min(dh, oy + nh)
+    out[y0:y1, x0:x1] = resized[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+    return out
+
+
+def _photometric(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    gain = math.exp(rng.uniform(math.log(0.6), math.log(1.5)) * strength)
+    contrast = math.exp(rng.uniform(math.log(0.7), math.log(1.3)) * strength)
+    gamma = math.exp(rng.uniform(math.log(0.7), math.log(1.4)) * strength)
+    x = np.arange(256, dtype=np.float32) / 255.0
+    y = np.clip(x * gain, 0, 1) ** gamma
+    y = np.clip((y - 0.5) * contrast + 0.5, 0, 1)
+    return cv2.LUT(img, (y * 255).round().astype(np.uint8))
+
+
+class BankSource:
+    """A :class:`~perception.train.data.DataSource` over a :class:`FrameBank`: sample
+    ``index`` is a random frame of the bank under a random augmentation, both drawn from
+    ``(seed, index)``, at the model input ``width x height``; with ``shuffle=False`` it is
+    frame ``index`` (held-out sets: every frame once)."""
+
+    def __init__(self, bank: FrameBank, width: int, height: int, seed: int, augment: Augment = Augment(),
+                 pad_value: int = 114, shuffle: bool = True) -> None:
+        augment.validate()
+        self.bank, self.width, self.height, self.seed, self.augment = bank, width, height, seed, augment
+        self.pad_value, self.shuffle = pad_value, shuffle
+
+    def sample(self, index: int) -> Sample:
+        """Sample ``index``: a random frame (``shuffle``) or frame ``index % len(bank)``."""
+        rng = np.random.default_rng((self.seed, index))
+        frame = int(rng.integers(len(self.bank))) if self.shuffle else index % len(self.bank)
+        image, ids, labels = self.bank.frame(frame)
+        a = self.augment
+        scale = math.exp(rng.uniform(math.log(a.scale_min), math.log(a.scale_max)))
+        flip = bool(rng.random() < a.flip)
+        state = rng.bit_generator.state
+        size = (self.width, self.height)
+        interp = cv2.INTER_AREA if min(size[0] / image.shape[1], size[1] / image.shape[0]) * scale < 1 else cv2.INTER_LINEAR
+        out = _place(image, size, scale, flip, rng, self.pad_value, interp)
+        rng.bit_generator.state = state
+        warped_ids = _place(ids, size, scale, flip, rng, 0, cv2.INTER_NEAREST)
+        if a.photometric > 0:
+            out = _photometric(out, a.photometric, rng)
+        keep = [(int(i), int(c)) for i, c, ignore in labels if not ignore]
+        masks = [warped_ids == i for i, _ in keep]
+        return to_sample(cv2.cvtColor(out, cv2.COLOR_BGR2RGB), masks, [c for _, c in keep])
