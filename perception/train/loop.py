@@ -243,7 +243,7 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     start = 0
     prior_steps = 0
     if continue_from_card:
-        prior_steps = load_weights(model, card, card.weights.path)
+        prior_steps = load_weights(model, card, card.weights.verify())
         log.info("continuing %s from its weights %s (%d steps before)", card.name, card.weights.path, prior_steps)
     ema = make_ema(model, cfg)
     if resume:

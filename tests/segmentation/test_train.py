@@ -60,3 +60,77 @@ def test_resume_continues_where_it_stopped(make_card, tmp_path: Path) -> None:  
     resumed = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
     for k, v in straight.items():
         torch.testing.assert_close(resumed[k], v, msg=k)
+
+
+def test_resume_with_a_weight_average_gives_the_uninterrupted_weights(make_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from perception.train.loop import train
+
+    card = make_card(width=64, height=64)
+    text = card.read_text().replace("checkpoint_every = 20", "checkpoint_every = 2\nema_decay = 0.9\nema_ramp_steps = 2")
+    card.write_text(text)
+    train(card, steps=4, run_dir=str(tmp_path / "a"), progress=False)
+    straight = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
+    train(card, steps=2, run_dir=str(tmp_path / "b"), progress=False)
+    train(card, steps=4, run_dir=str(tmp_path / "b"), resume=True, progress=False)
+    resumed = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
+    for k, v in straight.items():
+        torch.testing.assert_close(resumed[k], v, msg=k)
+    # the saved weights are the average, not the last step's weights
+    last = torch.load(tmp_path / "a" / "tiny" / "last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(last[k], v) for k, v in straight.items() if v.is_floating_point())
+
+
+def test_continue_starts_from_the_card_weights_and_counts_both_runs(make_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from perception.segmentation.card import CardError, set_card_value, sha256_of
+    from perception.train.loop import train
+
+    card = make_card(width=64, height=64)
+    with pytest.raises(CardError, match="does not exist"):
+        train(card, steps=2, run_dir=str(tmp_path / "x"), progress=False, continue_from_card=True)
+    train(card, steps=3, run_dir=str(tmp_path / "a"), progress=False)
+    first = torch.load(card.parent / "tiny.pt", weights_only=True)
+    assert first["step"] == 3
+    # on a new machine: no checkpoint, only the card's weights; a new schedule of 3 steps
+    train(card, steps=3, run_dir=str(tmp_path / "fresh"), progress=False, continue_from_card=True)
+    cont = torch.load(card.parent / "tiny.pt", weights_only=True)
+    assert cont["step"] == 6
+    # the same continuation again gives the same weights (it starts from the card's file)
+    torch.save(first, card.parent / "tiny.pt")
+    set_card_value(card, "weights", "sha256", sha256_of(card.parent / "tiny.pt"))
+    train(card, steps=3, run_dir=str(tmp_path / "fresh2"), progress=False, continue_from_card=True)
+    again = torch.load(card.parent / "tiny.pt", weights_only=True)
+    for k, v in cont["model"].items():
+        torch.testing.assert_close(again["model"][k], v, msg=k)
+    # and it differs from 3 steps from random weights: the start was the trained file
+    train(card, steps=3, run_dir=str(tmp_path / "b"), progress=False)
+    scratch = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
+    assert any(not torch.allclose(scratch[k], v) for k, v in cont["model"].items() if v.is_floating_point())
+
+
+def test_continue_refuses_weights_that_do_not_match_the_card(make_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from perception.segmentation.card import CardError, set_card_value
+    from perception.train.loop import train
+
+    card = make_card(width=64, height=64)
+    train(card, steps=1, run_dir=str(tmp_path / "a"), progress=False)
+    set_card_value(card, "weights", "sha256", "0" * 64)
+    with pytest.raises(CardError, match="sha256 mismatch"):
+        train(card, steps=1, run_dir=str(tmp_path / "b"), progress=False, continue_from_card=True)
+
+
+def test_a_cpu_budget_stops_the_run_and_snapshots_it(make_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from perception.train.loop import train
+
+    card = make_card(width=64, height=64)
+    train(card, run_dir=str(tmp_path / "a"), progress=False, cpu_minutes=0.02, snapshot_minutes=(0.01, 0.02))
+    final = torch.load(card.parent / "tiny.pt", weights_only=True)
+    snaps = sorted((tmp_path / "a" / "tiny" / "snapshots").glob("cpu-*.pt"))
+    assert [p.name for p in snaps] == ["cpu-0.01.pt", "cpu-0.02.pt"]
+    assert 1 <= final["step"] < 20000  # stopped by the budget, not by [training] steps
+    assert torch.load(snaps[1], weights_only=True)["step"] == final["step"]
