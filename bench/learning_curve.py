@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,40 +41,7 @@ sys.path.insert(0, str(ROOT))
 from perception.classes import CLASSES  # noqa: E402
 from perception.evaluation.offline import evaluate_segmenter  # noqa: E402
 from perception.segmentation.card import load_card, set_card_value, sha256_of  # noqa: E402
-from perception.synth import SynthConfig, time_of_day, write_drive  # noqa: E402
-
-SCENARIOS = ("urban", "highway", "crowd")
-TIMES = ("day", "night")
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    scenario: str
-    time: str
-    seed: int
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return f"{self.scenario}-{self.time}"
-
-
-def held_out_drives(out: Path, frames: int, first_seed: int = 9100) -> list[HeldOut]:
-    """One drive per scenario and time of day: the first seed from ``first_seed`` up whose
-    look has that time of day (``perception synth --seed S --scenario X --frames N``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    drives = []
-    for i, scenario in enumerate(SCENARIOS):
-        for tod in TIMES:
-            seed = first_seed + 100 * i
-            while time_of_day(seed) != tod:
-                seed += 1
-            path = out / f"heldout-{scenario}-{tod}-{seed}.mcap"
-            if not path.is_file():
-                write_drive(SynthConfig(frames=frames, seed=seed, scenario=scenario), path)
-            drives.append(HeldOut(scenario, tod, seed, path))
-    return drives
-
+from bench.heldout import HeldOut, held_out_drives  # noqa: E402
 
 def export_yolo_folder(card_path: Path, out: Path, cache: Path) -> Path:
     """The card's frame bank as a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``):

@@ -60,6 +60,7 @@ class DataConfig:
     scale_max: float = 1.0
     flip: float = 0.0
     photometric: float = 0.0
+    night_weight: float = 1.0
 
     def validate(self) -> None:
         if self.source not in ("shapes", "synth"):
@@ -164,7 +165,8 @@ def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tu
             return BankSource(bank, width, height, seed, shuffle=False)
         bank = FrameBank(BankConfig(seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive,
                                     stride=cfg.bank_stride), cache_dir)
-        return BankSource(bank, width, height, seed, Augment(cfg.scale_min, cfg.scale_max, cfg.flip, cfg.photometric))
+        return BankSource(bank, width, height, seed, Augment(cfg.scale_min, cfg.scale_max, cfg.flip, cfg.photometric,
+                                                              cfg.night_weight))
     from perception.train.synth_source import SynthSource
 
     return SynthSource(width, height, seed)

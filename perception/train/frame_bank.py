@@ -26,13 +26,14 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from perception.synth import DriveSimulator, SynthConfig
+from perception.synth import DriveSimulator, SynthConfig, time_of_day
 from perception.synth.config import GENERATOR_VERSION
 from perception.train.data import Sample, to_sample
 
@@ -75,13 +76,16 @@ class Augment:
     scale_max: float = 1.0
     flip: float = 0.0
     photometric: float = 0.0
+    #: sampling weight of night frames relative to day and dusk ones (the generator draws
+    #: 60 % day, 20 % dusk, 20 % night drives; 2 makes night a third of the samples)
+    night_weight: float = 1.0
 
     def validate(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"augmentation scale range must satisfy 0 < min <= max, got "
                              f"[{self.scale_min}, {self.scale_max}]")
-        if not 0 <= self.flip <= 1 or self.photometric < 0:
-            raise ValueError("flip must be in [0, 1] and photometric >= 0")
+        if not 0 <= self.flip <= 1 or self.photometric < 0 or self.night_weight <= 0:
+            raise ValueError("flip must be in [0, 1], photometric >= 0 and night_weight > 0")
 
 
 def render_drive(cfg: BankConfig, drive: int) -> dict[str, np.ndarray]:
@@ -130,12 +134,14 @@ class FrameBank:
         self._images: list[bytes] = []
         self._ids: list[bytes] = []
         self._labels: list[np.ndarray] = []
+        #: time of day of each frame's drive
+        self.times: list[str] = []
         built = 0
         for d in range(cfg.drives):
             path = self.dir / f"drive-{cfg.drive_seed(d)}.npz"
             if not path.is_file():
                 arrays = render_drive(cfg, d)
-                tmp = path.with_suffix(".tmp.npz")
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two runs may build one bank at once
                 np.savez(tmp, **arrays)
                 tmp.replace(path)
                 built += 1
@@ -144,6 +150,7 @@ class FrameBank:
             self._images += jpegs
             self._ids += pngs
             self._labels += [labels[labels[:, 0] == k, 1:] for k in range(len(jpegs))]
+            self.times += [time_of_day(cfg.drive_seed(d))] * len(jpegs)
         if built:
             log.info("frame bank %s: rendered %d of %d drives", self.dir, built, cfg.drives)
 
@@ -198,12 +205,23 @@ class BankSource:
         augment.validate()
         self.bank, self.width, self.height, self.seed, self.augment = bank, width, height, seed, augment
         self.pad_value, self.shuffle = pad_value, shuffle
+        w = np.array([augment.night_weight if t == "night" else 1.0 for t in bank.times])
+        self._cdf = np.cumsum(w / w.sum())
+
+    def _frame_index(self, rng: np.random.Generator, index: int) -> int:
+        if not self.shuffle:
+            return index % len(self.bank)
+        return min(int(np.searchsorted(self._cdf, rng.random(), side="right")), len(self.bank) - 1)
+
+    def frame_index(self, index: int) -> int:
+        """The bank frame that sample ``index`` is made from."""
+        return self._frame_index(np.random.default_rng((self.seed, index)), index)
 
     def sample(self, index: int) -> Sample:
-        """Sample ``index``: a random frame (``shuffle``) or frame ``index % len(bank)``."""
+        """Sample ``index``: a random frame (``shuffle``, night frames weighted by
+        ``night_weight``) or frame ``index % len(bank)``, augmented."""
         rng = np.random.default_rng((self.seed, index))
-        frame = int(rng.integers(len(self.bank))) if self.shuffle else index % len(self.bank)
-        image, ids, labels = self.bank.frame(frame)
+        image, ids, labels = self.bank.frame(self._frame_index(rng, index))
         a = self.augment
         scale = math.exp(rng.uniform(math.log(a.scale_min), math.log(a.scale_max)))
         flip = bool(rng.random() < a.flip)

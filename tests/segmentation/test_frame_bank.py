@@ -94,3 +94,25 @@ def test_bad_augmentation_settings_are_clear_errors() -> None:
         DataConfig(scale_min=2.0, scale_max=1.0).validate()
     with pytest.raises(ValueError, match="flip"):
         DataConfig(flip=1.5).validate()
+
+
+def test_night_weight_draws_night_frames_more_often(tmp_path: Path) -> None:
+    from perception.synth import time_of_day
+    from perception.train.frame_bank import Augment, BankConfig, BankSource, FrameBank
+
+    # drives 0..11 of seed 0; the test needs at least one night and one other drive among them
+    cfg = BankConfig(drives=12, frames_per_drive=1, stride=1, camera=(96, 64))
+    times = [time_of_day(cfg.drive_seed(d)) for d in range(cfg.drives)]
+    assert "night" in times and set(times) != {"night"}
+    bank = FrameBank(cfg, tmp_path / "bank")
+    assert bank.times == times
+
+    def night_share(weight: float) -> float:
+        src = BankSource(bank, 96, 64, seed=0, augment=Augment(night_weight=weight))
+        picks = [src.frame_index(i) for i in range(4000)]
+        return float(np.mean([times[p] == "night" for p in picks]))
+
+    base = times.count("night") / len(times)
+    assert abs(night_share(1.0) - base) < 0.03
+    boosted = 3 * base / (3 * base + (1 - base))
+    assert abs(night_share(3.0) - boosted) < 0.03
