@@ -16,6 +16,7 @@ as crowd regions). ``--write-card`` stores the figures in each card's ``[accurac
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 import tempfile
 import time
@@ -41,13 +42,17 @@ def main() -> None:
     ap.add_argument("--cards", nargs="*", default=[str(ROOT / "models" / "yolact_fast.toml"),
                                                    str(ROOT / "models" / "maskrcnn_accurate.toml")])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=9100,
+                    help="held-out seeds start here (9100: the reported set; another range to choose settings on)")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="score with this [postprocess] score_threshold instead of the card's")
     ap.add_argument("--write-card", action="store_true", help="store the figures in each card's [accuracy]")
     args = ap.parse_args()
     if args.drive is not None:
         drives = [(args.drive.stem, args.drive)]
         described = str(args.drive)
     else:
-        held = held_out_drives(args.out or Path(tempfile.mkdtemp(prefix="heldout-")), args.frames)
+        held = held_out_drives(args.out or Path(tempfile.mkdtemp(prefix="heldout-")), args.frames, args.first_seed)
         drives = [(d.name, d.path) for d in held]
         described = "; ".join(f"{d.name}: {d.command}" for d in held)
         print("held-out drives: " + described)
@@ -57,7 +62,9 @@ def main() -> None:
     for path in args.cards:
         try:
             card = load_card(path)
-            seg = load_segmenter(path, threads=args.threads)
+            if args.score_threshold is not None:
+                card = replace(card, postprocess={**card.postprocess, "score_threshold": args.score_threshold})
+            seg = load_segmenter(card, threads=args.threads)
         except (CardError, RuntimeError, ValueError) as e:
             print(f"{Path(path).stem:<20} not available: {e}")
             continue

@@ -162,9 +162,11 @@ def network_blob(image_bgr: np.ndarray, transform: Letterbox | None, width: int,
     return cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True), lb
 
 
-def load_segmenter(card_path: str | Path, threads: int = 0, providers: Sequence[str] | None = None) -> Segmenter:
-    """The segmenter a card describes (``yolact``, ``maskrcnn`` or ``ultralytics`` family)."""
-    card = load_card(card_path)
+def load_segmenter(card_path: ModelCard | str | Path, threads: int = 0,
+                   providers: Sequence[str] | None = None) -> Segmenter:
+    """The segmenter a card (a path, or a loaded card) describes (``yolact``, ``maskrcnn`` or
+    ``ultralytics`` family)."""
+    card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
     if card.family == "yolact":
         return YolactSegmenter(card, threads, providers)
     if card.family == "maskrcnn":
