@@ -50,6 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, RuntimeError, OSError) as e:
+        if not user_error(e):
+            raise
+        print(f"perception {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def user_error(e: BaseException) -> bool:
+    """Whether ``e`` is about the user's input (answered with one line, not a traceback): the
+    project's own errors, which name the file or key and what was expected (``CardError``,
+    ``DriveError``, ``DataError``, ``ConfigError``, ...), and operating-system errors on a
+    path (missing, unreadable). Anything else is a bug and keeps its traceback."""
+    if isinstance(e, OSError):
+        return e.filename is not None
+    return type(e).__module__.split(".")[0] == "perception"
 
 
 if __name__ == "__main__":
