@@ -140,6 +140,50 @@ def score_peer(snapshot: Path, drives: list[HeldOut], threads: int, width: int, 
     return score(UltralyticsSegmenter(path, threads=threads).predict, drives)
 
 
+def score_existing(a: argparse.Namespace) -> None:
+    """``--existing``: the curve of an earlier run from its snapshots."""
+    import torch
+
+    card, folder = (p.resolve() for p in a.existing)
+    out = (a.out or Path(tempfile.mkdtemp(prefix="learning-curve-"))).resolve()
+    drives = held_out_drives(out / "heldout", a.frames)
+    snaps = sorted(folder.glob("cpu-*.pt"), key=lambda p: float(p.stem[4:]))
+    points = ([(0.0, a.start.resolve())] if a.start else []) + [(float(p.stem[4:]), p) for p in snaps]
+    rows = []
+    for minutes, snap in points:
+        steps = int(torch.load(snap, weights_only=True).get("step", 0))
+        aps = score_ours(card, snap, drives, a.threads)
+        rows.append({"cpu_minutes": a.offset_minutes + minutes, "steps": steps, "ap": aps,
+                     "mean_ap": float(np.mean(list(aps.values())))})
+    names = [d.name for d in drives]
+    print(f"{'CPU-min':>8}{'steps':>7}" + "".join(f"{n:>15}" for n in names) + f"{'mean':>8}")
+    for r in rows:
+        print(f"{r['cpu_minutes']:>8g}{r['steps']:>7}" + "".join(f"{r['ap'][n]:>15.3f}" for n in names)
+              + f"{r['mean_ap']:>8.3f}")
+    if a.json:
+        a.json.write_text(json.dumps({"card": str(card), "drives": [{"name": d.name, "seed": d.seed} for d in drives],
+                                      "results": {f"ours:{card.stem}": rows}}, indent=1))
+    if a.plot:
+        plot({f"ours:{card.stem}": rows}, a.plot)
+
+
+def plot(results: dict[str, list[dict[str, object]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rows in results.items():
+        ax.plot([r["cpu_minutes"] for r in rows], [r["mean_ap"] for r in rows], marker="o", label=label)
+    ax.set_xlabel("CPU-minutes of training (one core)")
+    ax.set_ylabel("mask AP, mean of 6 held-out drives")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cards", type=Path, nargs="+", default=[ROOT / "models" / "yolact_fast.toml"],
@@ -152,7 +196,16 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads when scoring")
+    ap.add_argument("--existing", nargs=2, metavar=("CARD", "SNAPSHOTS"), type=Path, default=None,
+                    help="train nothing: score the cpu-<minutes>.pt snapshots of an earlier run of CARD (a long "
+                         "`perception train --cpu-minutes M --snapshot-minutes ...`), plus --start weights")
+    ap.add_argument("--start", type=Path, default=None, help="with --existing: the weights the run started from")
+    ap.add_argument("--offset-minutes", type=float, default=0.0,
+                    help="with --existing: CPU-minutes the start weights had already had (added to each point)")
     a = ap.parse_args()
+    if a.existing:
+        score_existing(a)
+        return
     out = (a.out or Path(tempfile.mkdtemp(prefix="learning-curve-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "frame_bank"
@@ -231,20 +284,7 @@ def main() -> None:
                                       "drives": [{"name": d.name, "seed": d.seed, "frames": a.frames} for d in drives],
                                       "results": results}, indent=1))
     if a.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, rows in results.items():
-            ax.plot([r["cpu_minutes"] for r in rows], [r["mean_ap"] for r in rows], marker="o", label=label)
-        ax.set_xlabel("CPU-minutes of training (one core)")
-        ax.set_ylabel("mask AP, mean of 6 held-out drives")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=120)
+        plot(results, a.plot)
 
 
 if __name__ == "__main__":
