@@ -17,13 +17,16 @@ on textured backgrounds, for tests and smoke runs) and ``synth`` (the synthetic 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
 import torch
 
 from perception.classes import CLASSES
+
+if TYPE_CHECKING:
+    from perception.train.frame_bank import Augment
 
 Target = dict[str, torch.Tensor]
 Sample = tuple[torch.Tensor, Target]
@@ -71,11 +74,13 @@ class DataConfig:
             raise ValueError(f"bank_drives must be >= 0, got {self.bank_drives}")
         if self.bank_drives and (self.bank_frames_per_drive < 1 or self.bank_stride < 1):
             raise ValueError("bank_frames_per_drive and bank_stride must be >= 1")
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
-                             f"got {self.scale_min}, {self.scale_max}")
-        if not 0 <= self.flip <= 1 or self.photometric < 0:
-            raise ValueError("flip must be in [0, 1] and photometric >= 0")
+        self.augment().validate()
+
+    def augment(self) -> Augment:
+        """The augmentation these keys describe (:class:`perception.train.frame_bank.Augment`)."""
+        from perception.train.frame_bank import Augment  # it imports this module
+
+        return Augment(self.scale_min, self.scale_max, self.flip, self.photometric, self.night_weight)
 
 
 def to_sample(image_rgb: np.ndarray, masks: list[np.ndarray], labels: list[int]) -> Sample:
@@ -157,7 +162,7 @@ def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tu
     if cfg.source == "shapes":
         return ShapesSource(width, height, seed, classes, cfg.max_objects)
     if cache_dir is not None and cfg.bank_drives > 0:
-        from perception.train.frame_bank import Augment, BankConfig, BankSource, FrameBank
+        from perception.train.frame_bank import BankConfig, BankSource, FrameBank
 
         if held_out:
             bank = FrameBank(BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2,
@@ -165,8 +170,7 @@ def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tu
             return BankSource(bank, width, height, seed, shuffle=False)
         bank = FrameBank(BankConfig(seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive,
                                     stride=cfg.bank_stride), cache_dir)
-        return BankSource(bank, width, height, seed, Augment(cfg.scale_min, cfg.scale_max, cfg.flip, cfg.photometric,
-                                                              cfg.night_weight))
+        return BankSource(bank, width, height, seed, cfg.augment())
     from perception.train.synth_source import SynthSource
 
     return SynthSource(width, height, seed)

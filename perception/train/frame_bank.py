@@ -82,8 +82,8 @@ class Augment:
 
     def validate(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"augmentation scale range must satisfy 0 < min <= max, got "
-                             f"[{self.scale_min}, {self.scale_max}]")
+            raise ValueError(f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
+                             f"got {self.scale_min}, {self.scale_max}")
         if not 0 <= self.flip <= 1 or self.photometric < 0 or self.night_weight <= 0:
             raise ValueError("flip must be in [0, 1], photometric >= 0 and night_weight > 0")
 
@@ -163,20 +163,27 @@ class FrameBank:
         return image, ids, self._labels[i]
 
 
-def _place(src: np.ndarray, dst_wh: tuple[int, int], scale: float, flip: bool, rng: np.random.Generator,
-           fill: int, interp: int) -> np.ndarray:
-    """Letterbox ``src`` into ``dst_wh`` times ``scale`` (resized as the preprocess node
-    does), flipped, at a random offset: a random crop where it is larger than the output,
-    a random place inside it where smaller; the rest is ``fill``. Call twice with the same
-    rng state for the image and its id map."""
-    (sh, sw), (dw, dh) = src.shape[:2], dst_wh
+def _layout(src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float,
+            rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """Size ``(nw, nh)`` and offset ``(ox, oy)`` of ``src`` letterboxed into ``dst`` times
+    ``scale``: a random crop where it is larger than the output, a random place inside it
+    where smaller, centred as the preprocess node does at scale 1."""
+    (sw, sh), (dw, dh) = src_wh, dst_wh
     s = min(dw / sw, dh / sh) * scale
     nw, nh = max(1, round(sw * s)), max(1, round(sh * s))
-    resized = cv2.resize(src, (nw, nh), interpolation=interp) if (nw, nh) != (sw, sh) else src
-    if flip:
-        resized = resized[:, ::-1]
     ox = int(rng.integers(min(0, dw - nw), max(0, dw - nw) + 1)) if nw != dw and scale != 1 else (dw - nw) // 2
     oy = int(rng.integers(min(0, dh - nh), max(0, dh - nh) + 1)) if nh != dh and scale != 1 else (dh - nh) // 2
+    return nw, nh, ox, oy
+
+
+def _place(src: np.ndarray, layout: tuple[int, int, int, int], dst_wh: tuple[int, int], flip: bool, fill: int,
+           interp: int) -> np.ndarray:
+    """``src`` resized and placed as ``layout`` says (flipped first), the rest ``fill``."""
+    nw, nh, ox, oy = layout
+    dw, dh = dst_wh
+    resized = cv2.resize(src, (nw, nh), interpolation=interp) if (nw, nh) != (src.shape[1], src.shape[0]) else src
+    if flip:
+        resized = resized[:, ::-1]
     out = np.full((dh, dw, *src.shape[2:]), fill, src.dtype)
     x0, y0 = max(0, ox), max(0, oy)
     x1, y1 = min(dw, ox + nw), min(dh, oy + nh)
@@ -225,12 +232,11 @@ class BankSource:
         a = self.augment
         scale = math.exp(rng.uniform(math.log(a.scale_min), math.log(a.scale_max)))
         flip = bool(rng.random() < a.flip)
-        state = rng.bit_generator.state
         size = (self.width, self.height)
-        interp = cv2.INTER_AREA if min(size[0] / image.shape[1], size[1] / image.shape[0]) * scale < 1 else cv2.INTER_LINEAR
-        out = _place(image, size, scale, flip, rng, self.pad_value, interp)
-        rng.bit_generator.state = state
-        warped_ids = _place(ids, size, scale, flip, rng, 0, cv2.INTER_NEAREST)
+        layout = _layout((image.shape[1], image.shape[0]), size, scale, rng)
+        interp = cv2.INTER_AREA if layout[0] < image.shape[1] else cv2.INTER_LINEAR
+        out = _place(image, layout, size, flip, self.pad_value, interp)
+        warped_ids = _place(ids, layout, size, flip, 0, cv2.INTER_NEAREST)
         if a.photometric > 0:
             out = _photometric(out, a.photometric, rng)
         keep = [(int(i), int(c)) for i, c, ignore in labels if not ignore]
