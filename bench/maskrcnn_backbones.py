@@ -28,7 +28,7 @@ from perception.segmentation.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from perception.segmentation.runtime import open_session
 from perception.train.data import DataConfig, make_source
 from perception.train.export import export_maskrcnn_onnx
-from perception.train.loop import batch_at
+from perception.train.steps import batch_at
 
 
 def main() -> None:

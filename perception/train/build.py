@@ -13,7 +13,9 @@ from torch import nn
 
 from perception.config import build_config
 from perception.segmentation.card import CardError, ModelCard
-from perception.segmentation.maskrcnn_checkpoint import load_torch_file
+from perception.segmentation.maskrcnn import COCO_NUM_CLASSES
+from perception.segmentation.maskrcnn_checkpoint import (CheckpointError, coco_to_road_classes, load_torch_file,
+                                                         read_state_dict)
 from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.yolact import Yolact, YolactConfig
 
@@ -45,28 +47,60 @@ def read_weights_file(path: Path, what: str) -> dict:
     return blob
 
 
-def init_from(model: nn.Module, path: Path, rename: dict[str, str]) -> tuple[int, int]:
+def init_from(model: nn.Module, card: ModelCard, path: Path, rename: dict[str, str] | None = None,
+              what: str = "--init") -> tuple[int, int]:
     """Copy into ``model`` every tensor of the weights file ``path`` whose name, after the
     first matching prefix of ``rename`` is replaced (``{"backbone.": "backbone.body."}``),
-    and shape match the model's: transfer from another model of the project (for example
-    the fast model's trained trunk and FPN into the accurate model), the only pretraining
-    available on machines that cannot download weights. Returns ``(copied, model tensors)``.
+    and shape match the model's; the rest stays as it is. ``path`` is any weights file the
+    project reads: a perception weights file (transfer from another model of the project,
+    for example the fast model's trained trunk into the accurate model, the only pretraining
+    on machines that cannot download weights) or a checkpoint in torchvision's published
+    format (a plain ``state_dict``), whose 91-class COCO predictor rows of a ``maskrcnn``
+    card are cut down to the card's classes. Returns ``(copied, model tensors)``.
 
     Raises :class:`CardError` naming the file when it cannot be read or nothing matches.
     """
-    blob = read_weights_file(path, "[training.init] weights")
-    source = blob["model"]
+    try:
+        source = read_state_dict(path)
+        if card.family == "maskrcnn":
+            rows = source.get("roi_heads.box_predictor.cls_score.weight")
+            if rows is not None and rows.shape[0] == COCO_NUM_CLASSES:
+                source = coco_to_road_classes(source, card.classes)
+    except CheckpointError as e:
+        raise CardError(f"{what}: {e}") from None
     target = model.state_dict()
     copied: dict[str, torch.Tensor] = {}
     for key, value in source.items():
-        new = next((to + key[len(old):] for old, to in rename.items() if key.startswith(old)), key)
+        new = next((to + key[len(old):] for old, to in (rename or {}).items() if key.startswith(old)), key)
         if new in target and tuple(target[new].shape) == tuple(value.shape):
             copied[new] = value
     if not copied:
-        raise CardError(f"[training.init] no tensor of {str(path)!r} fits the model "
-                        f"(renamed with {rename}); first keys: {list(source)[:3]}")
+        raise CardError(f"{what}: no tensor of {str(path)!r} fits the model of {card.path}"
+                        f"{f' (renamed with {rename})' if rename else ''}; first keys: {list(source)[:3]}")
     model.load_state_dict(copied, strict=False)
     return len(copied), len(target)
+
+
+def trunk(model: nn.Module, card: ModelCard) -> nn.Module:
+    """The feature extractor of the model (what ``freeze_trunk`` freezes): the backbone
+    of a ``yolact`` model, the backbone's body (not its FPN) of a ``maskrcnn`` one."""
+    return model.backbone.body if card.family == "maskrcnn" else model.backbone  # type: ignore[return-value]
+
+
+def freeze(module: nn.Module) -> int:
+    """Stop ``module`` from learning: no gradients for its parameters and its BatchNorm
+    statistics held (it runs in eval mode even inside a model in train mode). Returns the
+    number of parameters frozen."""
+    n = 0
+    for p in module.parameters():
+        p.requires_grad_(False)
+        n += p.numel()
+    module.register_forward_pre_hook(_hold_statistics)
+    return n
+
+
+def _hold_statistics(module: nn.Module, _inputs: object) -> None:
+    module.eval()  # returns the module: a pre-hook that returned it would replace the inputs
 
 
 def save_weights(model: nn.Module, card: ModelCard, path: Path, step: int) -> None:

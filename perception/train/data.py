@@ -11,12 +11,14 @@ torchvision detection conventions:
 Samples are a pure function of ``(seed, index)``, so training resumes exactly and a
 held-out set is just another seed. Sources: ``shapes`` (built in: class-specific shapes
 on textured backgrounds, for tests and smoke runs) and ``synth`` (the synthetic drives of
-``perception.synth``, letterboxed like the preprocess node does).
+``perception.synth``, letterboxed like the preprocess node does); users' files (COCO,
+YOLO-seg, drives) are read by :mod:`perception.train.labelled`, and
+:mod:`perception.train.sources` mixes the sources a run names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import cv2
@@ -26,7 +28,7 @@ import torch
 from perception.classes import CLASSES
 
 if TYPE_CHECKING:
-    from perception.train.frame_bank import Augment
+    from perception.train.augment import Augment
 
 Target = dict[str, torch.Tensor]
 Sample = tuple[torch.Tensor, Target]
@@ -64,10 +66,21 @@ class DataConfig:
     flip: float = 0.0
     photometric: float = 0.0
     night_weight: float = 1.0
+    #: what to train on (:mod:`perception.train.sources` specs: ``"synth"``,
+    #: ``"yolo-seg:DIR@0.5"``, ``"coco:FILE.json"``, ``"drive:FILE.mcap"``; paths relative
+    #: to the card's folder); empty: ``source`` alone. ``--data`` overrides it.
+    sources: tuple[str, ...] = ()
+    #: share of each file source's images held out for validation (a stable split by name)
+    val_fraction: float = 0.1
+    #: a dataset's class names (or ids) to ours, ``""`` to drop one (``[data.classes]``);
+    #: names that are ours map to themselves, other classes are dropped
+    classes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.source not in ("shapes", "synth"):
             raise ValueError(f"source must be 'shapes' or 'synth', got {self.source!r}")
+        if not 0 <= self.val_fraction <= 0.9:
+            raise ValueError(f"val_fraction must be in [0, 0.9], got {self.val_fraction}")
         if self.train_seed == self.eval_seed:
             raise ValueError("eval_seed must differ from train_seed (held-out data)")
         if self.bank_drives < 0:
@@ -77,8 +90,8 @@ class DataConfig:
         self.augment().validate()
 
     def augment(self) -> Augment:
-        """The augmentation these keys describe (:class:`perception.train.frame_bank.Augment`)."""
-        from perception.train.frame_bank import Augment  # it imports this module
+        """The augmentation these keys describe (:class:`perception.train.augment.Augment`)."""
+        from perception.train.augment import Augment
 
         return Augment(self.scale_min, self.scale_max, self.flip, self.photometric, self.night_weight)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from perception.synth import DriveSimulator, SynthConfig, time_of_day
 from perception.synth.config import GENERATOR_VERSION
+from perception.train.augment import Augment, augment_image
 from perception.train.data import Sample, to_sample
 
 log = logging.getLogger(__name__)
@@ -64,28 +64,6 @@ class BankConfig:
 
     def drive_seed(self, drive: int) -> int:
         return self.seed * DRIVE_SEED_STRIDE + drive
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Sample augmentation: scale range (1 = the node's letterbox), flip probability, and
-    photometric jitter strength (0 = off; 1 = gain x[0.6, 1.5], contrast x[0.7, 1.3], gamma
-    x[0.7, 1.4])."""
-
-    scale_min: float = 1.0
-    scale_max: float = 1.0
-    flip: float = 0.0
-    photometric: float = 0.0
-    #: sampling weight of night frames relative to day and dusk ones (the generator draws
-    #: 60 % day, 20 % dusk, 20 % night drives; 2 makes night a third of the samples)
-    night_weight: float = 1.0
-
-    def validate(self) -> None:
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
-                             f"got {self.scale_min}, {self.scale_max}")
-        if not 0 <= self.flip <= 1 or self.photometric < 0 or self.night_weight <= 0:
-            raise ValueError("flip must be in [0, 1], photometric >= 0 and night_weight > 0")
 
 
 def render_drive(cfg: BankConfig, drive: int) -> dict[str, np.ndarray]:
@@ -163,44 +141,6 @@ class FrameBank:
         return image, ids, self._labels[i]
 
 
-def _layout(src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float,
-            rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """Size ``(nw, nh)`` and offset ``(ox, oy)`` of ``src`` letterboxed into ``dst`` times
-    ``scale``: a random crop where it is larger than the output, a random place inside it
-    where smaller, centred as the preprocess node does at scale 1."""
-    (sw, sh), (dw, dh) = src_wh, dst_wh
-    s = min(dw / sw, dh / sh) * scale
-    nw, nh = max(1, round(sw * s)), max(1, round(sh * s))
-    ox = int(rng.integers(min(0, dw - nw), max(0, dw - nw) + 1)) if nw != dw and scale != 1 else (dw - nw) // 2
-    oy = int(rng.integers(min(0, dh - nh), max(0, dh - nh) + 1)) if nh != dh and scale != 1 else (dh - nh) // 2
-    return nw, nh, ox, oy
-
-
-def _place(src: np.ndarray, layout: tuple[int, int, int, int], dst_wh: tuple[int, int], flip: bool, fill: int,
-           interp: int) -> np.ndarray:
-    """``src`` resized and placed as ``layout`` says (flipped first), the rest ``fill``."""
-    nw, nh, ox, oy = layout
-    dw, dh = dst_wh
-    resized = cv2.resize(src, (nw, nh), interpolation=interp) if (nw, nh) != (src.shape[1], src.shape[0]) else src
-    if flip:
-        resized = resized[:, ::-1]
-    out = np.full((dh, dw, *src.shape[2:]), fill, src.dtype)
-    x0, y0 = max(0, ox), max(0, oy)
-    x1, y1 = min(dw, ox + nw), min(dh, oy + nh)
-    out[y0:y1, x0:x1] = resized[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-    return out
-
-
-def _photometric(img: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    gain = math.exp(rng.uniform(math.log(0.6), math.log(1.5)) * strength)
-    contrast = math.exp(rng.uniform(math.log(0.7), math.log(1.3)) * strength)
-    gamma = math.exp(rng.uniform(math.log(0.7), math.log(1.4)) * strength)
-    x = np.arange(256, dtype=np.float32) / 255.0
-    y = np.clip(x * gain, 0, 1) ** gamma
-    y = np.clip((y - 0.5) * contrast + 0.5, 0, 1)
-    return cv2.LUT(img, (y * 255).round().astype(np.uint8))
-
-
 class BankSource:
     """A :class:`~perception.train.data.DataSource` over a :class:`FrameBank`: sample
     ``index`` is a random frame of the bank under a random augmentation, both drawn from
@@ -229,16 +169,7 @@ class BankSource:
         ``night_weight``) or frame ``index % len(bank)``, augmented."""
         rng = np.random.default_rng((self.seed, index))
         image, ids, labels = self.bank.frame(self._frame_index(rng, index))
-        a = self.augment
-        scale = math.exp(rng.uniform(math.log(a.scale_min), math.log(a.scale_max)))
-        flip = bool(rng.random() < a.flip)
-        size = (self.width, self.height)
-        layout = _layout((image.shape[1], image.shape[0]), size, scale, rng)
-        interp = cv2.INTER_AREA if layout[0] < image.shape[1] else cv2.INTER_LINEAR
-        out = _place(image, layout, size, flip, self.pad_value, interp)
-        warped_ids = _place(ids, layout, size, flip, 0, cv2.INTER_NEAREST)
-        if a.photometric > 0:
-            out = _photometric(out, a.photometric, rng)
+        out, (warped_ids,) = augment_image(image, [ids], (self.width, self.height), self.augment, rng, self.pad_value)
         keep = [(int(i), int(c)) for i, c, ignore in labels if not ignore]
         masks = [warped_ids == i for i, _ in keep]
         return to_sample(cv2.cvtColor(out, cv2.COLOR_BGR2RGB), masks, [c for _, c in keep])

@@ -15,95 +15,24 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from perception.config import build_config
-from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
-from perception.segmentation.maskrcnn_infer import detect as detect_maskrcnn
-from perception.segmentation.yolact_infer import detect
-from perception.segmentation.yolact_loss import LossConfig, yolact_loss
-from perception.train.build import build_model, init_from, load_weights, save_weights
-from perception.train.data import DataConfig, DataSource, Target, make_source
-from perception.train.evaluate import evaluate_samples
+from perception.train.build import build_model, freeze, init_from, load_weights, save_weights, trunk
+from perception.train.config import TrainConfig
+from perception.train.data import DataConfig, DataSource
+from perception.train.sources import SourceSpec, build_training_data, parse_specs
+from perception.train.steps import StepBatches, batch_at, loss_terms
+from perception.train.validation import BestKeeper, evaluate_model, held_out_loss
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InitConfig:
-    """``[training.init]``: start from another weights file of the project instead of random
-    weights (``weights`` relative to the card's folder; ``rename`` maps name prefixes of that
-    file to this model's). Tensors whose renamed name or shape do not match are left random."""
-
-    weights: str = ""
-    rename: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The card's ``[training]`` table (``[training.loss]`` holds :class:`LossConfig`)."""
-
-    steps: int = 20000
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 5e-4
-    warmup_steps: int = 300
-    grad_clip: float = 10.0
-    seed: int = 0
-    eval_every: int = 2000
-    checkpoint_every: int = 500
-    threads: int = 1
-    device: str = "auto"
-    workers: int = 0
-    run_dir: str = "runs"
-    precise_bn_images: int = 0
-    #: exponential moving average of the weights (0 = off): decay ``ema_decay * (1 -
-    #: exp(-updates / ema_ramp_steps))``, so the average follows quickly early in a run; the
-    #: average is what is evaluated and saved
-    ema_decay: float = 0.0
-    ema_ramp_steps: int = 500
-    loss: LossConfig = field(default_factory=LossConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-
-    def validate(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("steps and batch_size must be >= 1 and lr > 0")
-        if not 0 <= self.ema_decay < 1 or self.ema_ramp_steps < 1:
-            raise ValueError(f"ema_decay must be in [0, 1) and ema_ramp_steps >= 1, got {self.ema_decay}, "
-                             f"{self.ema_ramp_steps}")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-
-    def torch_device(self) -> torch.device:
-        """``auto``: the first CUDA device when there is one, else the CPU."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-
-def to_model_targets(target: Target, class_ids: tuple[int, ...]) -> Target:
-    """Keep the instances of the card's classes, relabelled as model class indices."""
-    lut = torch.full((max(class_ids) + 1 if class_ids else 1,), -1, dtype=torch.long)
-    lut[list(class_ids)] = torch.arange(len(class_ids))
-    labels = target["labels"]
-    mapped = torch.where(labels < lut.numel(), lut[labels.clamp(max=lut.numel() - 1)], torch.full_like(labels, -1))
-    keep = mapped >= 0
-    return {"boxes": target["boxes"][keep], "labels": mapped[keep], "masks": target["masks"][keep]}
-
-
-def batch_at(source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...],
-             device: torch.device | None = None) -> tuple[torch.Tensor, list[Target]]:
-    """Batch ``step``: samples ``step * batch_size + i``, targets relabelled to model classes."""
-    samples = [source.sample(step * batch_size + i) for i in range(batch_size)]
-    targets = [{k: v.to(device) for k, v in to_model_targets(s[1], class_ids).items()} for s in samples]
-    return torch.stack([s[0] for s in samples]).to(device), targets
 
 
 def precise_bn(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int, batch_size: int,
@@ -136,55 +65,6 @@ def precise_bn(model: torch.nn.Module, card: ModelCard, source: DataSource, n_im
     return steps * batch_size
 
 
-class StepBatches(torch.utils.data.Dataset):
-    """Batch ``s`` of the run as item ``s`` (CPU tensors), so a ``DataLoader`` with workers
-    can prepare batches ahead; batches are a pure function of the step either way."""
-
-    def __init__(self, source: DataSource, batch_size: int, class_ids: tuple[int, ...], steps: int) -> None:
-        self.source, self.batch_size, self.class_ids, self.steps = source, batch_size, class_ids, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, list[Target]]:
-        return batch_at(self.source, step, self.batch_size, self.class_ids)
-
-
-def loss_terms(model: torch.nn.Module, card: ModelCard, images: torch.Tensor, targets: list[Target],
-               cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """The model's loss terms on a batch, their sum under ``"total"``. ``targets`` use model
-    class indices (0-based)."""
-    if card.family == "maskrcnn":
-        # torchvision's Mask R-CNN computes its own losses in train mode; class 0 is its background
-        terms = model(list(images), [{**t, "labels": t["labels"] + 1} for t in targets])
-        return {**terms, "total": torch.stack(list(terms.values())).sum()}
-    return yolact_loss(model(images), targets, cfg.loss)
-
-
-def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
-    """COCO mask AP of the torch model on samples ``0..n_images-1`` of ``source``."""
-    post = postprocess_config(card)
-    samples = []
-    for i in range(n_images):
-        image, target = source.sample(i)
-        bgr = np.ascontiguousarray((image.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
-        samples.append((bgr, target["labels"].tolist(), list(target["masks"].numpy().astype(bool))))
-
-    def predict(bgr: np.ndarray) -> tuple[list[int], list[float], list[np.ndarray]]:
-        if card.family == "maskrcnn":
-            d = detect_maskrcnn(model, bgr, card.input_width, card.input_height,  # type: ignore[arg-type]
-                                post.score_threshold, post.mask_threshold, post.pad_value)
-        else:
-            d = detect(model, bgr, card.input_width, card.input_height, post.nms(), post.mask_threshold,  # type: ignore[arg-type]
-                       post.pad_value)
-        return [card.class_ids[c] for c in d.labels], d.scores.tolist(), list(d.masks)
-
-    was_training = model.training
-    result = evaluate_samples(predict, samples, card.classes)
-    model.train(was_training)
-    return result
-
-
 def make_ema(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:
     """The weights' moving average (buffers too, so BatchNorm statistics follow), or None."""
     if cfg.ema_decay <= 0:
@@ -210,16 +90,33 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return _cosine((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
 
 
+def data_specs(card: ModelCard, data_cfg: DataConfig, data: str | None) -> tuple[SourceSpec, ...]:
+    """The run's sources: ``--data`` (paths as given), else the card's ``[data] sources``
+    (paths relative to the card), else its ``[data] source`` alone."""
+    if data:
+        return parse_specs(data)
+    if data_cfg.sources:
+        return parse_specs(data_cfg.sources, base=card.path.parent)
+    return (SourceSpec(data_cfg.source),)
+
+
 def train(card_path: str | Path, steps: int | None = None, resume: bool = False, coco_root: str | None = None,
           run_dir: str | None = None, progress: bool = True, continue_from_card: bool = False,
           cpu_minutes: float | None = None, snapshot_minutes: tuple[float, ...] = (),
-          settings: dict[str, object] | None = None) -> dict[str, object]:
+          settings: dict[str, object] | None = None, data: str | None = None, images_dir: str | None = None,
+          init: str | None = None) -> dict[str, object]:
     """Train the model of ``card_path``; returns the final losses and evaluation.
 
     ``resume``: pick up the interrupted run from its checkpoint (same schedule, same result
     as an uninterrupted run). ``continue_from_card``: start a new schedule from the card's
     own weights file (checkpoints do not travel between machines; the committed weights do);
-    the saved weights count the steps of both runs.
+    the saved weights count the steps of both runs. ``init``: start from another weights
+    file (:func:`~perception.train.build.init_from`: the project's or torchvision's format).
+
+    ``data``: source specs (:mod:`perception.train.sources`) instead of the card's; COCO
+    images are looked up in ``images_dir`` when given. The held-out samples are evaluated
+    every ``eval_every`` steps and at the end; with ``keep_best`` the weights of the best
+    evaluation are the ones saved.
 
     ``cpu_minutes``: a budget of this process's CPU time instead of a step count (learning
     curves): the cosine schedule runs over the budget's fraction spent, the run stops when it
@@ -232,53 +129,66 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     data_cfg = build_config(DataConfig, card.data, card.where("data"))
     if card.weights is None:
         raise CardError(f"{card.path}: a [weights] table with the output file is needed to train")
+    if init and (resume or continue_from_card):
+        raise CardError("--init starts a new run from a weights file; it does not go with --resume or --continue")
+    specs = data_specs(card, data_cfg, data)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     device = cfg.torch_device()
     model = build_model(card).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     root = Path(run_dir or cfg.run_dir)
     ckpt = root / card.name / "last.pt"
-    start = 0
     prior_steps = 0
     if continue_from_card:
         prior_steps = load_weights(model, card, card.weights.verify())
         log.info("continuing %s from its weights %s (%d steps before)", card.name, card.weights.path, prior_steps)
+    elif init or (cfg.init.weights and not resume):
+        path, rename = (Path(init), {}) if init else (card.path.parent / cfg.init.weights, cfg.init.rename)
+        copied, total = init_from(model, card, path, rename, "--init" if init else "[training.init] weights")
+        log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, path)
+    if cfg.freeze_trunk:
+        log.info("trunk frozen: %d parameters do not learn", freeze(trunk(model, card)))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     ema = make_ema(model, cfg)
+    keeper = BestKeeper(ckpt.parent / "best.pt", cfg.patience)
+    start = 0
     if resume:
-        if not ckpt.is_file():
-            raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"].cpu())
-        start = int(state["step"])
-        prior_steps = int(state.get("prior_steps", prior_steps))
-        if ema is not None:
-            if "ema" not in state:
-                raise CardError(f"--resume: checkpoint {str(ckpt)!r} has no weight average but the card sets ema_decay")
-            ema.load_state_dict(state["ema"])
-        log.info("resuming %s from step %d (%s)", card.name, start, ckpt)
-    elif cfg.init.weights and not continue_from_card:
-        init_path = card.path.parent / cfg.init.weights
-        copied, total = init_from(model, init_path, cfg.init.rename)
-        log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, init_path)
-    source = make_source(data_cfg, card.input_width, card.input_height, data_cfg.train_seed, card.classes,
-                         cache_dir=str(root / "frame_bank"))
+        start, prior_steps = _resume(ckpt, card, model, opt, sched, ema, keeper, device, prior_steps)
+    run_data = build_training_data(data_cfg, specs, card.input_width, card.input_height, card.classes,
+                                   cache_dir=str(root / "frame_bank"), images_dir=images_dir)
+    for line in run_data.summary:
+        log.info("data: %s", line)
+    source = run_data.train
     if coco_root:
         from perception.train.copy_paste import CopyPaste
 
         source = CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
-    held_out = make_source(data_cfg, card.input_width, card.input_height, data_cfg.eval_seed, card.classes,
-                           cache_dir=str(root / "frame_bank"), held_out=True)
+    held_out, n_held = run_data.held_out, len(run_data.held_out)
+    if not n_held:
+        log.warning("no held-out samples (too few images for a validation split): nothing is validated")
     log.info("training %s on %s: %d steps of %d images", card.name, device, cfg.steps, cfg.batch_size)
 
     def final() -> torch.nn.Module:
         """The weights to evaluate and save: the moving average when there is one."""
         return ema.module if ema is not None else model  # type: ignore[return-value]
 
+    def validate(step: int) -> dict[str, object]:
+        if not n_held:
+            return {}
+        result = evaluate_model(final(), card, held_out, n_held)
+        result["val_loss"] = held_out_loss(final(), card, held_out, n_held, cfg.batch_size, cfg, device)
+        log.info("step %d: mask AP %.3f AP50 %.3f AP75 %.3f, held-out loss %.4f", step, result["mask_ap"],
+                 result["mask_ap50"], result["mask_ap75"], result["val_loss"])
+        if cfg.keep_best:
+            keeper.update(float(result["mask_ap"]), prior_steps + step,  # type: ignore[arg-type]
+                          lambda p: save_weights(final(), card, p, prior_steps + step))
+        return result
+
+    initial_loss = held_out_loss(model, card, held_out, n_held, cfg.batch_size, cfg, device) if init else None
+    if initial_loss is not None:
+        log.info("held-out loss before training: %.4f", initial_loss)
     losses: dict[str, float] = {}
     metrics: dict[str, object] = {}
     batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
@@ -314,22 +224,51 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         losses = {k: float(v.detach()) for k, v in terms.items()}
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
         done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            metrics = validate(done)
+            if keeper.should_stop and done < cfg.steps:
+                log.info("early stop after step %d: %d evaluations without a better mask AP than %.3f (step %d)",
+                         done, keeper.since, keeper.best_ap, keeper.best_step)
+                cfg = replace(cfg, steps=done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             extra = {"ema": ema.state_dict()} if ema is not None else {}
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                        "rng": torch.get_rng_state(), "step": done, "prior_steps": prior_steps, **extra}, ckpt)
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            metrics = evaluate_model(final(), card, held_out, data_cfg.eval_images)
-            log.info("step %d: mask AP %.3f AP50 %.3f AP75 %.3f", done, metrics["mask_ap"], metrics["mask_ap50"],
-                     metrics["mask_ap75"])
+                        "rng": torch.get_rng_state(), "step": done, "prior_steps": prior_steps,
+                        "best": keeper.state_dict(), **extra}, ckpt)
         if done == cfg.steps:
             break
     if cfg.precise_bn_images > 0:
         n = precise_bn(final(), card, source, cfg.precise_bn_images, cfg.batch_size, cfg.steps, device)
-        metrics = evaluate_model(final(), card, held_out, data_cfg.eval_images)
-        log.info("BatchNorm statistics recomputed on %d unseen training images: mask AP %.3f AP50 %.3f AP75 %.3f",
-                 n, metrics["mask_ap"], metrics["mask_ap50"], metrics["mask_ap75"])
-    save_weights(final(), card, card.weights.path, prior_steps + cfg.steps)
+        log.info("BatchNorm statistics recomputed on %d unseen training images", n)
+        metrics = validate(cfg.steps)
+    if cfg.keep_best and keeper.best_step >= 0 and keeper.best_ap > float(metrics.get("mask_ap", -math.inf)):  # type: ignore[arg-type]
+        shutil.copyfile(keeper.path, card.weights.path)
+        log.info("kept the weights of step %d (held-out mask AP %.3f) over the last ones (%.3f)", keeper.best_step,
+                 keeper.best_ap, metrics.get("mask_ap"))
+    else:
+        save_weights(final(), card, card.weights.path, prior_steps + cfg.steps)
     set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))
-    return {"losses": losses, "metrics": metrics, "weights": str(card.weights.path)}
+    return {"losses": losses, "metrics": metrics, "weights": str(card.weights.path), "data": list(run_data.summary),
+            "best": keeper.state_dict(), **({"initial_val_loss": initial_loss} if initial_loss is not None else {})}
+
+
+def _resume(ckpt: Path, card: ModelCard, model: torch.nn.Module, opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, ema: torch.optim.swa_utils.AveragedModel | None,
+            keeper: BestKeeper, device: torch.device, prior_steps: int) -> tuple[int, int]:
+    """Load the run's checkpoint into its parts; returns ``(step, prior_steps)``."""
+    if not ckpt.is_file():
+        raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"].cpu())
+    if ema is not None:
+        if "ema" not in state:
+            raise CardError(f"--resume: checkpoint {str(ckpt)!r} has no weight average but the card sets ema_decay")
+        ema.load_state_dict(state["ema"])
+    if "best" in state:
+        keeper.load_state_dict(state["best"])
+    log.info("resuming %s from step %d (%s)", card.name, int(state["step"]), ckpt)
+    return int(state["step"]), int(state.get("prior_steps", prior_steps))

@@ -44,7 +44,8 @@ def test_bank_is_rendered_once_and_covers_every_scenario(tmp_path: Path) -> None
 def test_samples_are_a_pure_function_of_seed_and_index(tmp_path: Path) -> None:
     import torch
 
-    from perception.train.frame_bank import Augment, BankSource
+    from perception.train.augment import Augment
+    from perception.train.frame_bank import BankSource
 
     aug = Augment(0.5, 2.0, 0.5, 1.0)
     a = BankSource(small_bank(tmp_path), 128, 64, seed=3, augment=aug)
@@ -70,7 +71,8 @@ def test_scale_one_is_the_letterbox_the_node_applies(tmp_path: Path) -> None:
 
 
 def test_zoomed_out_samples_keep_masks_inside_the_placed_frame(tmp_path: Path) -> None:
-    from perception.train.frame_bank import Augment, BankSource
+    from perception.train.augment import Augment
+    from perception.train.frame_bank import BankSource
 
     source = BankSource(small_bank(tmp_path), 128, 64, seed=1, augment=Augment(0.5, 0.5, 1.0, 0.0))
     for i in range(4):
@@ -98,7 +100,8 @@ def test_bad_augmentation_settings_are_clear_errors() -> None:
 
 def test_night_weight_draws_night_frames_more_often(tmp_path: Path) -> None:
     from perception.synth import time_of_day
-    from perception.train.frame_bank import Augment, BankConfig, BankSource, FrameBank
+    from perception.train.augment import Augment
+    from perception.train.frame_bank import BankConfig, BankSource, FrameBank
 
     # drives 0..11 of seed 0; the test needs at least one night and one other drive among them
     cfg = BankConfig(drives=12, frames_per_drive=1, stride=1, camera=(96, 64))

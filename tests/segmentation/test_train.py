@@ -17,7 +17,8 @@ def held_out_loss(card_path: Path, weights: Path | None) -> float:
     from perception.segmentation.yolact_loss import yolact_loss
     from perception.train.build import build_model, load_weights
     from perception.train.data import DataConfig, make_source
-    from perception.train.loop import TrainConfig, batch_at
+    from perception.train.config import TrainConfig
+    from perception.train.steps import batch_at
 
     card = load_card(card_path)
     cfg = build_config(TrainConfig, card.training)

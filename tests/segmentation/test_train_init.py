@@ -23,9 +23,10 @@ def test_trunk_and_fpn_transfer_heads_stay_random(tiny_card: Path, make_maskrcnn
     fast = build_model(fast_card)
     save_weights(fast, fast_card, tmp_path / "fast.pt", step=7)
     torch.manual_seed(2)
-    accurate = build_model(load_card(make_maskrcnn_card()))
+    accurate_card = load_card(make_maskrcnn_card())
+    accurate = build_model(accurate_card)
     before = {k: v.clone() for k, v in accurate.state_dict().items()}
-    copied, total = init_from(accurate, tmp_path / "fast.pt", RENAME)
+    copied, total = init_from(accurate, accurate_card, tmp_path / "fast.pt", RENAME)
     after = accurate.state_dict()
     src = fast.state_dict()
     trunk = [k for k in src if k.startswith("backbone.")]
@@ -45,15 +46,16 @@ def test_nothing_fits_is_a_clear_error(make_maskrcnn_card, tmp_path: Path) -> No
     from perception.segmentation.card import CardError, load_card
     from perception.train.build import build_model, init_from
 
-    model = build_model(load_card(make_maskrcnn_card()))
+    card = load_card(make_maskrcnn_card())
+    model = build_model(card)
     torch.save({"model": {"other.weight": torch.zeros(3)}}, tmp_path / "foreign.pt")
     with pytest.raises(CardError, match=r"no tensor of .*foreign\.pt. fits the model"):
-        init_from(model, tmp_path / "foreign.pt", RENAME)
+        init_from(model, card, tmp_path / "foreign.pt", RENAME)
     with pytest.raises(CardError, match="does not exist"):
-        init_from(model, tmp_path / "missing.pt", RENAME)
+        init_from(model, card, tmp_path / "missing.pt", RENAME)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CardError, match="cannot be read"):
-        init_from(model, tmp_path / "junk.pt", RENAME)
+        init_from(model, card, tmp_path / "junk.pt", RENAME)
 
 
 @pytest.mark.parametrize("family", ["yolact", "maskrcnn"])

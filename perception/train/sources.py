@@ -1,0 +1,206 @@
+"""What a training run learns from: the sources named by ``--data`` or the card's ``[data]``,
+mixed by weight, and the held-out part each one keeps back for validation (torch only
+through :mod:`perception.train.data`).
+
+A source spec is ``KIND[:PATH][@WEIGHT]``:
+
+- ``synth``: the synthetic drives of the card's ``[data]`` settings (frame bank, scenarios,
+  times of day; copy-paste with ``--coco-root``); ``shapes``: the built-in toy shapes;
+- ``yolo-seg:DIR``: a YOLO-seg folder (``images/``, ``labels/``);
+- ``coco:FILE.json``: a COCO instances JSON (images at ``file_name`` relative to its folder,
+  or to ``--images DIR``);
+- ``drive:FILE.mcap``: a recorded drive with ground truth.
+
+Several specs are joined with commas; sample ``i`` comes from source ``k`` with probability
+``weight_k / sum(weights)`` (drawn from ``(seed, i)``, so the mix is reproducible). Held
+out: the synthetic sources' own held-out drives (``eval_seed``), and ``val_fraction`` of
+each file source's images (a stable split by name), scored with the same COCO code as
+``perception eval``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.train.augment import Augment, augment_image
+from perception.train.data import DataConfig, DataError, DataSource, Sample, make_source, to_sample
+from perception.train.labelled import LabelledImage
+
+KINDS = ("synth", "shapes", "yolo-seg", "coco", "drive")
+FILE_KINDS = ("yolo-seg", "coco", "drive")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source of a run: ``kind`` (one of :data:`KINDS`), ``path`` for the file kinds,
+    and its mixing ``weight``."""
+
+    kind: str
+    path: str = ""
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str, base: Path | None = None) -> SourceSpec:
+        """``KIND[:PATH][@WEIGHT]``; a relative ``PATH`` is taken from ``base`` when given
+        (the card's folder for specs written in a card)."""
+        body, weight = text.strip(), 1.0
+        if "@" in body:
+            head, _, tail = body.rpartition("@")
+            try:
+                weight = float(tail)
+            except ValueError:
+                raise DataError(f"data source {text!r}: the weight after '@' must be a number, got {tail!r}") from None
+            body = head
+        kind, _, path = body.partition(":")
+        if kind not in KINDS:
+            raise DataError(f"data source {text!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        if (kind in FILE_KINDS) != bool(path):
+            raise DataError(f"data source {text!r}: " + (f"{kind} needs a path ({kind}:PATH)" if kind in FILE_KINDS
+                                                        else f"{kind} takes no path"))
+        if not (weight > 0 and np.isfinite(weight)):
+            raise DataError(f"data source {text!r}: the weight must be > 0, got {weight}")
+        if path and base is not None and not Path(path).is_absolute():
+            path = str(base / path)
+        return cls(kind, path, weight)
+
+
+def parse_specs(specs: str | Sequence[str], base: Path | None = None) -> tuple[SourceSpec, ...]:
+    """Comma-separated specs (a string) or a list of them (the card's ``sources``)."""
+    items = [s for s in (specs.split(",") if isinstance(specs, str) else specs) if s.strip()]
+    if not items:
+        raise DataError("no data source given (expected SPEC[,SPEC...], e.g. synth or yolo-seg:DIR)")
+    return tuple(SourceSpec.parse(s, base) for s in items)
+
+
+def split(images: Sequence[LabelledImage], val_fraction: float) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    """``(train, validation)``: an image is in the validation part when the hash of its
+    ``where`` falls in the first ``val_fraction`` (stable when images are added or
+    removed); at least one image of two or more goes to each side when the fraction > 0."""
+    if not images or val_fraction <= 0:
+        return list(images), []
+    keys = [zlib.crc32(im.where.encode()) / 2**32 for im in images]
+    val = {i for i, k in enumerate(keys) if k < val_fraction}
+    if not val and len(images) > 1:
+        val = {int(np.argmin(keys))}
+    if len(val) == len(images) and len(images) > 1:
+        val.discard(int(np.argmax(keys)))
+    return [im for i, im in enumerate(images) if i not in val], [im for i, im in enumerate(images) if i in val]
+
+
+class FileSource:
+    """A :class:`~perception.train.data.DataSource` over labelled images: sample ``index``
+    is a random image (drawn from ``(seed, index)``; with ``shuffle=False`` image ``index``)
+    under a random augmentation, at the model input ``width x height``. Crowd objects are
+    not trained on."""
+
+    def __init__(self, images: Sequence[LabelledImage], width: int, height: int, seed: int,
+                 augment: Augment = Augment(), shuffle: bool = True, pad_value: int = 114) -> None:
+        if not images:
+            raise DataError("a file source needs at least one labelled image")
+        augment.validate()
+        self.images, self.width, self.height, self.seed = list(images), width, height, seed
+        self.augment, self.shuffle, self.pad_value = augment, shuffle, pad_value
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, index: int) -> Sample:
+        rng = np.random.default_rng((self.seed, index))
+        rec = self.images[int(rng.integers(len(self.images))) if self.shuffle else index % len(self.images)]
+        objs = [o for o in rec.objects if not o.crowd]
+        image, masks = augment_image(rec.load(), [o.mask(rec.height, rec.width) for o in objs],
+                                     (self.width, self.height), self.augment, rng, self.pad_value)
+        return to_sample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), [m > 0 for m in masks], [o.class_id for o in objs])
+
+
+class MixedSource:
+    """Sample ``index`` of source ``k``, with ``k`` drawn from ``(seed, index)`` in
+    proportion to ``weights``."""
+
+    def __init__(self, sources: Sequence[DataSource], weights: Sequence[float], seed: int) -> None:
+        if len(sources) != len(weights) or not sources:
+            raise DataError("a mix needs one weight per source")
+        self.sources, self.seed = list(sources), seed
+        w = np.asarray(weights, np.float64)
+        self._cdf = np.cumsum(w / w.sum())
+
+    def which(self, index: int) -> int:
+        """The source that sample ``index`` comes from."""
+        u = np.random.default_rng((self.seed, index, 0x6D6978)).random()
+        return min(int(np.searchsorted(self._cdf, u, side="right")), len(self.sources) - 1)
+
+    def sample(self, index: int) -> Sample:
+        return self.sources[self.which(index)].sample(index)
+
+
+class HeldOut:
+    """Held-out samples of several sources one after the other: ``counts[k]`` samples
+    (``0..counts[k]-1``) of source ``k``."""
+
+    def __init__(self, sources: Sequence[DataSource], counts: Sequence[int]) -> None:
+        self.sources, self.counts = list(sources), [int(c) for c in counts]
+        self._ends = np.cumsum(self.counts)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self.counts else 0
+
+    def sample(self, index: int) -> Sample:
+        k = int(np.searchsorted(self._ends, index, side="right"))
+        return self.sources[k].sample(index - (int(self._ends[k - 1]) if k else 0))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A run's data: the mixed ``train`` source, the ``held_out`` samples (``len`` of them),
+    and one line per source saying what it holds."""
+
+    train: DataSource
+    held_out: HeldOut
+    summary: tuple[str, ...]
+
+
+def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int, height: int,
+                        classes: tuple[str, ...], cache_dir: str | None = None,
+                        images_dir: str | None = None) -> TrainingData:
+    """The sources of ``specs`` at the model input size, mixed, with their held-out parts
+    (``cfg.eval_images`` held-out samples shared among the sources)."""
+    from perception.train.labelled import ClassMap, read_coco, read_drive, read_yolo_seg
+
+    class_map = ClassMap(cfg.classes)
+    train: list[DataSource] = []
+    held: list[DataSource] = []
+    counts: list[int] = []
+    lines: list[str] = []
+    per_source = max(1, cfg.eval_images // len(specs))
+    for spec in specs:
+        if spec.kind in ("synth", "shapes"):
+            sub = replace(cfg, source=spec.kind)
+            train.append(make_source(sub, width, height, cfg.train_seed, classes, cache_dir))
+            held.append(make_source(sub, width, height, cfg.eval_seed, classes, cache_dir, held_out=True))
+            counts.append(per_source)
+            lines.append(f"{spec.kind} (weight {spec.weight:g}): generated; {per_source} held-out samples")
+            continue
+        if spec.kind == "coco":
+            images = read_coco(spec.path, class_map, images_dir)
+        elif spec.kind == "yolo-seg":
+            images = read_yolo_seg(spec.path, class_map)
+        else:
+            images = read_drive(spec.path)
+        fit, val = split(images, cfg.val_fraction)
+        if not fit:
+            raise DataError(f"{spec.kind}:{spec.path}: {len(images)} image(s), none left to train on after the "
+                            f"validation split (val_fraction {cfg.val_fraction})")
+        train.append(FileSource(fit, width, height, cfg.train_seed, cfg.augment()))
+        if val:
+            held.append(FileSource(val, width, height, cfg.eval_seed, shuffle=False))
+            counts.append(min(len(val), per_source))
+        lines.append(f"{spec.kind}:{spec.path} (weight {spec.weight:g}): {len(fit)} training and {len(val)} "
+                     f"validation images")
+    mixed = train[0] if len(train) == 1 else MixedSource(train, [s.weight for s in specs], cfg.train_seed)
+    return TrainingData(mixed, HeldOut(held, counts), tuple(lines))
