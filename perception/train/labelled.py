@@ -159,7 +159,7 @@ def image_size(path: Path) -> tuple[int, int]:
         raise BadEntry(f"not a readable image: {path}: {e}") from None
 
 
-def _polygons(seg: object) -> list[list[float]]:
+def _polygons(seg: object, width: int, height: int) -> list[list[float]]:
     if not isinstance(seg, list) or not seg:
         raise BadEntry("segmentation: expected a list of polygons or an RLE object")
     out = []
@@ -168,8 +168,10 @@ def _polygons(seg: object) -> list[list[float]]:
             raise BadEntry("segmentation: a polygon must be a flat list of numbers")
         if len(poly) < 6 or len(poly) % 2:
             raise BadEntry(f"polygon with fewer than three points: {len(poly)} coordinates")
-        if not all(math.isfinite(v) for v in poly):
-            raise BadEntry("segmentation: polygon coordinates must be finite")
+        xs, ys = poly[0::2], poly[1::2]
+        if not all(math.isfinite(v) and -1 <= v <= width + 1 for v in xs) or not all(
+                math.isfinite(v) and -1 <= v <= height + 1 for v in ys):
+            raise BadEntry(f"polygon points outside the {width}x{height} image")
         out.append([float(v) for v in poly])
     return out
 
@@ -221,8 +223,11 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
         else:
             issues.skip(f"{path} categories[{k}]", "category needs an integer 'id' and a string 'name'")
     images: dict[int, tuple[Path, int, int]] = {}
+    listed: set[int] = set()  # ids of 'images', usable or not: a skipped image's annotations are not errors
     for k, im in enumerate(doc["images"]):
         where = f"{path} images[{k}]"
+        if isinstance(im, dict) and isinstance(im.get("id"), int):
+            listed.add(im["id"])
         try:
             if not (isinstance(im, dict) and isinstance(im.get("id"), int) and isinstance(im.get("file_name"), str)):
                 raise BadEntry("image needs an integer 'id' and a string 'file_name'")
@@ -242,9 +247,11 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
             if not isinstance(a, dict):
                 raise BadEntry("annotation must be an object")
             image_id, cat = a.get("image_id"), a.get("category_id")
-            if image_id not in images:
-                raise BadEntry(f"image_id {image_id!r} is not a usable image of 'images'")
-            if cat not in cats:
+            if isinstance(image_id, int) and image_id in listed and image_id not in images:
+                continue
+            if not isinstance(image_id, int) or image_id not in images:
+                raise BadEntry(f"image_id {image_id!r} is not in 'images'")
+            if not isinstance(cat, int) or cat not in cats:
                 raise BadEntry(f"class id out of range: category_id {cat!r} is not in 'categories'")
             ours = classes.lookup(cats[cat], cat)
             if ours is None:
@@ -253,11 +260,11 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
             _, w, h = images[image_id]
             seg = a.get("segmentation")
             obj = (LabelledObject(ours, "rle", _rle(seg, h, w), bool(a.get("iscrowd", 0))) if isinstance(seg, dict)
-                   else LabelledObject(ours, "polygons", _polygons(seg), bool(a.get("iscrowd", 0))))
+                   else LabelledObject(ours, "polygons", _polygons(seg, w, h), bool(a.get("iscrowd", 0))))
             objects[image_id].append(obj)
         except BadEntry as e:
             issues.skip(where, f"{e}; its image is left out")
-            if isinstance(a, dict) and a.get("image_id") in images:
+            if isinstance(a, dict) and isinstance(a.get("image_id"), int) and a["image_id"] in images:
                 bad_images.add(a["image_id"])
     out = [LabelledImage(f"{path}:{i}", w, h, tuple(objects[i]), path=file)
            for i, (file, w, h) in sorted(images.items())
@@ -277,7 +284,7 @@ def yolo_names(root: Path) -> tuple[str, ...]:
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise DataError(f"{file}: not a YAML file: {e}") from None
         names = doc.get("names") if isinstance(doc, dict) else None
-        if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+        if isinstance(names, dict) and names and all(isinstance(k, int) and 0 <= k < 10_000 for k in names):
             return tuple(str(names.get(i, "")) for i in range(max(names) + 1))
         if isinstance(names, list):
             return tuple(str(n) for n in names)
