@@ -105,6 +105,9 @@ class ReplayLogic:
             return []
         if self.t0_drive_ns is None:
             self.t0_drive_ns, self.t0_wall_ns = rec.source.capture_ns, now_ns
+        # captured when it was due on the drive's timeline (at rate 0, when it goes out), so
+        # the tracker sees the drive's own frame spacing, not the scheduler's jitter
+        capture_ns = self._due_ns(rec) if self.cfg.rate > 0 else time.monotonic_ns()
         self.pending = next(self.records, None)
         if self.pending is None and (self.cfg.loop or self.loops + 1 < self.cfg.repeat):
             self.loops += 1
@@ -115,7 +118,7 @@ class ReplayLogic:
         image = cv2.imdecode(np.frombuffer(rec.data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise DriveError(f"{self.cfg.drive}: frame {rec.source.frame_seq} does not decode")
-        src = Source(self.camera_id, self.published, time.monotonic_ns())
+        src = Source(self.camera_id, self.published, capture_ns)
         self.published += 1
         out = [Outgoing("frames", header_for(image), src, image)]
         gt: GroundTruth | None = self.gt.get(rec.source.frame_seq)

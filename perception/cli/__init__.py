@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
     "train": ("train", "train a model from its card (needs the train extra)"),
     "export": ("export", "export a model card's weights to ONNX and record its sha256"),
+    "fleet": ("fleet", "replay and score many drives as Ray tasks, one pooled report (needs the fleet extra)"),
 }
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ from perception.evaluation.markdown import report_markdown, summary_text
 from perception.evaluation.masks import MaskScores, evaluate_masks
 from perception.evaluation.tracking import evaluate_tracking, mots_from_gt, mots_from_tracks
 from perception.recording import FRAMES_TOPIC, DriveReader
-from perception.schema import GroundTruth, Tracks
+from perception.schema import Envelope, GroundTruth, Tracks
 
 DEFAULT_BUDGET_MS = 100.0
 
-__all__ = ["Report", "evaluate_run", "evaluate_tracks", "summary_text", "write_report"]
+__all__ = ["Report", "RunData", "evaluate_run", "evaluate_tracks", "read_run", "score_runs", "summary_text",
+           "write_report"]
 
 
 @dataclass(frozen=True)
@@ -62,31 +64,81 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def evaluate_tracks(name: str, ground_truth: dict[int, GroundTruth], tracks: dict[int, Tracks],
+def evaluate_tracks(sequences: Mapping[str, tuple[Mapping[int, GroundTruth], Mapping[int, Tracks]]],
                     include_predicted: bool = False) -> dict[str, Any]:
-    """HOTA/DetA/AssA/MOTA/IDF1/IDSW of ``{frame_seq: Tracks}`` against the ground truth,
-    one TrackEval sequence over the frames that have ground truth (in frame order; a frame
-    without a tracks message has no predictions)."""
-    seqs = sorted(ground_truth)
-    gt = {name: [mots_from_gt(ground_truth[s]) for s in seqs]}
-    pred = {name: [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]}
+    """HOTA/DetA/AssA/MOTA/IDF1/IDSW of tracks against the ground truth: one TrackEval
+    sequence per entry of ``sequences`` (name -> ``({frame_seq: GroundTruth}, {frame_seq:
+    Tracks})``) over the frames that have ground truth (in frame order; a frame without a
+    tracks message has no predictions), combined as TrackEval combines sequences."""
+    gt, pred = {}, {}
+    for name, (ground_truth, tracks) in sequences.items():
+        seqs = sorted(ground_truth)
+        gt[name] = [mots_from_gt(ground_truth[s]) for s in seqs]
+        pred[name] = [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]
     scores = evaluate_tracking(gt, pred)
     out = asdict(scores)
     out["per_class"] = {CLASSES[int(c)]: v for c, v in scores.per_class.items()}
     return out
 
 
-def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False) -> Report:
-    """Score a recorded run (raises :class:`~perception.recording.DriveError` for a file
-    that is not a drive). ``budget_ms``: the capture-to-output deadline for the hit rate;
-    ``include_predicted_tracks``: score coasted tracks too."""
+@dataclass(frozen=True)
+class RunData:
+    """What a recorded run holds for scoring."""
+
+    topics: dict[str, int]
+    meta: dict[str, Any]
+    gts: dict[int, GroundTruth]
+    detections: list[Envelope]
+    tracks: list[Envelope]
+    statuses: list[Envelope]
+    frame_seqs: list[int]
+
+
+def read_run(path: str | Path) -> RunData:
+    """Read a recorded run (raises :class:`~perception.recording.DriveError` for a file
+    that is not a drive)."""
     reader = DriveReader(path)
     topics = dict(sorted(reader.counts.items()))
     gts = reader.ground_truth()
-    det_envs = list(reader.messages("detections")) if "detections" in topics else []
-    trk_envs = list(reader.messages("tracks")) if "tracks" in topics else []
-    status_envs = list(reader.messages("status")) if "status" in topics else []
-    frame_seqs = [r.source.frame_seq for r in reader.records()] if FRAMES_TOPIC in topics else list(gts)
+    return RunData(
+        topics=topics, meta=asdict(reader.meta), gts=gts,
+        detections=list(reader.messages("detections")) if "detections" in topics else [],
+        tracks=list(reader.messages("tracks")) if "tracks" in topics else [],
+        statuses=list(reader.messages("status")) if "status" in topics else [],
+        frame_seqs=[r.source.frame_seq for r in reader.records()] if FRAMES_TOPIC in topics else list(gts))
+
+
+#: frame numbers of the ``k``-th run of a pooled score are offset by ``k * POOL_STRIDE``
+POOL_STRIDE = 10_000_000
+
+
+def _offset(envs: list[Envelope], off: int) -> list[Envelope]:
+    return [replace(e, source=replace(e.source, frame_seq=e.source.frame_seq + off)) if e.source else e for e in envs]
+
+
+def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], budget_ms: float = DEFAULT_BUDGET_MS,
+               include_predicted_tracks: bool = False) -> Report:
+    """Score runs together (one run: :func:`evaluate_run`; several: a pooled score): mask
+    AP over all their frames, TrackEval with one sequence per run, timing and counts over
+    all frames (frame numbers of run ``k`` offset by ``k * POOL_STRIDE``)."""
+    topics: dict[str, int] = {}
+    gts: dict[int, GroundTruth] = {}
+    det_envs: list[Envelope] = []
+    trk_envs: list[Envelope] = []
+    status_envs: list[Envelope] = []
+    frame_seqs: list[int] = []
+    sequences = {}
+    for k, (seq_name, run) in enumerate(runs.items()):
+        off = k * POOL_STRIDE
+        for topic, n in run.topics.items():
+            topics[topic] = topics.get(topic, 0) + n
+        gts.update({s + off: g for s, g in run.gts.items()})
+        det_envs += _offset(run.detections, off)
+        trk_envs += _offset(run.tracks, off)
+        status_envs += run.statuses
+        frame_seqs += [s + off for s in run.frame_seqs]
+        if run.gts and run.tracks:
+            sequences[seq_name] = (run.gts, tracks_by_frame(run.tracks))
     stats = run_stats(det_envs, trk_envs, status_envs, frame_seqs, budget_ms)
     notes: list[str] = []
     masks, tracking = None, None
@@ -102,11 +154,19 @@ def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include
     if gts and not trk_envs:
         notes.append("no tracks recorded: tracking metrics not scored")
     elif gts:
-        tracking = evaluate_tracks(Path(path).stem, gts, tracks_by_frame(trk_envs), include_predicted_tracks)
+        tracking = evaluate_tracks(sequences, include_predicted_tracks)
     if not det_envs and not trk_envs:
         notes.append("no detections or tracks recorded: nothing ran on this drive")
-    return Report(run=str(path), meta=asdict(reader.meta), topics=topics, has_ground_truth=bool(gts),
+    return Report(run=name, meta=meta, topics=dict(sorted(topics.items())), has_ground_truth=bool(gts),
                   masks=masks, tracking=tracking, stats=stats, notes=tuple(notes))
+
+
+def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False) -> Report:
+    """Score a recorded run (raises :class:`~perception.recording.DriveError` for a file
+    that is not a drive). ``budget_ms``: the capture-to-output deadline for the hit rate;
+    ``include_predicted_tracks``: score coasted tracks too."""
+    run = read_run(path)
+    return score_runs({Path(path).stem: run}, str(path), run.meta, budget_ms, include_predicted_tracks)
 
 
 def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -> list[Path]:

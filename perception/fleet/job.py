@@ -1,0 +1,197 @@
+"""One drive of a fleet run: the pipeline's logic (preprocess, segmenter, tracker: the classes
+the nodes run) stepped in-process over every frame in order, as ``perception replay
+--deterministic`` runs them, the outputs written to a run MCAP like ``--record`` writes, and
+that run scored like ``perception eval`` scores it.
+
+What a worker needs travels with the task, not by shared paths: the drive's bytes, and a
+:class:`Bundle` of the launch file's node parameters with every file they name (model cards
+with their ONNX graphs, calibration files) packed in, unpacked once per worker process.
+
+Timing: frames keep the drive's own capture timeline (the tracker's motion model sees the
+drive's frame spacing, as at ``--rate 1``); each output is stamped at its capture time plus
+the measured time the logic took, so the latency figures are the in-process cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception.bus import Received, header_for
+from perception.config import build_config
+from perception.evaluation.report import evaluate_run
+from perception.launch import LaunchSpec
+from perception.preprocess import PreprocessConfig, PreprocessLogic
+from perception.recording import DriveMeta, DriveReader, DriveWriter
+from perception.schema import Envelope, Source
+from perception.segmentation.card import load_card
+from perception.segmenter_node import SegmenterConfig, build_segmenter
+from perception.tracking import TrackerConfig
+from perception.tracking_node import TrackerLogic
+
+#: node types whose logic a fleet task runs, with their config classes
+STAGES: dict[str, type] = {"preprocess": PreprocessConfig, "segmenter": SegmenterConfig, "tracker": TrackerConfig}
+#: bumps when what a task computes changes (part of every cache key)
+JOB_VERSION = "1"
+
+
+class FleetError(ValueError):
+    """A fleet run that cannot start (names the launch file, node or drive)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The launch file's parameters of each stage (``params[type]``) with file paths
+    replaced by names in ``files`` (name -> bytes)."""
+
+    params: dict[str, dict[str, Any]]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(json.dumps(self.params, sort_keys=True, default=str).encode())
+        for name in sorted(self.files):
+            h.update(name.encode() + b"\0" + hashlib.sha256(self.files[name]).digest())
+        return h.hexdigest()
+
+    def unpack(self, root: str | Path | None = None) -> dict[str, dict[str, Any]]:
+        """Write the files under ``root`` (default: a folder in the temp dir named by the
+        digest, shared by the tasks of a worker) and return the parameters with real paths."""
+        folder = Path(root or Path(tempfile.gettempdir()) / f"perception-fleet-{self.digest()[:16]}")
+        for name, data in self.files.items():
+            path = folder / name
+            if not path.is_file() or path.stat().st_size != len(data):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(path)
+        return {stage: {k: str(folder / v[len(_FILE):]) if isinstance(v, str) and v.startswith(_FILE) else v
+                        for k, v in p.items()} for stage, p in self.params.items()}
+
+
+_FILE = "file:"
+
+
+def make_bundle(spec: LaunchSpec) -> Bundle:
+    """The stages' parameters of ``spec`` and the files they name (a model card brings its
+    ONNX graph along). Raises :class:`FleetError` when a stage is missing."""
+    params: dict[str, dict[str, Any]] = {}
+    files: dict[str, bytes] = {}
+    for node in spec.nodes:
+        if node.type not in STAGES:
+            continue
+        if node.type in params:
+            raise FleetError(f"{spec.path}: more than one {node.type} node; a fleet run replays one pipeline")
+        p = dict(node.params)
+        for key, value in p.items():
+            if not (isinstance(value, str) and value and Path(value).is_file()):
+                continue
+            folder = f"{node.type}.{key}"
+            files[f"{folder}/{Path(value).name}"] = Path(value).read_bytes()
+            if value.endswith(".toml"):
+                card = load_card(value)
+                if card.onnx is not None:
+                    files[f"{folder}/{card.onnx.path.name}"] = card.onnx.verify().read_bytes()
+            p[key] = f"{_FILE}{folder}/{Path(value).name}"
+        params[node.type] = p
+    missing = [s for s in STAGES if s not in params]
+    if missing:
+        raise FleetError(f"{spec.path}: no {', '.join(missing)} node; a fleet run needs preprocess, segmenter "
+                         f"and tracker")
+    return Bundle(params, files)
+
+
+def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str | Path) -> int:
+    """Every frame of ``drive`` through preprocess, segmenter and tracker (``params`` per
+    stage, real paths), in order; frames, ground truth, detections and tracks written to
+    the run file ``out`` (frame ``seq`` renumbered from 0 as the replay node does).
+    Returns the number of frames."""
+    configs = {s: build_config(cls, params.get(s, {}), where=f"fleet: {s}") for s, cls in STAGES.items()}
+    pre = PreprocessLogic(configs["preprocess"])
+    seg = build_segmenter(configs["segmenter"], deterministic=True)
+    trk = TrackerLogic(configs["tracker"])
+    reader = DriveReader(drive)
+    gts = reader.ground_truth()
+    camera = reader.meta.camera_id
+    meta = DriveMeta(camera_id=camera, width=reader.meta.width, height=reader.meta.height, fps=reader.meta.fps,
+                     generator="fleet", scenario=reader.meta.scenario, seed=reader.meta.seed,
+                     notes=f"fleet replay of {Path(drive).name}")
+    seqs = {"detections": 0, "tracks": 0}
+    t0 = time.monotonic_ns()
+    first: int | None = None
+    n = 0
+    with DriveWriter(out, meta) as writer:
+        for frame in reader.frames():
+            rec = frame.record
+            first = rec.source.capture_ns if first is None else first
+            src = Source(camera, n, t0 + (rec.source.capture_ns - first))
+            writer.write_encoded_frame(rec.data, rec.width, rec.height, src, fmt=rec.format)
+            gt = gts.get(rec.source.frame_seq)
+            if gt is not None:
+                writer.write_gt(src, gt)
+            start = time.monotonic_ns()
+            env = Envelope("frames", n, src.capture_ns, src, header_for(frame.image))
+            for rect in pre.step(src.capture_ns, Received(env, frame.image, src.capture_ns)):
+                rect_env = Envelope("frames.rect", n, src.capture_ns, src, rect.payload)
+                for det in seg.step(src.capture_ns, Received(rect_env, rect.pixels, src.capture_ns)):
+                    det_env = _stamped(writer, "detections", seqs, det.payload, src, start)
+                    for out_trk in trk.step(src.capture_ns, Received(det_env)):
+                        _stamped(writer, "tracks", seqs, out_trk.payload, src, start)
+            n += 1
+    return n
+
+
+def _stamped(writer: DriveWriter, topic: str, seqs: dict[str, int], payload: Any, src: Source, start_ns: int) -> Envelope:
+    """Write an output of the frame ``src``, stamped at capture + the time spent on it."""
+    env = Envelope(topic, seqs[topic], src.capture_ns + (time.monotonic_ns() - start_ns), src, payload)
+    seqs[topic] += 1
+    writer.write(env)
+    return env
+
+
+@dataclass(frozen=True)
+class DriveResult:
+    """One drive's outcome: ``report`` holds ``perception eval``'s report.json keys (no
+    per-frame timeline) or is None with ``error`` when the drive failed; ``run`` is the run
+    file's bytes."""
+
+    name: str
+    key: str
+    report: dict[str, Any] | None
+    error: str = ""
+    run: bytes = b""
+    frames: int = 0
+    wall_s: float = 0.0
+    node: str = ""
+    pid: int = 0
+
+
+def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "") -> DriveResult:
+    """One fleet task: replay and score one drive. A drive that cannot be read or run gives
+    a failed result with its error (the other drives go on)."""
+    from perception.recording import DriveError
+
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
+        drive_path, run_path = Path(tmp) / "drive.mcap", Path(tmp) / "run.mcap"
+        drive_path.write_bytes(drive)
+        try:
+            frames = replay_logic(drive_path, bundle.unpack(), run_path)
+            report = evaluate_run(run_path).to_dict(timeline=False)
+        except (DriveError, ValueError, OSError) as e:
+            text = str(e).replace(str(drive_path), name)
+            return DriveResult(name, key, None, f"{type(e).__name__}: {text}", wall_s=time.monotonic() - t0,
+                               node=node, pid=os.getpid())
+        return DriveResult(name, key, report, run=run_path.read_bytes(), frames=frames,
+                           wall_s=time.monotonic() - t0, node=node, pid=os.getpid())
+
+
+def cache_key(drive: bytes, bundle: Bundle) -> str:
+    """Content key of a drive's result: the drive's bytes, the bundle (parameters and
+    files) and the job version."""
+    return hashlib.sha256(hashlib.sha256(drive).digest() + bundle.digest().encode() + JOB_VERSION.encode()).hexdigest()
