@@ -116,14 +116,22 @@ def latency_profile(card: ModelCard) -> LatencyProfile:
     return LatencyProfile(p95_ms=rows[0].p95_ms, per_instance_ms=rows[0].per_instance_ms)
 
 
-def build_segmenter(cfg: SegmenterConfig, deterministic: bool = False) -> SegmenterLogic:
+def build_segmenter(cfg: SegmenterConfig, deterministic: bool = False,
+                    loaded: dict[tuple[str, int, tuple[str, ...]], Segmenter] | None = None) -> SegmenterLogic:
     """Load the models the policy needs (both for ``auto``, warm before the first frame).
-    A card or model that fails to load raises with a message naming the file."""
+    A card or model that fails to load raises with a message naming the file. ``loaded``:
+    models already loaded, by card, threads and providers, reused and added to (a process
+    that runs many drives one after the other loads each model once)."""
     needed = (FAST, ACCURATE) if cfg.policy == "auto" else (cfg.policy,)
     cards = {m: (cfg.fast if m == FAST else cfg.accurate) for m in needed}
-    models = {m: load_segmenter(path, cfg.threads, cfg.providers or None) for m, path in cards.items()}
-    profiles = {m: latency_profile(load_card(path)) for m, path in cards.items()}
+    cache = {} if loaded is None else loaded
+    models = {}
     warm = np.zeros((64, 64, 3), np.uint8)
-    for model in models.values():
-        model.predict(warm)  # first run allocates; keep it out of the first frame's latency
+    for m, path in cards.items():
+        key = (str(path), cfg.threads, tuple(cfg.providers))
+        if key not in cache:
+            cache[key] = load_segmenter(path, cfg.threads, cfg.providers or None)
+            cache[key].predict(warm)  # first run allocates; keep it out of the first frame's latency
+        models[m] = cache[key]
+    profiles = {m: latency_profile(load_card(path)) for m, path in cards.items()}
     return SegmenterLogic(cfg, models, profiles, deterministic)

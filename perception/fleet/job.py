@@ -19,17 +19,17 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from perception.bus import Received, header_for
 from perception.config import build_config
-from perception.evaluation.report import evaluate_run
+from perception.evaluation.report import RunData, score_runs
 from perception.launch import LaunchSpec
 from perception.preprocess import PreprocessConfig, PreprocessLogic
 from perception.recording import DriveMeta, DriveReader, DriveWriter
-from perception.schema import Envelope, Source
+from perception.schema import Detections, Envelope, GroundTruth, Source
 from perception.segmentation.card import load_card
 from perception.segmenter_node import SegmenterConfig, build_segmenter
 from perception.tracking import TrackerConfig
@@ -106,14 +106,14 @@ def make_bundle(spec: LaunchSpec) -> Bundle:
     return Bundle(params, files)
 
 
-def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str | Path) -> int:
+def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str | Path) -> RunData:
     """Every frame of ``drive`` through preprocess, segmenter and tracker (``params`` per
     stage, real paths), in order; frames, ground truth, detections and tracks written to
-    the run file ``out`` (frame ``seq`` renumbered from 0 as the replay node does).
-    Returns the number of frames."""
+    the run file ``out`` (frame ``seq`` renumbered from 0 as the replay node does). Returns
+    what the run file holds, for scoring without reading it back."""
     configs = {s: build_config(cls, params.get(s, {}), where=f"fleet: {s}") for s, cls in STAGES.items()}
     pre = PreprocessLogic(configs["preprocess"])
-    seg = build_segmenter(configs["segmenter"], deterministic=True)
+    seg = build_segmenter(configs["segmenter"], deterministic=True, loaded=_MODELS)
     trk = TrackerLogic(configs["tracker"])
     reader = DriveReader(drive)
     gts = reader.ground_truth()
@@ -121,7 +121,8 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
     meta = DriveMeta(camera_id=camera, width=reader.meta.width, height=reader.meta.height, fps=reader.meta.fps,
                      generator="fleet", scenario=reader.meta.scenario, seed=reader.meta.seed,
                      notes=f"fleet replay of {Path(drive).name}")
-    seqs = {"detections": 0, "tracks": 0}
+    outputs: dict[str, list[Envelope]] = {"detections": [], "tracks": []}
+    run_gts: dict[int, GroundTruth] = {}
     t0 = time.monotonic_ns()
     first: int | None = None
     n = 0
@@ -134,22 +135,30 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
             gt = gts.get(rec.source.frame_seq)
             if gt is not None:
                 writer.write_gt(src, gt)
+                run_gts[n] = gt
             start = time.monotonic_ns()
             env = Envelope("frames", n, src.capture_ns, src, header_for(frame.image))
             for rect in pre.step(src.capture_ns, Received(env, frame.image, src.capture_ns)):
                 rect_env = Envelope("frames.rect", n, src.capture_ns, src, rect.payload)
                 for det in seg.step(src.capture_ns, Received(rect_env, rect.pixels, src.capture_ns)):
-                    det_env = _stamped(writer, "detections", seqs, det.payload, src, start)
+                    det_env = _stamped(writer, outputs["detections"], det.payload, src, start)
                     for out_trk in trk.step(src.capture_ns, Received(det_env)):
-                        _stamped(writer, "tracks", seqs, out_trk.payload, src, start)
+                        _stamped(writer, outputs["tracks"], out_trk.payload, src, start)
             n += 1
-    return n
+    counts = {"frames": n, "gt": len(run_gts), **{t: len(v) for t, v in outputs.items()}}
+    return RunData(topics={t: c for t, c in sorted(counts.items()) if c}, meta=asdict(meta), gts=run_gts,
+                   detections=outputs["detections"], tracks=outputs["tracks"], statuses=[], frame_seqs=list(range(n)))
 
 
-def _stamped(writer: DriveWriter, topic: str, seqs: dict[str, int], payload: Any, src: Source, start_ns: int) -> Envelope:
+#: models loaded by the tasks of this worker process, reused across its drives
+_MODELS: dict[tuple[str, int, tuple[str, ...]], Any] = {}
+
+
+def _stamped(writer: DriveWriter, sent: list[Envelope], payload: Any, src: Source, start_ns: int) -> Envelope:
     """Write an output of the frame ``src``, stamped at capture + the time spent on it."""
-    env = Envelope(topic, seqs[topic], src.capture_ns + (time.monotonic_ns() - start_ns), src, payload)
-    seqs[topic] += 1
+    topic = "detections" if isinstance(payload, Detections) else "tracks"
+    env = Envelope(topic, len(sent), src.capture_ns + (time.monotonic_ns() - start_ns), src, payload)
+    sent.append(env)
     writer.write(env)
     return env
 
@@ -165,6 +174,7 @@ class DriveResult:
     report: dict[str, Any] | None
     error: str = ""
     run: bytes = b""
+    data: RunData | None = None
     frames: int = 0
     wall_s: float = 0.0
     node: str = ""
@@ -181,13 +191,13 @@ def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "")
         drive_path, run_path = Path(tmp) / "drive.mcap", Path(tmp) / "run.mcap"
         drive_path.write_bytes(drive)
         try:
-            frames = replay_logic(drive_path, bundle.unpack(), run_path)
-            report = evaluate_run(run_path).to_dict(timeline=False)
+            data = replay_logic(drive_path, bundle.unpack(), run_path)
+            report = score_runs({Path(name).stem: data}, name, data.meta).to_dict(timeline=False)
         except (DriveError, ValueError, OSError) as e:
             text = str(e).replace(str(drive_path), name)
             return DriveResult(name, key, None, f"{type(e).__name__}: {text}", wall_s=time.monotonic() - t0,
                                node=node, pid=os.getpid())
-        return DriveResult(name, key, report, run=run_path.read_bytes(), frames=frames,
+        return DriveResult(name, key, report, run=run_path.read_bytes(), data=data, frames=len(data.frame_seqs),
                            wall_s=time.monotonic() - t0, node=node, pid=os.getpid())
 
 

@@ -211,8 +211,8 @@ def _store(out: Path, result: DriveResult) -> DriveResult:
     run.write_bytes(result.run)
     report = {**result.report, "run": str(run.relative_to(out))}
     kept = replace(result, report=report, run=b"")
-    row = asdict(kept)
-    del row["run"]
+    row = asdict(replace(kept, data=None))
+    del row["run"], row["data"]
     _cache_file(out, result.key).write_text(json.dumps(row))
     return kept
 
@@ -230,7 +230,7 @@ def _hota(report: dict[str, Any] | None) -> float:
 def _report(results: list[DriveResult], out: Path, cfg: FleetConfig, wall_s: float, cached: int,
             frames: int) -> dict[str, Any]:
     ok = [r for r in results if r.report is not None]
-    runs = {r.name: read_run(out / r.report["run"]) for r in ok}  # type: ignore[index]
+    runs = {r.name: r.data if r.data is not None else read_run(out / r.report["run"]) for r in ok}  # type: ignore[index]
     pooled = score_runs(runs, "fleet", {"drives": len(results), "launch": cfg.launch}).to_dict(timeline=False)
     rows = [{"drive": r.name, "status": "ok" if r.report is not None else "failed", "error": r.error,
              "key": r.key, "node": r.node, "wall_s": round(r.wall_s, 3), **(r.report or {})} for r in results]
