@@ -21,7 +21,7 @@ from perception.evaluation import plots
 from perception.evaluation.latency import RunStats, detections_by_frame, run_stats, tracks_by_frame
 from perception.evaluation.markdown import report_markdown, summary_text
 from perception.evaluation.masks import MaskScores, evaluate_masks
-from perception.evaluation.tracking import evaluate_tracking, mots_from_gt, mots_from_tracks
+from perception.evaluation.tracking import SequenceResults, combine_results, mots_from_gt, mots_from_tracks, sequence_results
 from perception.recording import FRAMES_TOPIC, DriveReader
 from perception.schema import Envelope, GroundTruth, Tracks
 
@@ -64,18 +64,31 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def evaluate_tracks(sequences: Mapping[str, tuple[Mapping[int, GroundTruth], Mapping[int, Tracks]]],
-                    include_predicted: bool = False) -> dict[str, Any]:
-    """HOTA/DetA/AssA/MOTA/IDF1/IDSW of tracks against the ground truth: one TrackEval
-    sequence per entry of ``sequences`` (name -> ``({frame_seq: GroundTruth}, {frame_seq:
-    Tracks})``) over the frames that have ground truth (in frame order; a frame without a
-    tracks message has no predictions), combined as TrackEval combines sequences."""
-    gt, pred = {}, {}
-    for name, (ground_truth, tracks) in sequences.items():
-        seqs = sorted(ground_truth)
-        gt[name] = [mots_from_gt(ground_truth[s]) for s in seqs]
-        pred[name] = [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs]
-    scores = evaluate_tracking(gt, pred)
+def _frames(ground_truth: Mapping[int, GroundTruth], tracks: Mapping[int, Tracks],
+            include_predicted: bool) -> tuple[list, list]:
+    """MOTS frames of the ground truth and the tracks over the frames that have ground truth
+    (in frame order; a frame without a tracks message has no predictions)."""
+    seqs = sorted(ground_truth)
+    return ([mots_from_gt(ground_truth[s]) for s in seqs],
+            [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs])
+
+
+def tracking_parts(run: RunData, include_predicted: bool = False) -> SequenceResults:
+    """TrackEval's results of one run as one sequence, for every class (what pooling many
+    runs combines; a fleet worker computes them beside the drive's own score)."""
+    gt, pred = _frames(run.gts, tracks_by_frame(run.tracks), include_predicted)
+    return sequence_results(gt, pred, range(len(CLASSES)))
+
+
+def evaluate_tracks(runs: Mapping[str, RunData], include_predicted: bool = False) -> dict[str, Any]:
+    """HOTA/DetA/AssA/MOTA/IDF1/IDSW of the runs' tracks against their ground truth, one
+    TrackEval sequence per run, combined as TrackEval combines sequences; a run's
+    ``sequence_scores`` are used when they were computed with the same ``include_predicted``."""
+    parts = {name: run.sequence_scores if run.sequence_scores is not None and run.scored_predicted == include_predicted
+             else tracking_parts(run, include_predicted) for name, run in runs.items()}
+    classes = sorted({i.class_id for run in runs.values() for gt in run.gts.values() for i in gt.instances
+                      if not i.ignore})
+    scores = combine_results(parts, classes)
     out = asdict(scores)
     out["per_class"] = {CLASSES[int(c)]: v for c, v in scores.per_class.items()}
     return out
@@ -92,6 +105,9 @@ class RunData:
     tracks: list[Envelope]
     statuses: list[Envelope]
     frame_seqs: list[int]
+    #: TrackEval's results of this run (:func:`tracking_parts`), when already computed
+    sequence_scores: SequenceResults | None = None
+    scored_predicted: bool = False
 
 
 def read_run(path: str | Path) -> RunData:
@@ -127,7 +143,7 @@ def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], bud
     trk_envs: list[Envelope] = []
     status_envs: list[Envelope] = []
     frame_seqs: list[int] = []
-    sequences = {}
+    sequences: dict[str, RunData] = {}
     for k, (seq_name, run) in enumerate(runs.items()):
         off = k * POOL_STRIDE
         for topic, n in run.topics.items():
@@ -138,7 +154,7 @@ def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], bud
         status_envs += run.statuses
         frame_seqs += [s + off for s in run.frame_seqs]
         if run.gts and run.tracks:
-            sequences[seq_name] = (run.gts, tracks_by_frame(run.tracks))
+            sequences[seq_name] = run
     stats = run_stats(det_envs, trk_envs, status_envs, frame_seqs, budget_ms)
     notes: list[str] = []
     masks, tracking = None, None

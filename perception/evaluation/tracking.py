@@ -161,26 +161,32 @@ def prepare_sequence(gt: Frames, pred: Frames, class_id: int, name: str = "seq")
     return data
 
 
-def evaluate_tracking(gt: Mapping[str, Frames], pred: Mapping[str, Frames],
-                      classes: Sequence[int] | None = None) -> TrackingScores:
-    """Score predicted mask tracks against ground truth, over all sequences and classes.
+#: TrackEval results of one sequence: class id -> metric name -> that metric's result
+SequenceResults = dict[int, dict[str, dict]]
 
-    ``gt`` and ``pred`` map a sequence name to its frames (same frame indexing; a missing
-    prediction sequence counts as empty). ``classes`` defaults to every class in ``gt``.
-    Per class, sequences are combined as TrackEval combines them; the summary combines the
-    classes by detections (TrackEval's ``combine_classes_det_averaged``).
-    """
-    metrics = (HOTA(), CLEAR({"PRINT_CONFIG": False}), Identity({"PRINT_CONFIG": False}))
-    if classes is None:
-        classes = sorted({o.class_id for frames in gt.values() for objs in frames for o in objs if not o.ignore})
-    per_class_res: dict[int, dict[str, dict]] = {}
+
+def _metrics() -> tuple[HOTA, CLEAR, Identity]:
+    return HOTA(), CLEAR({"PRINT_CONFIG": False}), Identity({"PRINT_CONFIG": False})
+
+
+def sequence_results(gt: Frames, pred: Frames, classes: Sequence[int], name: str = "seq") -> SequenceResults:
+    """TrackEval's per-sequence results of one sequence for each of ``classes`` (a class
+    without ground truth here still scores this sequence's predictions of it)."""
+    metrics = _metrics()
+    out: SequenceResults = {}
     for cls in classes:
-        seq_res: dict[str, dict[str, dict]] = {m.get_name(): {} for m in metrics}
-        for name, frames in gt.items():
-            data = prepare_sequence(frames, pred.get(name, []), cls, name)
-            for m in metrics:
-                seq_res[m.get_name()][name] = m.eval_sequence(data)
-        per_class_res[cls] = {m.get_name(): m.combine_sequences(seq_res[m.get_name()]) for m in metrics}
+        data = prepare_sequence(gt, pred, cls, name)
+        out[cls] = {m.get_name(): m.eval_sequence(data) for m in metrics}
+    return out
+
+
+def combine_results(per_sequence: Mapping[str, SequenceResults], classes: Sequence[int]) -> TrackingScores:
+    """Sequences combined per class as TrackEval combines them, then the classes by
+    detections (``combine_classes_det_averaged``); every sequence must hold results of
+    every class of ``classes``."""
+    metrics = _metrics()
+    per_class_res = {cls: {m.get_name(): m.combine_sequences({s: r[cls][m.get_name()] for s, r in per_sequence.items()})
+                           for m in metrics} for cls in classes}
     if per_class_res:
         combined = {m.get_name(): m.combine_classes_det_averaged({c: r[m.get_name()] for c, r in per_class_res.items()})
                     for m in metrics}
@@ -192,6 +198,25 @@ def evaluate_tracking(gt: Mapping[str, Frames], pred: Mapping[str, Frames],
         **_summary(combined),
         per_class={c: {k: v for k, v in _summary(r).items()} for c, r in per_class_res.items()},
     )
+
+
+def gt_classes(gt: Mapping[str, Frames]) -> list[int]:
+    """The classes with ground truth (not ignore regions) in any sequence."""
+    return sorted({o.class_id for frames in gt.values() for objs in frames for o in objs if not o.ignore})
+
+
+def evaluate_tracking(gt: Mapping[str, Frames], pred: Mapping[str, Frames],
+                      classes: Sequence[int] | None = None) -> TrackingScores:
+    """Score predicted mask tracks against ground truth, over all sequences and classes.
+
+    ``gt`` and ``pred`` map a sequence name to its frames (same frame indexing; a missing
+    prediction sequence counts as empty). ``classes`` defaults to every class in ``gt``.
+    Per class, sequences are combined as TrackEval combines them; the summary combines the
+    classes by detections (TrackEval's ``combine_classes_det_averaged``).
+    """
+    classes = gt_classes(gt) if classes is None else list(classes)
+    return combine_results({name: sequence_results(frames, pred.get(name, []), classes, name)
+                            for name, frames in gt.items()}, classes)
 
 
 def _summary(res: dict[str, dict]) -> dict:

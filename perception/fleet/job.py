@@ -19,13 +19,13 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from perception.bus import Received, header_for
 from perception.config import build_config
-from perception.evaluation.report import RunData, score_runs
+from perception.evaluation.report import RunData, score_runs, tracking_parts
 from perception.launch import LaunchSpec
 from perception.preprocess import PreprocessConfig, PreprocessLogic
 from perception.recording import DriveMeta, DriveReader, DriveWriter
@@ -192,6 +192,7 @@ def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "")
         drive_path.write_bytes(drive)
         try:
             data = replay_logic(drive_path, bundle.unpack(), run_path)
+            data = replace(data, sequence_scores=tracking_parts(data))  # kept for the pooled score
             report = score_runs({Path(name).stem: data}, name, data.meta).to_dict(timeline=False)
         except (DriveError, ValueError, OSError) as e:
             text = str(e).replace(str(drive_path), name)
