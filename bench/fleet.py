@@ -4,7 +4,7 @@ CPUs and two worker nodes of 1 CPU each, started with ``ray start`` on this mach
 Prints the times side by side with the speed-up over serial, checks that every drive is done
 and that every way gives the same figures, and (multi-node) which nodes did the work.
 
-    uv run --extra fleet python bench/fleet.py [--drives 8] [--frames 120] [--json fleet.json]
+    uv run --extra fleet python bench/fleet.py [--drives 12] [--frames 120] [--json fleet.json]
 
 Ray's start-up is timed apart from the runs (a cluster is normally up already).
 """
@@ -51,7 +51,7 @@ def ray_cmd(*args: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--drives", type=int, default=8)
+    ap.add_argument("--drives", type=int, default=12)
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--port", type=int, default=6390, help="GCS port of the local multi-node cluster")
     ap.add_argument("--json", type=Path, default=None)
