@@ -25,8 +25,9 @@ describe every channel. Reading and writing use the ``mcap`` package.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import IO, Literal
 
@@ -87,6 +88,15 @@ class DriveMeta:
     scenario: str = ""
     seed: int = -1
     notes: str = ""
+    #: the wall clock (ns since the Unix epoch) at the monotonic stamp ``mono_anchor_ns``,
+    #: taken when the first message was written: message stamps stay monotonic (capture
+    #: clock), MCAP log times are ``stamp + wall_anchor_ns - mono_anchor_ns`` (0: no anchor)
+    wall_anchor_ns: int = 0
+    mono_anchor_ns: int = 0
+
+    def wall_ns(self, stamp_ns: int) -> int:
+        """A monotonic stamp of this drive on the wall clock (unchanged without an anchor)."""
+        return stamp_ns + self.wall_anchor_ns - self.mono_anchor_ns if self.wall_anchor_ns else stamp_ns
 
     def to_record(self) -> dict[str, str]:
         return {k: json.dumps(v) for k, v in asdict(self).items()}
@@ -169,6 +179,7 @@ class DriveWriter:
         self._written = self._tell()
         self._channels: dict[str, int] = {}
         self._seq: dict[str, int] = {}
+        self._anchor: tuple[int, int] | None = None  # (wall, monotonic) at the first message
         self.frames_written = 0
         self.messages_written = 0
         self._closed = False
@@ -206,8 +217,11 @@ class DriveWriter:
     def _add(self, name: str, data: bytes, log_time_ns: int, publish_time_ns: int) -> None:
         seq = self._seq.get(name, 0)
         self._seq[name] = seq + 1
-        self._writer.add_message(channel_id=self._channel(name), log_time=int(log_time_ns), data=data,
-                                 publish_time=int(publish_time_ns), sequence=seq)
+        if self._anchor is None:  # viewers show log times as dates: put them on the wall clock
+            self._anchor = (time.time_ns(), int(log_time_ns))
+        shift = self._anchor[0] - self._anchor[1]
+        self._writer.add_message(channel_id=self._channel(name), log_time=max(0, int(log_time_ns) + shift), data=data,
+                                 publish_time=max(0, int(publish_time_ns) + shift), sequence=seq)
         self.messages_written += 1
         pos = self._tell()
         if pos != self._written:  # the writer just completed a chunk: hand it to the OS now
@@ -251,7 +265,10 @@ class DriveWriter:
         if self._closed:
             return
         self._closed = True
-        record = self.meta.to_record()
+        meta = self.meta
+        if self._anchor is not None:
+            meta = replace(meta, wall_anchor_ns=self._anchor[0], mono_anchor_ns=self._anchor[1])
+        record = meta.to_record()
         record["frame_count"] = json.dumps(self.frames_written)
         self._writer.add_metadata(DRIVE_METADATA, record)
         self._writer.finish()

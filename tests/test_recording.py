@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,12 @@ def test_frames_gt_and_topics_round_trip(tmp_path: Path) -> None:
                              instances=(Instance(class_id=2, score=0.9, box_xyxy=(1, 2, 5, 6), mask=encode_mask(mask)),))
             w.write(Envelope(topic="detections", seq=i, stamp_ns=2000 + i, source=src, payload=det))
     r = DriveReader(path)
-    assert r.meta == meta and r.frame_count == 3
+    assert replace(r.meta, wall_anchor_ns=0, mono_anchor_ns=0) == meta and r.frame_count == 3
+    # MCAP log times on the wall clock (viewers show them as dates), stamps in the messages monotonic
+    assert r.meta.mono_anchor_ns == 1000 and abs(r.meta.wall_anchor_ns - time.time_ns()) < 60e9
+    with open(path, "rb") as f:
+        log_times = [m.log_time for _, _, m in make_reader(f).iter_messages(topics=["frames"])]
+    assert log_times == [r.meta.wall_ns(1000 + i * 100) for i in range(3)]
     assert r.counts == {"frames": 3, "gt": 3, "detections": 3}
     frames = list(r.frames())
     assert [f.source.frame_seq for f in frames] == [0, 1, 2]

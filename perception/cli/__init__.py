@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "score a recorded run: mask AP, tracking, latency, drops -> report.json/.md"),
     "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
     "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),
+    "import-bag": ("import_bag", "turn a ROS 2 bag's camera topic into a drive (camera_info into a calib file)"),
     "launch": ("launch_cmd", "start the nodes of a launch file under the supervisor"),
     "record": ("record", "record a running launch's topics to MCAP, or --recover a cut-short file"),
     "replay": ("replay", "play a recorded drive through the pipeline in place of the camera"),
@@ -23,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topic": ("topic", "list topics, echo messages, measure rates (like ros2 topic)"),
     "keys": ("keys", "generate CurveZMQ key pairs for the external endpoint"),
     "train": ("train", "train a model from its card (needs the train extra)"),
-    "export": ("export", "export a model card's weights to ONNX and record its sha256"),
+    "export": ("export", "export a model card's weights to ONNX; a recorded run for Foxglove or as a ROS 2 bag"),
+    "render": ("render", "render a recorded run as an overlay video (masks, ids, trails, model, latency)"),
     "fleet": ("fleet", "replay and score many drives as Ray tasks, one pooled report (needs the fleet extra)"),
 }
 
