@@ -7,8 +7,9 @@ Channels (:data:`TOPICS`):
 - ``/camera/image``: ``foxglove.CompressedImage``, the camera frame (JPEG);
 - ``/perception/annotations``: ``foxglove.ImageAnnotations`` on that image: per track its
   box and mask outline (``LINE_LOOP`` point lists), a ``class id`` label on a dark
-  background (with ``?`` for a coasted track) and its trail (``LINE_STRIP`` of past box
-  centres);
+  background (with ``?`` for a coasted track, and the score) and its trail (``LINE_STRIP``
+  of past box centres); each point list says what it is in its metadata (``kind``: ``box``,
+  ``mask_outline`` or ``trail``; ``track_id``);
 - ``/perception/masks``: ``foxglove.RawImage`` (``rgba8``), every track's mask in its
   colour with alpha, to overlay on the image (Foxglove has no mask type);
 - ``/perception/latency``: JSON ``{capture_to_tracks_ms, inference_ms, model, instances,
@@ -30,7 +31,7 @@ import cv2
 import foxglove
 import numpy as np
 from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, RawImageChannel
-from foxglove.messages import (Color, CompressedImage, ImageAnnotations, Point2, PointsAnnotation,
+from foxglove.messages import (Color, CompressedImage, ImageAnnotations, KeyValuePair, Point2, PointsAnnotation,
                                PointsAnnotationType, RawImage, TextAnnotation, Timestamp)
 from pycocotools import mask as mask_utils
 
@@ -67,30 +68,34 @@ def outline(mask: np.ndarray, max_points: int = 64) -> list[Point2]:
     return [Point2(x=float(x), y=float(y)) for x, y in c[::step]]
 
 
-def annotations(tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None = None) -> ImageAnnotations:
+def annotations(tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None = None,
+                frame_seq: int | None = None) -> ImageAnnotations:
     """Boxes, mask outlines, labels and trails of a frame's tracks (``trails``: kept
-    between frames by the caller; updated here)."""
+    between frames by the caller; updated here); ``frame_seq`` goes into the metadata."""
     ts = timestamp(stamp_ns)
     points, texts = [], []
     for t in tracks.tracks:
         r, g, b = track_colour(t.track_id)
         colour = Color(r=r, g=g, b=b, a=1.0)
         x0, y0, x1, y1 = t.box_xyxy
+        def meta(kind: str, tid: int = t.track_id) -> list[KeyValuePair]:
+            return [KeyValuePair(key="kind", value=kind), KeyValuePair(key="track_id", value=str(tid))]
+
         points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineLoop, outline_color=colour,
-                                       thickness=1.0 if t.predicted else 2.0,
+                                       thickness=1.0 if t.predicted else 2.0, metadata=meta("box"),
                                        points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1),
                                                Point2(x=x0, y=y1)]))
         if t.mask is not None:
             ring = outline(mask_utils.decode(t.mask.to_coco()))
             if len(ring) >= 3:
                 points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineLoop, points=ring,
-                                               outline_color=colour, thickness=1.0))
+                                               outline_color=colour, thickness=1.0, metadata=meta("mask_outline")))
         if trails is not None:
             trail = trails.setdefault(t.track_id, deque(maxlen=TRAIL))
             trail.append(Point2(x=(x0 + x1) / 2, y=(y0 + y1) / 2))
             if len(trail) >= 2:
                 points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineStrip, points=list(trail),
-                                               outline_color=colour, thickness=1.0))
+                                               outline_color=colour, thickness=1.0, metadata=meta("trail")))
         label = f"{CLASSES[t.class_id] if 0 <= t.class_id < len(CLASSES) else t.class_id} {t.track_id}"
         texts.append(TextAnnotation(timestamp=ts, position=Point2(x=x0, y=max(12.0, y0 - 2)),
                                     text=label + (" ?" if t.predicted else "") + f" {t.score:.2f}", font_size=12.0,
@@ -100,7 +105,8 @@ def annotations(tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None =
         alive = {t.track_id for t in tracks.tracks}
         for tid in [k for k in trails if k not in alive]:
             del trails[tid]
-    return ImageAnnotations(timestamp=ts, points=points, texts=texts)
+    extra = [KeyValuePair(key="frame_seq", value=str(frame_seq))] if frame_seq is not None else []
+    return ImageAnnotations(timestamp=ts, points=points, texts=texts, metadata=extra)
 
 
 def mask_layer(tracks: Tracks, stamp_ns: int, frame_id: str, alpha: int = 110) -> RawImage:
@@ -133,8 +139,12 @@ class FoxgloveView:
         self.image = CompressedImageChannel(IMAGE, context=self.context)
         self.annotations = ImageAnnotationsChannel(ANNOTATIONS, context=self.context)
         self.masks = RawImageChannel(MASKS, context=self.context)
-        self.latency = foxglove.Channel(LATENCY, schema=LATENCY_SCHEMA, context=self.context)
-        self.status = foxglove.Channel(STATUS, schema=STATUS_SCHEMA, context=self.context)
+        self.latency = foxglove.Channel(LATENCY, message_encoding="json", context=self.context,
+                                        schema=foxglove.Schema(name="perception.Latency", encoding="jsonschema",
+                                                               data=json.dumps(LATENCY_SCHEMA).encode()))
+        self.status = foxglove.Channel(STATUS, message_encoding="json", context=self.context,
+                                       schema=foxglove.Schema(name="perception.Status", encoding="jsonschema",
+                                                              data=json.dumps(STATUS_SCHEMA).encode()))
         self.trails: dict[int, deque] = {}
 
     def log_frame(self, jpeg: bytes, capture_ns: int, log_time_ns: int, tracks: Tracks | None,
@@ -146,7 +156,7 @@ class FoxgloveView:
                                        format=image_format), log_time=log_time_ns)
         if tracks is None:
             return
-        self.annotations.log(annotations(tracks, capture_ns, self.trails), log_time=log_time_ns)
+        self.annotations.log(annotations(tracks, capture_ns, self.trails, frame_seq), log_time=log_time_ns)
         self.masks.log(mask_layer(tracks, capture_ns, self.frame_id), log_time=log_time_ns)
         if tracks_stamp_ns is not None:
             self.latency.log(latency_row(frame_seq, capture_ns, tracks_stamp_ns, det, tracks), log_time=log_time_ns)

@@ -29,6 +29,7 @@ import yaml
 
 from perception.camera import CameraConfig
 from perception.config import ConfigError, build_config
+from perception.foxglove_node import FoxgloveConfig
 from perception.preprocess import PreprocessConfig
 from perception.publisher import PublisherConfig
 from perception.recorder import RecorderConfig
@@ -55,6 +56,7 @@ NODE_TYPES: dict[str, NodeType] = {
     "publisher": NodeType(PublisherConfig, "nodes.publisher"),
     "recorder": NodeType(RecorderConfig, "nodes.recorder"),
     "replay": NodeType(ReplayConfig, "nodes.replay", source=True),
+    "foxglove": NodeType(FoxgloveConfig, "nodes.foxglove"),
 }
 
 
@@ -135,6 +137,11 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         raw_nodes[node][key] = value
     nodes = []
     for name, params in raw_nodes.items():
+        enabled = params.pop("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where}: node {name!r}: key 'enabled' must be true or false, got {enabled!r}")
+        if not enabled:  # in the file, off until `--set NODE.enabled=true`
+            continue
         type_name = str(params.pop("type", name))
         if type_name not in NODE_TYPES:
             raise ConfigError(
