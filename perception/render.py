@@ -1,6 +1,7 @@
 """An overlay video of a recorded run (OpenCV): each camera frame with its tracks' masks in
 their colours, boxes, ``class id`` labels on a dark background (``?`` marks a coasted
-track), trails of box centres, and the model and capture-to-tracks latency of the frame."""
+track, and the score), trails of box centres, and the model and capture-to-tracks latency of
+the frame. :func:`side_by_side` puts a frame's ground truth beside its tracks."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pycocotools import mask as mask_utils
 from perception.classes import CLASSES
 from perception.foxglove_view import TRAIL, track_colour
 from perception.recording import DriveError, DriveReader
-from perception.schema import Detections, Tracks
+from perception.schema import Detections, GroundTruth, Track, Tracks
 
 
-def draw(image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], caption: str) -> np.ndarray:
-    """``image`` (BGR) with the overlay drawn on a copy."""
+def draw(image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], caption: str,
+         scores: bool = True) -> np.ndarray:
+    """``image`` (BGR) with the overlay drawn on a copy (``scores``: in the labels)."""
     out = image.copy()
     alive = set()
     for t in tracks.tracks if tracks is not None else ():
@@ -35,7 +37,7 @@ def draw(image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], cap
         if len(trail) > 1:
             cv2.polylines(out, [np.array(trail, np.int32)], False, bgr, 1)
         name = CLASSES[t.class_id] if 0 <= t.class_id < len(CLASSES) else str(t.class_id)
-        label = f"{name} {t.track_id}{' ?' if t.predicted else ''}"
+        label = f"{name} {t.track_id}" + (f" {t.score:.2f}" if scores else "") + (" ?" if t.predicted else "")
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         ty = max(th + 2, y0 - 2)
         cv2.rectangle(out, (x0, ty - th - 2), (x0 + tw + 2, ty + 2), (0, 0, 0), -1)
@@ -86,3 +88,18 @@ def render_run(run: str | Path, out: str | Path, fps: float = 0.0) -> int:
             writer.release()
         tmp.unlink(missing_ok=True)
     return n
+
+
+def gt_as_tracks(gt: GroundTruth) -> Tracks:
+    """Ground truth drawn like tracks (instance ids as track ids; ignore regions left out)."""
+    return Tracks(gt.image_width, gt.image_height, tuple(
+        Track(track_id=i.instance_id, state="confirmed", class_id=i.class_id, score=1.0, box_xyxy=i.box_xyxy,
+              mask=i.mask) for i in gt.instances if not i.ignore))
+
+
+def side_by_side(image: np.ndarray, gt: GroundTruth | None, tracks: Tracks, seq: int) -> np.ndarray:
+    """Ground truth (left) and tracks (right) of one frame."""
+    left = draw(image, gt_as_tracks(gt) if gt is not None else None, {}, f"frame {seq} ground truth", scores=False)
+    coasting = sum(t.predicted for t in tracks.tracks)
+    right = draw(image, tracks, {}, f"frame {seq} tracks: {len(tracks.tracks)} ({coasting} coasting, ?)")
+    return np.hstack([left, np.full((image.shape[0], 4, 3), 255, np.uint8), right])

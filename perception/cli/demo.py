@@ -13,14 +13,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
 from perception.bus import Received
 from perception.config import ConfigError
-from perception.client import decode_mask
 from perception.evaluation.markdown import summary_text
 from perception.evaluation.report import evaluate_run, write_report
 from perception.launch import default_run_dir, load_launch, with_node
@@ -130,25 +128,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def tracks_sheet(run_file: Path, path: Path, tiles: int = 6) -> bool:
-    """A contact sheet of recorded frames with their tracks' masks and ids overlaid."""
+    """A contact sheet of recorded frames, each with its ground truth (left) beside its
+    tracks (right), from the first frame that has a confirmed track."""
+    from perception.render import side_by_side
+
     reader = DriveReader(run_file)
     tracks = {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source is not None}
-    frames = [f for f in reader.frames() if f.source.frame_seq in tracks]
+    frames = [f for f in reader.frames()
+              if any(t.state == "confirmed" for t in getattr(tracks.get(f.source.frame_seq), "tracks", ()))]
     if not frames:
         return False
     picked = frames[:: max(1, len(frames) // tiles)][:tiles]
-    images = []
-    for f in picked:
-        ids = np.zeros(f.image.shape[:2], np.int32)
-        labels = []
-        for t in tracks[f.source.frame_seq].tracks:
-            if t.mask is None or t.state == "removed":
-                continue
-            ids[decode_mask(t.mask)] = t.track_id
-            labels.append(SimpleNamespace(instance_id=t.track_id, class_id=t.class_id, box_xyxy=t.box_xyxy,
-                                          ignore=False))
-        images.append(overlay(f.image, ids, labels))
-    return bool(cv2.imwrite(str(path), contact_sheet(images, cols=3)))
+    images = [side_by_side(f.image, f.gt, tracks[f.source.frame_seq], f.source.frame_seq) for f in picked]
+    return bool(cv2.imwrite(str(path), contact_sheet(images, cols=2, tile_width=1280)))
 
 
 def _summary(progress: _Progress, result, written: dict[str, Path]) -> None:  # noqa: ANN001

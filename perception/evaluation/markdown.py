@@ -16,6 +16,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}"
 
 
+def _frac(v: float | None) -> str:
+    """AP, HOTA and the like as fractions in [0, 1], as the COCO tools and TrackEval print them."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
@@ -54,26 +59,26 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         lines.append(f"- {n}")
     lines.append("")
     if m is not None:
-        lines += ["## Mask AP (COCO segm: COCOeval via faster-coco-eval)", "",
+        lines += ["## Mask AP (COCO segm: COCOeval via faster-coco-eval; fractions in [0, 1])", "",
                   (f"{m.images} frames, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore "
                    f"regions scored as crowd), {m.detections} detections."), ""]
         lines += _table(["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
-                        [[_pct(m.ap), _pct(m.ap50), _pct(m.ap75), _pct(m.ap_small), _pct(m.ap_medium),
-                          _pct(m.ap_large), _pct(m.ar100)]])
+                        [[_frac(m.ap), _frac(m.ap50), _frac(m.ap75), _frac(m.ap_small), _frac(m.ap_medium),
+                          _frac(m.ap_large), _frac(m.ar100)]])
         lines += ["", "Per class:", ""]
         lines += _table(["class", "AP", "AP50", "AP75", "GT instances", "detections"],
-                        [[k, _pct(v.ap), _pct(v.ap50), _pct(v.ap75), str(v.gt_instances), str(v.detections)]
+                        [[k, _frac(v.ap), _frac(v.ap50), _frac(v.ap75), str(v.gt_instances), str(v.detections)]
                          for k, v in m.per_class.items()])
         lines.append("")
     if t is not None:
-        lines += ["## Tracking (TrackEval)", ""]
+        lines += ["## Tracking (TrackEval; fractions in [0, 1])", ""]
         lines += _table(["HOTA", "DetA", "AssA", "MOTA", "IDF1", "ID switches", "GT dets", "predicted dets"],
-                        [[_pct(t["hota"]), _pct(t["deta"]), _pct(t["assa"]), _pct(t["mota"]), _pct(t["idf1"]),
+                        [[_frac(t["hota"]), _frac(t["deta"]), _frac(t["assa"]), _frac(t["mota"]), _frac(t["idf1"]),
                           str(t["idsw"]), str(t["gt_dets"]), str(t["pred_dets"])]])
         if t.get("per_class"):
             lines += ["", "Per class:", ""]
             lines += _table(["class", "HOTA", "MOTA", "IDF1", "ID switches"],
-                            [[k, _pct(v["hota"]), _pct(v["mota"]), _pct(v["idf1"]), str(v["idsw"])]
+                            [[k, _frac(v["hota"]), _frac(v["mota"]), _frac(v["idf1"]), str(v["idsw"])]
                              for k, v in t["per_class"].items()])
         lines.append("")
     lines += ["## Latency", "",
@@ -106,12 +111,12 @@ def summary_text(report: Report) -> str:
     if not report.has_ground_truth:
         out.append("  no ground truth: latency and counts only")
     if m is not None:
-        out.append(f"  mask AP {_pct(m.ap)}  AP50 {_pct(m.ap50)}  AP75 {_pct(m.ap75)}  "
-                   f"(S {_pct(m.ap_small)} M {_pct(m.ap_medium)} L {_pct(m.ap_large)})")
-        out.append("  per class: " + "  ".join(f"{k} {_pct(v.ap)}" for k, v in m.per_class.items() if v.ap is not None))
+        out.append(f"  mask AP {_frac(m.ap)}  AP50 {_frac(m.ap50)}  AP75 {_frac(m.ap75)}  "
+                   f"(S {_frac(m.ap_small)} M {_frac(m.ap_medium)} L {_frac(m.ap_large)})")
+        out.append("  per class: " + "  ".join(f"{k} {_frac(v.ap)}" for k, v in m.per_class.items() if v.ap is not None))
     if t is not None:
-        out.append(f"  HOTA {_pct(t['hota'])}  DetA {_pct(t['deta'])}  AssA {_pct(t['assa'])}  "
-                   f"MOTA {_pct(t['mota'])}  IDF1 {_pct(t['idf1'])}  IDSW {t['idsw']}")
+        out.append(f"  HOTA {_frac(t['hota'])}  DetA {_frac(t['deta'])}  AssA {_frac(t['assa'])}  "
+                   f"MOTA {_frac(t['mota'])}  IDF1 {_frac(t['idf1'])}  IDSW {t['idsw']}")
     c = s.capture_to_output
     out.append(f"  capture->{s.output_topic or 'output'} ms: p50 {_ms(c.p50_ms)}  p95 {_ms(c.p95_ms)}  "
                f"p99 {_ms(c.p99_ms)}  (budget {s.budget_ms:g}: hit {_pct(s.deadline_hit_rate)}%)")

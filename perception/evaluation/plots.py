@@ -23,13 +23,18 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
-def _seconds(timeline: Sequence[FrameTiming]) -> np.ndarray:
-    """Seconds since the first captured frame, float64 ``(N,)`` (frame index where no
-    capture stamp is known)."""
+def _seconds(timeline: Sequence[FrameTiming]) -> tuple[np.ndarray, str]:
+    """``(x, axis label)``: seconds since the first frame, float64 ``(N,)``. A frame without
+    a capture stamp (no output message) gets the time interpolated from its neighbours by
+    frame number, so every point stays on the time axis; with fewer than two stamps the
+    axis is the frame number, and labelled so."""
     stamps = np.array([f.capture_ns for f in timeline], dtype=np.float64)
-    if stamps.size and (stamps > 0).all():
-        return (stamps - stamps.min()) / 1e9
-    return np.arange(len(timeline), dtype=np.float64)
+    seqs = np.array([f.frame_seq for f in timeline], dtype=np.float64)
+    known = stamps > 0
+    if known.sum() < 2:
+        return seqs - (seqs.min() if seqs.size else 0.0), "frame number"
+    t = np.where(known, stamps, np.interp(seqs, seqs[known], stamps[known]))
+    return (t - t.min()) / 1e9, "time since first frame [s]"
 
 
 def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: str | Path,
@@ -38,7 +43,7 @@ def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: st
     output are marked at the bottom; the budget is a dashed line."""
     fig = Figure(figsize=(10, 4), dpi=DPI)
     ax = fig.add_subplot()
-    t = _seconds(timeline)
+    t, x_label = _seconds(timeline)
     models = sorted({f.model for f in timeline if f.model is not None})
     colours = _colours(models)
     for m in models:
@@ -51,7 +56,7 @@ def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: st
     if dropped:
         ax.plot(t[dropped], np.zeros(len(dropped)), "x", ms=5, color="black", label=f"no output ({len(dropped)})")
     ax.axhline(budget_ms, ls="--", color="black", lw=1, label=f"budget {budget_ms:g} ms")
-    ax.set_xlabel("time since first frame [s]")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(f"capture -> {output_topic or 'output'} [ms]")
     ax.set_title("Latency per frame")
     ax.grid(alpha=0.3)
@@ -104,7 +109,7 @@ def model_usage(timeline: Sequence[FrameTiming], path: str | Path) -> Path:
     """Which model ran on each frame over time (one row per model), with the switches."""
     fig = Figure(figsize=(10, 2.8), dpi=DPI)
     ax = fig.add_subplot()
-    t = _seconds(timeline)
+    t, x_label = _seconds(timeline)
     models = sorted({f.model for f in timeline if f.model is not None})
     colours = _colours(models)
     for row, m in enumerate(models):
@@ -115,7 +120,7 @@ def model_usage(timeline: Sequence[FrameTiming], path: str | Path) -> Path:
         ax.step([a for a, _ in ran], [b for _, b in ran], where="post", color="black", lw=0.6, alpha=0.5)
     ax.set_yticks(range(len(models)), models)
     ax.set_ylim(-0.6, max(len(models), 1) - 0.4)
-    ax.set_xlabel("time since first frame [s]")
+    ax.set_xlabel(x_label)
     ax.set_title("Model per frame")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

@@ -101,7 +101,7 @@ def test_written_report_holds_the_figures(tmp_path: Path, gt_frames: list[GtFram
     assert data["stats"]["model_switches"] == 3
     assert len(data["stats"]["timeline"]) == 10
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| 100.0 | 100.0 | 100.0 |" in md  # AP, AP50, AP75 in percent
+    assert "| 1.000 | 1.000 | 1.000 |" in md  # AP, AP50, AP75 as fractions, as COCO prints them
     assert "stale frames skipped by segmenter | 7 |" in md
 
 
@@ -110,10 +110,23 @@ def test_cli_writes_the_report_and_rejects_a_bad_file(tmp_path: Path, gt_frames:
     run = write_run(tmp_path / "run.mcap", gt_frames, RunSpec())
     assert main(["eval", str(run), "--out", str(tmp_path / "rep"), "--no-plots", "--budget-ms", "50"]) == 0
     out = capsys.readouterr().out
-    assert "mask AP 100.0" in out and "hit 30.0%" in out
+    assert "mask AP 1.000" in out and "hit 30.0%" in out
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["report.json", "report.md"]
     bad = tmp_path / "bad.mcap"
     bad.write_bytes(b"not an mcap file")
     assert main(["eval", str(bad), "--out", str(tmp_path / "rep2")]) == 2
     out = capsys.readouterr().out
     assert out.startswith("error:") and str(bad) in out
+
+
+def test_timeline_plots_keep_a_time_axis_when_a_frame_has_no_stamp() -> None:
+    from perception.evaluation.latency import FrameTiming
+    from perception.evaluation.plots import _seconds
+
+    def row(seq: int, capture_ns: int) -> FrameTiming:
+        return FrameTiming(seq, capture_ns, None, None, None, None, None, None, None, None)
+
+    t, label = _seconds([row(0, 10**9), row(1, 0), row(2, 10**9 + 200_000_000)])  # frame 1 had no output
+    assert label == "time since first frame [s]" and t.tolist() == pytest.approx([0.0, 0.1, 0.2])
+    t, label = _seconds([row(4, 0), row(5, 0)])
+    assert label == "frame number" and t.tolist() == [0.0, 1.0]
