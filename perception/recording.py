@@ -173,8 +173,8 @@ class DriveWriter:
         self.jpeg_quality = jpeg_quality
         self._writer = Writer(self._stream, chunk_size=int(chunk_bytes), compression=COMPRESSION_TYPES[compression])
         self._writer.start(profile=PROFILE, library=f"perception {meta.generator_version}".strip())
-        # Written first as well as last, so a file cut short still names its camera.
-        self._writer.add_metadata(DRIVE_METADATA, meta.to_record())
+        # The drive metadata record is written once, at close, when it is complete; a file cut
+        # short gets it from `perception record --recover` (camera and size from its frames).
         self._stream.flush()
         self._written = self._tell()
         self._channels: dict[str, int] = {}

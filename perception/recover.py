@@ -118,7 +118,7 @@ class _Copier:
                 pass
 
     def final_meta(self, chunks: int) -> dict[str, str]:
-        meta = self.meta or DriveMeta(generator="unknown")
+        meta = self.meta or DriveMeta(generator="recovered")  # its writer never wrote the record
         f = self.first_frame
         if f is not None and (meta.width, meta.height) == (0, 0):
             meta = replace(meta, camera_id=f.source.camera_id, width=f.width, height=f.height)

@@ -238,7 +238,7 @@ def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_t
                     size = (image.shape[1], image.shape[0])
                     frames += 1
                 w.meta = DriveMeta(camera_id=w.meta.camera_id, width=size[0], height=size[1], fps=fps,
-                                   generator="import-bag", notes=f"{bag}:{image_topic}")
+                                   generator="import-bag", notes=f"{bag}:{image_topic}")  # written at close
             if not frames:
                 raise BagError(f"{bag}: topic {image_topic!r} has no messages")
             calib_path = None

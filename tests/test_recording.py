@@ -43,6 +43,8 @@ def test_frames_gt_and_topics_round_trip(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         log_times = [m.log_time for _, _, m in make_reader(f).iter_messages(topics=["frames"])]
     assert log_times == [r.meta.wall_ns(1000 + i * 100) for i in range(3)]
+    with open(path, "rb") as f:
+        assert [m.name for m in make_reader(f).iter_metadata()] == ["drive"]  # one record, written complete
     assert r.counts == {"frames": 3, "gt": 3, "detections": 3}
     frames = list(r.frames())
     assert [f.source.frame_seq for f in frames] == [0, 1, 2]

@@ -120,7 +120,7 @@ def test_kill_9_leaves_a_file_that_recover_repairs(run_dir: str, tmp_path: Path)
     assert rec.counts == {"frames": N, "gt": N}  # chunk_s bounds what a kill can lose
     r = DriveReader(out)
     assert [f.source.frame_seq for f in r.frames()] == list(range(N))
-    assert r.meta.generator == "recorder" and r.meta.width == 64
+    assert r.meta.generator == "recovered" and r.meta.width == 64  # the metadata record is written at close
 
 
 def test_recorder_node_in_a_launch_records_every_published_frame(run_dir: str, tmp_path: Path,
