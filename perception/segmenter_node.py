@@ -20,6 +20,7 @@ from perception.node import Outgoing
 from perception.scheduling import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
 from perception.schema import FrameHeader
 from perception.segmentation.card import ModelCard, load_card
+from perception.segmentation.providers import describe
 from perception.segmentation.runtime import Segmenter, load_segmenter
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 class SegmenterConfig:
     """``fast`` / ``accurate``: model card files; ``policy``: fast, accurate or auto;
     ``budget_ms``: capture-to-published-detections budget; ``threads``: ONNX Runtime intra-op
-    threads per model (0 = its default); ``providers``: execution providers to try, in order
-    (empty = TensorRT, CUDA, CPU by availability)."""
+    threads per model (0 = its default); ``providers``: the execution providers to use, in
+    order, each of which must be available (empty = TensorRT, CUDA, CPU by availability;
+    see :mod:`perception.segmentation.providers`)."""
 
     fast: str = "models/yolact_fast.toml"
     accurate: str = "models/maskrcnn_accurate.toml"
@@ -69,6 +71,8 @@ class SegmenterLogic:
         fast = profiles.get(FAST) or profiles[ACCURATE]
         accurate = profiles.get(ACCURATE) or profiles[FAST]
         self.policy = Policy(cfg.policy_config(), fast, accurate)
+        #: provider, device and precision of each model's session, for the heartbeat
+        self.runtime = {m: describe(model.session) for m, model in models.items() if hasattr(model, "session")}
         self.frames = 0
         self.stale = 0
         self.deadline_misses = 0
@@ -102,8 +106,9 @@ class SegmenterLogic:
         return [Outgoing("detections", det, src)]
 
     def counters(self) -> dict[str, int | float | str | bool]:
+        runtime = {f"{m}_{k}": v for m, d in self.runtime.items() for k, v in d.items()}
         return {"frames": self.frames, "published": self.published, "stale": self.stale,
-                "deadline_misses": self.deadline_misses, **self.policy.counters()}
+                "deadline_misses": self.deadline_misses, **self.policy.counters(), **runtime}
 
 
 def latency_profile(card: ModelCard) -> LatencyProfile:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibrate", "camera intrinsics from checkerboard images (pinhole or fisheye)"),
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
+    "doctor": ("doctor", "versions, ONNX Runtime providers, GPU, cameras, model files, free space; checks a launch file"),
     "eval": ("eval", "score a recorded run: mask AP, tracking, latency, drops -> report.json/.md"),
     "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
     "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),

@@ -12,21 +12,21 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from perception.preprocess import compose, letterbox, to_camera_xyxy
 from perception.schema import Detections, Letterbox
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
+from perception.segmentation.providers import PREFERENCE, choose, describe, log_fallback, onnxruntime, with_options
 
 log = logging.getLogger(__name__)
 
-PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_PREFERENCE = PREFERENCE
 #: Output names of an exported one-stage model, in order.
 YOLACT_OUTPUTS = ("boxes", "scores", "coefs", "protos")
 
@@ -59,37 +59,45 @@ def check_bgr(image: np.ndarray) -> None:
 
 def choose_providers(available: Sequence[str] | None = None) -> list[str]:
     """The available providers in the order TensorRT > CUDA > CPU."""
-    have = set(ort.get_available_providers() if available is None else available)
-    chosen = [p for p in PROVIDER_PREFERENCE if p in have]
-    return chosen or ["CPUExecutionProvider"]
+    return choose((), available)
 
 
 def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                 label: str = "", spin: bool = False) -> ort.InferenceSession:
+                 label: str = "", spin: bool = False) -> Any:
     """An ONNX Runtime session on ``path``. ``threads``: intra-op threads (0: ORT default).
-    ``spin``: let idle intra-op threads spin-wait; off by default, since the node shares the
-    CPU with the other nodes and its own NumPy post-processing, which spinning threads slow.
+    ``providers``: the ones to use, each of which must be available (default: TensorRT >
+    CUDA > CPU by availability; :mod:`.providers`). ``spin``: let idle intra-op threads
+    spin-wait; off by default, since the node shares the CPU with the other nodes and its
+    own NumPy post-processing, which spinning threads slow.
 
-    Raises :class:`ModelFileError` naming the file when it is missing or not a valid model.
+    Raises :class:`ModelFileError` naming the file when it is missing or not a valid model,
+    :class:`~perception.segmentation.providers.ProviderError` when a provider asked for is
+    not there.
     """
+    ort = onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
+    have = ort.get_available_providers()
+    chosen = choose(tuple(providers or ()), have)
+    if not providers:
+        log_fallback(have)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=list(providers or choose_providers()))
+        sess = ort.InferenceSession(str(path), opts, providers=with_options(chosen))
     except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         raise ModelFileError(f"model file {str(path)!r} could not be loaded by ONNX Runtime: {e}") from None
-    log.info("segmenter %s: ONNX Runtime %s on %s (%s intra-op threads) from %s", label or path.stem,
-             ort.__version__, sess.get_providers()[0], threads or "default", path.name)
+    d = describe(sess)
+    log.info("segmenter %s: ONNX Runtime %s on %s (device %s, %s, %s intra-op threads) from %s", label or path.stem,
+             ort.__version__, d["provider"], d["device"], d["precision"], threads or "default", path.name)
     return sess
 
 
 def card_session(card: ModelCard | str | Path, family: str, threads: int = 0,
-                 providers: Sequence[str] | None = None) -> tuple[ModelCard, ort.InferenceSession]:
+                 providers: Sequence[str] | None = None) -> tuple[ModelCard, Any]:
     """The card (loaded if given as a path) and an ONNX Runtime session on its verified
     ONNX file; :class:`CardError` when the card is of another family or has no ONNX file."""
     card = card if isinstance(card, ModelCard) else load_card(card)

@@ -45,6 +45,9 @@ class TrainConfig:
     #: ``patience`` evaluations without a better one (0 = never stop early)
     keep_best: bool = True
     patience: int = 0
+    #: on a GPU, run the forward pass and losses in bfloat16 (autocast; the weights and the
+    #: optimiser stay float32, so no loss scaling is needed); ignored on the CPU
+    amp: bool = False
     #: exponential moving average of the weights (0 = off): decay ``ema_decay * (1 -
     #: exp(-updates / ema_ramp_steps))``, so the average follows quickly early in a run; the
     #: average is what is evaluated and saved

@@ -191,16 +191,20 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         log.info("held-out loss before training: %.4f", initial_loss)
     losses: dict[str, float] = {}
     metrics: dict[str, object] = {}
+    # on a GPU, rendering workers prepare batches ahead into pinned memory, so copies overlap the step
     batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
-                                          batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers)
+                                          batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
+                                          pin_memory=device.type == "cuda")
     bar = tqdm(zip(range(start, cfg.steps), batches, strict=True), initial=start, total=cfg.steps,
                disable=not progress, desc=card.name)
     t0_cpu = time.process_time()
     budget_s = cpu_minutes * 60.0 if cpu_minutes else None
     pending = sorted(snapshot_minutes)
     for step, (images, targets) in bar:
-        images, targets = images.to(device), [{k: v.to(device) for k, v in t.items()} for t in targets]
-        terms = loss_terms(model, card, images, targets, cfg)
+        images = images.to(device, non_blocking=True)
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            terms = loss_terms(model, card, images, targets, cfg)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
