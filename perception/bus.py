@@ -8,6 +8,11 @@ Real-time rule: publishers drop at the high water mark; a :class:`Subscriber` in
 keep-newest mode drains its sockets and keeps only the newest frame per topic, counting
 everything it skipped (and every ``seq`` gap, which covers drops at the sender) in
 ``dropped``. In deterministic mode it hands over every message in order.
+
+Local links can carry frames in shared memory (:mod:`perception.shm_ring`): a publisher
+with a ring puts the pixels there and sends the slot reference in the frame header (the
+third part is then empty); the subscriber copies them out, or drops the frame (counted)
+when the slot was overwritten first.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
 
 from perception import schema
 from perception.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
+from perception.shm_ring import FrameRing, ShmReader
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +92,10 @@ class Publisher:
         bind: bool = True,
         hwm: int = DEFAULT_HWM,
         configure: Callable[[zmq.Socket], object] | None = None,
+        ring: FrameRing | None = None,
     ) -> None:
         self.address = address
+        self.ring = ring
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -96,10 +104,22 @@ class Publisher:
         (self.sock.bind if bind else self.sock.connect)(address)
 
     def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
-        """Send ``env`` (and, for frames, ``pixels`` without copying). Never blocks."""
+        """Send ``env`` (and, for frames, ``pixels``: into the shared-memory ring when this
+        publisher has one and they fit, else as the third part, without copying). Never
+        blocks."""
+        header = env.payload
+        if pixels is not None and isinstance(header, FrameHeader):
+            pixels = np.ascontiguousarray(pixels)
+            ref = self.ring.write(pixels) if self.ring is not None else None
+            if ref is not None or header.shm is not None:  # a forwarded frame never keeps another ring's slot
+                env = replace(env, payload=replace(header, shm=ref))
+            if ref is not None:
+                pixels = None
         parts: list[object] = [env.topic.encode(), schema.encode(env)]
         if pixels is not None:
-            parts.append(np.ascontiguousarray(pixels))
+            parts.append(pixels)
+        elif isinstance(env.payload, FrameHeader):
+            parts.append(b"")
         try:
             self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB never raises Again, but be explicit about never blocking
@@ -107,6 +127,8 @@ class Publisher:
 
     def close(self) -> None:
         self.sock.close(0)
+        if self.ring is not None:
+            self.ring.close()
 
 
 @dataclass
@@ -224,6 +246,7 @@ class Subscriber:
         self.errors = 0
         self.last_error = ""
         self._seq = _SeqTracker()
+        self.shm = ShmReader()
 
     def _decode(self, parts: Sequence[zmq.Frame]) -> Received | None:
         try:
@@ -238,7 +261,18 @@ class Subscriber:
             if kind == "frame":
                 if len(parts) != 3:
                     raise MalformedMessage(f"frame on {name!r} has no pixel part")
-                pixels = frame_pixels(env.payload, parts[2].buffer)  # type: ignore[arg-type]
+                header: FrameHeader = env.payload  # type: ignore[assignment]
+                if header.shm is not None:
+                    try:
+                        data = self.shm.read(header.shm, header)
+                    except (FileNotFoundError, ValueError) as e:
+                        raise MalformedMessage(f"frame on {name!r}: shared memory {header.shm.segment}: {e}") from None
+                    if data is None:  # the producer overwrote the slot first: dropped, never a torn frame
+                        self.dropped += self._seq.gap(name, env.seq) + 1
+                        return None
+                    pixels = frame_pixels(header, data)
+                else:
+                    pixels = frame_pixels(header, parts[2].buffer)
             elif len(parts) != 2:
                 raise MalformedMessage(f"message on {name!r} has {len(parts)} parts, expected 2")
         except SchemaError as e:
@@ -286,6 +320,7 @@ class Subscriber:
             s.close(0)
         if self.wake is not None:
             self.wake.close(0)
+        self.shm.close()
 
 
 def iter_messages(sub: Subscriber, timeout_s: float | None = None) -> Iterable[Received]:

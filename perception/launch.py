@@ -35,6 +35,7 @@ from perception.publisher import PublisherConfig
 from perception.recorder import RecorderConfig
 from perception.replay import ReplayConfig
 from perception.segmenter_node import SegmenterConfig
+from perception.shm_ring import ShmConfig
 from perception.tracking import TrackerConfig
 
 
@@ -91,9 +92,12 @@ class LaunchSpec:
     deterministic: bool
     nodes: tuple[NodeSpec, ...]
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    #: frames between local nodes in shared memory (``shm: {slots, slot_mb}``; off in
+    #: deterministic mode, where a queued frame must never be overwritten)
+    shm: ShmConfig = field(default_factory=ShmConfig)
 
 
-_TOP_KEYS = ("run", "deterministic", "supervisor", "nodes")
+_TOP_KEYS = ("run", "deterministic", "supervisor", "shm", "nodes")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -151,7 +155,8 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         nodes.append(NodeSpec(name, type_name, cfg, params))
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
-    return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup)
+    shm = build_config(ShmConfig, doc.get("shm") or {}, where=f"{where}: shm")
+    return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
 
 
 def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: str | None = None) -> LaunchSpec:

@@ -27,6 +27,7 @@ from perception import schema
 from perception.bus import DEFAULT_HWM, DETERMINISTIC_HWM, Publisher, Received, Subscriber
 from perception.config import ConfigError, build_config
 from perception.schema import Envelope, Source, Status
+from perception.shm_ring import FrameRing, segment_name
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class NodeContext:
     name: str
     run_dir: str
     deterministic: bool = False
+    #: frames published through shared-memory rings of this many slots (0: over the socket)
+    shm_slots: int = 0
+    shm_slot_bytes: int = 0
 
 
 @dataclass
@@ -100,7 +104,8 @@ class NodeLoop:
                        keep_newest=not self.keep_all)
             if logic.inputs else None
         )
-        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm) for t in logic.outputs}
+        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm, ring=self._ring(t))
+                     for t in logic.outputs}
         self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
                                     bind=False, hwm=16)
         self.seq = {t: 0 for t in logic.outputs}
@@ -109,6 +114,12 @@ class NodeLoop:
         self.running = True
         self._next_heartbeat = 0
         self._parent = os.getppid()
+
+    def _ring(self, topic: str) -> FrameRing | None:
+        """A shared-memory ring for a frame topic of this node (when the launch asks for one)."""
+        if not self.ctx.shm_slots or self.ctx.deterministic or schema.topic(topic).kind != "frame":
+            return None
+        return FrameRing(segment_name(self.ctx.run_dir, topic), self.ctx.shm_slots, self.ctx.shm_slot_bytes)
 
     # -- one iteration ---------------------------------------------------------------
     def run_once(self, max_wait_ms: int = 50) -> None:
@@ -245,10 +256,12 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--params", default="{}")
     ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--shm-slots", type=int, default=0)
+    ap.add_argument("--shm-slot-bytes", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    ctx = NodeContext(args.name, args.run_dir, args.deterministic)
+    ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
         logic = make_logic(cfg, ctx) if with_context else make_logic(cfg)

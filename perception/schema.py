@@ -127,6 +127,19 @@ Encoding = Literal["bgr8", "rgb8", "mono8"]
 
 
 @dataclass(frozen=True)
+class ShmSlot:
+    """Where a frame's pixels are when they travel in shared memory
+    (:mod:`perception.shm_ring`): ``slot`` of the ring ``segment`` (``slot_stride`` bytes
+    apart), written as ``generation``, ``nbytes`` long."""
+
+    segment: Annotated[str, msgspec.Meta(max_length=120, pattern=r"^perception-[A-Za-z0-9_.-]+$")]
+    slot: Annotated[int, msgspec.Meta(ge=0, le=255)]
+    generation: Annotated[int, msgspec.Meta(ge=0)]
+    nbytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_PIXELS_BYTES)]
+    slot_stride: Annotated[int, msgspec.Meta(ge=0)]
+
+
+@dataclass(frozen=True)
 class FrameHeader:
     """Header of a frame; the pixels follow as the third message part.
 
@@ -143,6 +156,8 @@ class FrameHeader:
     stride: int
     transform: Letterbox | None = None
     undistorted: bool = False
+    #: set when the pixels are in shared memory instead of the message's third part
+    shm: ShmSlot | None = None
 
     @property
     def channels(self) -> int:

@@ -31,6 +31,7 @@ from perception import schema
 from perception.bus import Publisher
 from perception.launch import NODE_TYPES, LaunchSpec, NodeSpec
 from perception.schema import Envelope, Status
+from perception.shm_ring import remove_stale
 
 log = logging.getLogger("supervisor")
 
@@ -73,6 +74,8 @@ class Supervisor:
         self.zctx = zmq.Context()
         os.makedirs(run_dir, exist_ok=True)
         self._claim_run_dir()
+        for name in remove_stale(run_dir):  # left by an earlier run of this folder that was killed
+            log.info("removed stale shared memory %s", name)
         self.status_in = self.zctx.socket(zmq.SUB)
         self.status_in.setsockopt(zmq.SUBSCRIBE, b"")
         self.status_in.setsockopt(zmq.LINGER, 0)
@@ -103,6 +106,8 @@ class Supervisor:
                "--run-dir", self.run_dir, "--params", json.dumps(spec.params)]
         if self.spec.deterministic:
             cmd.append("--deterministic")
+        elif self.spec.shm.slots:
+            cmd += ["--shm-slots", str(self.spec.shm.slots), "--shm-slot-bytes", str(self.spec.shm.slot_bytes)]
         return cmd
 
     def _spawn(self, node: ManagedNode) -> None:
@@ -224,6 +229,8 @@ class Supervisor:
         self.status_in.close(0)
         self.status_out.close()
         self.zctx.term()
+        for name in remove_stale(self.run_dir):  # a node killed with -9 leaves its ring
+            log.info("removed the shared memory %s of a node that did not close it", name)
         try:
             os.unlink(os.path.join(self.run_dir, "supervisor.pid"))
         except FileNotFoundError:
