@@ -1,19 +1,29 @@
-"""Transport benchmark: frames over ZeroMQ between two processes vs an in-process copy.
+"""Transport benchmark: frames between two processes through shared memory (our ring), our
+ZeroMQ path, and raw pyzmq, beside an in-process copy.
 
-For 640x480 and 1920x1080 BGR frames it prints, in one run:
+For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transport:
 - added latency publish -> receive across processes (p50/p99, frames paced at 30 fps);
-- throughput (frames/s) of back-to-back frames in deterministic mode (nothing dropped);
-- the baseline: an in-process copy of the same buffer (``np.copyto``), median and p99.
+- back-to-back throughput (frames/s received whole; shared memory drops what the reader
+  could not copy before the ring came round, and says how many);
+- the baseline: an in-process copy of the same buffer (``np.copyto``).
 
-Usage: ``uv run python bench/transport.py [--frames N]``
+``shm``: :class:`perception.bus.Publisher` with a :class:`perception.shm_ring.FrameRing`
+(the pixels written once into shared memory, copied out once by the reader); ``zmq``: the
+same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
+multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
+
+Usage: ``uv run python bench/transport.py [--frames N] [--json out.json]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import struct
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -21,47 +31,87 @@ import zmq
 from perception import schema
 from perception.bus import Publisher, Subscriber, header_for
 from perception.schema import Envelope, Source
+from perception.shm_ring import FrameRing, segment_name
+
+TRANSPORTS = ("shm", "zmq", "raw_pyzmq")
 
 
-def _receiver(run_dir: str, n: int, ready, result) -> None:  # noqa: ANN001
+def _receiver(kind: str, run_dir: str, n: int, ready, result) -> None:  # noqa: ANN001
     ctx = zmq.Context()
-    sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
-    ready.set()
     lat_ms, stamps = [], []
-    while len(stamps) < n:
-        for m in sub.poll(1000):
-            if m.envelope.seq < 0:
-                continue
-            lat_ms.append((m.recv_ns - m.envelope.stamp_ns) / 1e6)
-            stamps.append(m.recv_ns)
-            _ = int(m.pixels[0, 0, 0])  # touch the buffer
-    result.put((lat_ms, stamps, sub.dropped))
-    sub.close()
+    dropped = 0
+    address = schema.endpoint("frames", run_dir)
+    if kind == "raw_pyzmq":
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"frames")
+        sock.connect(address)
+        ready.set()
+        last = -1
+        while len(stamps) + dropped < n:
+            if not sock.poll(2000):
+                break
+            parts = sock.recv_multipart(copy=False)
+            recv = time.monotonic_ns()
+            seq, stamp = struct.unpack("<qq", parts[1].buffer)
+            _ = int(np.frombuffer(parts[2].buffer, np.uint8)[0])  # touch the pixels
+            dropped += seq - last - 1
+            last = seq
+            lat_ms.append((recv - stamp) / 1e6)
+            stamps.append(recv)
+        sock.close(0)
+    else:
+        sub = Subscriber(ctx, {"frames": address}, keep_newest=False)
+        ready.set()
+        idle = time.monotonic()
+        while len(stamps) + sub.dropped < n and time.monotonic() - idle < 3:
+            for m in sub.poll(200):
+                idle = time.monotonic()
+                lat_ms.append((m.recv_ns - m.envelope.stamp_ns) / 1e6)
+                stamps.append(m.recv_ns)
+                _ = int(m.pixels[0, 0, 0])
+        dropped = sub.dropped
+        sub.close()
+    result.put((lat_ms, stamps, dropped))
     ctx.term()
 
 
-def _run(width: int, height: int, n: int, pace_s: float) -> tuple[np.ndarray, float, int]:
+def _run(kind: str, width: int, height: int, n: int, pace_s: float) -> tuple[np.ndarray, float, int]:
     run_dir = tempfile.mkdtemp(prefix="bt-", dir="/tmp")
     ctx = zmq.Context()
-    pub = Publisher(ctx, schema.endpoint("frames", run_dir), hwm=0)
+    address = schema.endpoint("frames", run_dir)
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    pub = sock = None
+    if kind == "raw_pyzmq":
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.bind(address)
+    else:
+        ring = FrameRing(segment_name(run_dir, "frames"), 16, image.nbytes) if kind == "shm" else None
+        pub = Publisher(ctx, address, hwm=0, ring=ring)
     mpctx = mp.get_context("spawn")
     ready, result = mpctx.Event(), mpctx.Queue()
-    proc = mpctx.Process(target=_receiver, args=(run_dir, n, ready, result))
+    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, n, ready, result))
     proc.start()
     ready.wait()
     time.sleep(0.5)
-    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     header = header_for(image)
     for i in range(n):
         now = time.monotonic_ns()
-        pub.send(Envelope("frames", i, now, Source("bench", i, now), header), image)
+        if sock is not None:
+            sock.send_multipart([b"frames", struct.pack("<qq", i, now), image], copy=False)
+        else:
+            pub.send(Envelope("frames", i, now, Source("bench", i, now), header), image)  # type: ignore[union-attr]
         if pace_s:
             time.sleep(pace_s)
     lat, stamps, dropped = result.get(timeout=120)
     proc.join()
-    pub.close()
+    if pub is not None:
+        pub.close()
+    if sock is not None:
+        sock.close(0)
     ctx.term()
-    fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9)
+    fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) if len(stamps) > 1 else 0.0
     return np.asarray(lat), fps, dropped
 
 
@@ -79,20 +129,29 @@ def _copy_baseline(width: int, height: int, n: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    print(f"{'size':<11}{'what':<44}{'p50 ms':>9}{'p99 ms':>9}{'frames/s':>10}")
+    out: dict[str, dict] = {}
+    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped':>9}")
     for w, h in ((640, 480), (1920, 1080)):
-        lat, _, dropped = _run(w, h, args.frames, 1 / 30)
-        _, fps, dropped2 = _run(w, h, args.frames, 0.0)
-        base = _copy_baseline(w, h, args.frames)
         size = f"{w}x{h}"
-        print(f"{size:<11}{'zmq ipc, 2 processes, 30 fps (latency)':<44}{np.median(lat):>9.3f}"
-              f"{np.percentile(lat, 99):>9.3f}{'':>10}")
-        print(f"{size:<11}{'zmq ipc, 2 processes, back-to-back':<44}{'':>9}{'':>9}{fps:>10.0f}")
-        print(f"{size:<11}{'baseline: in-process np.copyto':<44}{np.median(base):>9.3f}"
-              f"{np.percentile(base, 99):>9.3f}{1000 / np.median(base):>10.0f}")
-        print(f"{size:<11}{'ratio latency p50 / copy p50':<44}{np.median(lat) / np.median(base):>9.1f}"
-              f"   dropped: {dropped + dropped2}")
+        out[size] = {}
+        for kind in TRANSPORTS:
+            lat, _, d1 = _run(kind, w, h, args.frames, 1 / 30)
+            _, fps, d2 = _run(kind, w, h, args.frames, 0.0)
+            row = {"p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)), "fps": fps,
+                   "dropped_paced": int(d1), "dropped_back_to_back": int(d2)}
+            out[size][kind] = row
+            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{d1}/{d2:>7}")
+        base = _copy_baseline(w, h, args.frames)
+        out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
+        print(f"{size:<11}{'copy':<12}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
+              f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)")
+        s, z = out[size]["shm"], out[size]["zmq"]
+        print(f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
+              f"{s['fps'] / max(z['fps'], 1e-9):.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import mmap
 import os
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
@@ -35,16 +35,16 @@ from perception.schema import FrameHeader, ShmSlot
 #: bytes before each slot's pixels: the generation counter (uint64), padded to a cache line
 SLOT_HEADER = 64
 PREFIX = "perception-"
-#: segments this process created (their registration with the resource tracker stays)
-_OWNED: set[str] = set()
 
 
 @dataclass(frozen=True)
 class ShmConfig:
-    """A launch file's ``shm:`` table: ``slots`` per frame topic (0 turns shared memory off)
-    and ``slot_mb``, the largest frame that goes through it (larger ones use the socket)."""
+    """A launch file's ``shm:`` table: ``slots`` per frame topic (0, the default, keeps
+    frames on the socket: on this project's 2-core machines the ring has not yet beaten the
+    ipc socket, see ``bench/transport.py``) and ``slot_mb``, the largest frame that goes
+    through it (larger ones use the socket)."""
 
-    slots: int = 4
+    slots: int = 0
     slot_mb: float = 8.0
 
     def validate(self) -> None:
@@ -95,11 +95,9 @@ class FrameRing:
         except FileNotFoundError:
             pass
         self.shm = SharedMemory(name, create=True, size=slots * self.stride)
-        _OWNED.add(name)
         self.buf = np.ndarray((slots * self.stride,), np.uint8, self.shm.buf)
+        self.buf[:] = 0  # touch every page now: a first write into fresh pages costs page faults, 3x its copy
         self.gens = [np.ndarray((1,), np.uint64, self.shm.buf, offset=k * self.stride) for k in range(slots)]
-        for g in self.gens:
-            g[0] = 0
         self.next = 0
 
     def write(self, pixels: np.ndarray) -> ShmSlot | None:
@@ -123,50 +121,56 @@ class FrameRing:
             self.shm.unlink()
         except FileNotFoundError:
             pass
-        _OWNED.discard(self.name)
 
 
 class ShmReader:
-    """A reader's mappings of producers' rings; :meth:`read` copies a slot's pixels out."""
+    """A reader's mappings of producers' rings; :meth:`read` copies a slot's pixels out.
+
+    Segments are mapped read-only straight from ``/dev/shm`` rather than through
+    ``SharedMemory``, which would register them with this process's resource tracker and
+    have it unlink the producer's segment when this reader exits (CPython < 3.13)."""
 
     def __init__(self) -> None:
-        self._maps: dict[str, SharedMemory] = {}
+        self._maps: dict[str, mmap.mmap] = {}
         self.torn = 0
 
-    def _map(self, name: str) -> SharedMemory:
-        shm = self._maps.get(name)
-        if shm is None:
-            shm = SharedMemory(name)
-            # attaching registers the segment with this process's resource tracker, which
-            # would unlink it when this reader exits (CPython < 3.13): only its owner may
-            if name not in _OWNED:
-                resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-            self._maps[name] = shm
-        return shm
+    def _map(self, name: str) -> mmap.mmap:
+        mm = self._maps.get(name)
+        if mm is None:
+            fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            self._maps[name] = mm
+        return mm
 
     def read(self, ref: ShmSlot, header: FrameHeader) -> np.ndarray | None:
         """The pixel bytes of ``ref`` (a copy, 1-D uint8), or None when the slot was
         overwritten before or during the copy (counted in ``torn``). Raises
         ``FileNotFoundError`` when the segment is gone, ``ValueError`` when ``ref`` does not
         fit the header or the segment."""
-        shm = self._map(ref.segment)
+        mm = self._map(ref.segment)
         need = header.height * header.stride
         offset = ref.slot * ref.slot_stride
         if ref.nbytes != need or ref.slot < 0 or ref.slot_stride < SLOT_HEADER + ref.nbytes \
-                or offset + SLOT_HEADER + ref.nbytes > shm.size:
+                or offset + SLOT_HEADER + ref.nbytes > len(mm):
             raise ValueError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
-                             f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({shm.size})")
-        gen = np.ndarray((1,), np.uint64, shm.buf, offset=offset)
+                             f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})")
+        gen = np.frombuffer(mm, np.uint64, 1, offset)
         if int(gen[0]) != ref.generation:
             self.torn += 1
             return None
-        data = np.frombuffer(shm.buf, np.uint8, ref.nbytes, offset + SLOT_HEADER).copy()
+        data = np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER).copy()
         if int(gen[0]) != ref.generation:  # overwritten while we copied
             self.torn += 1
             return None
         return data
 
     def close(self) -> None:
-        for shm in self._maps.values():
-            shm.close()
+        for mm in self._maps.values():
+            try:
+                mm.close()
+            except BufferError:  # a view of it is still alive somewhere; the mapping goes with it
+                pass
         self._maps.clear()

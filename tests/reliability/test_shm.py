@@ -9,6 +9,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import zmq
 from perception import schema
 from perception.bus import Publisher, Subscriber, header_for
 from perception.schema import Envelope, Source
-from perception.shm_ring import FrameRing, ShmReader, segment_name, segments
+from perception.shm_ring import FrameRing, ShmConfig, ShmReader, segment_name, segments
 
 from .conftest import next_external, pipeline_spec, start_pipeline
 
@@ -88,7 +89,8 @@ def test_a_frame_too_large_for_a_slot_goes_over_the_socket() -> None:
 
 def test_kill_9_of_a_producer_leaves_no_shared_memory(small_drive: Path, fast_card: str, run_dir: str) -> None:
     external = next_external()
-    spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.loop=true")
+    spec = replace(pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.loop=true"),
+                   shm=ShmConfig(slots=4, slot_mb=2))
     with start_pipeline(spec, run_dir, external) as p:
         p.wait_status("preprocess", lambda st: st.frames_out >= 5, 60)
         before = segments(run_dir)
