@@ -19,8 +19,10 @@ message, so a recorder killed with ``kill -9`` loses at most the last ``chunk_s`
 
 from __future__ import annotations
 
+import errno
 import logging
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,6 +60,15 @@ class RecorderConfig:
     compression: Compression = "zstd"
     image_format: ImageFormat = "jpeg"
     jpeg_quality: int = 90
+    #: stop recording (close the file, keep the pipeline going) when the disk has less free
+    #: space than this, or when this recording's files reach ``max_disk_gb`` (0: no cap);
+    #: recording resumes into a new file when space is back
+    min_free_mb: float = 100.0
+    max_disk_gb: float = 0.0
+    #: space kept in reserve (a file beside the recording), freed on a full disk so that the
+    #: current file can still be closed (summary and index written) and read as it is
+    reserve_mb: float = 4.0
+    space_check_s: float = 1.0
 
     def validate(self) -> None:
         if not self.out:
@@ -76,6 +87,8 @@ class RecorderConfig:
             raise ValueError("key 'chunk_bytes' must be > 0")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("key 'jpeg_quality' must be in 1..100")
+        if min(self.min_free_mb, self.max_disk_gb, self.reserve_mb) < 0 or self.space_check_s <= 0:
+            raise ValueError("keys 'min_free_mb', 'max_disk_gb' and 'reserve_mb' must be >= 0, 'space_check_s' > 0")
 
 
 def split_path(out: str, index: int) -> Path:
@@ -97,6 +110,43 @@ def frame_image(header: FrameHeader, pixels: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+class ReservedFile:
+    """The recording file, unbuffered, with a way out of a full disk: a write that fails
+    with ``ENOSPC`` frees the recorder's reserve (``release``) and is retried once, so the
+    chunk in hand and the file's summary still reach the disk and the file closes readable;
+    ``full`` then tells the recorder to stop."""
+
+    def __init__(self, path: Path, release: Callable[[], bool]) -> None:
+        self.raw = open(path, "xb", buffering=0)  # never overwrite; a stream, not a RawIOBase, so the
+        # mcap writer does not put a BufferedWriter of its own in front of it
+        self.release = release
+        self.full = False
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def, override]
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            try:
+                n = self.raw.write(view[done:])
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT) or self.full or not self.release():
+                    raise
+                self.full = True
+                continue
+            done += n or 0
+        return done
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def flush(self) -> None:
+        if not self.raw.closed:
+            self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class RecorderLogic:
     """Writes every received message to the current drive file; opens the first file at
     once. ``step`` never publishes. A message that cannot be written (a frame whose pixels
@@ -115,9 +165,79 @@ class RecorderLogic:
         self.errors = 0
         self.last_error = ""
         self.bytes_closed = 0  # size of the files already closed
+        self.disk_full = False  # recording stopped for lack of space (the pipeline goes on)
+        self.not_recorded = 0  # messages received while it was stopped
+        self.space_stops = 0
+        self._next_space_check_ns = 0
         self._index = 0
         self._writer: DriveWriter | None = None
+        self._reserve = self._folder() / ".perception-recorder-reserve"
+        self._make_reserve()
         self._open(None)
+
+    # -- disk space --------------------------------------------------------------------
+    def _folder(self) -> Path:
+        out = Path(self.cfg.out)
+        folder = out.parent if out.suffix == ".mcap" else out
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _make_reserve(self) -> None:
+        if self.cfg.reserve_mb > 0 and not self._reserve.exists():
+            try:
+                with open(self._reserve, "wb") as f:
+                    f.truncate(0)
+                    f.write(b"\0" * int(self.cfg.reserve_mb * 2**20))  # real blocks, not a sparse file
+            except OSError:
+                self._reserve.unlink(missing_ok=True)
+
+    def _release_reserve(self) -> bool:
+        """Free the reserve for a file that hit a full disk; False when there was none."""
+        if not self._reserve.exists():
+            return False
+        self._reserve.unlink()
+        return True
+
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self._folder()).free / 2**20
+
+    def _out_of_space(self) -> str:
+        """Why recording must stop now ('' when it may go on)."""
+        if self.cfg.min_free_mb and self.free_mb() < self.cfg.min_free_mb:
+            return f"less than {self.cfg.min_free_mb:g} MB free on the disk"
+        current = self._writer.bytes_written if self._writer is not None else 0
+        if self.cfg.max_disk_gb and self.bytes_closed + current >= self.cfg.max_disk_gb * 2**30:
+            return f"the recording reached max_disk_gb {self.cfg.max_disk_gb:g}"
+        return ""
+
+    def _stop_for_space(self, why: str) -> None:
+        """Close the current file readable (the reserve freed first, so closing has room)
+        and stop writing until there is space again."""
+        self._reserve.unlink(missing_ok=True)
+        try:
+            self._close_file()
+        except OSError as e:  # not even room for the summary: the chunks on disk stay recoverable
+            log.error("could not finish %s (%s): `perception record --recover` repairs it", self.files[-1], e)
+            self._writer = None
+        self.disk_full = True
+        self.space_stops += 1
+        self.last_error = f"recording stopped: {why}"
+        log.error("%s; the pipeline goes on, recording resumes when there is space", self.last_error)
+
+    def _check_space(self, now_ns: int) -> None:
+        if now_ns < self._next_space_check_ns:
+            return
+        self._next_space_check_ns = now_ns + int(self.cfg.space_check_s * 1e9)
+        if not self.disk_full:
+            why = self._out_of_space()
+            if why:
+                self._stop_for_space(why)
+        elif self.free_mb() >= self.cfg.min_free_mb + self.cfg.reserve_mb and not (
+                self.cfg.max_disk_gb and self.bytes_closed >= self.cfg.max_disk_gb * 2**30):
+            self._make_reserve()
+            self.disk_full = False
+            self._open(now_ns)
+            log.info("space is back: recording again to %s", self.files[-1])
 
     # -- files -----------------------------------------------------------------------
     def _open(self, now_ns: int | None) -> None:
@@ -126,8 +246,10 @@ class RecorderLogic:
             self._index += 1
             path = split_path(self.cfg.out, self._index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = DriveWriter(path, self.meta, jpeg_quality=self.cfg.jpeg_quality,
+        self._file = ReservedFile(path, self._release_reserve)
+        self._writer = DriveWriter(self._file, self.meta, jpeg_quality=self.cfg.jpeg_quality,
                                    chunk_bytes=self.cfg.chunk_bytes, compression=self.cfg.compression)
+        self._writer.path = str(path)
         self.files.append(str(path))
         self._index += 1
         self._opened_ns = now_ns
@@ -146,6 +268,7 @@ class RecorderLogic:
             if last > first:
                 w.meta = replace(w.meta, fps=round((w.frames_written - 1) * 1e9 / (last - first), 3))
         w.close()
+        self._file.close()
         self.bytes_closed += Path(w.path).stat().st_size
         log.info("closed %s: %d messages, %d frames", w.path, w.messages_written, w.frames_written)
 
@@ -163,8 +286,25 @@ class RecorderLogic:
         return min(wakes) if wakes else None
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        self._check_space(now_ns)
         if self._writer is None:
+            if msg is not None:
+                self.not_recorded += 1
             return []
+        try:
+            self._step(now_ns, msg)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.not_recorded += msg is not None
+            self._stop_for_space(f"the disk is full ({e.strerror})")  # even the reserve was not enough
+            return []
+        if self._file.full:  # a write needed the reserve: finish this file while it still fits
+            self._stop_for_space("the disk is full (No space left on device; the reserve closed the file)")
+        return []
+
+    def _step(self, now_ns: int, msg: Received | None) -> None:
+        assert self._writer is not None
         if self._opened_ns is None:
             self._opened_ns = now_ns
         if self.cfg.split_s > 0 and now_ns - self._opened_ns >= self.cfg.split_s * 1e9:
@@ -180,7 +320,6 @@ class RecorderLogic:
             self._chunk_started_ns = None
             if self.cfg.split_bytes and w.bytes_written >= self.cfg.split_bytes:
                 self._roll(now_ns)
-        return []
 
     def _write(self, now_ns: int, msg: Received) -> None:
         assert self._writer is not None
@@ -214,9 +353,11 @@ class RecorderLogic:
         out: dict[str, int | float | str | bool] = {f"recorded.{t}": n for t, n in self.counts.items()}
         current = self._writer.bytes_written if self._writer is not None else 0
         out.update(files=len(self.files), file=self.files[-1] if self.files else "",
-                   bytes=self.bytes_closed + current, errors=self.errors)
+                   bytes=self.bytes_closed + current, errors=self.errors, disk_full=self.disk_full,
+                   not_recorded=self.not_recorded, space_stops=self.space_stops)
         return out
 
     def close(self) -> None:
         """Finish the current file (summary, index, final metadata)."""
         self._close_file()
+        self._reserve.unlink(missing_ok=True)
