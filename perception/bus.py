@@ -285,6 +285,10 @@ class Subscriber:
         self.received += 1
         return Received(env, pixels, time.monotonic_ns())
 
+    def last_seq(self) -> dict[str, int]:
+        """The last ``seq`` received on each topic (status aside)."""
+        return dict(self._seq.last)
+
     def poll(self, timeout_ms: int) -> list[Received]:
         """Wait up to ``timeout_ms`` for messages and return them decoded."""
         out: list[Received] = []

@@ -181,7 +181,10 @@ class NodeLoop:
             step_p50_ms=float(np.percentile(steps, 50)), step_p99_ms=float(np.percentile(steps, 99)),
             frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
-            counters={k: _plain(v) for k, v in self.logic.counters().items()},
+            counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
+                      # the last seq received per input topic: frames after it are invisible to
+                      # gap counting (lost at the sender's queue before any later one arrived)
+                      **({f"last_seq.{t}": q for t, q in self.sub.last_seq().items()} if self.sub else {})},
         )
 
     def _heartbeat(self) -> None:
