@@ -122,6 +122,8 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         raise ConfigError(f"launch file {where!r} does not exist") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:  # found by bench/fuzz.py
+        raise ConfigError(f"{where}: not UTF-8 text (byte {e.start}): a launch file is YAML text") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict) or not doc["nodes"]:
         raise ConfigError(f"{where}: expected a mapping with a non-empty 'nodes:' mapping")
     for key in doc:

@@ -37,6 +37,10 @@ SLOT_HEADER = 64
 PREFIX = "perception-"
 
 
+class SlotError(ValueError):
+    """A slot reference that does not fit its frame header or its segment."""
+
+
 @dataclass(frozen=True)
 class ShmConfig:
     """A launch file's ``shm:`` table: ``slots`` per frame topic (0, the default, keeps
@@ -155,7 +159,7 @@ class ShmReader:
         offset = ref.slot * ref.slot_stride
         if ref.nbytes != need or ref.slot < 0 or ref.slot_stride < SLOT_HEADER + ref.nbytes \
                 or offset + SLOT_HEADER + ref.nbytes > len(mm):
-            raise ValueError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
+            raise SlotError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
                              f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})")
         gen = np.frombuffer(mm, np.uint64, 1, offset)
         if int(gen[0]) != ref.generation:

@@ -180,3 +180,11 @@ def test_corrupted_and_truncated_drive_files(tmp_path_factory: pytest.TempPathFa
         list(reader.frames())
     except DriveError:
         pass
+
+
+def test_a_launch_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """Found by ``bench/fuzz.py`` (launch): invalid UTF-8 escaped as a UnicodeDecodeError."""
+    bad = tmp_path / "launch.yaml"
+    bad.write_bytes((Path(__file__).parents[2] / "launch" / "replay.yaml").read_bytes()[:250] + b"\xf6\n")
+    with pytest.raises(ConfigError, match=r"launch.yaml: not UTF-8 text \(byte 250\)"):
+        load_launch(bad)
