@@ -328,7 +328,11 @@ class DriveReader:
         self.counts: dict[str, int] = {}
         if summary is not None and summary.statistics is not None:
             for cid, n in summary.statistics.channel_message_counts.items():
-                self.counts[summary.channels[cid].topic] = int(n)
+                channel = summary.channels.get(cid)
+                if channel is None:  # found by bench/fuzz.py
+                    raise DriveError(f"{self.path}: the summary counts messages of channel {cid}, which the file "
+                                     f"does not define (a corrupt summary)")
+                self.counts[channel.topic] = int(n)
         self.frame_count = int(json.loads(rec.get("frame_count", "null")) or self.counts.get(FRAMES_TOPIC, 0))
 
     @property

@@ -188,3 +188,14 @@ def test_a_launch_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> Non
     bad.write_bytes((Path(__file__).parents[2] / "launch" / "replay.yaml").read_bytes()[:250] + b"\xf6\n")
     with pytest.raises(ConfigError, match=r"launch.yaml: not UTF-8 text \(byte 250\)"):
         load_launch(bad)
+
+
+def test_a_drive_whose_summary_counts_an_unknown_channel_is_a_drive_error() -> None:
+    """Found by ``bench/fuzz.py`` (drive): a corrupt summary escaped as a KeyError."""
+    from perception.recording import DriveError, DriveReader
+
+    path = Path(__file__).parents[1] / "data" / "fuzz" / "drive-statistics-unknown-channel.mcap"
+    with pytest.raises(DriveError, match="drive-statistics-unknown-channel.mcap"):
+        r = DriveReader(path)
+        for _ in r.frames():
+            pass
