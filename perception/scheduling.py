@@ -57,6 +57,10 @@ class PolicyConfig:
     switch_up_after: int = 3
     accurate_every_n: int = 0
     max_slowdown: float = 5.0
+    #: a model's own latency samples expire after this many frames without a run of it, so
+    #: that a model given up under load (a starved CPU) is judged again by the other one's
+    #: current speed, and tried again when the load is gone
+    stale_after_frames: int = 64
 
     def validate(self) -> None:
         if self.mode not in ("fast", "accurate", "auto"):
@@ -159,6 +163,8 @@ class Policy:
         self.frames = 0
         self.switches = 0
         self.usage = {FAST: 0, ACCURATE: 0}
+        self.last_run = {FAST: 0, ACCURATE: 0}  # frame count at each model's last observed run
+        self.expired = 0
 
     def choose(self, now_ns: int, frame: HasCapture) -> Decision:
         """The model for the frame captured at ``frame.capture_ns``, given the time now."""
@@ -204,6 +210,9 @@ class Policy:
         share the CPU with the rest of the pipeline; the cards come from an isolated
         benchmark), never below the card's figure."""
         own = self.estimators[model]
+        if own.samples and self.frames - self.last_run[model] > self.cfg.stale_after_frames:
+            own.samples.clear()  # measured under conditions that may be gone
+            self.expired += 1
         estimate = own.predict(self.last_instances)
         other = self.estimators[FAST if model == ACCURATE else ACCURATE]
         if own.samples or not other.samples:
@@ -240,11 +249,12 @@ class Policy:
         """Record what a run of ``model`` cost on a frame with ``instances`` instances."""
         self.estimators[model].observe(latency_ms, instances)
         self.last_instances = instances
+        self.last_run[model] = self.frames
 
     def counters(self) -> dict[str, int | float | str | bool]:
         return {
             "policy": self.cfg.mode, "model": self.current, "switches": self.switches,
-            "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE],
+            "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE], "expired_estimates": self.expired,
             "predicted_ms.fast": round(float(self._predict(FAST)), 2),
             "predicted_ms.accurate": round(float(self._predict(ACCURATE)), 2),
             "frame_period_ms": round(self.period.period_ms() or 0.0, 2),

@@ -180,3 +180,17 @@ def test_unmeasured_model_is_scaled_by_the_measured_ones_slowdown() -> None:
     assert p.counters()["predicted_ms.accurate"] == pytest.approx(200.0)
     q = _seeded(budget_ms=150.0)  # the same machine load-free: the card is believed
     assert "accurate" in [_run(q, 10, {"fast": 20.0, "accurate": 100.0}) for _ in range(8)]
+
+
+def test_a_model_given_up_under_load_is_tried_again_when_the_load_is_gone() -> None:
+    p = _policy(stale_after_frames=20)
+    calm = {"fast": 20.0, "accurate": 60.0}
+    starved = {"fast": 60.0, "accurate": 300.0}  # a CPU hog: everything three to five times slower
+    assert [_run(p, 10, calm) for _ in range(6)][-1] == "accurate"
+    under_load = [_run(p, 10, starved) for _ in range(10)]
+    assert under_load[-1] == "fast"  # gave the accurate model up
+    back = [_run(p, 10, calm) for _ in range(100)]
+    # its 300 ms samples expire after 20 frames; then it is judged by how fast the fast model
+    # runs now, and once the starved runs have left the fast model's window it fits again
+    assert back[-1] == "accurate" and p.expired >= 1
+    assert 20 < back.index("accurate") <= 64 + 4
