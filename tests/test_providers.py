@@ -74,3 +74,20 @@ def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(tmp_path: Pat
     assert main(["doctor", "--launch", str(ROOT / "launch" / "camera.yaml"), "--set",
                  f"camera.source={tmp_path / 'no-such-video.mp4'}"]) == 1
     assert "camera source" in capsys.readouterr().out
+
+
+def test_the_io_bound_path_gives_the_outputs_of_a_plain_run() -> None:
+    """The GPU providers' path (I/O binding), run on the CPU: same outputs as session.run."""
+    import numpy as np
+
+    from perception.segmentation.providers import SessionRunner
+    from perception.segmentation.runtime import YolactSegmenter
+
+    seg = YolactSegmenter(CARD, threads=1)
+    assert seg.runner.binding is False and seg.runner.device == "cpu"  # the CPU runs plainly
+    blob = np.random.default_rng(0).random((1, 3, seg.card.input_height, seg.card.input_width), np.float32)
+    plain = seg.runner.run({seg.input_name: blob})
+    bound = SessionRunner(seg.session, binding=True).run({seg.input_name: blob})
+    assert len(bound) == len(plain) == 4
+    for a, b in zip(plain, bound, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -21,6 +21,7 @@ from perception.schema import Detections, Instance, Letterbox
 from perception.segmentation.card import ModelCard
 from perception.segmentation.postprocess import (encode_region_mask, paste_roi_mask, postprocess_config,
                                                  roi_mask_region_px)
+from perception.segmentation.providers import SessionRunner
 from perception.segmentation.runtime import ModelFileError, card_session, network_blob
 
 #: Input and output names of an exported two-stage model, in order.
@@ -37,6 +38,7 @@ class MaskRCNNSegmenter:
     def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
                  **overrides: object) -> None:
         self.card, self.session = card_session(card, "maskrcnn", threads, providers)
+        self.runner = SessionRunner(self.session)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name
         inputs = tuple(i.name for i in self.session.get_inputs())
@@ -49,7 +51,7 @@ class MaskRCNNSegmenter:
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
         threshold = np.asarray(self.cfg.score_threshold, dtype=np.float32)
-        return self.session.run(None, {"images": blob, "score_threshold": threshold})
+        return self.runner.run({"images": blob, "score_threshold": threshold})
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         t0 = time.perf_counter()

@@ -92,3 +92,29 @@ def log_fallback(have: Sequence[str]) -> None:
     if CUDA not in have and TENSORRT not in have:
         log.info("no GPU execution provider in this ONNX Runtime (%s): the models run on the CPU; install "
                  "--extra gpu on a machine with an NVIDIA GPU for CUDA and TensorRT", ", ".join(have))
+
+
+class SessionRunner:
+    """Runs a session. On a GPU provider through ONNX Runtime's I/O binding: the frame is
+    copied to the device once, as an ``OrtValue``, and the outputs come back in one copy
+    (the post-processing that needs them is NumPy on the host); on the CPU, plain
+    ``session.run``. ``binding`` forces the bound path (tests run it on the CPU)."""
+
+    def __init__(self, session: Any, binding: bool | None = None) -> None:
+        self.session = session
+        provider = session.get_providers()[0]
+        self.device = "cuda" if provider in (CUDA, TENSORRT) else "cpu"
+        self.binding = provider in (CUDA, TENSORRT) if binding is None else binding
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        if not self.binding:
+            return self.session.run(None, feeds)
+        ort = onnxruntime()
+        io = self.session.io_binding()
+        for name, array in feeds.items():
+            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, 0))
+        for name in self.outputs:
+            io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io)
+        return io.copy_outputs_to_cpu()

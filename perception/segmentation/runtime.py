@@ -22,7 +22,8 @@ from perception.schema import Detections, Letterbox
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.providers import PREFERENCE, choose, describe, log_fallback, onnxruntime, with_options
+from perception.segmentation.providers import (PREFERENCE, SessionRunner, choose, describe, log_fallback,
+                                               onnxruntime, with_options)
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,12 @@ class YolactSegmenter:
         if names != YOLACT_OUTPUTS:
             raise ModelFileError(f"{self.card.onnx.path}: outputs {names}, expected {YOLACT_OUTPUTS}")
         self.input_name = self.session.get_inputs()[0].name
+        self.runner = SessionRunner(self.session)
         self.timings_ms: dict[str, float] = {}
 
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
-        return self.session.run(None, {self.input_name: blob})
+        return self.runner.run({self.input_name: blob})
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         t0 = time.perf_counter()
