@@ -39,7 +39,9 @@ class CameraConfig:
     ``reconnect``: a live source (a device, a network stream) that stops delivering frames,
     or cannot be opened, is opened again with back-off from ``backoff_initial_s`` doubling
     to ``backoff_max_s``, without restarting the node or the others; ``read_timeout_s``:
-    how long a network stream may stall before it counts as lost.
+    how long a network stream may stall before it counts as lost. ``wait_at_start``: a live
+    source that cannot be opened when the node starts is waited for (retried) instead of
+    failing the launch (the default: a wrong device name is a configuration error).
     """
 
     source: str
@@ -52,6 +54,7 @@ class CameraConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
     read_timeout_s: float = 3.0
+    wait_at_start: bool = False
 
     def validate(self) -> None:
         if self.fps < 0:
@@ -182,7 +185,7 @@ class CameraLogic:
             try:
                 self.source = self.opener(cfg.source)
             except ValueError as e:
-                if not self.live:
+                if not (self.live and cfg.wait_at_start):
                     raise
                 log.warning("%s; retrying", e)
                 self.lost_ns = time.monotonic_ns()

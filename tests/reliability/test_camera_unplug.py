@@ -74,11 +74,17 @@ def test_unplugged_camera_is_reported_retried_with_backoff_and_resumes() -> None
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # numbering goes on across the gap
 
 
-def test_a_camera_absent_at_start_is_waited_for() -> None:
+def test_a_camera_absent_at_start_is_waited_for_when_asked_and_an_error_otherwise() -> None:
+    import pytest
+
+    absent = Device()
+    absent.plugged = False
+    with pytest.raises(ValueError, match="could not open video device '2'"):
+        CameraLogic(CameraConfig(source="2", fps=50), opener=absent.open)
     dev = Device()
     dev.plugged = False
-    cam = CameraLogic(CameraConfig(source="2", fps=50, start_delay_s=0, backoff_initial_s=0.05, backoff_max_s=0.1),
-                      opener=dev.open)
+    cam = CameraLogic(CameraConfig(source="2", fps=50, start_delay_s=0, backoff_initial_s=0.05, backoff_max_s=0.1,
+                                   wait_at_start=True), opener=dev.open)
     assert _run(cam, 0.3) == [] and cam.counters()["connected"] is False
     dev.plugged = True
     assert len(_run(cam, 0.5)) >= 3 and cam.counters()["epoch"] == 1
