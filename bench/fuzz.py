@@ -249,7 +249,7 @@ def run(name: str, inputs: int, seed: int) -> dict[str, object]:
     crashed = proc.returncode != 0
     finding = ""
     if crashed:
-        m = re.search(r"(=== Uncaught Python exception: ===\n.*?)(?:\n\n|$)", log, re.S)
+        m = re.search(r"(=== Uncaught Python exception: ===\n.*?)\n==\d+==", log, re.S)
         finding = (m.group(1) if m else log[-1500:]).strip()
     return {"target": name, "inputs": int(runs.group(1)) if runs else 0, "cov": int(cov.group(1)) if cov else 0,
             "ft": int(ft.group(1)) if ft else 0, "crashes": int(crashed), "seconds": round(wall, 1),

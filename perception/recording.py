@@ -333,7 +333,13 @@ class DriveReader:
                     raise DriveError(f"{self.path}: the summary counts messages of channel {cid}, which the file "
                                      f"does not define (a corrupt summary)")
                 self.counts[channel.topic] = int(n)
-        self.frame_count = int(json.loads(rec.get("frame_count", "null")) or self.counts.get(FRAMES_TOPIC, 0))
+        try:
+            count = json.loads(rec.get("frame_count", "null"))
+        except ValueError:  # found by bench/fuzz.py
+            raise DriveError(f"{self.path}: bad 'frame_count' in the '{DRIVE_METADATA}' metadata record") from None
+        if count is not None and not isinstance(count, int):
+            raise DriveError(f"{self.path}: 'frame_count' in the '{DRIVE_METADATA}' metadata record is not an integer")
+        self.frame_count = int(count or self.counts.get(FRAMES_TOPIC, 0))
 
     @property
     def topics(self) -> tuple[str, ...]:

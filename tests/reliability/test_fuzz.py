@@ -199,3 +199,12 @@ def test_a_drive_whose_summary_counts_an_unknown_channel_is_a_drive_error() -> N
         r = DriveReader(path)
         for _ in r.frames():
             pass
+
+
+def test_a_drive_with_a_bad_frame_count_is_a_drive_error() -> None:
+    """Found by ``bench/fuzz.py`` (drive): a metadata frame_count that is not JSON escaped."""
+    from perception.recording import DriveError, DriveReader
+
+    path = Path(__file__).parents[1] / "data" / "fuzz" / "drive-bad-frame-count.mcap"
+    with pytest.raises(DriveError, match="drive-bad-frame-count.mcap"):
+        DriveReader(path)
