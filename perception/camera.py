@@ -247,7 +247,6 @@ class CameraLogic:
         try:
             image = self.source.read()
         except (OSError, cv2.error) as e:
-            image = None
             if not self.live:
                 raise
             self._lost(now_ns, f"{type(e).__name__}: {e}")

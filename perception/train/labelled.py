@@ -381,10 +381,11 @@ def read_drive(path: str | Path) -> list[LabelledImage]:
             for inst in gt.instances:
                 if not 0 <= inst.class_id < len(CLASSES):
                     raise BadEntry(f"class id out of range: {inst.class_id}, expected 0..{len(CLASSES) - 1}")
-                rle = inst.mask.to_coco()
-                objs.append(LabelledObject(inst.class_id, "rle", _rle({"size": list(rle["size"]),
-                                                                     "counts": _text(rle["counts"])},
-                                                                    rec.height, rec.width), inst.ignore))
+                # the RLE itself was checked when the drive was decoded (schema.Rle); its size is left
+                if tuple(inst.mask.size) != (rec.height, rec.width):
+                    raise BadEntry(f"mask of the wrong size: {inst.mask.size[0]}x{inst.mask.size[1]} (HxW), the "
+                                   f"frame {rec.height}x{rec.width}")
+                objs.append(LabelledObject(inst.class_id, "rle", inst.mask.to_coco(), inst.ignore))
         except BadEntry as e:
             issues.skip(where, str(e))
             continue
@@ -393,7 +394,3 @@ def read_drive(path: str | Path) -> list[LabelledImage]:
         raise _no_images(f"drive:{path}", len(gts), issues)
     issues.report(len(out))
     return out
-
-
-def _text(counts: object) -> object:
-    return counts.decode() if isinstance(counts, bytes) else counts
