@@ -7,6 +7,11 @@ Usage::
     uv run python bench/tracking.py --davis ../shared/data/davis2016
     uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic, grouped by scenario
 
+Peers: boxmot's ByteTrack, BoT-SORT and OC-SORT (``bench`` dependency group; no ReID, no
+weights; each output box given the mask of the detection it matched, see
+``bench/boxmot_peers.py``) run beside ours and the baseline on the same detections
+(``--no-peers`` leaves them out).
+
 Quality: ground truth of procedural scenes (or of a drive) is turned into detections with
 one noise model (:func:`perception.evaluation.detection_noise.noisy_detections`: jittered
 masks, 10 % missed, 5 % false positives, scores falling with occlusion), optionally with 30 %
@@ -15,12 +20,16 @@ conditions are paired); both trackers see the same detections and are scored wit
 (HOTA, MOTA, IDF1, id switches) on the frames they saw, pooled over ``--seeds`` scenes per
 scenario, and the fall of HOTA with dropped frames is also given per scene (mean, spread,
 and the paired difference between the trackers with its standard error). Speed: median
-update time per frame with 10, 50 and 200 objects in view.
+update time per frame with 10, 50 and 200 objects in view (1280x720), every tracker on the
+same detections in the same run. ``--json PATH`` writes ``{"update_ms": {tracker: {"10",
+"50", "200"}}, "quality": {group: {condition: {tracker: {"hota", "idsw", ...}}}}}`` (the
+box-IoU baseline as ``"baseline"``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -28,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import boxmot_peers
 from iou_baseline import IouBaselineTracker
 
 from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, drop_frames, noisy_detections
@@ -39,6 +49,14 @@ TRACKERS: dict[str, Callable[[float], object]] = {
     "ours": lambda fps: Tracker(epoch=0),
     "iou-baseline": lambda fps: IouBaselineTracker(fps=fps),
 }
+
+
+def add_peers() -> list[str]:
+    """Add boxmot's trackers to :data:`TRACKERS` (those that can be made here)."""
+    names = boxmot_peers.available()
+    for name in names:
+        TRACKERS[name] = lambda fps, name=name: boxmot_peers.BoxmotTracker(name, fps)
+    return names
 
 
 def run_tracker(make: Callable[[float], object], frames: list[NoisyFrame], fps: float) -> tuple[list, list[float]]:
@@ -148,6 +166,9 @@ def print_quality(title: str, scores: GroupScores) -> None:
     for cond, by_tracker in results.items():
         for name, s in by_tracker.items():
             print(f"{cond:<22}{name:<14}{s.hota:7.3f}{s.deta:7.3f}{s.assa:7.3f}{s.mota:8.3f}{s.idf1:7.3f}{s.idsw:6d}")
+    for cond, by_tracker in results.items():
+        best = max(by_tracker, key=lambda name: by_tracker[name].hota)
+        print(f"highest HOTA, {cond}: {best}")
     full, dropped = list(results)
     for name in TRACKERS:
         a, b = results[full][name], results[dropped][name]
@@ -170,9 +191,13 @@ def print_quality(title: str, scores: GroupScores) -> None:
         print(f"{cond}: ours has the higher HOTA in {hota}/{n} sequences, fewer id switches in {idsw}/{n}")
 
 
-def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> None:
-    print("\n## update time per frame (median ms, same detections for both)")
-    print(f"{'objects':>8}{'dets/frame':>12}{'ours':>10}{'baseline':>10}{'ratio':>8}")
+def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> dict[str, dict[str, float]]:
+    """Median update time (ms) per tracker and number of objects in view."""
+    names = list(TRACKERS)
+    print("\n## update time per frame (median ms, 1280x720, same detections for all, one run)")
+    print(f"{'objects':>8}{'dets/frame':>12}" + "".join(f"{n:>14}" for n in names)
+          + f"{'ours/baseline':>15}" + (f"{'ours/bytetrack':>16}" if "bytetrack" in names else ""))
+    out: dict[str, dict[str, float]] = {_json_name(n): {} for n in names}
     for n in sizes:
         spec = replace(CROWD, name=f"n{n}", objects_in_view=n, width_px=1280, height_px=720,
                        duration_s=frames_per_size / CROWD.fps)
@@ -180,7 +205,18 @@ def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> None:
         noisy = noisy_detections([(f.stamp_ns, f.gt) for f in frames], DetectionNoise(), seed=seed)
         ms = {name: statistics.median(run_tracker(make, noisy, spec.fps)[1][5:]) for name, make in TRACKERS.items()}
         dets = statistics.mean(len(f.detections.instances) for f in noisy)
-        print(f"{n:>8}{dets:>12.1f}{ms['ours']:>10.2f}{ms['iou-baseline']:>10.2f}{ms['ours'] / ms['iou-baseline']:>8.1f}")
+        line = f"{n:>8}{dets:>12.1f}" + "".join(f"{ms[name]:>14.2f}" for name in names)
+        line += f"{ms['ours'] / ms['iou-baseline']:>15.2f}"
+        if "bytetrack" in ms:
+            line += f"{ms['ours'] / ms['bytetrack']:>16.2f}"
+        print(line)
+        for name in names:
+            out[_json_name(name)][str(n)] = round(ms[name], 3)
+    return out
+
+
+def _json_name(name: str) -> str:
+    return "baseline" if name == "iou-baseline" else name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200], help="objects in view for the speed table")
     ap.add_argument("--speed-frames", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-peers", action="store_true", help="leave boxmot's trackers out")
+    ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
+    if not args.no_peers:
+        peers = add_peers()
+        print(f"peers: {', '.join(peers) if peers else 'none (boxmot is not installed: uv sync --group bench)'}")
 
     if args.drive:
         groups = group_drives(args.drive)
@@ -214,11 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         groups["davis2016"] = load_davis_sequences(args.davis)
     print("noise: jittered masks (~1 px shift, +-1 px edge), 10 % missed, 5 % false positives; "
           "baseline: Hungarian on box IoU, one frame per update, score >= 0.5")
+    quality: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for title, sequences in groups.items():
+        scores = score(sequences, args.drop, args.seed)
         print_quality(f"{title} ({len(sequences)} sequences, {sum(len(f) for f, _ in sequences.values())} frames)",
-                      score(sequences, args.drop, args.seed))
-    if args.sizes:
-        bench_speed(args.sizes, args.speed_frames, args.seed)
+                      scores)
+        quality[title] = {cond: {_json_name(name): {"hota": s.hota, "deta": s.deta, "assa": s.assa, "mota": s.mota,
+                                                    "idf1": s.idf1, "idsw": s.idsw} for name, s in by.items()}
+                          for cond, by in scores.pooled.items()}
+    update_ms = bench_speed(args.sizes, args.speed_frames, args.seed) if args.sizes else {}
+    if args.json:
+        args.json.write_text(json.dumps({"update_ms": update_ms, "quality": quality}, indent=2))
     return 0
 
 

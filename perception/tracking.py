@@ -168,10 +168,19 @@ class _Track:
     out_mask: Rle | None = None  # output mask of this frame
     predicted: bool = False
     _carried: dict | None = field(default=None, repr=False)
+    _shift: tuple[int, int] | None = field(default=None, repr=False)  # carried mask's move this frame
 
-    @property
-    def class_id(self) -> int:
-        return max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    class_id: int = -1  # the class with the most votes (ties: the lowest id); set by vote()
+
+    def __post_init__(self) -> None:
+        self.class_id = max(self.class_votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+    def vote(self, class_id: int, score: float) -> None:
+        """Add a detection's score to its class's votes and update the winner."""
+        votes = self.class_votes[class_id] = self.class_votes.get(class_id, 0.0) + score
+        best = self.class_votes[self.class_id] if class_id != self.class_id else -1.0
+        if class_id != self.class_id and (votes > best or (votes == best and class_id < self.class_id)):
+            self.class_id = class_id
 
     def carried_mask(self) -> dict | None:
         """The last mask moved onto the predicted box (its detected box centre onto the
@@ -180,8 +189,9 @@ class _Track:
         if self.mask is None:
             return None
         if self._carried is None:
-            d = np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int)
-            self._carried = rle_ops.translate(self.mask.to_coco(), int(d[0]), int(d[1]))
+            if self._shift is None:
+                self._shift = tuple(np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int).tolist())
+            self._carried = rle_ops.translate(self.mask.to_coco(), *self._shift)
         return self._carried
 
 
@@ -242,8 +252,9 @@ class Tracker:
         tracks = self._tracks
         if tracks:
             states = box_motion.predict(np.stack([t.motion for t in tracks]), dt_s, self.noise)
-            for t, s in zip(tracks, states):
-                t.motion, t._carried = s, None
+            shifts = np.rint(states[:, box_motion.POS, :2] - np.array([t.mask_centre for t in tracks]))
+            for t, s, shift in zip(tracks, states, shifts.astype(int).tolist()):
+                t.motion, t._carried, t._shift = s, None, tuple(shift)
         dets = [d for d in detections.instances if d.score >= self.cfg.low_score]
         sim = self._similarity(tracks, dets)
         matches = self._match(tracks, dets, sim)
@@ -347,17 +358,18 @@ class Tracker:
     def _observe(self, tracks: list[_Track], dets: list[Instance], stamp_ns: int) -> None:
         boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
         states = box_motion.update(np.stack([t.motion for t in tracks]), boxes, self.noise)
-        for t, d, s in zip(tracks, dets, states):
+        centres = box_motion.xyxy_to_cxcywh(boxes)[:, :2]
+        for t, d, s, box, centre in zip(tracks, dets, states, boxes.tolist(), centres):
             if d.class_id != t.class_id:
                 self.stats.class_switches += 1
             if t.state == "lost":
                 self.stats.recovered += 1
-            t.motion, t._carried = s, None
+            t.motion, t._carried, t._shift = s, None, None
             t.last_seen_ns, t.score, t.hits = stamp_ns, float(d.score), t.hits + 1
-            t.class_votes[d.class_id] = t.class_votes.get(d.class_id, 0.0) + float(d.score)
-            t.box_xyxy, t.predicted = tuple(float(v) for v in d.box_xyxy), False  # type: ignore[assignment]
+            t.vote(d.class_id, float(d.score))
+            t.box_xyxy, t.predicted = tuple(box), False  # type: ignore[assignment]
             if d.mask is not None:
-                t.mask, t.mask_centre = d.mask, box_motion.xyxy_to_cxcywh(np.array([d.box_xyxy]))[0, :2]
+                t.mask, t.mask_centre = d.mask, centre
             t.out_mask = d.mask
             if t.state == "lost" or (t.state == "tentative" and t.hits >= self.cfg.min_hits):
                 t.state = "confirmed"
@@ -403,7 +415,7 @@ class Tracker:
     def _to_msg(self, t: _Track, stamp_ns: int) -> Track:
         mask = t.out_mask
         g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
-        vx, vy = (float(v) for v in t.motion[box_motion.VEL, :2])
+        vx, vy = t.motion[box_motion.VEL, :2].tolist()
         return Track(track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,  # type: ignore[arg-type]
                      box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
                      age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,

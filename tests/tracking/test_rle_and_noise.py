@@ -28,6 +28,28 @@ def test_translate_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy:
     assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]  # canonical
 
 
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(2, 60), w=st.integers(2, 60), seed=st.integers(0, 10_000),
+       dx=st.integers(-8, 8), dy=st.integers(-8, 8))
+def test_translate_of_compact_objects_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy: int) -> None:
+    """Blobs inside the image moved a few pixels (the tracker's case, which edits only the
+    end runs of the string), some reaching or crossing the border."""
+    rng = np.random.default_rng(seed)
+    m = np.zeros((h, w), np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y1, x1 = y0 + int(rng.integers(1, h // 2 + 2)), x0 + int(rng.integers(1, w // 2 + 2))
+        m[y0:y1, x0:x1] = rng.random((min(y1, h) - y0, min(x1, w) - x0)) < 0.9
+    rle = mask_utils.encode(np.asfortranarray(m))
+    expected = np.zeros_like(m)
+    ys, xs = np.nonzero(m)
+    keep = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+    expected[ys[keep] + dy, xs[keep] + dx] = 1
+    out = translate(rle, dx, dy)
+    assert (mask_utils.decode(out) == expected).all()
+    assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]
+
+
 def test_counts_from_string_inverts_pycocotools() -> None:
     rng = np.random.default_rng(1)
     for _ in range(50):
