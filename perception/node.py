@@ -54,7 +54,9 @@ class Logic(Protocol):
     Optional: a class attribute ``keep_all = True`` asks for every message in order even
     outside deterministic mode (a recorder must not keep only the newest frame); such a node
     also receives what is still queued when it is told to stop. ``close()`` is called on
-    shutdown.
+    shutdown. ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
+    the next step (a replay decodes its next frame there, so that the frame goes out on time
+    instead of a decode later).
     """
 
     inputs: tuple[str, ...]
@@ -114,6 +116,7 @@ class NodeLoop:
         self.running = True
         self._next_heartbeat = 0
         self._parent = os.getppid()
+        self._prepare: Callable[[int], object] | None = getattr(logic, "prepare", None)
 
     def _ring(self, topic: str) -> FrameRing | None:
         """A shared-memory ring for a frame topic of this node (when the launch asks for one)."""
@@ -123,6 +126,8 @@ class NodeLoop:
 
     # -- one iteration ---------------------------------------------------------------
     def run_once(self, max_wait_ms: int = 50) -> None:
+        if self._prepare is not None:
+            self._prepare(time.monotonic_ns())
         now = time.monotonic_ns()
         wake = self.logic.next_wakeup_ns(now)
         wait_ns = min(self._next_heartbeat - now, max_wait_ms * 1_000_000)

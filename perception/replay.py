@@ -75,6 +75,7 @@ class ReplayLogic:
         self.loops = 0
         self.finished = self.pending is None
         self.started_ns: int | None = None
+        self._decoded: tuple[RecordedFrame, np.ndarray | None] | None = None  # the pending frame, decoded ahead
 
     def _window(self) -> Iterator[RecordedFrame]:
         first = None
@@ -99,6 +100,22 @@ class ReplayLogic:
             self.started_ns = now_ns + int(self.cfg.start_delay_s * 1e9)
         return max(self.started_ns, self._due_ns(self.pending))
 
+    def prepare(self, now_ns: int) -> None:
+        """Decode the next frame while waiting for it to be due (the node calls this before
+        each wait): its capture stamp is when it is due, and a decode after that would count
+        as the pipeline's latency."""
+        if self.pending is not None and (self._decoded is None or self._decoded[0] is not self.pending):
+            try:
+                self._decoded = (self.pending, self._decode(self.pending))
+            except DriveError:  # step decodes it again and reports the error as a step failure
+                self._decoded = (self.pending, None)
+
+    def _decode(self, rec: RecordedFrame) -> np.ndarray:
+        image = cv2.imdecode(np.frombuffer(rec.data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DriveError(f"{self.cfg.drive}: frame {rec.source.frame_seq} does not decode")
+        return image
+
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
         rec = self.pending
         if rec is None:
@@ -115,9 +132,9 @@ class ReplayLogic:
             self.pending = next(self.records, None)
             self.t0_drive_ns = None  # the next loop starts its own timeline
         self.finished = self.pending is None
-        image = cv2.imdecode(np.frombuffer(rec.data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DriveError(f"{self.cfg.drive}: frame {rec.source.frame_seq} does not decode")
+        decoded, self._decoded = self._decoded, None
+        image = decoded[1] if decoded is not None and decoded[0] is rec and decoded[1] is not None \
+            else self._decode(rec)
         src = Source(self.camera_id, self.published, capture_ns)
         self.published += 1
         out = [Outgoing("frames", header_for(image), src, image)]

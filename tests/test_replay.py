@@ -70,6 +70,25 @@ def test_window_and_loop(tmp_path: Path) -> None:
     assert seen == [3, 4, 5, 6, 3, 4, 5, 6] and logic.loops >= 1
 
 
+def test_frames_are_decoded_ahead_of_their_due_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare() (called by the node before it waits) decodes the next frame, so the step at
+    the due time only publishes it; a frame that was not prepared is still decoded in step."""
+    import perception.replay as replay
+
+    logic = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "d.mcap", n=3)), rate=0.0))
+    logic.prepare(0)
+    calls = []
+    real = replay.cv2.imdecode
+    monkeypatch.setattr(replay.cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
+    first = logic.step(0, None)
+    assert not calls and int(first[0].pixels[0, 0, 0]) == 0  # type: ignore[index]
+    second = logic.step(0, None)  # not prepared: decoded here
+    assert calls == [1] and int(second[0].pixels[0, 0, 0]) == 10  # type: ignore[index]
+    logic.prepare(0)
+    logic.prepare(0)  # once per frame, however often the node waits
+    assert calls == [1, 1]
+
+
 def test_bad_drive_is_a_clear_config_error(tmp_path: Path) -> None:
     (tmp_path / "x.mcap").write_bytes(b"not mcap at all")
     with pytest.raises(ConfigError, match="key 'drive'.*x.mcap"):

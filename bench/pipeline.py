@@ -1,0 +1,155 @@
+"""Pipeline overhead: the whole node on a drive against the bare segmenter on the same frames,
+in one run.
+
+    uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
+        [--threads 1] [--json out.json]
+
+- **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
+  the preprocess node does, through the same runtime the segmenter node loads
+  (:func:`perception.segmentation.runtime.load_segmenter`, same card and threads), called in
+  a loop. Throughput = frames / time between the first and last result.
+- **Pipeline throughput**: ``perception replay --max --deterministic`` of the same drive
+  (replay, preprocess, segmenter, tracker and publisher processes; every frame processed in
+  order, the replay a whole drive ahead), frames / time between the first and last
+  published tracks. ``throughput_ratio`` = pipeline / bare.
+- **Overhead per frame**: the same drive replayed at its own rate (15 fps, the live mode:
+  newest frame kept), per frame capture -> tracks minus the segmenter's own inference time
+  (what the plumbing adds: decode of the recorded JPEG, letterbox, two hops of ZeroMQ, the
+  tracker, queueing). Also given per stage (medians): queue wait before inference, capture
+  -> detections minus inference, detections -> tracks, and each node's step time.
+
+The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
+same network. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perception.bus import Received  # noqa: E402
+from perception.evaluation.latency import run_stats  # noqa: E402
+from perception.launch import load_launch  # noqa: E402
+from perception.preprocess import letterbox  # noqa: E402
+from perception.recording import DriveReader  # noqa: E402
+from perception.runner import run_pipeline  # noqa: E402
+from perception.schema import Envelope, Status  # noqa: E402
+from perception.segmentation.card import load_card  # noqa: E402
+from perception.segmentation.runtime import load_segmenter  # noqa: E402
+from perception.synth import SynthConfig, write_drive  # noqa: E402
+
+
+NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
+
+
+def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int) -> tuple[float, list[float]]:
+    """Frames per second and per-frame inference times (ms) of the segmenter alone."""
+    frames = [letterbox(f.image, width, height) for f in DriveReader(drive).frames()]
+    seg = load_segmenter(card, threads)
+    seg.predict(frames[0][0], frames[0][1])  # warm, as the node does before its first frame
+    ends, times = [], []
+    for image, transform in frames:
+        t0 = time.perf_counter()
+        seg.predict(image, transform)
+        ends.append(time.perf_counter())
+        times.append((ends[-1] - t0) * 1e3)
+    return (len(ends) - 1) / (ends[-1] - ends[0]), times
+
+
+def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
+             rate: float) -> dict[str, list[Envelope]]:
+    """Run the replay launch on ``drive`` and return its detections, tracks and status."""
+    sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
+            f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
+    spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
+    if deterministic:
+        from dataclasses import replace
+
+        spec = replace(spec, deterministic=True)
+    got: dict[str, list[Envelope]] = {"detections": [], "tracks": [], "status": []}
+
+    def on_message(m: Received) -> None:
+        got[m.topic].append(m.envelope)
+
+    with open(work / f"{name}.log", "w") as log:
+        result = run_pipeline(spec, str(work / name), topics=("detections", "tracks", "status"), on_message=on_message,
+                              drain_s=3.0, timeout_s=600, log_out=log)
+    if result.code:
+        raise SystemExit(f"pipeline run {name} failed ({result.reason}); see {work / name}.log")
+    return got
+
+
+def fps_of(envs: list[Envelope]) -> float:
+    stamps = sorted(e.stamp_ns for e in envs)
+    return (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) if len(stamps) > 1 else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--scenario", default="urban")
+    ap.add_argument("--card", type=Path, default=ROOT / "models" / "yolact_fast.toml")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    drive = work / "drive.mcap"
+    write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
+    card = load_card(args.card)
+    print(f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
+          f"{args.threads} thread(s); work folder {work}")
+
+    bare_fps, bare_ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height)
+    det = pipeline(drive, args.card, args.threads, work, "throughput", deterministic=True, rate=0.0)
+    pipe_fps = fps_of(det["tracks"])
+    live = pipeline(drive, args.card, args.threads, work, "live", deterministic=False, rate=1.0)
+    seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
+    stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
+    t = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
+    overhead = [f.tracks_ms - f.inference_ms for f in t]  # type: ignore[operator]
+    before = [f.detections_ms - f.inference_ms for f in t if f.detections_ms is not None]  # type: ignore[operator]
+    queue = [f.queue_wait_ms for f in t if f.queue_wait_ms is not None]
+    tracker = [f.tracker_ms for f in t if f.tracker_ms is not None]
+
+    def p(values: list[float], q: float) -> float:
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    ratio = pipe_fps / bare_fps
+    print(f"\n{'':<34}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
+    print(f"{'throughput (frames/s)':<34}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
+    print(f"{'inference p50 ms (live / bare)':<34}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
+          f"{statistics.median(bare_ms):>16.2f}")
+    print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.frames}:")
+    print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
+    print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
+          f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
+    steps = {}
+    for env in live["status"]:
+        st = env.payload
+        if isinstance(st, Status) and st.node in NODES:
+            steps[st.node] = st.step_p50_ms
+    print("  step time per node (median ms, from the heartbeats): "
+          + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
+    out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
+           "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
+           "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
+           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "model": card.name}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
