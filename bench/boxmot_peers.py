@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from perception.schema import Detections, Track, Tracks
+from perception.bus.schema import Detections, Track, Tracks
 
 
 def _factories() -> dict[str, Callable[[int], object]]:

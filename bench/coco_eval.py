@@ -25,10 +25,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from perception.client import decode_mask, encode_mask
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.schema import Detections, GroundTruth, Instance
+from perception.evaluation.gt_export import coco_dataset
 from perception.evaluation.masks import coco_results, run_cocoeval
-from perception.gt_export import coco_dataset
-from perception.schema import Detections, GroundTruth, Instance
 from perception.synth import SynthConfig
 from perception.synth.generate import generate
 

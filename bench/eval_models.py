@@ -16,10 +16,10 @@ as crowd regions). ``--write-card`` stores the figures in each card's ``[accurac
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.heldout import held_out_drives  # noqa: E402
-from perception.classes import CLASSES  # noqa: E402
+from perception.bus.classes import CLASSES  # noqa: E402
 from perception.evaluation.offline import evaluate_segmenter  # noqa: E402
 from perception.segmentation.card import CardError, load_card, set_card_value  # noqa: E402
 from perception.segmentation.runtime import load_segmenter  # noqa: E402

@@ -55,35 +55,34 @@ def _file(data: bytes, name: str, folder: Path) -> Path:
 
 def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
     """``test(data: bytes)`` for one decoder (imports inside, so atheris instruments them)."""
-    from perception import schema
-
+    from perception.bus import codec, schema
     if name == "envelope":
         topics = [t.name for t in schema.TOPICS]
 
         def test(data: bytes) -> None:
             topic = topics[data[0] % len(topics)] if data else None
-            schema.decode(data[1:], expected_topic=topic)
+            codec.decode(data[1:], expected_topic=topic)
     elif name == "frame":
-        from perception.bus import frame_pixels
+        from perception.bus.pubsub import frame_pixels
 
         def test(data: bytes) -> None:
             n = data[0] if data else 0
-            env = schema.decode(data[1:1 + n * 4], expected_topic="frames")
+            env = codec.decode(data[1:1 + n * 4], expected_topic="frames")
             frame_pixels(env.payload, memoryview(data[1 + n * 4:]))  # type: ignore[arg-type]
     elif name == "rle":
-        from perception.client import decode_mask
-        from perception.schema import Rle
+        from perception.bus.masks import decode_mask
+        from perception.bus.schema import Rle
 
         def test(data: bytes) -> None:
             h, w = (data[0], data[1]) if len(data) > 1 else (0, 0)
             decode_mask(Rle(size=(h, w), counts=data[2:].decode("latin-1")))
     elif name == "launch":
-        from perception.launch import load_launch
+        from perception.system.launch import load_launch
 
         def test(data: bytes) -> None:
             load_launch(_file(data, "launch.yaml", work))
     elif name == "camera":
-        from perception.calibration import load_calibration
+        from perception.calibration.camera_file import load_calibration
 
         def test(data: bytes) -> None:
             load_calibration(_file(data, "camera.yaml", work))
@@ -96,7 +95,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
                 if ref is not None:
                     ref.verify()
     elif name == "drive":
-        from perception.recording import DriveReader
+        from perception.drives.drive_file import DriveReader
 
         def test(data: bytes) -> None:
             r = DriveReader(_file(data, "drive.mcap", work))
@@ -121,7 +120,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
             _file(data, "labels/a.txt", work)
             read_yolo_seg(work)
     elif name == "bag":
-        from perception.ros2 import import_bag
+        from perception.outputs.ros2_bag import import_bag
 
         def test(data: bytes) -> None:
             bag = work / "bag"
@@ -134,8 +133,8 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
     elif name == "shm":
         import numpy as np
 
-        from perception.schema import FrameHeader, ShmSlot
-        from perception.shm_ring import FrameRing, ShmReader, segment_name
+        from perception.bus.schema import FrameHeader, ShmSlot
+        from perception.bus.shm_ring import FrameRing, ShmReader, segment_name
 
         ring = FrameRing(segment_name(str(work), "frames"), 2, 4096)
         ring.write(np.zeros((16, 16, 3), np.uint8))
@@ -163,9 +162,9 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
 def seeds(name: str, folder: Path) -> None:
     """Valid examples of the decoder's format, for libFuzzer to start from."""
     folder.mkdir(parents=True, exist_ok=True)
-    from perception import schema
-    from perception.bus import header_for
-    from perception.schema import Envelope, Source
+    from perception.bus import schema
+    from perception.bus.pubsub import header_for
+    from perception.bus.schema import Envelope, Source
 
     def put(k: int, data: bytes) -> None:
         (folder / f"seed{k}").write_bytes(data)
@@ -174,7 +173,7 @@ def seeds(name: str, folder: Path) -> None:
         import numpy as np
 
         img = np.zeros((4, 5, 3), np.uint8)
-        env = schema.encode(Envelope("frames", 3, 10, Source("c", 3, 9), header_for(img)))
+        env = codec.encode(Envelope("frames", 3, 10, Source("c", 3, 9), header_for(img)))
         put(0, bytes([0]) + env if name == "envelope" else bytes([(len(env) + 3) // 4]) + env.ljust(
             ((len(env) + 3) // 4) * 4, b"\0") + img.tobytes())
     elif name == "rle":

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from perception import box_motion, rle_ops
-from perception.box_motion import MotionNoise
-from perception.schema import Detections, Track, Tracks
+from perception.bus.schema import Detections, Track, Tracks
+from perception.tracking import box_motion, mask_ops
+from perception.tracking.box_motion import MotionNoise
 
 
 @dataclass
@@ -47,7 +47,7 @@ class IouBaselineTracker:
                 t.motion = s
         matches: list[tuple[int, int]] = []
         if self.tracks and dets:
-            iou = rle_ops.box_iou(box_motion.boxes_xyxy(np.stack([t.motion for t in self.tracks])),
+            iou = mask_ops.box_iou(box_motion.boxes_xyxy(np.stack([t.motion for t in self.tracks])),
                                   np.array([d.box_xyxy for d in dets]))
             rows, cols = linear_sum_assignment(-iou)
             matches = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= self.match_iou]

@@ -38,10 +38,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perception.classes import CLASSES  # noqa: E402
+from bench.heldout import HeldOut, held_out_drives  # noqa: E402
+from perception.bus.classes import CLASSES  # noqa: E402
 from perception.evaluation.offline import evaluate_segmenter  # noqa: E402
 from perception.segmentation.card import load_card, set_card_value, sha256_of  # noqa: E402
-from bench.heldout import HeldOut, held_out_drives  # noqa: E402
+
 
 def export_yolo_folder(card_path: Path, out: Path, cache: Path) -> Path:
     """The card's frame bank as a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``):
@@ -49,7 +50,7 @@ def export_yolo_folder(card_path: Path, out: Path, cache: Path) -> Path:
     import cv2
     from ultralytics.data.converter import merge_multi_segment
 
-    from perception.config import build_config
+    from perception.node.config import build_config
     from perception.train.data import DataConfig
     from perception.train.frame_bank import BankConfig, FrameBank
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.config import build_config
+from perception.node.config import build_config
 from perception.segmentation.card import load_card
 from perception.segmentation.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from perception.segmentation.runtime import open_session

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from perception.config import build_config
+from perception.node.config import build_config
 from perception.segmentation.card import load_card
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np, pairwise_iou_torch
 from perception.segmentation.postprocess import PostprocessConfig

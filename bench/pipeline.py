@@ -37,17 +37,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perception.bus import Received  # noqa: E402
+from perception.bus.pubsub import Received  # noqa: E402
+from perception.bus.schema import Envelope, Status  # noqa: E402
+from perception.camera.preprocess import letterbox  # noqa: E402
+from perception.drives.drive_file import DriveReader  # noqa: E402
 from perception.evaluation.latency import run_stats  # noqa: E402
-from perception.launch import load_launch  # noqa: E402
-from perception.preprocess import letterbox  # noqa: E402
-from perception.recording import DriveReader  # noqa: E402
-from perception.runner import run_pipeline  # noqa: E402
-from perception.schema import Envelope, Status  # noqa: E402
 from perception.segmentation.card import load_card  # noqa: E402
 from perception.segmentation.runtime import load_segmenter  # noqa: E402
 from perception.synth import SynthConfig, write_drive  # noqa: E402
-
+from perception.system.launch import load_launch  # noqa: E402
+from perception.system.runner import run_pipeline  # noqa: E402
 
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
 

@@ -24,12 +24,12 @@ import cv2
 import numpy as np
 from mcap.reader import make_reader
 
-from perception.bus import Received, header_for
-from perception.client import encode_mask
-from perception.recorder import RecorderConfig, RecorderLogic
-from perception.recording import encode_image
-from perception.recover import recover_drive
-from perception.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Track, Tracks
+from perception.bus.masks import encode_mask
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Track, Tracks
+from perception.drives.drive_file import encode_image
+from perception.drives.recorder import RecorderConfig, RecorderLogic
+from perception.drives.recovery import recover_drive
 
 
 def _scene(i: int, w: int, h: int) -> np.ndarray:

@@ -23,9 +23,9 @@ import tempfile
 from pathlib import Path
 
 from perception.evaluation.report import evaluate_run
-from perception.launch import load_launch, with_node
-from perception.runner import run_pipeline
 from perception.synth import SynthConfig, write_drive
+from perception.system.launch import load_launch, with_node
+from perception.system.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import psutil
 
-from perception.bus import Received
-from perception.launch import load_launch
-from perception.runner import run_pipeline
-from perception.schema import Status
+from perception.bus.pubsub import Received
+from perception.bus.schema import Status
 from perception.synth import SynthConfig, write_drive
+from perception.system.launch import load_launch
+from perception.system.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")

@@ -43,7 +43,7 @@ from iou_baseline import IouBaselineTracker
 from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import CROWD, SCENARIOS, GtFrame, generate
 from perception.evaluation.tracking import TrackingScores, evaluate_tracking, mots_from_gt, mots_from_tracks
-from perception.tracking import Tracker
+from perception.tracking.tracker import Tracker
 
 TRACKERS: dict[str, Callable[[float], object]] = {
     "ours": lambda fps: Tracker(epoch=0),
@@ -116,7 +116,7 @@ def load_davis_sequences(root: Path) -> dict[str, tuple[list[GtFrame], float]]:
 
 def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
     """Ground truth from the ``gt`` topic of a drive (``perception synth``, ``import-frames``)."""
-    from perception.recording import DriveReader
+    from perception.drives.drive_file import DriveReader
 
     reader = DriveReader(path)
     frames = [GtFrame(env.source.capture_ns, env.payload)  # type: ignore[arg-type, union-attr]
@@ -147,7 +147,7 @@ def synth_sequences(scenario: str, seeds: list[int], frames: int = 150, fps: flo
 def group_drives(paths: list[Path]) -> dict[str, Sequences]:
     """Drives grouped by the scenario recorded in their metadata (else each on its own), so
     that several drives of one scenario give the per-sequence spread."""
-    from perception.recording import DriveReader
+    from perception.drives.drive_file import DriveReader
 
     groups: dict[str, Sequences] = {}
     for path in paths:

@@ -7,7 +7,7 @@ For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transpor
   could not copy before the ring came round, and says how many);
 - the baseline: an in-process copy of the same buffer (``np.copyto``).
 
-``shm``: :class:`perception.bus.Publisher` with a :class:`perception.shm_ring.FrameRing`
+``shm``: :class:`perception.bus.pubsub.Publisher` with a :class:`perception.bus.shm_ring.FrameRing`
 (the pixels written once into shared memory, copied out once by the reader); ``zmq``: the
 same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
 multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from perception import schema
-from perception.bus import Publisher, Subscriber, header_for
-from perception.schema import Envelope, Source
-from perception.shm_ring import FrameRing, segment_name
+from perception.bus import schema
+from perception.bus.pubsub import Publisher, Subscriber, header_for
+from perception.bus.schema import Envelope, Source
+from perception.bus.shm_ring import FrameRing, segment_name
 
 TRANSPORTS = ("shm", "zmq", "raw_pyzmq")
 

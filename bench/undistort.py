@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.bus import Received, header_for
-from perception.preprocess import PreprocessConfig, PreprocessLogic
-from perception.schema import Envelope, Source
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Envelope, Source
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
 
 CALIB = Path(__file__).resolve().parents[1] / "calib"
 

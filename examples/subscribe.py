@@ -6,7 +6,7 @@
 
 import sys
 
-from perception.client import subscribe
+from perception.system.client import subscribe
 
 for msg in subscribe(sys.argv[1:] or ["tracks"], masks=True):
     print(msg.topic, msg.envelope.seq, f"age {msg.age_ms:.1f} ms" if msg.age_ms is not None else "", type(msg.payload).__name__)

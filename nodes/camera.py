@@ -1,7 +1,7 @@
 """Camera node: publishes frames from a device, a video file or an image folder."""
 
-from perception.camera import CameraConfig, CameraLogic
-from perception.node import node_main
+from perception.camera.sources import CameraConfig, CameraLogic
+from perception.node.loop import node_main
 
 
 def main() -> None:

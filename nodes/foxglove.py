@@ -1,7 +1,7 @@
 """Foxglove node: frames, detections, tracks and status out over the Foxglove WebSocket protocol."""
 
-from perception.foxglove_node import FoxgloveConfig, FoxgloveLogic
-from perception.node import node_main
+from perception.node.loop import node_main
+from perception.outputs.foxglove_bridge import FoxgloveConfig, FoxgloveLogic
 
 
 def main() -> None:

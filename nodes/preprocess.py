@@ -1,7 +1,7 @@
 """Preprocess node: frames -> frames.rect (letterboxed to the model input size)."""
 
-from perception.node import node_main
-from perception.preprocess import PreprocessConfig, PreprocessLogic
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.node.loop import node_main
 
 
 def main() -> None:

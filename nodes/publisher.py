@@ -1,7 +1,7 @@
 """Publisher node: republishes chosen topics on the external endpoint."""
 
-from perception.node import node_main
-from perception.publisher import PublisherConfig, PublisherLogic
+from perception.node.loop import node_main
+from perception.outputs.publisher import PublisherConfig, PublisherLogic
 
 
 def main() -> None:

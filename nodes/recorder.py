@@ -1,7 +1,7 @@
 """Recorder node: writes the recorded topics of the run to MCAP drives."""
 
-from perception.node import node_main
-from perception.recorder import RecorderConfig, RecorderLogic
+from perception.drives.recorder import RecorderConfig, RecorderLogic
+from perception.node.loop import node_main
 
 
 def main() -> None:

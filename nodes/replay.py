@@ -1,7 +1,7 @@
 """Replay node: publishes a recorded drive (frames and ground truth) in place of the camera."""
 
-from perception.node import node_main
-from perception.replay import ReplayConfig, ReplayLogic
+from perception.drives.replay import ReplayConfig, ReplayLogic
+from perception.node.loop import node_main
 
 
 def main() -> None:

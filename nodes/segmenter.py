@@ -1,7 +1,7 @@
 """Segmenter node: frames.rect -> detections, fast or accurate model chosen per frame."""
 
-from perception.node import NodeContext, node_main
-from perception.segmenter_node import SegmenterConfig, SegmenterLogic, build_segmenter
+from perception.node.loop import NodeContext, node_main
+from perception.segmentation.segmenter_logic import SegmenterConfig, SegmenterLogic, build_segmenter
 
 
 def _make(cfg: SegmenterConfig, ctx: NodeContext) -> SegmenterLogic:

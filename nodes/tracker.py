@@ -1,8 +1,8 @@
 """Tracker node: detections in, tracks with stable ids out."""
 
-from perception.node import node_main
-from perception.tracking import TrackerConfig
-from perception.tracking_node import TrackerLogic
+from perception.node.loop import node_main
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zmq
 
-from perception import schema
-from perception.bus import Publisher, Subscriber, frame_pixels, header_for
-from perception.schema import Envelope, FrameHeader, MalformedMessage, Source
+from perception.bus import codec, schema
+from perception.bus.pubsub import Publisher, Subscriber, frame_pixels, header_for
+from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, Source
 
 
 def _frame_env(seq: int, image: np.ndarray) -> Envelope:
@@ -100,9 +100,9 @@ def test_garbage_is_counted_and_skipped(run_dir: str) -> None:
     time.sleep(0.2)
     image = np.zeros((8, 8, 3), np.uint8)
     raw.send_multipart([b"frames", b"\xc1not msgpack", b"xx"])
-    raw.send_multipart([b"frames", schema.encode(_frame_env(0, image))])  # pixels missing
-    raw.send_multipart([b"frames", schema.encode(_frame_env(1, image)), b"short"])
-    raw.send_multipart([b"frames", schema.encode(_frame_env(2, image)), image.tobytes()])
+    raw.send_multipart([b"frames", codec.encode(_frame_env(0, image))])  # pixels missing
+    raw.send_multipart([b"frames", codec.encode(_frame_env(1, image)), b"short"])
+    raw.send_multipart([b"frames", codec.encode(_frame_env(2, image)), image.tobytes()])
     msgs = _drain(sub, 1)
     assert [m.envelope.seq for m in msgs] == [2]
     assert sub.errors == 3 and "bytes" in sub.last_error

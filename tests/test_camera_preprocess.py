@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from perception.camera import CameraConfig, CameraLogic, FolderSource
-from perception.preprocess import letterbox, to_camera_xyxy
+from perception.camera.preprocess import letterbox, to_camera_xyxy
+from perception.camera.sources import CameraConfig, CameraLogic, FolderSource
 
 
 def test_folder_source_reads_in_name_order_and_loops(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_bugs_keep_their_traceback() -> None:
     assert not user_error(ValueError("some library's complaint"))
     assert not user_error(OSError("no file involved"))
     assert user_error(FileNotFoundError(2, "No such file or directory", "x.toml"))
-    from perception.config import ConfigError
+    from perception.node.config import ConfigError
 
     assert user_error(ConfigError("launch.yaml: key 'fps' must be > 0"))
 

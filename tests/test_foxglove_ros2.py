@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from perception.bus import Received, header_for
+from perception.bus.masks import encode_mask
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Detections, Envelope, Instance, Source, Track, Tracks
 from perception.cli import main
-from perception.client import encode_mask
-from perception.recording import DriveMeta, DriveReader, DriveWriter
-from perception.schema import Detections, Envelope, Instance, Source, Track, Tracks
+from perception.drives.drive_file import DriveMeta, DriveReader, DriveWriter
 
 W, H = 160, 96
 
@@ -86,7 +86,7 @@ def _expected(t: Tracks) -> tuple[list[tuple[float, ...]], list[str]]:
 def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) -> None:
     from websockets.sync.client import connect
 
-    from perception.foxglove_node import FoxgloveConfig, FoxgloveLogic
+    from perception.outputs.foxglove_bridge import FoxgloveConfig, FoxgloveLogic
 
     logic = FoxgloveLogic(FoxgloveConfig(port=0, max_rate_hz=1000))
     try:
@@ -133,7 +133,7 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
 def test_the_foxglove_export_decodes_with_foxglove_schemas(tmp_path: Path) -> None:
     from mcap.reader import make_reader
 
-    from perception.foxglove_view import export_foxglove
+    from perception.outputs.foxglove_scene import export_foxglove
 
     tracks = write_run(tmp_path / "run.mcap")
     assert main(["export", "foxglove", str(tmp_path / "run.mcap"), str(tmp_path / "fox.mcap")]) == 0
@@ -167,7 +167,7 @@ def test_the_foxglove_export_decodes_with_foxglove_schemas(tmp_path: Path) -> No
 def test_a_ros2_export_reads_back_with_rosbags(tmp_path: Path) -> None:
     from rosbags.rosbag2 import Reader
 
-    from perception.ros2 import typestore
+    from perception.outputs.ros2_bag import typestore
 
     tracks = write_run(tmp_path / "run.mcap")
     assert main(["export", "ros2", str(tmp_path / "run.mcap"), str(tmp_path / "bag")]) == 0
@@ -198,7 +198,7 @@ def _user_bag(path: Path, frames: list[np.ndarray], encoding: str = "rgb8", stor
     """A bag as a ROS 2 camera driver records it: sensor_msgs/Image and CameraInfo."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from perception.ros2 import typestore
+    from perception.outputs.ros2_bag import typestore
 
     store = typestore()
     t = store.types
@@ -225,7 +225,7 @@ def _user_bag(path: Path, frames: list[np.ndarray], encoding: str = "rgb8", stor
 
 @pytest.mark.slow
 def test_a_users_bag_imports_replays_and_evaluates(tmp_path: Path) -> None:
-    from perception.calibration import load_calibration
+    from perception.calibration.camera_file import load_calibration
     from perception.synth import SynthConfig, write_drive
 
     write_drive(SynthConfig(frames=8, seed=5, width=640, height=360, scenario="urban"), tmp_path / "synth.mcap")
@@ -248,7 +248,7 @@ def test_a_users_bag_imports_replays_and_evaluates(tmp_path: Path) -> None:
 
 
 def test_bad_bags_name_the_bag_and_topic_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from perception.ros2 import BagError, import_bag
+    from perception.outputs.ros2_bag import BagError, import_bag
 
     frames = [_image(k) for k in range(3)]
     _user_bag(tmp_path / "bag", frames, storage="mcap")
@@ -282,9 +282,9 @@ def test_a_running_foxglove_node_serves_what_the_tracker_published(tmp_path: Pat
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    from perception.launch import load_launch, with_node
-    from perception.runner import run_pipeline
     from perception.synth import SynthConfig, write_drive
+    from perception.system.launch import load_launch, with_node
+    from perception.system.runner import run_pipeline
 
     drive = tmp_path / "drive.mcap"
     write_drive(SynthConfig(frames=20, seed=9, width=320, height=180, fps=10.0, scenario="urban"), drive)

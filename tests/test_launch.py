@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from perception.config import ConfigError
-from perception.launch import load_launch, parse_override
+from perception.node.config import ConfigError
+from perception.system.launch import load_launch, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 

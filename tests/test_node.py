@@ -7,16 +7,16 @@ import time
 import numpy as np
 import zmq
 
-from perception import schema
-from perception.bus import Subscriber, header_for
-from perception.node import NodeContext, NodeLoop
-from perception.preprocess import PreprocessConfig, PreprocessLogic
-from perception.schema import Envelope, Source
+from perception.bus import codec, schema
+from perception.bus.pubsub import Subscriber, header_for
+from perception.bus.schema import Envelope, Source
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.node.loop import NodeContext, NodeLoop
 
 
 def _frame(seq: int, image: np.ndarray) -> list[bytes]:
     env = Envelope("frames", seq, time.monotonic_ns(), Source("cam0", seq, time.monotonic_ns()), header_for(image))
-    return [b"frames", schema.encode(env), image.tobytes()]
+    return [b"frames", codec.encode(env), image.tobytes()]
 
 
 def _run(loop: NodeLoop, out: Subscriber, want: int, timeout_s: float = 3.0) -> list:
@@ -101,5 +101,5 @@ def test_numpy_counters_do_not_break_the_heartbeat(run_dir: str) -> None:
     loop = NodeLoop(NodeContext("x", run_dir), NumpyCounters(), zctx)
     st = loop.status()
     assert st.counters == {"x": 1.5, "n": 3, "odd": "(1, 2)"}
-    schema.encode(schema.Envelope("status", 0, 0, None, st))
+    codec.encode(schema.Envelope("status", 0, 0, None, st))
     loop.close(); zctx.term()

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from perception.bus import Received, header_for
-from perception.preprocess import PreprocessConfig, PreprocessLogic
-from perception.recording import DriveReader
-from perception.schema import Envelope, to_plain
-from perception.segmenter_node import SegmenterConfig, build_segmenter
+from perception.bus.codec import to_plain
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Envelope
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.drives.drive_file import DriveReader
+from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
 from perception.synth import SynthConfig, write_drive
-from perception.tracking import TrackerConfig
-from perception.tracking_node import TrackerLogic
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVE = ROOT / "tests" / "data" / "replay_drive.mcap"

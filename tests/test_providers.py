@@ -30,7 +30,7 @@ def test_preference_and_demands() -> None:
 
 
 def test_the_cpu_fallback_is_one_log_line_and_reaches_the_heartbeat(caplog: pytest.LogCaptureFixture) -> None:
-    from perception.segmenter_node import SegmenterConfig, build_segmenter
+    from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
 
     with caplog.at_level(logging.INFO):
         logic = build_segmenter(SegmenterConfig(policy="fast", fast=str(CARD), threads=1))
@@ -42,7 +42,7 @@ def test_the_cpu_fallback_is_one_log_line_and_reaches_the_heartbeat(caplog: pyte
 
 
 def test_a_missing_provider_asked_for_is_an_error() -> None:
-    from perception.segmenter_node import SegmenterConfig, build_segmenter
+    from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
 
     with pytest.raises(ProviderError, match="segmenter.providers asks for CUDAExecutionProvider"):
         build_segmenter(SegmenterConfig(policy="fast", fast=str(CARD), providers=(CUDA,)))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 
-from perception.client import encode_mask
-from perception.recording import DriveError, DriveMeta, DriveReader, DriveWriter
-from perception.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source
+from perception.bus.masks import encode_mask
+from perception.bus.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source
+from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter
 
 
 def _gt(mask: np.ndarray) -> GroundTruth:

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import zmq
 
-from perception import schema
-from perception.bus import Subscriber
-from perception.config import ConfigError, build_config
-from perception.node import NodeContext, NodeLoop
-from perception.recording import DriveMeta, DriveWriter
-from perception.replay import ReplayConfig, ReplayLogic
-from perception.schema import GroundTruth, Source
+from perception.bus import schema
+from perception.bus.pubsub import Subscriber
+from perception.bus.schema import GroundTruth, Source
+from perception.drives.drive_file import DriveMeta, DriveWriter
+from perception.drives.replay import ReplayConfig, ReplayLogic
+from perception.node.config import ConfigError, build_config
+from perception.node.loop import NodeContext, NodeLoop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_window_and_loop(tmp_path: Path) -> None:
 def test_frames_are_decoded_ahead_of_their_due_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """prepare() (called by the node before it waits) decodes the next frame, so the step at
     the due time only publishes it; a frame that was not prepared is still decoded in step."""
-    import perception.replay as replay
+    import perception.drives.replay as replay
 
     logic = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "d.mcap", n=3)), rate=0.0))
     logic.prepare(0)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from perception.scheduling import LatencyEstimator, LatencyProfile, Policy, PolicyConfig
+from perception.segmentation.latency_policy import LatencyEstimator, LatencyProfile, Policy, PolicyConfig
 
 MS = 1_000_000
 
@@ -116,7 +116,7 @@ class SeqFrame:
 
 
 def test_frame_period_ignores_upstream_drops() -> None:
-    from perception.scheduling import FramePeriod
+    from perception.segmentation.latency_policy import FramePeriod
 
     fp = FramePeriod()
     assert fp.period_ms() is None

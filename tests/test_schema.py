@@ -8,11 +8,21 @@ import msgspec
 import numpy as np
 import pytest
 
-from perception import schema
-from perception.client import decode_mask, encode_mask
-from perception.schema import (
-    Detections, Envelope, FrameHeader, GroundTruth, GtInstance, Instance, Letterbox, Rle,
-    Source, Status, Track, Tracks,
+from perception.bus import codec, schema
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.schema import (
+    Detections,
+    Envelope,
+    FrameHeader,
+    GroundTruth,
+    GtInstance,
+    Instance,
+    Letterbox,
+    Rle,
+    Source,
+    Status,
+    Track,
+    Tracks,
 )
 
 
@@ -42,7 +52,7 @@ def test_every_topic_has_a_sample() -> None:
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_round_trip(name: str) -> None:
     env = Envelope(name, 42, 1_000, Source("cam0", 7, 900), SAMPLES[name], valid=False)
-    back = schema.decode(schema.encode(env))
+    back = codec.decode(codec.encode(env))
     assert back == env
     assert type(back.payload) is type(SAMPLES[name])
 
@@ -59,7 +69,7 @@ def test_endpoints_and_names_unique() -> None:
 def test_older_schema_version_rejected() -> None:
     env = Envelope("status", 0, 0, None, SAMPLES["status"], schema_version=schema.SCHEMA_VERSION - 1)
     with pytest.raises(schema.WrongSchemaVersion, match="schema_version 0"):
-        schema.decode(msgspec.msgpack.encode(env))
+        codec.decode(msgspec.msgpack.encode(env))
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00\x01garbage", msgspec.msgpack.encode([1, 2, 3]),
@@ -67,31 +77,31 @@ def test_older_schema_version_rejected() -> None:
                                   b"\x81\xa5topic\xa2\x9a\x9a"])  # a str that is not UTF-8
 def test_garbage_is_malformed(data: bytes) -> None:
     with pytest.raises(schema.MalformedMessage):
-        schema.decode(data)
+        codec.decode(data)
 
 
 def test_bad_payload_names_the_field() -> None:
-    plain = schema.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
+    plain = codec.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
     plain["payload"]["instances"][0]["class_id"] = "car"
     with pytest.raises(schema.MalformedMessage, match=r"instances\[0\]\.class_id"):
-        schema.decode(msgspec.msgpack.encode(plain))
+        codec.decode(msgspec.msgpack.encode(plain))
 
 
 def test_payload_string_that_is_not_utf8_is_malformed() -> None:
-    plain = schema.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
+    plain = codec.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
     plain["payload"]["model"] = "\u00e9t\u00e9"
     data = msgspec.msgpack.encode(plain).replace("\u00e9t\u00e9".encode(), b"\x9a\x9at\x9a\x9a")  # same length, not UTF-8
     with pytest.raises(schema.MalformedMessage, match="payload"):
-        schema.decode(data)
+        codec.decode(data)
 
 
 def test_unknown_topic_and_wrong_payload_type() -> None:
-    plain = schema.to_plain(Envelope("status", 0, 0, None, SAMPLES["status"]))
+    plain = codec.to_plain(Envelope("status", 0, 0, None, SAMPLES["status"]))
     plain["topic"] = "nope"
     with pytest.raises(schema.UnknownTopic, match="nope"):
-        schema.decode(msgspec.msgpack.encode(plain))
+        codec.decode(msgspec.msgpack.encode(plain))
     with pytest.raises(schema.SchemaError, match="carries Tracks"):
-        schema.encode(Envelope("tracks", 0, 0, None, SAMPLES["status"]))
+        codec.encode(Envelope("tracks", 0, 0, None, SAMPLES["status"]))
 
 
 def test_oversized_lists_rejected() -> None:
@@ -99,12 +109,12 @@ def test_oversized_lists_rejected() -> None:
                               instances=(Instance(0, 0.5, (0.0, 0.0, 1.0, 1.0)),) * (schema.MAX_INSTANCES + 1))
     data = msgspec.msgpack.encode(Envelope("detections", 0, 0, None, big))
     with pytest.raises(schema.MalformedMessage, match="length"):
-        schema.decode(data)
+        codec.decode(data)
 
 
 def test_rle_is_pycocotools_compatible() -> None:
     m = np.zeros((24, 32), bool)
     m[5:15, 3:20] = True
     rle = encode_mask(m)
-    env = schema.decode(schema.encode(Envelope("gt", 0, 0, None, GroundTruth(32, 24, (GtInstance(0, 0, (3, 5, 20, 15), rle),)))))
+    env = codec.decode(codec.encode(Envelope("gt", 0, 0, None, GroundTruth(32, 24, (GtInstance(0, 0, (3, 5, 20, 15), rle),)))))
     assert np.array_equal(decode_mask(env.payload.instances[0].mask), m)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import zmq
 
-from perception.client import subscribe
-from perception.config import ConfigError, build_config
-from perception.publisher import PublisherConfig, PublisherLogic
-from perception.schema import Envelope, Status
-from perception.security import KeyError_, generate_keys
+from perception.bus.schema import Envelope, Status
+from perception.bus.security import KeyError_, generate_keys
+from perception.node.config import ConfigError, build_config
+from perception.outputs.publisher import PublisherConfig, PublisherLogic
+from perception.system.client import subscribe
 
 _ports = itertools.count(17900)
 
@@ -82,7 +82,7 @@ def test_exposed_bind_needs_keys_or_insecure(keys: dict[str, tuple[Path, Path]])
 
 
 def test_bad_key_files(tmp_path: Path) -> None:
-    from perception.security import load_key
+    from perception.bus.security import load_key
 
     with pytest.raises(KeyError_, match="does not exist"):
         load_key(tmp_path / "nope.key", secret=False)

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from perception.bus import Received
-from perception.scheduling import LatencyProfile
-from perception.schema import Detections, Envelope, FrameHeader, Instance, Letterbox, Source
-from perception.segmenter_node import SegmenterConfig, SegmenterLogic
+from perception.bus.pubsub import Received
+from perception.bus.schema import Detections, Envelope, FrameHeader, Instance, Letterbox, Source
+from perception.segmentation.latency_policy import LatencyProfile
+from perception.segmentation.segmenter_logic import SegmenterConfig, SegmenterLogic
 
 
 class FakeModel:

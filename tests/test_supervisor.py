@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from perception.client import subscribe
+from perception.system.client import subscribe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

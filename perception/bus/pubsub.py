@@ -1,4 +1,4 @@
-"""Publish and subscribe over ZeroMQ with the envelopes of :mod:`perception.schema`.
+"""Publish and subscribe over ZeroMQ with the envelopes of :mod:`perception.bus.schema`.
 
 Wire layout: ``[topic, envelope]`` for messages, ``[topic, envelope, pixels]`` for frames.
 Pixels are sent from the caller's buffer and received as a read-only NumPy view of the
@@ -9,7 +9,7 @@ keep-newest mode drains its sockets and keeps only the newest frame per topic, c
 everything it skipped (and every ``seq`` gap, which covers drops at the sender) in
 ``dropped``. In deterministic mode it hands over every message in order.
 
-Local links can carry frames in shared memory (:mod:`perception.shm_ring`): a publisher
+Local links can carry frames in shared memory (:mod:`perception.bus.shm_ring`): a publisher
 with a ring puts the pixels there and sends the slot reference in the frame header (the
 third part is then empty); the subscriber copies them out, or drops the frame (counted)
 when the slot was overwritten first.
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import zmq
 
-from perception import schema
-from perception.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
-from perception.shm_ring import FrameRing, ShmReader
+from perception.bus import codec, schema
+from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
+from perception.bus.shm_ring import FrameRing, ShmReader
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Publisher:
                 env = replace(env, payload=replace(header, shm=ref))
             if ref is not None:
                 pixels = None
-        parts: list[object] = [env.topic.encode(), schema.encode(env)]
+        parts: list[object] = [env.topic.encode(), codec.encode(env)]
         if pixels is not None:
             parts.append(pixels)
         elif isinstance(env.payload, FrameHeader):
@@ -255,7 +255,7 @@ class Subscriber:
             name = bytes(parts[0].buffer).decode("utf-8", errors="replace")
             if name not in self.topics:
                 return None  # prefix match of another topic on a shared endpoint
-            env = schema.decode(parts[1].buffer, expected_topic=name)
+            env = codec.decode(parts[1].buffer, expected_topic=name)
             kind = schema.topic(name).kind
             pixels = None
             if kind == "frame":

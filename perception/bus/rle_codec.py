@@ -2,7 +2,7 @@
 
 pycocotools decodes whatever it is given: a malformed ``counts`` string makes it read past
 the string or return a mask of uninitialised memory, and a huge ``size`` allocates without
-limit. Messages come from other processes, so every :class:`~perception.schema.Rle` is
+limit. Messages come from other processes, so every :class:`~perception.bus.schema.Rle` is
 checked on construction and decode. No library validates this format, hence this module:
 it parses the string exactly as pycocotools' ``rleFrString`` does (6-bit groups from
 ``'0'``, 5 data bits, a continuation bit, sign extension, counts after the second delta

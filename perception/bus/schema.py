@@ -1,4 +1,5 @@
-"""The wire contract: the topic table and every message type, in one place.
+"""The wire contract: the topic table and every message type, in one place (the msgpack
+codec is :mod:`perception.bus.codec`).
 
 Every message on the bus is an :class:`Envelope` encoded with msgpack (plain maps, lists,
 strings and numbers; nothing that executes code on decode). Frames travel as a multipart
@@ -10,8 +11,8 @@ Per-instance field contract (detectron2 style), shared by :class:`Detections`,
 
 - ``box_xyxy``: ``(x0, y0, x1, y1)`` float pixels in the original camera image (the
   undistorted camera image when the preprocess node has a ``calib:`` file: same size,
-  camera matrix from its ``projection_matrix``; see :mod:`perception.undistort`);
-- ``class_id``: index into :data:`perception.classes.CLASSES`;
+  camera matrix from its ``projection_matrix``; see :mod:`perception.calibration.undistort`);
+- ``class_id``: index into :data:`perception.bus.classes.CLASSES`;
 - ``score``: float in ``[0, 1]``;
 - ``mask``: COCO run-length encoding as pycocotools writes it (:class:`Rle`), or ``None``.
 
@@ -27,7 +28,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from perception.rle import validate_rle
+from perception.bus.rle_codec import validate_rle
 
 #: what msgspec raises on bytes that are not a valid message: a ``str`` field that is not
 #: UTF-8 raises UnicodeDecodeError rather than msgspec.DecodeError (found by fuzzing)
@@ -129,7 +130,7 @@ Encoding = Literal["bgr8", "rgb8", "mono8"]
 @dataclass(frozen=True)
 class ShmSlot:
     """Where a frame's pixels are when they travel in shared memory
-    (:mod:`perception.shm_ring`): ``slot`` of the ring ``segment`` (``slot_stride`` bytes
+    (:mod:`perception.bus.shm_ring`): ``slot`` of the ring ``segment`` (``slot_stride`` bytes
     apart), written as ``generation``, ``nbytes`` long."""
 
     segment: Annotated[str, msgspec.Meta(max_length=120, pattern=r"^perception-[A-Za-z0-9_.-]+$")]
@@ -196,7 +197,7 @@ class Track:
     """One tracked instance. ``predicted`` is true when box and mask were coasted.
 
     ``ground_xy_m``: where the track's mask meets a flat ground, (x, y) metres in the
-    robot frame (see :func:`perception.ground.ground_position`), when the camera has
+    robot frame (see :func:`perception.calibration.ground_plane.ground_position`), when the camera has
     extrinsics; ``(nan, nan)`` with ``ground_above_horizon`` true when that point is above
     the horizon.
     """
@@ -347,74 +348,6 @@ def topic(name: str) -> Topic:
 def endpoint(name: str, run_dir: str) -> str:
     """The endpoint of topic ``name`` in run directory ``run_dir``."""
     return topic(name).endpoint.format(run_dir=run_dir)
-
-
-# --------------------------------------------------------------------------- codec
-
-_encoder = msgspec.msgpack.Encoder()
-
-
-@dataclass(frozen=True)
-class _RawEnvelope:
-    topic: Text
-    seq: int
-    stamp_ns: int
-    source: Source | None
-    payload: msgspec.Raw
-    valid: bool = True
-    schema_version: int = SCHEMA_VERSION
-
-
-_raw_decoder = msgspec.msgpack.Decoder(_RawEnvelope)
-_payload_decoders = {t.name: msgspec.msgpack.Decoder(t.msg_type) for t in TOPICS}
-
-
-def encode(env: Envelope) -> bytes:
-    """Encode an envelope to msgpack bytes. Raises :class:`SchemaError` on a bad payload."""
-    expected = topic(env.topic).msg_type
-    if not isinstance(env.payload, expected):
-        raise SchemaError(
-            f"topic {env.topic!r} carries {expected.__name__}, got {type(env.payload).__name__}"
-        )
-    return _encoder.encode(env)
-
-
-def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envelope:
-    """Decode msgpack bytes into an :class:`Envelope` with a typed payload.
-
-    Raises :class:`MalformedMessage` for bytes that are not an envelope (naming the bad
-    field), :class:`WrongSchemaVersion` for another version, :class:`UnknownTopic` for a
-    topic not in the table.
-    """
-    if len(data) > MAX_ENVELOPE_BYTES:
-        raise MalformedMessage(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
-    try:
-        raw = _raw_decoder.decode(data)
-    except DECODE_ERRORS as e:
-        raise MalformedMessage(f"not a message envelope: {e}") from None
-    if raw.schema_version != SCHEMA_VERSION:
-        raise WrongSchemaVersion(
-            f"message on {raw.topic!r} has schema_version {raw.schema_version}, "
-            f"this node speaks {SCHEMA_VERSION}"
-        )
-    if expected_topic is not None and raw.topic != expected_topic:
-        raise MalformedMessage(f"expected topic {expected_topic!r}, envelope says {raw.topic!r}")
-    decoder = _payload_decoders.get(raw.topic)
-    if decoder is None:
-        topic(raw.topic)  # raises UnknownTopic
-    try:
-        payload = decoder.decode(raw.payload)  # type: ignore[union-attr]
-    except DECODE_ERRORS as e:
-        raise MalformedMessage(f"bad {raw.topic!r} payload: {e}") from None
-    return Envelope(
-        topic=raw.topic, seq=raw.seq, stamp_ns=raw.stamp_ns, source=raw.source,
-        payload=payload, valid=raw.valid, schema_version=raw.schema_version,
-    )
-
-
-def to_plain(obj: object) -> object:
-    """A message as plain dicts/lists (for JSON, echo and MCAP JSON schemas)."""
-    return msgspec.to_builtins(obj)
 
 
 def replace(obj, **changes):  # type: ignore[no-untyped-def]

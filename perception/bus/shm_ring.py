@@ -2,7 +2,7 @@
 
 A producer owns a :class:`FrameRing`: ``slots`` slots of ``slot_bytes`` in one POSIX shared
 memory segment (``/dev/shm/perception-<run>-<topic>-<pid>``). :meth:`FrameRing.write` puts
-a frame's pixels in the next slot and returns a :class:`~perception.schema.ShmSlot` (segment,
+a frame's pixels in the next slot and returns a :class:`~perception.bus.schema.ShmSlot` (segment,
 slot, generation) that ZeroMQ carries in the frame header instead of the pixels; readers map
 the segment once (:class:`ShmReader`) and copy the pixels out.
 
@@ -30,7 +30,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from perception.schema import FrameHeader, ShmSlot
+from perception.bus.schema import FrameHeader, ShmSlot
 
 #: bytes before each slot's pixels: the generation counter (uint64), padded to a cache line
 SLOT_HEADER = 64

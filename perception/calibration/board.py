@@ -20,8 +20,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from perception.calibration import Calibration, CalibrationError, CalibrationQuality
-from perception.undistort import camera_info_from_opencv
+from perception.calibration.camera_file import Calibration, CalibrationError, CalibrationQuality
+from perception.calibration.undistort import camera_info_from_opencv
 
 Model = Literal["pinhole", "fisheye"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")

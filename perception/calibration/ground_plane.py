@@ -5,7 +5,7 @@ Frames (ROS REP-103 / REP-105):
 - robot frame (``Extrinsics.frame_id``, e.g. ``base_link``): x forward, y left, z up, the
   ground is the plane z = 0;
 - camera body frame: x forward (the optical axis), y left, z up; its pose in the robot
-  frame is the :class:`~perception.calibration.Extrinsics` (position, roll/pitch/yaw);
+  frame is the :class:`~perception.calibration.camera_file.Extrinsics` (position, roll/pitch/yaw);
 - camera optical frame: z forward, x right, y down (image columns grow with x, rows with y).
 
 Pixels are *undistorted* camera pixels (what the preprocess node with ``calib:`` produces):
@@ -22,8 +22,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.spatial.transform import Rotation
 
-from perception.calibration import CameraInfo, Extrinsics
-from perception.schema import Rle
+from perception.bus.schema import Rle
+from perception.calibration.camera_file import CameraInfo, Extrinsics
 
 #: camera optical frame -> camera body frame (columns: optical x, y, z in body axes)
 OPTICAL_TO_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from perception.calibration import CameraInfo
+from perception.calibration.camera_file import CameraInfo
 
 
 class Undistorter:

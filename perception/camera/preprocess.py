@@ -3,8 +3,8 @@ them to the model input size, keeping the transform that maps model pixels back 
 pixels.
 
 With ``calib:``, frames are undistorted first, to the same size, with the camera matrix of
-the calibration's ``projection_matrix`` (see :mod:`perception.undistort`); the
-:class:`~perception.schema.Letterbox` then maps model pixels to the *undistorted* camera
+the calibration's ``projection_matrix`` (see :mod:`perception.calibration.undistort`); the
+:class:`~perception.bus.schema.Letterbox` then maps model pixels to the *undistorted* camera
 image, and ``FrameHeader.undistorted`` says so. Boxes and masks downstream are therefore in
 undistorted camera pixels. Frames of another size than the calibration's are accepted when
 they have the same aspect ratio (binning or resizing: the camera matrix is rescaled);
@@ -19,17 +19,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.bus import Received, header_for
-from perception.calibration import Calibration, load_calibration
-from perception.node import Outgoing
-from perception.schema import FrameHeader, Letterbox
-from perception.undistort import Undistorter
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import FrameHeader, Letterbox
+from perception.calibration.camera_file import Calibration, load_calibration
+from perception.calibration.undistort import Undistorter
+from perception.node.loop import Outgoing
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """``width`` x ``height``: model input size in pixels; ``pad_value``: letterbox grey;
-    ``calib``: camera_info YAML file (see :mod:`perception.calibration`) to undistort
+    ``calib``: camera_info YAML file (see :mod:`perception.calibration.camera_file`) to undistort
     with, empty for none. The file is loaded and checked when the launch file is."""
 
     width: int = 640

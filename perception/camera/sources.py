@@ -18,9 +18,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from perception.bus import Received, header_for
-from perception.node import Outgoing
-from perception.schema import Source
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Source
+from perception.node.loop import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from perception.calibrate import Board, calibrate, read_images
-from perception.calibration import CalibrationError, load_calibration, save_calibration
+from perception.calibration.board import Board, calibrate, read_images
+from perception.calibration.camera_file import CalibrationError, load_calibration, save_calibration
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,15 +17,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.bus import Received
-from perception.config import ConfigError
+from perception.bus.pubsub import Received
+from perception.drives.drive_file import DriveReader
 from perception.evaluation.markdown import summary_text
 from perception.evaluation.report import evaluate_run, write_report
-from perception.launch import default_run_dir, load_launch, with_node
-from perception.recording import DriveReader
-from perception.runner import run_pipeline
+from perception.node.config import ConfigError
 from perception.synth import SynthConfig, write_drive
 from perception.synth.preview import contact_sheet, overlay
+from perception.system.launch import default_run_dir, load_launch, with_node
+from perception.system.runner import run_pipeline
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "demo.yaml"
 #: the pipeline's outputs, most downstream first: progress follows the first one present
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def tracks_sheet(run_file: Path, path: Path, tiles: int = 6) -> bool:
     """A contact sheet of recorded frames, each with its ground truth (left) beside its
     tracks (right), from the first frame that has a confirmed track."""
-    from perception.render import side_by_side
+    from perception.outputs.overlay import side_by_side
 
     reader = DriveReader(run_file)
     tracks = {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source is not None}

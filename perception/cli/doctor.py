@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perception.doctor import diagnose
+    from perception.system.doctor import diagnose
 
     report = diagnose(args.launch, args.overrides, args.models)
     print(report.text())

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from perception.drives.drive_file import DriveError
 from perception.evaluation.report import DEFAULT_BUDGET_MS, evaluate_run, summary_text, write_report
-from perception.recording import DriveError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,11 +35,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     run_path, out = args.paths
     if args.format == "foxglove":
-        from perception.foxglove_view import export_foxglove
+        from perception.outputs.foxglove_scene import export_foxglove
 
         counts = export_foxglove(run_path, out)
     else:
-        from perception.ros2 import export_ros2
+        from perception.outputs.ros2_bag import export_ros2
 
         counts = export_ros2(run_path, out)
     print(f"wrote {out}: " + ", ".join(f"{topic} {n}" for topic, n in counts.items()))

@@ -1,13 +1,13 @@
 """``perception export-gt DRIVE --coco OUT.json --mots OUT_DIR``: a drive's ground truth for
-pycocotools and TrackEval (formats described in :mod:`perception.gt_export`)."""
+pycocotools and TrackEval (formats described in :mod:`perception.evaluation.gt_export`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from perception.gt_export import write_coco, write_mots_gt
-from perception.recording import DriveError, DriveReader
+from perception.drives.drive_file import DriveError, DriveReader
+from perception.evaluation.gt_export import write_coco, write_mots_gt
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perception.ros2 import import_bag
+    from perception.outputs.ros2_bag import import_bag
 
     res = import_bag(args.bag, args.image_topic, args.out, args.camera_info_topic, args.calib_out, args.camera_id,
                      args.fps)

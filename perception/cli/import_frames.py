@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.importer import FrameImportError, import_frames
+from perception.drives.importer import FrameImportError, import_frames
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

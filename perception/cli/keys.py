@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.security import generate_keys
+from perception.bus.security import generate_keys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

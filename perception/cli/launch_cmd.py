@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from perception.config import ConfigError
-from perception.launch import default_run_dir, load_launch
-from perception.supervisor import LaunchFailed, Supervisor
+from perception.node.config import ConfigError
+from perception.system.launch import default_run_dir, load_launch
+from perception.system.supervisor import LaunchFailed, Supervisor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

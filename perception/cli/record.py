@@ -12,12 +12,12 @@ import argparse
 import os
 import sys
 
-from perception.config import ConfigError, build_config
-from perception.launch import default_run_dir
-from perception.node import NodeContext, NodeLoop
-from perception.recorder import RECORDED_TOPICS, RecorderConfig, RecorderLogic, split_path
-from perception.recording import DEFAULT_CHUNK_BYTES, DriveError
-from perception.recover import recover_drive
+from perception.drives.drive_file import DEFAULT_CHUNK_BYTES, DriveError
+from perception.drives.recorder import RECORDED_TOPICS, RecorderConfig, RecorderLogic, split_path
+from perception.drives.recovery import recover_drive
+from perception.node.config import ConfigError, build_config
+from perception.node.loop import NodeContext, NodeLoop
+from perception.system.launch import default_run_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perception.render import render_run
+    from perception.outputs.overlay import render_run
 
     print(f"wrote {args.out}: {render_run(args.run, args.out, args.fps)} frames")
     return 0

@@ -8,9 +8,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from perception.config import ConfigError
-from perception.launch import default_run_dir, load_launch, with_node
-from perception.runner import run_pipeline
+from perception.node.config import ConfigError
+from perception.system.launch import default_run_dir, load_launch, with_node
+from perception.system.runner import run_pipeline
 
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "replay.yaml"
 

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from perception import schema
-from perception.client import subscribe
+from perception.bus import codec, schema
+from perception.system.client import subscribe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     stream = subscribe([args.topic], args.endpoint, run=run_name, keep_newest=False)
     if args.action == "echo":
         for i, msg in enumerate(stream, 1):
-            print(json.dumps(_short(schema.to_plain(msg.envelope), args.full)), flush=True)
+            print(json.dumps(_short(codec.to_plain(msg.envelope), args.full)), flush=True)
             if args.count and i >= args.count:
                 break
         return 0

@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.camera import IMAGE_SUFFIXES
-from perception.classes import class_id as class_index
-from perception.client import encode_mask
-from perception.recording import DriveMeta, DriveWriter, ImageFormat
-from perception.schema import GroundTruth, GtInstance, Source
+from perception.bus.classes import class_id as class_index
+from perception.bus.masks import encode_mask
+from perception.bus.schema import GroundTruth, GtInstance, Source
+from perception.camera.sources import IMAGE_SUFFIXES
+from perception.drives.drive_file import DriveMeta, DriveWriter, ImageFormat
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The recorder: writes the recorded topics of a run to drives, like ``ros2 bag record``.
 
 Every message of the chosen topics is written in arrival order to a drive (the format of
-:mod:`perception.recording`): camera frames as JPEG (or PNG) :class:`RecordedFrame`
+:mod:`perception.drives.drive_file`): camera frames as JPEG (or PNG) :class:`RecordedFrame`
 records, every other topic as its envelope, byte-identical to the bus. A recording is read
-back with :class:`~perception.recording.DriveReader` like any drive, so replaying it works
+back with :class:`~perception.drives.drive_file.DriveReader` like any drive, so replaying it works
 like replaying a generated drive.
 
 Files: ``out`` ending in ``.mcap`` names the first file; later files (after a split, or when
@@ -14,7 +14,7 @@ the name is taken, for example by a recorder the supervisor restarted) are
 Durability: messages are grouped in compressed chunks of about ``chunk_bytes``; a chunk is
 completed and handed to the operating system when it is full or ``chunk_s`` after its first
 message, so a recorder killed with ``kill -9`` loses at most the last ``chunk_s`` seconds and
-``perception record --recover`` rebuilds the rest (see :mod:`perception.recover`).
+``perception record --recover`` rebuilds the rest (see :mod:`perception.drives.recovery`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception import schema
-from perception.bus import Received
-from perception.node import Outgoing
-from perception.recording import (COMPRESSION_TYPES, DEFAULT_CHUNK_BYTES, FRAMES_TOPIC, Compression,
-                                  DriveMeta, DriveWriter, ImageFormat)
-from perception.schema import FrameHeader, SchemaError, Source
+from perception.bus import schema
+from perception.bus.pubsub import Received
+from perception.bus.schema import FrameHeader, SchemaError, Source
+from perception.drives.drive_file import (
+    COMPRESSION_TYPES,
+    DEFAULT_CHUNK_BYTES,
+    FRAMES_TOPIC,
+    Compression,
+    DriveMeta,
+    DriveWriter,
+    ImageFormat,
+)
+from perception.node.loop import Outgoing
 
 log = logging.getLogger(__name__)
 

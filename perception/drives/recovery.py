@@ -24,9 +24,17 @@ from mcap.records import Attachment, Channel, Chunk, DataEnd, Footer, Header, Me
 from mcap.stream_reader import StreamReader, breakup_chunk
 from mcap.writer import CompressionType, Writer
 
-from perception.recording import (DRIVE_METADATA, FRAMES_TOPIC, MCAP_MAGIC, DriveError, DriveMeta,
-                                  RecordedFrame, TruncatedDrive, check_complete)
-from perception.schema import DECODE_ERRORS
+from perception.bus.schema import DECODE_ERRORS
+from perception.drives.drive_file import (
+    DRIVE_METADATA,
+    FRAMES_TOPIC,
+    MCAP_MAGIC,
+    DriveError,
+    DriveMeta,
+    RecordedFrame,
+    TruncatedDrive,
+    check_complete,
+)
 
 #: Records longer than this are taken as garbage (a corrupt length field), not allocated.
 MAX_RECORD_BYTES = 1 << 30

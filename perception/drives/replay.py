@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.bus import Received, header_for
-from perception.node import Outgoing
-from perception.recording import DriveError, DriveReader, RecordedFrame
-from perception.schema import GroundTruth, Source
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import GroundTruth, Source
+from perception.drives.drive_file import DriveError, DriveReader, RecordedFrame
+from perception.node.loop import Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import cv2
 
-from perception.classes import CLASSES
-from perception.client import encode_mask
+from perception.bus.classes import CLASSES
+from perception.bus.masks import encode_mask
+from perception.bus.schema import GroundTruth, GtInstance
 from perception.evaluation.track_scenarios import GtFrame
-from perception.schema import GroundTruth, GtInstance
 
 DAVIS_FPS = 30.0
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.client import encode_mask
-from perception.classes import CLASSES
-from perception.schema import Detections, GroundTruth, GtInstance, Instance
+from perception.bus.classes import CLASSES
+from perception.bus.masks import encode_mask
+from perception.bus.schema import Detections, GroundTruth, GtInstance, Instance
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from perception.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.schema import GroundTruth
 from perception.evaluation.tracking import MotsObject, write_mots
-from perception.schema import GroundTruth
 
 MOTS_SPLIT = "MOTS-train"
 MOTS_PEDESTRIAN = 2

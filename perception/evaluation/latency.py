@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from perception.schema import Detections, Envelope, Status, Tracks
+from perception.bus.schema import Detections, Envelope, Status, Tracks
 
 PERCENTILES = (50, 95, 99)
 

@@ -2,7 +2,7 @@
 
 Scored with faster-coco-eval, a C++ reimplementation of pycocotools' ``COCOeval`` that
 gives the same figures (see :func:`run_cocoeval`). Ground truth goes through
-:func:`perception.gt_export.coco_dataset` (one image per frame, ``image_id = frame_seq + 1``,
+:func:`perception.evaluation.gt_export.coco_dataset` (one image per frame, ``image_id = frame_seq + 1``,
 ``ignore`` instances as ``iscrowd = 1``, so a detection on a don't-care region is neither a
 hit nor a false positive); detections become COCO results
 (``segmentation`` = the instance's RLE, ``category_id`` = the class's COCO id). Every frame
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from perception.classes import CLASSES, COCO_CATEGORY_IDS
-from perception.gt_export import coco_dataset
-from perception.schema import Detections, GroundTruth
+from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.schema import Detections, GroundTruth
+from perception.evaluation.gt_export import coco_dataset
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.bus.schema import Detections
+from perception.drives.drive_file import DriveError, DriveReader
 from perception.evaluation.masks import MaskScores, evaluate_masks
-from perception.recording import DriveError, DriveReader
-from perception.schema import Detections
 
 #: ``predict(image)``: ``image`` is an ``(H, W, 3)`` uint8 BGR camera frame; returns its
 #: detections in that frame's pixels (what ``Segmenter.predict`` does).
@@ -25,7 +25,7 @@ Predict = Callable[[np.ndarray], Detections]
 def evaluate_segmenter(predict: Predict, drive: str | Path, max_frames: int = 0) -> MaskScores:
     """Run ``predict`` on every frame of ``drive`` that has ground truth (the first
     ``max_frames`` of them when > 0) and score the detections. Raises
-    :class:`~perception.recording.DriveError` for a drive without ground truth."""
+    :class:`~perception.drives.drive_file.DriveError` for a drive without ground truth."""
     reader = DriveReader(drive)
     gts = reader.ground_truth()
     if not gts:

@@ -16,14 +16,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
+from perception.bus.schema import Envelope, GroundTruth, Tracks
+from perception.drives.drive_file import FRAMES_TOPIC, DriveReader
 from perception.evaluation import plots
 from perception.evaluation.latency import RunStats, detections_by_frame, run_stats, tracks_by_frame
 from perception.evaluation.markdown import report_markdown, summary_text
 from perception.evaluation.masks import MaskScores, evaluate_masks
-from perception.evaluation.tracking import SequenceResults, combine_results, mots_from_gt, mots_from_tracks, sequence_results
-from perception.recording import FRAMES_TOPIC, DriveReader
-from perception.schema import Envelope, GroundTruth, Tracks
+from perception.evaluation.tracking import (
+    SequenceResults,
+    combine_results,
+    mots_from_gt,
+    mots_from_tracks,
+    sequence_results,
+)
 
 DEFAULT_BUDGET_MS = 100.0
 
@@ -111,7 +117,7 @@ class RunData:
 
 
 def read_run(path: str | Path) -> RunData:
-    """Read a recorded run (raises :class:`~perception.recording.DriveError` for a file
+    """Read a recorded run (raises :class:`~perception.drives.drive_file.DriveError` for a file
     that is not a drive)."""
     reader = DriveReader(path)
     topics = dict(sorted(reader.counts.items()))
@@ -178,7 +184,7 @@ def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], bud
 
 
 def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False) -> Report:
-    """Score a recorded run (raises :class:`~perception.recording.DriveError` for a file
+    """Score a recorded run (raises :class:`~perception.drives.drive_file.DriveError` for a file
     that is not a drive). ``budget_ms``: the capture-to-output deadline for the hit rate;
     ``include_predicted_tracks``: score coasted tracks too."""
     run = read_run(path)

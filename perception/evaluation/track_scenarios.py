@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.classes import CLASSES
-from perception.client import encode_mask
-from perception.schema import GroundTruth, GtInstance
+from perception.bus.classes import CLASSES
+from perception.bus.masks import encode_mask
+from perception.bus.schema import GroundTruth, GtInstance
 
 PERSON, BICYCLE, CAR = CLASSES.index("person"), CLASSES.index("bicycle"), CLASSES.index("car")
 

@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 from trackeval.metrics import CLEAR, HOTA, Identity
 
-from perception.schema import GroundTruth, Rle, Tracks
+from perception.bus.schema import GroundTruth, Rle, Tracks
 
 IGNORE_CLASS = 10  # MOTS convention for ignore regions
 

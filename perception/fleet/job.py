@@ -23,17 +23,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from perception.bus import Received, header_for
-from perception.config import build_config
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Detections, Envelope, GroundTruth, Source
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.drives.drive_file import DriveMeta, DriveReader, DriveWriter
 from perception.evaluation.report import RunData, score_runs, tracking_parts
-from perception.launch import LaunchSpec
-from perception.preprocess import PreprocessConfig, PreprocessLogic
-from perception.recording import DriveMeta, DriveReader, DriveWriter
-from perception.schema import Detections, Envelope, GroundTruth, Source
+from perception.node.config import build_config
 from perception.segmentation.card import load_card
-from perception.segmenter_node import SegmenterConfig, build_segmenter
-from perception.tracking import TrackerConfig
-from perception.tracking_node import TrackerLogic
+from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
+from perception.system.launch import LaunchSpec
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 #: node types whose logic a fleet task runs, with their config classes
 STAGES: dict[str, type] = {"preprocess": PreprocessConfig, "segmenter": SegmenterConfig, "tracker": TrackerConfig}
@@ -184,7 +184,7 @@ class DriveResult:
 def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "") -> DriveResult:
     """One fleet task: replay and score one drive. A drive that cannot be read or run gives
     a failed result with its error (the other drives go on)."""
-    from perception.recording import DriveError
+    from perception.drives.drive_file import DriveError
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:

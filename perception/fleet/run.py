@@ -25,10 +25,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from perception.config import ConfigError
 from perception.evaluation.report import read_run, score_runs
 from perception.fleet.job import Bundle, DriveResult, FleetError, cache_key, make_bundle, run_drive
-from perception.launch import load_launch
+from perception.node.config import ConfigError
+from perception.system.launch import load_launch
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A node's algorithm lives in a logic object with a pure ``step``; tests drive it directly.
 :class:`NodeLoop` wires it to the bus: it subscribes to ``logic.inputs``, publishes on
-``logic.outputs``, sends a :class:`~perception.schema.Status` heartbeat at 2 Hz, logs,
+``logic.outputs``, sends a :class:`~perception.bus.schema.Status` heartbeat at 2 Hz, logs,
 counts and skips bad input and failing steps, and exits cleanly on SIGINT/SIGTERM.
 """
 
@@ -23,11 +23,11 @@ from typing import Protocol
 import numpy as np
 import zmq
 
-from perception import schema
-from perception.bus import DEFAULT_HWM, DETERMINISTIC_HWM, Publisher, Received, Subscriber
-from perception.config import ConfigError, build_config
-from perception.schema import Envelope, Source, Status
-from perception.shm_ring import FrameRing, segment_name
+from perception.bus import schema
+from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, Publisher, Received, Subscriber
+from perception.bus.schema import Envelope, Source, Status
+from perception.bus.shm_ring import FrameRing, segment_name
+from perception.node.config import ConfigError, build_config
 
 log = logging.getLogger(__name__)
 

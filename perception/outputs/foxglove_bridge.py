@@ -1,6 +1,6 @@
 """The ``foxglove`` node: the pipeline live in the Foxglove app, over the Foxglove WebSocket
 protocol (``foxglove-sdk``'s server): the camera image, the tracks drawn on it, the mask
-layer, latency and every node's status (channels of :mod:`perception.foxglove_view`).
+layer, latency and every node's status (channels of :mod:`perception.outputs.foxglove_scene`).
 
 It only listens: frames are kept for a moment (``frame_buffer``) until their tracks arrive,
 then the image, annotations and mask layer go out together, at most ``max_rate_hz`` times a
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.bus import Received
-from perception.node import Outgoing
-from perception.schema import Detections, Status, Tracks
+from perception.bus.pubsub import Received
+from perception.bus.schema import Detections, Status, Tracks
+from perception.node.loop import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FoxgloveLogic:
     def __init__(self, cfg: FoxgloveConfig, start_server: bool = True) -> None:
         import foxglove
 
-        from perception.foxglove_view import FoxgloveView
+        from perception.outputs.foxglove_scene import FoxgloveView
 
         self.cfg = cfg
         self.view = FoxgloveView()

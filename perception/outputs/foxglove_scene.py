@@ -31,12 +31,22 @@ import cv2
 import foxglove
 import numpy as np
 from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, RawImageChannel
-from foxglove.messages import (Color, CompressedImage, ImageAnnotations, KeyValuePair, Point2, PointsAnnotation,
-                               PointsAnnotationType, RawImage, TextAnnotation, Timestamp)
+from foxglove.messages import (
+    Color,
+    CompressedImage,
+    ImageAnnotations,
+    KeyValuePair,
+    Point2,
+    PointsAnnotation,
+    PointsAnnotationType,
+    RawImage,
+    TextAnnotation,
+    Timestamp,
+)
 from pycocotools import mask as mask_utils
 
-from perception.classes import CLASSES
-from perception.schema import Detections, Status, Tracks
+from perception.bus.classes import CLASSES
+from perception.bus.schema import Detections, Status, Tracks
 
 IMAGE, ANNOTATIONS, MASKS, LATENCY, STATUS = ("/camera/image", "/perception/annotations", "/perception/masks",
                                               "/perception/latency", "/perception/status")
@@ -170,8 +180,8 @@ def export_foxglove(run: str | Path, out: str | Path) -> dict[str, int]:
     channels of :data:`TOPICS`, message timestamps and log times on the wall clock (the
     capture stamps moved by the run's clock anchor). Written to a temporary name and moved
     into place, so a failure leaves nothing half written. Returns messages per channel."""
+    from perception.drives.drive_file import DriveError, DriveReader
     from perception.evaluation.latency import detections_by_frame, tracks_by_frame
-    from perception.recording import DriveError, DriveReader
 
     out = Path(out)
     if out.exists():

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.classes import CLASSES
-from perception.foxglove_view import TRAIL, track_colour
-from perception.recording import DriveError, DriveReader
-from perception.schema import Detections, GroundTruth, Track, Tracks
+from perception.bus.classes import CLASSES
+from perception.bus.schema import Detections, GroundTruth, Track, Tracks
+from perception.drives.drive_file import DriveError, DriveReader
+from perception.outputs.foxglove_scene import TRAIL, track_colour
 
 
 def draw(image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], caption: str,

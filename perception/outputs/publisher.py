@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from perception import schema
-from perception.bus import DEFAULT_HWM, Publisher, Received
-from perception.node import Outgoing
-from perception.schema import EXTERNAL_ENDPOINT
-from perception.security import load_key, secure_server
+from perception.bus import schema
+from perception.bus.pubsub import DEFAULT_HWM, Publisher, Received
+from perception.bus.schema import EXTERNAL_ENDPOINT
+from perception.bus.security import load_key, secure_server
+from perception.node.loop import Outgoing
 
 
 def is_loopback(address: str) -> bool:

@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from perception.classes import CLASSES
-from perception.recording import DriveError, DriveMeta, DriveReader, DriveWriter
-from perception.schema import Detections, Source, Tracks
+from perception.bus.classes import CLASSES
+from perception.bus.schema import Detections, Source, Tracks
+from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter
 
 IMAGE, DETECTIONS, TRACKS, MASKS = ("/camera/image/compressed", "/perception/detections", "/perception/tracks",
                                     "/perception/track_masks")
@@ -195,7 +195,7 @@ def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_t
     Raises :class:`BagError` naming the bag and topic."""
     import yaml
 
-    from perception.calibration import camera_info_from_dict
+    from perception.calibration.camera_file import camera_info_from_dict
 
     bag, out = Path(bag), Path(out)
     try:

@@ -5,14 +5,14 @@ A card names the model and its family, the input size, the class list, the weigh
 sha256, and records the measured accuracy and latency profile. Family-specific sections
 (``architecture``, ``postprocess``, ``training``, ``data``) are kept as read-only mappings;
 the code that uses one validates it into its own frozen config dataclass with
-:func:`perception.config.build_config`, so an unknown or mistyped key is reported with the
+:func:`perception.node.config.build_config`, so an unknown or mistyped key is reported with the
 card's path and the section.
 
 Layout (see ``models/yolact_fast.toml``)::
 
     name = "yolact_fast"
     family = "yolact"                # yolact | maskrcnn | ultralytics
-    classes = ["person", "car"]      # each one of perception.classes.CLASSES
+    classes = ["person", "car"]      # each one of perception.bus.classes.CLASSES
     [input]      width = 640, height = 320
     [weights]    file = "yolact_fast.pt",   sha256 = "..."
     [onnx]       file = "yolact_fast.onnx", sha256 = "..."
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 
 FAMILIES = ("yolact", "maskrcnn", "ultralytics")
 

@@ -4,7 +4,7 @@ torchvision publishes a COCO model as a plain ``state_dict`` saved with ``torch.
 (for example ``maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth``): keys such as
 ``backbone.body.layer1.0.conv1.weight`` and predictor layers with 91 rows (background and
 the 90 COCO category ids). :func:`coco_to_road_classes` keeps the rows of the road
-classes (``perception.classes.COCO_CATEGORY_IDS``) so the model's outputs use the same class
+classes (``perception.bus.classes.COCO_CATEGORY_IDS``) so the model's outputs use the same class
 list as the fast model; :func:`load_torchvision_checkpoint` reads a file, maps it and loads
 it into a model, or raises :class:`CheckpointError` naming the keys that do not fit.
 Nothing is downloaded.
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perception.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
 from perception.segmentation.maskrcnn import COCO_NUM_CLASSES
 
 #: Predictor tensors whose first axis runs over classes, and the rows per class.

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection import MaskRCNN
 
-from perception.preprocess import letterbox
-from perception.schema import Letterbox
+from perception.bus.schema import Letterbox
+from perception.camera.preprocess import letterbox
 from perception.segmentation.maskrcnn import raw_detections
 from perception.segmentation.postprocess import roi_mask_region_px
 from perception.segmentation.yolact_infer import TorchDetections, image_tensor

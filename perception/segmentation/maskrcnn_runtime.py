@@ -16,11 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.preprocess import to_camera_xyxy
-from perception.schema import Detections, Instance, Letterbox
+from perception.bus.schema import Detections, Instance, Letterbox
+from perception.camera.preprocess import to_camera_xyxy
 from perception.segmentation.card import ModelCard
-from perception.segmentation.postprocess import (encode_region_mask, paste_roi_mask, postprocess_config,
-                                                 roi_mask_region_px)
+from perception.segmentation.postprocess import (
+    encode_region_mask,
+    paste_roi_mask,
+    postprocess_config,
+    roi_mask_region_px,
+)
 from perception.segmentation.providers import SessionRunner
 from perception.segmentation.runtime import ModelFileError, card_session, network_blob
 

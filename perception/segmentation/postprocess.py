@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.config import build_config
-from perception.schema import Detections, Instance, Letterbox, Rle
+from perception.bus.schema import Detections, Instance, Letterbox, Rle
+from perception.node.config import build_config
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams
 

@@ -17,13 +17,20 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from perception.preprocess import compose, letterbox, to_camera_xyxy
-from perception.schema import Detections, Letterbox
+from perception.bus.schema import Detections, Letterbox
+from perception.camera.preprocess import compose, letterbox, to_camera_xyxy
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.providers import (PREFERENCE, SessionRunner, choose, describe, log_fallback,
-                                               onnxruntime, with_options)
+from perception.segmentation.providers import (
+    PREFERENCE,
+    SessionRunner,
+    choose,
+    describe,
+    log_fallback,
+    onnxruntime,
+    with_options,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
 import numpy as np
 
-from perception.bus import Received
-from perception.node import Outgoing
-from perception.scheduling import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
-from perception.schema import FrameHeader
+from perception.bus.pubsub import Received
+from perception.bus.schema import FrameHeader
+from perception.node.loop import Outgoing
 from perception.segmentation.card import ModelCard, load_card
+from perception.segmentation.latency_policy import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
 from perception.segmentation.providers import describe
 from perception.segmentation.runtime import Segmenter, load_segmenter
 

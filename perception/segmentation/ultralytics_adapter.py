@@ -5,7 +5,7 @@ Graph signature: input ``(1, 3, H, W)`` float RGB in ``[0, 1]`` (letterboxed, gr
 outputs ``(1, 4 + nc + 32, N)`` (rows: box centre x, y, width, height in input pixels;
 ``nc`` sigmoid class scores; 32 mask coefficients) and ``(1, 32, H/4, W/4)`` prototypes.
 Outputs are told apart by rank, not by name. Model classes map to
-:data:`perception.classes.CLASSES` through ``class_indices`` (model output index of each
+:data:`perception.bus.classes.CLASSES` through ``class_indices`` (model output index of each
 road class); with 80 outputs it defaults to the COCO-80 indices, other classes are dropped.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.classes import CLASSES, COCO80_INDEX
-from perception.preprocess import to_camera_xyxy
-from perception.schema import Detections, Letterbox
+from perception.bus.classes import CLASSES, COCO80_INDEX
+from perception.bus.schema import Detections, Letterbox
+from perception.camera.preprocess import to_camera_xyxy
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perception.preprocess import letterbox
-from perception.schema import Letterbox
+from perception.bus.schema import Letterbox
+from perception.camera.preprocess import letterbox
 from perception.segmentation.fast_nms import NmsParams, fast_nms_torch
 from perception.segmentation.postprocess import box_region_px
 from perception.segmentation.yolact import Yolact, YolactExport

@@ -5,7 +5,7 @@ Accepted layouts of ``root``:
 
 - YOLO segmentation: ``labels/**/NAME.txt`` beside ``images/**/NAME.jpg`` (same relative
   path), one instance per line ``class x1 y1 x2 y2 ...`` normalised to [0, 1], classes as
-  80-class COCO indices (:data:`perception.classes.COCO80_INDEX`);
+  80-class COCO indices (:data:`perception.bus.classes.COCO80_INDEX`);
 - COCO: an ``instances*.json`` (``root`` itself, or under ``root`` / ``root/annotations``)
   with polygon or RLE segmentations; images under ``root``, ``root/images`` or the json's
   folder. Categories map to road classes by COCO id, else by name.
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.classes import CLASSES, COCO80_INDEX, COCO_CATEGORY_IDS
+from perception.bus.classes import CLASSES, COCO80_INDEX, COCO_CATEGORY_IDS
 
 log = logging.getLogger(__name__)
 

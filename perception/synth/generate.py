@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.recording import DriveMeta, DriveWriter
-from perception.schema import GroundTruth, GtInstance, Rle, Source
+from perception.bus.schema import GroundTruth, GtInstance, Rle, Source
+from perception.drives.drive_file import DriveMeta, DriveWriter
 from perception.synth.agents import Traffic
 from perception.synth.background import Scenery, random_palette
 from perception.synth.camera import EgoMotion

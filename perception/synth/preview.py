@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 
 
 def color_of(instance_id: int) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 from perception.synth.agents import Agent, Traffic
 from perception.synth.background import Scenery
 from perception.synth.camera import Camera

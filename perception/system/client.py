@@ -2,7 +2,7 @@
 
 Three lines::
 
-    from perception.client import subscribe
+    from perception.system.client import subscribe
     for msg in subscribe(["tracks"], masks=True):
         print(msg.envelope.seq, [t.track_id for t in msg.payload.tracks])
 
@@ -20,21 +20,14 @@ import numpy as np
 import zmq
 from pycocotools import mask as mask_utils
 
-from perception import schema
-from perception.bus import Received, Subscriber
-from perception.launch import default_run_dir
-from perception.schema import EXTERNAL_ENDPOINT, Envelope, Rle
-from perception.security import secure_client
+from perception.bus import schema
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.pubsub import Received, Subscriber
+from perception.bus.schema import EXTERNAL_ENDPOINT, Envelope, Rle
+from perception.bus.security import secure_client
+from perception.system.launch import default_run_dir
 
-
-def decode_mask(rle: Rle) -> np.ndarray:
-    """A COCO RLE as an ``(H, W)`` bool array."""
-    return mask_utils.decode(rle.to_coco()).astype(bool)
-
-
-def encode_mask(mask: np.ndarray) -> Rle:
-    """An ``(H, W)`` bool/uint8 array as a COCO compressed RLE."""
-    return Rle.from_coco(mask_utils.encode(np.asfortranarray(mask.astype(np.uint8))))
+__all__ = ["Message", "decode_mask", "encode_mask", "subscribe"]
 
 
 @dataclass(frozen=True)

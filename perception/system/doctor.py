@@ -95,8 +95,8 @@ def _cards(report: Report, cards: list[Path], providers: tuple[str, ...], have: 
 
 
 def _launch(report: Report, launch: str, overrides: list[str]) -> tuple[list[Path], tuple[str, ...]]:
-    from perception.config import ConfigError
-    from perception.launch import load_launch
+    from perception.node.config import ConfigError
+    from perception.system.launch import load_launch
 
     try:
         spec = load_launch(launch, overrides)

@@ -27,16 +27,16 @@ from typing import Any
 
 import yaml
 
-from perception.camera import CameraConfig
-from perception.config import ConfigError, build_config
-from perception.foxglove_node import FoxgloveConfig
-from perception.preprocess import PreprocessConfig
-from perception.publisher import PublisherConfig
-from perception.recorder import RecorderConfig
-from perception.replay import ReplayConfig
-from perception.segmenter_node import SegmenterConfig
-from perception.shm_ring import ShmConfig
-from perception.tracking import TrackerConfig
+from perception.bus.shm_ring import ShmConfig
+from perception.camera.preprocess import PreprocessConfig
+from perception.camera.sources import CameraConfig
+from perception.drives.recorder import RecorderConfig
+from perception.drives.replay import ReplayConfig
+from perception.node.config import ConfigError, build_config
+from perception.outputs.foxglove_bridge import FoxgloveConfig
+from perception.outputs.publisher import PublisherConfig
+from perception.segmentation.segmenter_logic import SegmenterConfig
+from perception.tracking.tracker_config import TrackerConfig
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from typing import IO
 
 import zmq
 
-from perception import schema
-from perception.bus import Received, Subscriber
-from perception.launch import NODE_TYPES, LaunchSpec
-from perception.schema import Status
-from perception.supervisor import LaunchFailed, Supervisor
+from perception.bus import schema
+from perception.bus.pubsub import Received, Subscriber
+from perception.bus.schema import Status
+from perception.system.launch import NODE_TYPES, LaunchSpec
+from perception.system.supervisor import LaunchFailed, Supervisor
 
 
 @dataclass

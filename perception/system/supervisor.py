@@ -2,7 +2,7 @@
 
 - Each node runs as its own process (``python -m nodes.<type>``); its output lines are
   prefixed with ``[name]``.
-- Heartbeats: nodes send :class:`~perception.schema.Status` to ``status.in``; the
+- Heartbeats: nodes send :class:`~perception.bus.schema.Status` to ``status.in``; the
   supervisor forwards them to the ``status`` topic and notes the time of each.
 - A node that exits, or whose heartbeat stopped (hung, or SIGSTOPped), is killed and
   restarted after a back-off; too many restarts in a window fail the launch with a clear
@@ -27,11 +27,11 @@ from typing import IO
 
 import zmq
 
-from perception import schema
-from perception.bus import Publisher
-from perception.launch import NODE_TYPES, LaunchSpec, NodeSpec
-from perception.schema import Envelope, Status
-from perception.shm_ring import remove_stale
+from perception.bus import codec, schema
+from perception.bus.pubsub import Publisher
+from perception.bus.schema import Envelope, Status
+from perception.bus.shm_ring import remove_stale
+from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
 
 log = logging.getLogger("supervisor")
 
@@ -181,7 +181,7 @@ class Supervisor:
             try:
                 if len(parts) != 2:
                     raise schema.MalformedMessage(f"status message with {len(parts)} parts")
-                env = schema.decode(parts[1].buffer, expected_topic="status")
+                env = codec.decode(parts[1].buffer, expected_topic="status")
             except schema.SchemaError as e:
                 log.warning("dropped bad status message: %s", e)
                 continue

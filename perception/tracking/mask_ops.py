@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from perception.rle import rle_counts
-from perception.schema import Rle
+from perception.bus.rle_codec import rle_counts
+from perception.bus.schema import Rle
 
 CocoRle = dict  # {"size": [h, w], "counts": bytes}, as pycocotools writes it
 
@@ -60,7 +60,7 @@ def mask_iou(a: Sequence[CocoRle], b: Sequence[CocoRle]) -> np.ndarray:
 
 def counts_from_string(counts: bytes) -> np.ndarray:
     """Decode COCO's compressed counts string made by pycocotools -> ``(k,)`` int64 run
-    lengths (the parse :func:`perception.rle.rle_counts` validates messages with, unchecked)."""
+    lengths (the parse :func:`perception.bus.rle_codec.rle_counts` validates messages with, unchecked)."""
     return rle_counts(counts.decode("latin-1"), check=False)
 
 

@@ -14,7 +14,7 @@
   tracks; then a recovery pass: lost tracks against confident detections still left, on the
   Mahalanobis distance of the box centre and size (an object coming out from behind another
   overlaps its carried mask little). Only confident detections start tracks.
-- Motion: constant-velocity Kalman filter on the box (:mod:`perception.box_motion`), stepped
+- Motion: constant-velocity Kalman filter on the box (:mod:`perception.tracking.box_motion`), stepped
   by the real time between stamps, so variable frame rates and dropped frames are normal.
 - Life cycle in seconds: tentative -> confirmed after ``min_hits`` matches, or at once when
   started from a detection scoring at least ``confirm_score`` with no live track near it (a
@@ -35,103 +35,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from perception import box_motion, rle_ops
-from perception.box_motion import MotionNoise
-from perception.ground import GroundPosition
-from perception.schema import Box, Detections, Instance, Rle, Track, Tracks
+from perception.bus.schema import Box, Detections, Instance, Rle, Track, Tracks
+from perception.calibration.ground_plane import GroundPosition
+from perception.tracking import box_motion, mask_ops
+from perception.tracking.tracker_config import TrackerConfig
 
 #: Optional ground-plane projection: (box_xyxy, mask) -> position in metres in the robot
-#: frame with an above-the-horizon flag (see :func:`perception.ground.ground_position`).
+#: frame with an above-the-horizon flag (see :func:`perception.calibration.ground_plane.ground_position`).
 GroundProjector = Callable[[Box, Rle | None], GroundPosition | None]
 
 
 class StaleStamp(ValueError):
     """A frame stamped earlier than the previous one."""
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """Thresholds and times of the tracker (scores in [0, 1], IoUs in [0, 1], times in s).
-
-    ``high_score``: detections at or above take part in the first pass; ``low_score``:
-    detections below are ignored; ``new_track_score``: least score to start a track;
-    ``match_iou``/``low_match_iou``: least overlap to accept a match in the confident and
-    low-score passes; ``class_switch_iou``: least overlap to match a detection of another
-    class; ``min_hits``: matches before a track is confirmed; ``confirm_score``: least score
-    of a detection that starts a track confirmed at once, if no live track's box is within
-    half a box size of it (above 1: never); ``use_masks``: associate on
-    masks (else boxes only); ``mask_weight``: share of mask IoU in the overlap, the rest being
-    the IoU with the predicted box; ``recovery_gate``: squared distance, in standard
-    deviations, within which a lost track takes a confident detection left over by the
-    overlap passes (0: no recovery pass); ``recovery_uses_size``: that distance covers the
-    box size as well as its centre; ``tentative_lost_s``/``lost_time_s``: time unseen
-    before a tentative/confirmed track is removed; ``max_shrink_per_s``: fastest shrinking of
-    a predicted box, in its own size per second (0: no limit); the rest is the motion noise
-    (:class:`perception.box_motion.MotionNoise`).
-
-    ``match_iou`` 0.1, ``lost_time_s`` 0.8, ``accel_centre`` 1, ``accel_size`` 0.5 and
-    ``measurement_floor_px`` 2 were chosen on ``perception synth`` drives urban seeds 41-101
-    and crowd 42-102 (objects 8-20 px across at 15 fps, 30 % of frames dropped or not; two
-    noise seeds each); bench/tracking.py reports drives 11-31/12-32 and the built-in scenes.
-    ``confirm_score`` 0.7 (against 0.6, 0.85 and off) was chosen on drives urban 141-191
-    and checked on crowd 142-162 and the built-in scenes: each track's first frame went
-    unreported, a cost fixed in frames that weighs 1.4 times as much with 30 % of the frames
-    dropped. HOTA without -> with: urban drives 0.468 -> 0.471, crowd drives 0.348 -> 0.350,
-    built-in urban 0.762 -> 0.767, crowd 0.697 -> 0.701; the fall with dropped frames
-    shrank in all four. ``max_shrink_per_s`` 0.5: an object leaving the image shrinks fast
-    as the border clips it, and a coasting prediction carried that on to a box of zero width
-    that no detection could match (seen on urban drives 301-411: HOTA +0.002-0.003, the
-    built-in scenes unchanged within their spread).
-    Before, the filter took a small box's pixel noise for motion (measurement std 0.05 box
-    sizes is 0.4 px on an 8 px box, and 4 box sizes/s^2 of acceleration let the velocity
-    follow it), so predictions over a gap of several dropped frames left the object.
-    """
-
-    high_score: float = 0.5
-    low_score: float = 0.1
-    new_track_score: float = 0.6
-    match_iou: float = 0.1
-    low_match_iou: float = 0.4
-    class_switch_iou: float = 0.7
-    use_masks: bool = True
-    mask_weight: float = 0.25
-    recovery_gate: float = 9.21
-    recovery_uses_size: bool = True
-    min_hits: int = 2
-    confirm_score: float = 0.7
-    tentative_lost_s: float = 0.2
-    lost_time_s: float = 0.8
-    accel_centre: float = 1.0
-    accel_size: float = 0.5
-    measurement_std: float = 0.05
-    initial_speed: float = 3.0
-    measurement_floor_px: float = 2.0
-    max_shrink_per_s: float = 0.5
-    calib: str = ""
-
-    def validate(self) -> None:
-        if self.calib:
-            from perception.calibration import load_calibration
-
-            if load_calibration(self.calib).extrinsics is None:
-                raise ValueError(f"key 'calib': {self.calib} has no extrinsics block, needed for ground positions")
-        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "class_switch_iou", "mask_weight"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"key {name!r} must be in [0, 1], got {value}")
-        if self.low_score > self.high_score:
-            raise ValueError(f"key 'low_score' ({self.low_score}) must not exceed 'high_score' ({self.high_score})")
-        if self.min_hits < 1:
-            raise ValueError(f"key 'min_hits' must be at least 1, got {self.min_hits}")
-        for name in ("recovery_gate", "confirm_score", "tentative_lost_s", "lost_time_s", "accel_centre", "accel_size",
-                     "measurement_std", "initial_speed", "measurement_floor_px", "max_shrink_per_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"key {name!r} must not be negative, got {getattr(self, name)}")
-
-    def motion_noise(self) -> MotionNoise:
-        return MotionNoise(self.accel_centre, self.accel_size, self.measurement_std, self.initial_speed,
-                           measurement_floor_px=self.measurement_floor_px, max_shrink_per_s=self.max_shrink_per_s)
 
 
 @dataclass
@@ -155,7 +70,7 @@ class _Track:
     """Mutable state of one live track (internal to :class:`Tracker`)."""
 
     track_id: int
-    motion: np.ndarray  # (5, 4) float64, see perception.box_motion
+    motion: np.ndarray  # (5, 4) float64, see perception.tracking.box_motion
     first_ns: int
     last_seen_ns: int
     score: float
@@ -191,7 +106,7 @@ class _Track:
         if self._carried is None:
             if self._shift is None:
                 self._shift = tuple(np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int).tolist())
-            self._carried = rle_ops.translate(self.mask.to_coco(), *self._shift)
+            self._carried = mask_ops.translate(self.mask.to_coco(), *self._shift)
         return self._carried
 
 
@@ -288,14 +203,14 @@ class Tracker:
             return np.zeros((len(tracks), len(dets)))
         pred_boxes = box_motion.boxes_xyxy(np.stack([t.motion for t in tracks]))
         det_boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
-        sim = rle_ops.box_iou(pred_boxes, det_boxes)
+        sim = mask_ops.box_iou(pred_boxes, det_boxes)
         # masks only where the boxes meet at all: carrying a mask forward costs ~0.1 ms
         ti = [i for i, t in enumerate(tracks) if t.mask is not None and sim[i].max() > 0 and self.cfg.use_masks]
         dj = [j for j, d in enumerate(dets) if d.mask is not None]
         if ti and dj:
             track_masks = [tracks[i].carried_mask() for i in ti]
             det_masks = [dets[j].mask.to_coco() for j in dj]  # type: ignore[union-attr]
-            iou = rle_ops.mask_iou(track_masks, det_masks)
+            iou = mask_ops.mask_iou(track_masks, det_masks)
             # blend with the IoU of the Kalman-filtered box: a carried mask is one noisy
             # observation, the filtered box averages many; the mask adds the shape. Mask
             # weight 0.25 was chosen on scenes 100-104 of both scenarios (bench/tracking.py

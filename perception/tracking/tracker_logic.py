@@ -1,4 +1,4 @@
-"""The tracker node's logic: ``detections`` in, ``tracks`` out (see :mod:`perception.tracking`).
+"""The tracker node's logic: ``detections`` in, ``tracks`` out (see :mod:`perception.tracking.tracker`).
 
 Frames are tracked at their capture stamp (``source.capture_ns``), so queueing and inference
 delays do not distort velocities. A frame older than the previous one by less than
@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from perception.bus import Received
-from perception.node import Outgoing
-from perception.calibration import load_calibration
-from perception.ground import GroundPosition, ground_position
-from perception.schema import Box, Detections, Rle
-from perception.tracking import GroundProjector, Tracker, TrackerConfig
+from perception.bus.pubsub import Received
+from perception.bus.schema import Box, Detections, Rle
+from perception.calibration.camera_file import load_calibration
+from perception.calibration.ground_plane import GroundPosition, ground_position
+from perception.node.loop import Outgoing
+from perception.tracking.tracker import GroundProjector, Tracker, TrackerConfig
 
 REWIND_S = 1.0
 

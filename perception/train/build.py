@@ -11,11 +11,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perception.config import build_config
+from perception.node.config import build_config
 from perception.segmentation.card import CardError, ModelCard
 from perception.segmentation.maskrcnn import COCO_NUM_CLASSES
-from perception.segmentation.maskrcnn_checkpoint import (CheckpointError, coco_to_road_classes, load_torch_file,
-                                                         read_state_dict)
+from perception.segmentation.maskrcnn_checkpoint import (
+    CheckpointError,
+    coco_to_road_classes,
+    load_torch_file,
+    read_state_dict,
+)
 from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.yolact import Yolact, YolactConfig
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-from perception.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
 from perception.train.data import DataError, DataSource, Sample, to_sample
 
 MIN_AREA_PX = 32 * 32

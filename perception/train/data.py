@@ -5,7 +5,7 @@ torchvision detection conventions:
 
 - ``image``: ``(3, H, W)`` float32 RGB in ``[0, 1]``;
 - ``target["boxes"]``: ``(G, 4)`` float32 xyxy pixels; ``target["labels"]``: ``(G,)``
-  int64 indices into :data:`perception.classes.CLASSES`; ``target["masks"]``:
+  int64 indices into :data:`perception.bus.classes.CLASSES`; ``target["masks"]``:
   ``(G, H, W)`` uint8 visible masks (after occlusion).
 
 Samples are a pure function of ``(seed, index)``, so training resumes exactly and a
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 
 if TYPE_CHECKING:
     from perception.train.augment import Augment

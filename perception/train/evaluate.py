@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 
 
 @dataclass(frozen=True)

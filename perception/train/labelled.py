@@ -3,7 +3,7 @@
 The one reader of users' data for training (NumPy, OpenCV, pycocotools and Pillow; no
 torch). Each reader checks every entry and returns the usable images as
 :class:`LabelledImage` records: where the pixels are, their size, and the objects with a
-class of :data:`perception.classes.CLASSES` (mapped by a :class:`ClassMap`) and their mask
+class of :data:`perception.bus.classes.CLASSES` (mapped by a :class:`ClassMap`) and their mask
 in the file's own encoding, decoded only when a sample is drawn. A bad entry (an image file
 that is missing, unreadable or of another size than the labels say, a polygon with fewer
 than three points, a mask of the wrong size, a class id out of range) is skipped with its
@@ -30,8 +30,8 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-from perception.classes import CLASSES, COCO80_NAMES
-from perception.rle import validate_rle
+from perception.bus.classes import CLASSES, COCO80_NAMES
+from perception.bus.rle_codec import validate_rle
 from perception.train.data import DataError
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def read_yolo_seg(root: str | Path, classes: ClassMap = ClassMap(), keep_empty: 
 def read_drive(path: str | Path) -> list[LabelledImage]:
     """The frames of a recorded drive that carry ground truth (``perception synth``,
     ``perception import-frames --masks``); ``ignore`` instances become crowd objects."""
-    from perception.recording import DriveReader
+    from perception.drives.drive_file import DriveReader
 
     reader = DriveReader(path)
     gts = reader.ground_truth()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from perception.config import build_config
+from perception.node.config import build_config
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
 from perception.train.build import build_model, freeze, init_from, load_weights, save_weights, trunk
 from perception.train.config import TrainConfig

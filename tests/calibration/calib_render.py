@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from perception.calibrate import Board
-from perception.calibration import CameraInfo
-from perception.undistort import camera_info_from_opencv, undistort_points
+from perception.calibration.board import Board
+from perception.calibration.camera_file import CameraInfo
+from perception.calibration.undistort import camera_info_from_opencv, undistort_points
 
 SUPERSAMPLE = 3
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from calibration.calib_render import FISHEYE, PINHOLE, TrueCamera, pixel_rays
 
-from perception.calibrate import Board
+from perception.calibration.board import Board
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from calibration.calib_render import random_poses, render_board
 
-from perception.calibrate import Board, calibrate
-from perception.calibration import CalibrationError, load_calibration
+from perception.calibration.board import Board, calibrate
+from perception.calibration.camera_file import CalibrationError, load_calibration
 from perception.cli import main
 
 N_IMAGES = 12

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from perception.calibration import (
+from perception.calibration.camera_file import (
     Calibration,
     CalibrationError,
     CalibrationQuality,

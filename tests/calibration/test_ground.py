@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from calibration.calib_render import render_panel
 
-from perception.calibration import Extrinsics
-from perception.client import encode_mask
-from perception.ground import (
+from perception.bus.codec import decode, encode
+from perception.bus.masks import encode_mask
+from perception.bus.schema import Envelope, Track, Tracks
+from perception.calibration.camera_file import Extrinsics
+from perception.calibration.ground_plane import (
     camera_to_robot,
     ground_position,
     ground_to_pixel,
     pixel_to_ground,
 )
-from perception.schema import Envelope, Track, Tracks, decode, encode
-from perception.undistort import Undistorter
+from perception.calibration.undistort import Undistorter
 
 EXT = Extrinsics(height_m=1.2, x_m=0.25, y_m=0.05, pitch_rad=0.1)
 POINTS_M = [(3.0, 0.0), (4.0, -1.5), (6.0, 1.0), (10.0, -0.5), (15.0, 2.0)]

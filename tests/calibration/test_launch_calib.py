@@ -17,15 +17,15 @@ import pytest
 import yaml
 from calibration.calib_render import render_board
 
-from perception.bus import Received, header_for
-from perception.calibrate import Board
-from perception.calibration import Calibration, save_calibration
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Envelope, FrameHeader, Source
+from perception.calibration.board import Board
+from perception.calibration.camera_file import Calibration, save_calibration
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
 from perception.cli import main
-from perception.client import subscribe
-from perception.config import ConfigError
-from perception.launch import load_launch
-from perception.preprocess import PreprocessConfig, PreprocessLogic
-from perception.schema import Envelope, FrameHeader, Source
+from perception.node.config import ConfigError
+from perception.system.client import subscribe
+from perception.system.launch import load_launch
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = str(REPO / "launch" / "camera.yaml")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from calibration.calib_render import render_board
 
-from perception.bus import Received, header_for
-from perception.calibrate import Board, find_corners
-from perception.calibration import Calibration, CalibrationError, load_calibration, save_calibration
-from perception.preprocess import PreprocessConfig, PreprocessLogic, letterbox
-from perception.schema import Envelope, FrameHeader, Source
-from perception.undistort import Undistorter
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Envelope, FrameHeader, Source
+from perception.calibration.board import Board, find_corners
+from perception.calibration.camera_file import Calibration, CalibrationError, load_calibration, save_calibration
+from perception.calibration.undistort import Undistorter
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic, letterbox
 
 BIG_BOARD = Board(9, 6, 0.05)
 

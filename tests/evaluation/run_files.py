@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.client import decode_mask, encode_mask
-from perception.recording import DriveMeta, DriveWriter
-from perception.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Status, Track, Tracks
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Status, Track, Tracks
+from perception.drives.drive_file import DriveMeta, DriveWriter
 from perception.synth import SynthConfig
 from perception.synth.generate import frames as synth_frames
 

@@ -14,12 +14,12 @@ from evaluation.run_files import GtFrame, RunSpec, perfect, shifted, without_cla
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from perception.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
+from perception.bus.schema import Detections
+from perception.drives.drive_file import DriveReader
+from perception.evaluation.gt_export import write_coco
 from perception.evaluation.masks import evaluate_masks
 from perception.evaluation.report import evaluate_run
-from perception.gt_export import write_coco
-from perception.recording import DriveReader
-from perception.schema import Detections
 
 
 def scored_classes(gt_frames: list[GtFrame]) -> set[int]:

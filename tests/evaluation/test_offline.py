@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from evaluation.run_files import GtFrame, RunSpec, shifted, write_run
 
+from perception.bus.schema import Detections
+from perception.drives.drive_file import DriveError, DriveReader
 from perception.evaluation.offline import evaluate_segmenter
 from perception.evaluation.report import evaluate_run
-from perception.recording import DriveError, DriveReader
-from perception.schema import Detections
 
 
 def test_direct_scoring_equals_the_recorded_run(tmp_path: Path, gt_frames: list[GtFrame]) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from evaluation.run_files import ACCURATE, FAST, GtFrame, RunSpec, write_run
 
+from perception.bus.schema import Status
 from perception.cli import main
 from perception.evaluation.report import evaluate_run, summary_text, write_report
-from perception.schema import Status
 
 LATENCY_MS = [20.0 + 10.0 * i for i in range(10)]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.bus import Received, header_for
-from perception.recorder import RecorderConfig, RecorderLogic
-from perception.recording import DriveReader
-from perception.schema import Envelope, Source
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Envelope, Source
+from perception.drives.drive_file import DriveReader
+from perception.drives.recorder import RecorderConfig, RecorderLogic
 
 W, H = 64, 48
 SECOND = 1_000_000_000

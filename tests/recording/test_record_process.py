@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import zmq
 
-from perception import schema
-from perception.bus import header_for
-from perception.client import subscribe
-from perception.recording import DriveReader, TruncatedDrive
-from perception.recover import recover_drive
-from perception.schema import Envelope, GroundTruth, Source
+from perception.bus import codec, schema
+from perception.bus.pubsub import header_for
+from perception.bus.schema import Envelope, GroundTruth, Source
+from perception.drives.drive_file import DriveReader, TruncatedDrive
+from perception.drives.recovery import recover_drive
+from perception.system.client import subscribe
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -60,9 +60,9 @@ class _Camera:
         img = np.full((48, 64, 3), i * 7 % 255, np.uint8)
         src = Source("cam0", i, time.monotonic_ns())
         env = Envelope("frames", i, time.monotonic_ns(), src, header_for(img))
-        self.socks["frames"].send_multipart([b"frames", schema.encode(env), img])
+        self.socks["frames"].send_multipart([b"frames", codec.encode(env), img])
         gt = Envelope("gt", i, time.monotonic_ns(), src, GroundTruth(64, 48))
-        self.socks["gt"].send_multipart([b"gt", schema.encode(gt)])
+        self.socks["gt"].send_multipart([b"gt", codec.encode(gt)])
 
     def close(self) -> None:
         for s in self.socks.values():

@@ -7,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception import schema
-from perception.bus import Received, header_for
-from perception.client import encode_mask
-from perception.config import ConfigError, build_config
-from perception.node import NodeContext, NodeLoop
-from perception.recorder import RECORDED_TOPICS, RecorderConfig, RecorderLogic, split_path
-from perception.recording import DriveReader
-from perception.replay import ReplayConfig, ReplayLogic
-from perception.schema import (Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Status, Track,
-                               Tracks)
+from perception.bus import codec, schema
+from perception.bus.masks import encode_mask
+from perception.bus.pubsub import Received, header_for
+from perception.bus.schema import Detections, Envelope, GroundTruth, GtInstance, Instance, Source, Status, Track, Tracks
+from perception.drives.drive_file import DriveReader
+from perception.drives.recorder import RECORDED_TOPICS, RecorderConfig, RecorderLogic, split_path
+from perception.drives.replay import ReplayConfig, ReplayLogic
+from perception.node.config import ConfigError, build_config
+from perception.node.loop import NodeContext, NodeLoop
 
 W, H = 40, 30
 PERIOD_NS = 50_000_000
@@ -70,8 +69,8 @@ def test_every_topic_round_trips_byte_identical(tmp_path: Path) -> None:
     for topic in RECORDED_TOPICS:
         if topic == "frames":
             continue
-        want = [schema.encode(m.envelope) for m in sent if m.topic == topic]
-        assert [schema.encode(e) for e in r.messages(topic)] == want
+        want = [codec.encode(m.envelope) for m in sent if m.topic == topic]
+        assert [codec.encode(e) for e in r.messages(topic)] == want
     frames = list(r.frames())
     assert [f.source.frame_seq for f in frames] == list(range(6))
     for f in frames:

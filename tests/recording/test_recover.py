@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from perception.bus.schema import GroundTruth, Source
 from perception.cli import main
-from perception.recording import DriveError, DriveMeta, DriveReader, DriveWriter, TruncatedDrive
-from perception.recover import recover_drive
-from perception.schema import GroundTruth, Source
+from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter, TruncatedDrive
+from perception.drives.recovery import recover_drive
 
 META = DriveMeta(camera_id="cam3", fps=20.0, generator="recorder")
 

@@ -17,13 +17,13 @@ import psutil
 import pytest
 import zmq
 
-from perception import schema
-from perception.bus import Subscriber
-from perception.launch import LaunchSpec, load_launch, with_node
-from perception.schema import Status
+from perception.bus import schema
+from perception.bus.pubsub import Subscriber
+from perception.bus.schema import Status
 from perception.segmentation.card import CardError, load_card
-from perception.supervisor import Supervisor
 from perception.synth import SynthConfig, write_drive
+from perception.system.launch import LaunchSpec, load_launch, with_node
+from perception.system.supervisor import Supervisor
 
 ROOT = Path(__file__).resolve().parents[2]
 _ports = itertools.count(18100)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from perception.camera import CameraConfig, CameraLogic
+from perception.camera.sources import CameraConfig, CameraLogic
 
 
 class Device:

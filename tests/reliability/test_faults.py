@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import zmq
-
-from perception.bus import Subscriber
-from perception.recording import DriveError, DriveReader, TruncatedDrive
-from perception.recover import recover_drive
-
 from reliability.conftest import next_external, pipeline_spec, start_pipeline
+
+from perception.bus.pubsub import Subscriber
+from perception.drives.drive_file import DriveError, DriveReader, TruncatedDrive
+from perception.drives.recovery import recover_drive
 
 pytestmark = pytest.mark.slow
 

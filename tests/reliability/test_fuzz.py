@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perception import schema
-from perception.bus import frame_pixels
-from perception.client import decode_mask, encode_mask
-from perception.config import ConfigError
-from perception.launch import load_launch
-from perception.schema import Envelope, FrameHeader, MalformedMessage, Rle, SchemaError
+from perception.bus import codec, schema
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.pubsub import frame_pixels
+from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, Rle, SchemaError
+from perception.node.config import ConfigError
+from perception.system.launch import load_launch
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -31,7 +31,7 @@ plain = st.recursive(
 @given(st.binary(max_size=512))
 def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
     try:
-        schema.decode(data)
+        codec.decode(data)
     except SchemaError:
         pass
 
@@ -40,7 +40,7 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
 @given(plain)
 def test_random_msgpack_documents_give_typed_errors(doc: object) -> None:
     try:
-        schema.decode(msgspec.msgpack.encode(doc))
+        codec.decode(msgspec.msgpack.encode(doc))
     except SchemaError:
         pass
 
@@ -50,7 +50,7 @@ def test_random_msgpack_documents_give_typed_errors(doc: object) -> None:
 def test_envelopes_with_random_payloads(topic: str, payload: dict) -> None:
     doc = {"topic": topic, "seq": 1, "stamp_ns": 2, "source": None, "payload": payload}
     try:
-        env = schema.decode(msgspec.msgpack.encode(doc))
+        env = codec.decode(msgspec.msgpack.encode(doc))
     except SchemaError:
         return
     assert isinstance(env.payload, schema.topic(topic).msg_type)
@@ -89,11 +89,11 @@ def test_valid_rles_round_trip(h: int, w: int, seed: int) -> None:
 def test_rle_claiming_a_huge_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="outside"):
         Rle(size=(100_000, 100_000), counts="0")
-    doc = schema.to_plain(Envelope("gt", 0, 0, None, schema.GroundTruth(4, 4)))
+    doc = codec.to_plain(Envelope("gt", 0, 0, None, schema.GroundTruth(4, 4)))
     doc["payload"]["instances"] = [{"instance_id": 1, "class_id": 0, "box_xyxy": [0, 0, 1, 1],
                                     "mask": {"size": [100000, 100000], "counts": "0"}}]
     with pytest.raises(MalformedMessage, match="outside"):
-        schema.decode(msgspec.msgpack.encode(doc))
+        codec.decode(msgspec.msgpack.encode(doc))
 
 
 @FUZZ
@@ -123,7 +123,7 @@ def test_random_launch_documents(tmp_path_factory: pytest.TempPathFactory, nodes
 @FUZZ
 @given(st.text(max_size=400))
 def test_random_calibration_files(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
-    from perception.calibration import CalibrationError, load_calibration
+    from perception.calibration.camera_file import CalibrationError, load_calibration
 
     p = Path(tmp_path_factory.mktemp("c")) / "cam.yaml"
     p.write_text(text)
@@ -138,7 +138,7 @@ def test_random_calibration_files(tmp_path_factory: pytest.TempPathFactory, text
                                         "distortion_model", "distortion_coefficients", "rectification_matrix",
                                         "projection_matrix", "extrinsics"]), plain, max_size=9))
 def test_random_calibration_documents(tmp_path_factory: pytest.TempPathFactory, doc: dict) -> None:
-    from perception.calibration import CalibrationError, load_calibration
+    from perception.calibration.camera_file import CalibrationError, load_calibration
 
     p = Path(tmp_path_factory.mktemp("c")) / "cam.yaml"
     p.write_text(__import__("yaml").safe_dump(doc))
@@ -164,7 +164,7 @@ def test_random_model_cards(tmp_path_factory: pytest.TempPathFactory, text: str)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(0, 10_000), st.binary(min_size=1, max_size=64))
 def test_corrupted_and_truncated_drive_files(tmp_path_factory: pytest.TempPathFactory, cut: int, junk: bytes) -> None:
-    from perception.recording import DriveError, DriveMeta, DriveReader, DriveWriter
+    from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter
 
     d = Path(tmp_path_factory.mktemp("d"))
     good = d / "good.mcap"
@@ -192,7 +192,7 @@ def test_a_launch_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> Non
 
 def test_a_drive_whose_summary_counts_an_unknown_channel_is_a_drive_error() -> None:
     """Found by ``bench/fuzz.py`` (drive): a corrupt summary escaped as a KeyError."""
-    from perception.recording import DriveError, DriveReader
+    from perception.drives.drive_file import DriveError, DriveReader
 
     path = Path(__file__).parents[1] / "data" / "fuzz" / "drive-statistics-unknown-channel.mcap"
     with pytest.raises(DriveError, match="drive-statistics-unknown-channel.mcap"):
@@ -203,7 +203,7 @@ def test_a_drive_whose_summary_counts_an_unknown_channel_is_a_drive_error() -> N
 
 def test_a_drive_with_a_bad_frame_count_is_a_drive_error() -> None:
     """Found by ``bench/fuzz.py`` (drive): a metadata frame_count that is not JSON escaped."""
-    from perception.recording import DriveError, DriveReader
+    from perception.drives.drive_file import DriveError, DriveReader
 
     path = Path(__file__).parents[1] / "data" / "fuzz" / "drive-bad-frame-count.mcap"
     with pytest.raises(DriveError, match="drive-bad-frame-count.mcap"):

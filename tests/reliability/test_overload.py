@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
-
-from perception import schema
-from perception.bus import DEFAULT_HWM, Subscriber
-from perception.schema import Status
-
 from reliability.conftest import Pipeline, next_external, pipeline_spec, start_pipeline
+
+from perception.bus import schema
+from perception.bus.pubsub import DEFAULT_HWM, Subscriber
+from perception.bus.schema import Status
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from perception import schema
-from perception.bus import Publisher, Subscriber, header_for
-from perception.schema import Envelope, Source
-from perception.shm_ring import FrameRing, ShmConfig, ShmReader, segment_name, segments
+from perception.bus import schema
+from perception.bus.pubsub import Publisher, Subscriber, header_for
+from perception.bus.schema import Envelope, Source
+from perception.bus.shm_ring import FrameRing, ShmConfig, ShmReader, segment_name, segments
 
 from .conftest import next_external, pipeline_spec, start_pipeline
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perception.classes import CLASSES
+from perception.bus.classes import CLASSES
 from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]

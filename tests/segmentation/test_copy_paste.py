@@ -36,7 +36,7 @@ def tiny_coco(root: Path) -> Path:
 
 
 def test_pastes_road_objects_with_occlusion(tmp_path: Path) -> None:
-    from perception.classes import CLASSES
+    from perception.bus.classes import CLASSES
     from perception.train.copy_paste import CopyPaste
     from perception.train.data import ShapesSource
 

@@ -31,7 +31,7 @@ def test_r50_builder_is_torchvisions_architecture(r50_coco_state) -> None:  # ty
 def test_a_coco_checkpoint_loads_with_road_classes(r50_coco_state, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from perception.classes import CLASSES, COCO_CATEGORY_IDS
+    from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
     from perception.segmentation.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
     from perception.segmentation.maskrcnn_checkpoint import load_torchvision_checkpoint
 
@@ -92,7 +92,7 @@ def test_files_that_are_not_state_dicts(tmp_path: Path) -> None:
 
 
 def test_card_architecture_is_checked(make_maskrcnn_card) -> None:  # type: ignore[no-untyped-def]
-    from perception.config import ConfigError
+    from perception.node.config import ConfigError
     from perception.segmentation.card import load_card
     from perception.train.build import build_model
 
@@ -125,7 +125,7 @@ def test_light_model_has_the_cards_classes_and_fixed_size(make_maskrcnn_card) ->
 
 @pytest.mark.parametrize("name", ["maskrcnn_accurate", "maskrcnn_r50_coco"])
 def test_bundled_two_stage_cards_are_valid(name: str) -> None:
-    from perception.config import build_config
+    from perception.node.config import build_config
     from perception.segmentation.card import load_card
     from perception.segmentation.maskrcnn import MaskRCNNConfig
     from perception.segmentation.postprocess import postprocess_config

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.client import decode_mask
+from perception.bus.masks import decode_mask
 
 pytestmark = pytest.mark.torch
 
@@ -133,7 +133,7 @@ def test_the_runtime_checks_family_and_graph(exported, tiny_card) -> None:  # ty
 
 
 def test_the_segmenter_node_loads_it_as_its_accurate_model(exported) -> None:  # type: ignore[no-untyped-def]
-    from perception.segmenter_node import SegmenterConfig, build_segmenter
+    from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
 
     card, _ = exported
     path = card.path.parent / "with_latency.toml"

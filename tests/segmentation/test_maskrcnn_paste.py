@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.schema import Letterbox
+from perception.bus.schema import Letterbox
 from perception.segmentation.postprocess import paste_roi_mask, roi_mask_region_px
 
 

@@ -14,11 +14,11 @@ def held_out_loss(card_path: Path, weights: Path | None) -> float:
     """torchvision's Mask R-CNN loss (sum of its terms) on a held-out batch."""
     import torch
 
-    from perception.config import build_config
+    from perception.node.config import build_config
     from perception.segmentation.card import load_card
     from perception.train.build import build_model, load_weights
-    from perception.train.data import DataConfig, make_source
     from perception.train.config import TrainConfig
+    from perception.train.data import DataConfig, make_source
     from perception.train.steps import batch_at, loss_terms
 
     card = load_card(card_path)

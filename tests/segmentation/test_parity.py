@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.client import decode_mask
+from perception.bus.masks import decode_mask
 
 pytestmark = pytest.mark.torch
 

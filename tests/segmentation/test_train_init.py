@@ -64,7 +64,7 @@ def test_precise_bn_recomputes_running_statistics(family: str, tiny_card: Path, 
     the given batches, whatever it was before; the model's train/eval mode is kept."""
     import torch
 
-    from perception.config import build_config
+    from perception.node.config import build_config
     from perception.segmentation.card import load_card
     from perception.train.build import build_model
     from perception.train.data import DataConfig, make_source

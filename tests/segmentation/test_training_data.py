@@ -86,7 +86,7 @@ def write_yolo(root: Path) -> tuple[Path, list[np.ndarray], list[list[np.ndarray
 
 
 def _check_arrival(source, images: list[np.ndarray], truth: list[list[np.ndarray]]) -> None:  # type: ignore[no-untyped-def]
-    from perception.classes import CLASSES
+    from perception.bus.classes import CLASSES
 
     for k, objs in enumerate(OBJECTS):
         image, target = source.sample(k)
@@ -125,7 +125,7 @@ def test_yolo_seg_images_masks_and_classes_arrive_as_written(tmp_path: Path) -> 
 def test_drive_frames_and_ground_truth_arrive_as_recorded(tmp_path: Path) -> None:
     from pycocotools import mask as mask_utils
 
-    from perception.recording import DriveReader
+    from perception.drives.drive_file import DriveReader
     from perception.synth import SynthConfig, write_drive
     from perception.train.labelled import read_drive
     from perception.train.sources import FileSource
@@ -146,7 +146,7 @@ def test_drive_frames_and_ground_truth_arrive_as_recorded(tmp_path: Path) -> Non
 
 
 def test_class_map_renames_drops_and_checks(tmp_path: Path) -> None:
-    from perception.classes import CLASSES
+    from perception.bus.classes import CLASSES
     from perception.train.data import DataError
     from perception.train.labelled import ClassMap, read_coco
 

@@ -28,7 +28,7 @@ def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_d
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from pycocotools import mask as mask_utils
 
-    from perception.classes import CLASSES, COCO_CATEGORY_IDS
+    from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
     from perception.train.labelled import read_yolo_seg
 
     root = shared_data / "coco128-seg"
@@ -62,7 +62,7 @@ def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_d
 
 def test_train_on_a_davis_sequence_imported_as_a_drive(tiny_card: Path, shared_data: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from perception.importer import import_frames
+    from perception.drives.importer import import_frames
 
     seq = shared_data / "davis2016" / "car-shadow"
     drive = tmp_path / "car-shadow.mcap"

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from perception.classes import CLASSES
-from perception.client import decode_mask
+from perception.bus.classes import CLASSES
+from perception.bus.masks import decode_mask
 from perception.segmentation.runtime import ModelFileError
 from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
 

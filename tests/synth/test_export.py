@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from perception.cli import main
-from perception.gt_export import MOTS_PEDESTRIAN, MOTS_SPLIT
+from perception.evaluation.gt_export import MOTS_PEDESTRIAN, MOTS_SPLIT
 
 
 def test_coco_export_scores_ap_one_against_itself(small_drive: Path, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from perception.client import decode_mask
-from perception.recording import DriveReader
+from perception.bus.masks import decode_mask
+from perception.drives.drive_file import DriveReader
 from perception.synth import DriveSimulator, SynthConfig, generate
 from perception.synth.painter import Painter
 from perception.synth.render import draw_agent, render

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from perception.bus.masks import decode_mask
 from perception.cli import main
-from perception.client import decode_mask
-from perception.recording import DriveReader
+from perception.drives.drive_file import DriveReader
 from perception.synth import DriveSimulator, SynthConfig
 from perception.synth.cutouts import CutoutError, load_cutouts
 

@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 
 from perception.evaluation.detection_noise import DetectionNoise, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import URBAN, generate
-from perception.rle_ops import counts_from_string, translate
+from perception.tracking.mask_ops import counts_from_string, translate
 
 
 @settings(max_examples=150, deadline=None)

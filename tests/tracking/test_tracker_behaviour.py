@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from perception.ground import GroundPosition
 import pytest
 
-from perception.classes import CLASSES
-from perception.client import decode_mask, encode_mask
+from perception.bus.classes import CLASSES
+from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.schema import Detections, Instance, Tracks
+from perception.calibration.ground_plane import GroundPosition
 from perception.evaluation.detection_noise import DetectionNoise, noisy_detections
 from perception.evaluation.track_scenarios import render
-from perception.schema import Detections, Instance, Tracks
-from perception.tracking import StaleStamp, Tracker, TrackerConfig
+from perception.tracking.tracker import StaleStamp, Tracker
+from perception.tracking.tracker_config import TrackerConfig
 
 W, H = 640, 360
 PERSON, CAR, TRUCK = CLASSES.index("person"), CLASSES.index("car"), CLASSES.index("truck")

@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 
 from perception.evaluation.davis import load_davis_sequence
 from perception.evaluation.detection_noise import DetectionNoise, noisy_detections
-from perception.tracking import Tracker
+from perception.tracking.tracker import Tracker
 
 DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016"
 SEQUENCES = ("car-roundabout", "car-shadow", "drift-straight")

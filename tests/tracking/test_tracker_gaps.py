@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from perception.box_motion import initiate, predict, update
-from perception.classes import CLASSES
-from perception.client import encode_mask
-from perception.schema import Detections, Instance
-from perception.tracking import Tracker, TrackerConfig
+from perception.bus.classes import CLASSES
+from perception.bus.masks import encode_mask
+from perception.bus.schema import Detections, Instance
+from perception.tracking.box_motion import initiate, predict, update
+from perception.tracking.tracker import Tracker
+from perception.tracking.tracker_config import TrackerConfig
 
 W, H = 640, 360
 CAR = CLASSES.index("car")

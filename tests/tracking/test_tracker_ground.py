@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.bus import Received
-from perception.client import encode_mask
-from perception.config import ConfigError, build_config
-from perception.schema import Detections, Envelope, Instance, Source
-from perception.tracking import TrackerConfig
-from perception.tracking_node import TrackerLogic
+from perception.bus.masks import encode_mask
+from perception.bus.pubsub import Received
+from perception.bus.schema import Detections, Envelope, Instance, Source
+from perception.node.config import ConfigError, build_config
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 ROOT = Path(__file__).resolve().parents[2]
 

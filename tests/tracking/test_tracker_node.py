@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.bus import Received
-from perception.client import encode_mask
-from perception.config import ConfigError, build_config
-from perception.launch import NODE_TYPES
-from perception.schema import Detections, Envelope, Instance, Source, Tracks
-from perception.tracking import TrackerConfig
-from perception.tracking_node import TrackerLogic
+from perception.bus.masks import encode_mask
+from perception.bus.pubsub import Received
+from perception.bus.schema import Detections, Envelope, Instance, Source, Tracks
+from perception.node.config import ConfigError, build_config
+from perception.system.launch import NODE_TYPES
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 W, H = 320, 240
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.client import encode_mask
+from perception.bus.masks import encode_mask
 from perception.evaluation.tracking import MotsObject, evaluate_tracking, read_mots, write_mots
 
 W, H = 64, 48

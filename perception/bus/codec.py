@@ -1,0 +1,89 @@
+"""Envelopes to msgpack bytes and back, typed and validated by msgspec against the topic
+table of :mod:`perception.bus.schema` (a payload that is not its topic's type, a wrong
+schema version, an unknown topic or a malformed field raises a :class:`SchemaError` that
+names it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from perception.bus.schema import (
+    DECODE_ERRORS,
+    MAX_ENVELOPE_BYTES,
+    SCHEMA_VERSION,
+    TOPICS,
+    Envelope,
+    MalformedMessage,
+    SchemaError,
+    Source,
+    Text,
+    WrongSchemaVersion,
+    topic,
+)
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+@dataclass(frozen=True)
+class _RawEnvelope:
+    topic: Text
+    seq: int
+    stamp_ns: int
+    source: Source | None
+    payload: msgspec.Raw
+    valid: bool = True
+    schema_version: int = SCHEMA_VERSION
+
+
+_raw_decoder = msgspec.msgpack.Decoder(_RawEnvelope)
+_payload_decoders = {t.name: msgspec.msgpack.Decoder(t.msg_type) for t in TOPICS}
+
+
+def encode(env: Envelope) -> bytes:
+    """Encode an envelope to msgpack bytes. Raises :class:`SchemaError` on a bad payload."""
+    expected = topic(env.topic).msg_type
+    if not isinstance(env.payload, expected):
+        raise SchemaError(
+            f"topic {env.topic!r} carries {expected.__name__}, got {type(env.payload).__name__}"
+        )
+    return _encoder.encode(env)
+
+
+def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envelope:
+    """Decode msgpack bytes into an :class:`Envelope` with a typed payload.
+
+    Raises :class:`MalformedMessage` for bytes that are not an envelope (naming the bad
+    field), :class:`WrongSchemaVersion` for another version, :class:`UnknownTopic` for a
+    topic not in the table.
+    """
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise MalformedMessage(f"envelope of {len(data)} bytes exceeds {MAX_ENVELOPE_BYTES}")
+    try:
+        raw = _raw_decoder.decode(data)
+    except DECODE_ERRORS as e:
+        raise MalformedMessage(f"not a message envelope: {e}") from None
+    if raw.schema_version != SCHEMA_VERSION:
+        raise WrongSchemaVersion(
+            f"message on {raw.topic!r} has schema_version {raw.schema_version}, "
+            f"this node speaks {SCHEMA_VERSION}"
+        )
+    if expected_topic is not None and raw.topic != expected_topic:
+        raise MalformedMessage(f"expected topic {expected_topic!r}, envelope says {raw.topic!r}")
+    decoder = _payload_decoders.get(raw.topic)
+    if decoder is None:
+        topic(raw.topic)  # raises UnknownTopic
+    try:
+        payload = decoder.decode(raw.payload)  # type: ignore[union-attr]
+    except DECODE_ERRORS as e:
+        raise MalformedMessage(f"bad {raw.topic!r} payload: {e}") from None
+    return Envelope(
+        topic=raw.topic, seq=raw.seq, stamp_ns=raw.stamp_ns, source=raw.source,
+        payload=payload, valid=raw.valid, schema_version=raw.schema_version,
+    )
+
+
+def to_plain(obj: object) -> object:
+    """A message as plain dicts/lists (for JSON, echo and MCAP JSON schemas)."""
+    return msgspec.to_builtins(obj)
