@@ -12,20 +12,26 @@ from perception.evaluation.track_scenarios import URBAN, generate
 from perception.tracking.mask_ops import counts_from_string, translate
 
 
+def _check_translate(m: np.ndarray, dx: int, dy: int) -> None:
+    """translate() of ``m``'s RLE equals the dense shift, and is canonical (the bytes
+    pycocotools encodes)."""
+    h, w = m.shape
+    expected = np.zeros_like(m)
+    ys, xs = np.nonzero(m)
+    keep = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+    expected[ys[keep] + dy, xs[keep] + dx] = 1
+    out = translate(mask_utils.encode(np.asfortranarray(m)), dx, dy)
+    assert (mask_utils.decode(out) == expected).all()
+    assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]
+
+
 @settings(max_examples=150, deadline=None)
 @given(h=st.integers(1, 30), w=st.integers(1, 30), seed=st.integers(0, 10_000),
        dx=st.integers(-35, 35), dy=st.integers(-35, 35))
 def test_translate_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy: int) -> None:
     rng = np.random.default_rng(seed)
     m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
-    rle = mask_utils.encode(np.asfortranarray(m))
-    expected = np.zeros_like(m)
-    ys, xs = np.nonzero(m)
-    keep = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
-    expected[ys[keep] + dy, xs[keep] + dx] = 1
-    out = translate(rle, dx, dy)
-    assert (mask_utils.decode(out) == expected).all()
-    assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]  # canonical
+    _check_translate(m, dx, dy)
 
 
 @settings(max_examples=150, deadline=None)
@@ -40,14 +46,7 @@ def test_translate_of_compact_objects_matches_a_dense_shift(h: int, w: int, seed
         y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
         y1, x1 = y0 + int(rng.integers(1, h // 2 + 2)), x0 + int(rng.integers(1, w // 2 + 2))
         m[y0:y1, x0:x1] = rng.random((min(y1, h) - y0, min(x1, w) - x0)) < 0.9
-    rle = mask_utils.encode(np.asfortranarray(m))
-    expected = np.zeros_like(m)
-    ys, xs = np.nonzero(m)
-    keep = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
-    expected[ys[keep] + dy, xs[keep] + dx] = 1
-    out = translate(rle, dx, dy)
-    assert (mask_utils.decode(out) == expected).all()
-    assert out["counts"] == mask_utils.encode(np.asfortranarray(expected))["counts"]
+    _check_translate(m, dx, dy)
 
 
 def test_counts_from_string_inverts_pycocotools() -> None:
