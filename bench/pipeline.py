@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from perception.bus.pubsub import Received  # noqa: E402
 from perception.bus.schema import Envelope, Status  # noqa: E402
+from perception.bus.shm_ring import ShmConfig  # noqa: E402
 from perception.camera.preprocess import letterbox  # noqa: E402
 from perception.drives.drive_file import DriveReader  # noqa: E402
 from perception.evaluation.latency import run_stats  # noqa: E402
@@ -66,15 +68,15 @@ def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: in
 
 
 def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float) -> dict[str, list[Envelope]]:
+             rate: float, shm_slots: int = 0) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
     sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
             f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
     spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
     if deterministic:
-        from dataclasses import replace
-
         spec = replace(spec, deterministic=True)
+    if shm_slots:  # (deterministic runs keep frames on the socket whatever the launch says)
+        spec = replace(spec, shm=ShmConfig(slots=shm_slots, slot_mb=8.0))
     got: dict[str, list[Envelope]] = {"detections": [], "tracks": [], "status": []}
 
     def on_message(m: Received) -> None:
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--card", type=Path, default=ROOT / "models" / "yolact_fast.toml")
     ap.add_argument("--threads", type=int, default=1,
                     help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)")
+    ap.add_argument("--shm-slots", type=int, default=0,
+                    help="frames through shared-memory rings of this many slots in the live run (0: the socket)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_fps, bare_ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height)
     det = pipeline(drive, args.card, args.threads, work, "throughput", deterministic=True, rate=0.0)
     pipe_fps = fps_of(det["tracks"])
-    live = pipeline(drive, args.card, args.threads, work, "live", deterministic=False, rate=1.0)
+    live = pipeline(drive, args.card, args.threads, work, "live", deterministic=False, rate=1.0,
+                    shm_slots=args.shm_slots)
     seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
     stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
     t = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
            "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
-           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "model": card.name}
+           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots, "model": card.name}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

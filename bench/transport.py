@@ -7,8 +7,12 @@ For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transpor
   could not copy before the ring came round, and says how many);
 - the baseline: an in-process copy of the same buffer (``np.copyto``).
 
-``shm``: :class:`perception.bus.pubsub.Publisher` with a :class:`perception.bus.shm_ring.FrameRing`
-(the pixels written once into shared memory, copied out once by the reader); ``zmq``: the
+``shm``: :class:`perception.bus.pubsub.Publisher` with a
+:class:`perception.bus.shm_ring.FrameRing`, no copy on either side: the producer's frame is
+put in the slot it claimed before the frame is stamped (as a camera capturing into it would),
+the publisher only commits the slot, and the reader uses the pixels in place and checks the
+slot's generation afterwards (``--shm-copy``: the copying path instead, the frame written
+into the ring at publish and copied out by the reader); ``zmq``: the
 same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
 multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
 
@@ -36,7 +40,7 @@ from perception.bus.shm_ring import FrameRing, segment_name
 TRANSPORTS = ("shm", "zmq", "raw_pyzmq")
 
 
-def _receiver(kind: str, run_dir: str, n: int, ready, result) -> None:  # noqa: ANN001
+def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> None:  # noqa: ANN001
     ctx = zmq.Context()
     lat_ms, stamps = [], []
     dropped = 0
@@ -61,22 +65,26 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result) -> None:  # noqa: 
             stamps.append(recv)
         sock.close(0)
     else:
-        sub = Subscriber(ctx, {"frames": address}, keep_newest=False)
+        sub = Subscriber(ctx, {"frames": address}, keep_newest=False, shm_views=kind == "shm" and not copy)
         ready.set()
         idle = time.monotonic()
-        while len(stamps) + sub.dropped < n and time.monotonic() - idle < 3:
+        torn = 0
+        while len(stamps) + sub.dropped + torn < n and time.monotonic() - idle < 3:
             for m in sub.poll(200):
                 idle = time.monotonic()
+                _ = int(m.pixels[0, 0, 0])  # type: ignore[index]
+                if m.unchanged is not None and not m.unchanged():
+                    torn += 1  # overwritten while in use: not a frame received whole
+                    continue
                 lat_ms.append((m.recv_ns - m.envelope.stamp_ns) / 1e6)
                 stamps.append(m.recv_ns)
-                _ = int(m.pixels[0, 0, 0])
-        dropped = sub.dropped
+        dropped = sub.dropped + torn
         sub.close()
     result.put((lat_ms, stamps, dropped))
     ctx.term()
 
 
-def _run(kind: str, width: int, height: int, n: int, pace_s: float) -> tuple[np.ndarray, float, int]:
+def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool = False) -> tuple[np.ndarray, float, int]:
     run_dir = tempfile.mkdtemp(prefix="bt-", dir="/tmp")
     ctx = zmq.Context()
     address = schema.endpoint("frames", run_dir)
@@ -91,17 +99,22 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float) -> tuple[np.
         pub = Publisher(ctx, address, hwm=0, ring=ring)
     mpctx = mp.get_context("spawn")
     ready, result = mpctx.Event(), mpctx.Queue()
-    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, n, ready, result))
+    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, n, ready, result, copy))
     proc.start()
     ready.wait()
     time.sleep(0.5)
     header = header_for(image)
+    zero_copy = kind == "shm" and not copy
     for i in range(n):
+        frame = image
+        if zero_copy:  # the frame is captured into the slot it will go out in
+            frame = pub.ring.claim(image.shape)  # type: ignore[union-attr]
+            np.copyto(frame, image)
         now = time.monotonic_ns()
         if sock is not None:
             sock.send_multipart([b"frames", struct.pack("<qq", i, now), image], copy=False)
         else:
-            pub.send(Envelope("frames", i, now, Source("bench", i, now), header), image)  # type: ignore[union-attr]
+            pub.send(Envelope("frames", i, now, Source("bench", i, now), header), frame)  # type: ignore[union-attr]
         if pace_s:
             time.sleep(pace_s)
     lat, stamps, dropped = result.get(timeout=120)
@@ -130,19 +143,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--shm-copy", action="store_true", help="the shared-memory path with a copy on each side")
     args = ap.parse_args()
     out: dict[str, dict] = {}
-    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped':>9}")
+    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}")
     for w, h in ((640, 480), (1920, 1080)):
         size = f"{w}x{h}"
         out[size] = {}
         for kind in TRANSPORTS:
-            lat, _, d1 = _run(kind, w, h, args.frames, 1 / 30)
-            _, fps, d2 = _run(kind, w, h, args.frames, 0.0)
+            lat, _, d1 = _run(kind, w, h, args.frames, 1 / 30, args.shm_copy)
+            _, fps, d2 = _run(kind, w, h, args.frames, 0.0, args.shm_copy)
             row = {"p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)), "fps": fps,
                    "dropped_paced": int(d1), "dropped_back_to_back": int(d2)}
             out[size][kind] = row
-            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{d1}/{d2:>7}")
+            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}")
         base = _copy_baseline(w, h, args.frames)
         out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
         print(f"{size:<11}{'copy':<12}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"

@@ -43,6 +43,9 @@ class Received:
     envelope: Envelope
     pixels: np.ndarray | None = None
     recv_ns: int = 0
+    #: for a frame read in place from shared memory (``Subscriber(shm_views=True)``): True
+    #: while its slot still holds this frame; check it after using ``pixels``
+    unchanged: Callable[[], bool] | None = None
 
     @property
     def topic(self) -> str:
@@ -198,7 +201,9 @@ class Subscriber:
     frame (:class:`_NewestReceiver`); other messages are all delivered. ``dropped`` counts
     every ``seq`` gap (frames skipped here or lost at a sender's high water mark).
     Bad messages are not raised: they are counted in ``errors`` with the text in
-    ``last_error`` and skipped, so a node keeps going.
+    ``last_error`` and skipped, so a node keeps going. Frames that come in shared memory are
+    copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check
+    (for a consumer that is done with the pixels before it checks, such as a node's step).
     """
 
     def __init__(
@@ -210,8 +215,10 @@ class Subscriber:
         hwm: int = DEFAULT_HWM,
         bind: bool = False,
         configure: Callable[[zmq.Socket], object] | None = None,
+        shm_views: bool = False,
     ) -> None:
         self.keep_newest = keep_newest
+        self.shm_views = shm_views
         self.topics = set(endpoints)
         self.socks: list[zmq.Socket] = []
         self.receivers: list[_NewestReceiver] = []
@@ -258,13 +265,18 @@ class Subscriber:
             env = codec.decode(parts[1].buffer, expected_topic=name)
             kind = schema.topic(name).kind
             pixels = None
+            unchanged = None
             if kind == "frame":
                 if len(parts) != 3:
                     raise MalformedMessage(f"frame on {name!r} has no pixel part")
                 header: FrameHeader = env.payload  # type: ignore[assignment]
                 if header.shm is not None:
                     try:
-                        data = self.shm.read(header.shm, header)
+                        if self.shm_views:
+                            got = self.shm.view(header.shm, header)
+                            data, unchanged = got if got is not None else (None, None)
+                        else:
+                            data = self.shm.read(header.shm, header)
                     except (FileNotFoundError, ValueError) as e:
                         raise MalformedMessage(f"frame on {name!r}: shared memory {header.shm.segment}: {e}") from None
                     if data is None:  # the producer overwrote the slot first: dropped, never a torn frame
@@ -283,7 +295,7 @@ class Subscriber:
         if name != "status":  # status has one sequence per node, not per topic
             self.dropped += self._seq.gap(name, env.seq)
         self.received += 1
-        return Received(env, pixels, time.monotonic_ns())
+        return Received(env, pixels, time.monotonic_ns(), unchanged)
 
     def last_seq(self) -> dict[str, int]:
         """The last ``seq`` received on each topic (status aside)."""

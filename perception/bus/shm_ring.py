@@ -2,9 +2,16 @@
 
 A producer owns a :class:`FrameRing`: ``slots`` slots of ``slot_bytes`` in one POSIX shared
 memory segment (``/dev/shm/perception-<run>-<topic>-<pid>``). :meth:`FrameRing.write` puts
-a frame's pixels in the next slot and returns a :class:`~perception.bus.schema.ShmSlot` (segment,
-slot, generation) that ZeroMQ carries in the frame header instead of the pixels; readers map
-the segment once (:class:`ShmReader`) and copy the pixels out.
+a frame's pixels in the next slot and returns a :class:`~perception.bus.schema.ShmSlot`
+(segment, slot, generation) that ZeroMQ carries in the frame header instead of the pixels;
+readers map the segment once (:class:`ShmReader`) and copy the pixels out, or take a view of
+the slot and check after using it that it was not overwritten meanwhile.
+
+No copy on either side (as VisionIPC does it): a producer that claims the next slot as an
+image (:meth:`FrameRing.claim`) renders or captures straight into it and publishes that
+array (the publisher only commits the slot); a reader that takes :meth:`ShmReader.view`
+gets the slot itself, read-only, and the check it comes with tells it afterwards whether
+what it computed from it is from one whole frame.
 
 Torn frames are impossible to return: each slot starts with a generation counter that the
 writer makes odd before it writes and even after (a sequence lock); a reader checks that the
@@ -25,6 +32,7 @@ import glob
 import hashlib
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 
@@ -44,9 +52,9 @@ class SlotError(ValueError):
 @dataclass(frozen=True)
 class ShmConfig:
     """A launch file's ``shm:`` table: ``slots`` per frame topic (0, the default, keeps
-    frames on the socket: on this project's 2-core machines the ring has not yet beaten the
-    ipc socket, see ``bench/transport.py``) and ``slot_mb``, the largest frame that goes
-    through it (larger ones use the socket)."""
+    frames on the socket) and ``slot_mb``, the largest frame that goes through it (larger
+    ones use the socket). ``bench/transport.py`` measures both paths; ``bench/pipeline.py
+    --shm-slots N`` the whole pipeline with the ring."""
 
     slots: int = 0
     slot_mb: float = 8.0
@@ -103,23 +111,50 @@ class FrameRing:
         self.buf[:] = 0  # touch every page now: a first write into fresh pages costs page faults, 3x its copy
         self.gens = [np.ndarray((1,), np.uint64, self.shm.buf, offset=k * self.stride) for k in range(slots)]
         self.next = 0
+        self._claimed: tuple[int, np.ndarray] | None = None
 
-    def write(self, pixels: np.ndarray) -> ShmSlot | None:
-        """Copy ``pixels`` (C-contiguous uint8) into the next slot; None when they do not fit."""
-        n = pixels.nbytes
-        if n > self.slot_bytes:
-            return None
+    def _open_slot(self) -> int:
+        """The next slot, its generation made odd (being written)."""
         k = self.next % self.slots
         self.next += 1
+        self.gens[k][0] += 1
+        return k
+
+    def _commit(self, k: int, n: int) -> ShmSlot:
         gen = self.gens[k]
-        gen[0] += 1  # odd: being written
-        start = k * self.stride + SLOT_HEADER
-        self.buf[start:start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
         gen[0] += 1  # even: complete
         return ShmSlot(segment=self.name, slot=k, generation=int(gen[0]), nbytes=n, slot_stride=self.stride)
 
+    def claim(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The next slot as a writable uint8 array of ``shape`` to render or capture a frame
+        into, then publish (:meth:`write` of this very array commits it without a copy);
+        None when it does not fit a slot. A slot claimed again before it is written is
+        simply the next one."""
+        n = int(np.prod(shape))
+        if n > self.slot_bytes:
+            return None
+        k = self._open_slot()
+        start = k * self.stride + SLOT_HEADER
+        view = self.buf[start:start + n].reshape(shape)
+        self._claimed = (k, view)
+        return view
+
+    def write(self, pixels: np.ndarray) -> ShmSlot | None:
+        """Put ``pixels`` (uint8) in the next slot (no copy when they are the array of the
+        last :meth:`claim`); None when they do not fit."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is not None and pixels is claimed[1]:
+            return self._commit(claimed[0], pixels.nbytes)
+        n = pixels.nbytes
+        if n > self.slot_bytes:
+            return None
+        k = self._open_slot()
+        start = k * self.stride + SLOT_HEADER
+        self.buf[start:start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
+        return self._commit(k, n)
+
     def close(self) -> None:
-        del self.buf, self.gens
+        del self.buf, self.gens, self._claimed
         self.shm.close()
         try:
             self.shm.unlink()
@@ -149,11 +184,8 @@ class ShmReader:
             self._maps[name] = mm
         return mm
 
-    def read(self, ref: ShmSlot, header: FrameHeader) -> np.ndarray | None:
-        """The pixel bytes of ``ref`` (a copy, 1-D uint8), or None when the slot was
-        overwritten before or during the copy (counted in ``torn``). Raises
-        ``FileNotFoundError`` when the segment is gone, ``ValueError`` when ``ref`` does not
-        fit the header or the segment."""
+    def _slot(self, ref: ShmSlot, header: FrameHeader) -> tuple[np.ndarray, np.ndarray]:
+        """The generation counter and the pixel bytes of ``ref``, as views of the mapping."""
         mm = self._map(ref.segment)
         need = header.height * header.stride
         offset = ref.slot * ref.slot_stride
@@ -161,15 +193,39 @@ class ShmReader:
                 or offset + SLOT_HEADER + ref.nbytes > len(mm):
             raise SlotError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
                              f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})")
-        gen = np.frombuffer(mm, np.uint64, 1, offset)
+        return np.frombuffer(mm, np.uint64, 1, offset), np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER)
+
+    def read(self, ref: ShmSlot, header: FrameHeader) -> np.ndarray | None:
+        """The pixel bytes of ``ref`` (a copy, 1-D uint8), or None when the slot was
+        overwritten before or during the copy (counted in ``torn``). Raises
+        ``FileNotFoundError`` when the segment is gone, ``ValueError`` when ``ref`` does not
+        fit the header or the segment."""
+        gen, pixels = self._slot(ref, header)
         if int(gen[0]) != ref.generation:
             self.torn += 1
             return None
-        data = np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER).copy()
+        data = pixels.copy()
         if int(gen[0]) != ref.generation:  # overwritten while we copied
             self.torn += 1
             return None
         return data
+
+    def view(self, ref: ShmSlot, header: FrameHeader) -> tuple[np.ndarray, Callable[[], bool]] | None:
+        """The pixel bytes of ``ref`` in place (1-D uint8, read-only) and a function that says
+        whether the slot still holds that frame: call it after using the pixels and drop
+        what was made from them when it says False (then count it with :meth:`count_torn`).
+        None (counted in ``torn``) when the slot was overwritten already. Raises like
+        :meth:`read`."""
+        gen, pixels = self._slot(ref, header)
+        if int(gen[0]) != ref.generation:
+            self.torn += 1
+            return None
+        expected = ref.generation
+        return pixels, lambda: int(gen[0]) == expected
+
+    def count_torn(self) -> None:
+        """Count a frame whose slot :meth:`view`'s check found overwritten after use."""
+        self.torn += 1
 
     def close(self) -> None:
         for mm in self._maps.values():

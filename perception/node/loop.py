@@ -54,7 +54,10 @@ class Logic(Protocol):
     Optional: a class attribute ``keep_all = True`` asks for every message in order even
     outside deterministic mode (a recorder must not keep only the newest frame); such a node
     also receives what is still queued when it is told to stop. ``close()`` is called on
-    shutdown. ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
+    shutdown. ``frame_views = True``: the step is done with a frame's pixels when it returns,
+    so frames that come in shared memory are given in place, without a copy (the loop checks
+    afterwards that the slot was not overwritten meanwhile, and drops the step's outputs and
+    counts the frame as dropped if it was). ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
     the next step (a replay decodes its next frame there, so that the frame goes out on time
     instead of a decode later).
     """
@@ -103,7 +106,7 @@ class NodeLoop:
         self.keep_all = ctx.deterministic or bool(getattr(logic, "keep_all", False))
         self.sub = (
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
-                       keep_newest=not self.keep_all)
+                       keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)))
             if logic.inputs else None
         )
         self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm, ring=self._ring(t))
@@ -160,6 +163,12 @@ class NodeLoop:
             log.exception("step failed on %s", msg.topic if msg else "tick")
             return
         self.stats.step_ms.append((time.perf_counter() - t0) * 1000)
+        if msg is not None and msg.unchanged is not None and not msg.unchanged() and self.sub is not None:
+            # the producer overwrote the frame's slot while we used it: what we made from it
+            # may mix two frames, so it is dropped and counted, never published
+            self.sub.shm.count_torn()
+            self.sub.dropped += 1
+            return
         for out in outs:
             self.send(out)
 

@@ -58,6 +58,8 @@ class SegmenterConfig:
 
 
 class SegmenterLogic:
+    #: done with a frame's pixels when step returns: shared-memory frames come in place
+    frame_views = True
     inputs: tuple[str, ...] = ("frames.rect",)
     outputs: tuple[str, ...] = ("detections",)
 

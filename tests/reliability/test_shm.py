@@ -13,22 +13,27 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zmq
 
 from perception.bus import schema
-from perception.bus.pubsub import Publisher, Subscriber, header_for
+from perception.bus.pubsub import Publisher, Received, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, ShmConfig, ShmReader, segment_name, segments
+from perception.node.loop import NodeContext, NodeLoop, Outgoing
 
 from .conftest import next_external, pipeline_spec, start_pipeline
 
 
-def test_a_slow_reader_never_gets_a_torn_or_wrong_frame() -> None:
+@pytest.mark.parametrize("in_place", [False, True], ids=["copied", "in-place"])
+def test_a_slow_reader_never_gets_a_torn_or_wrong_frame(in_place: bool) -> None:
+    """Copied out, a frame is whole or dropped; read in place, one whose slot was overwritten
+    while it was used is caught by its ``unchanged`` check afterwards."""
     run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
     ctx = zmq.Context()
     ring = FrameRing(segment_name(run_dir, "frames"), 2, 1 << 21)
     pub = Publisher(ctx, schema.endpoint("frames", run_dir), ring=ring, hwm=0)
-    sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
+    sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False, shm_views=in_place)
     time.sleep(0.3)
     n = 300
     stop = threading.Event()
@@ -41,23 +46,102 @@ def test_a_slow_reader_never_gets_a_torn_or_wrong_frame() -> None:
 
     writer = threading.Thread(target=write)
     writer.start()
-    got = []
+    got, torn_in_use = [], 0
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not stop.is_set() or len(got) + sub.dropped < n):
+    while time.monotonic() < deadline and (not stop.is_set() or len(got) + sub.dropped + torn_in_use < n):
         for m in sub.poll(50):
             px = m.pixels
             assert px is not None and px.shape == (480, 640, 3)
             value = m.envelope.seq % 251
-            assert px.min() == px.max() == value, f"frame {m.envelope.seq} is torn or another frame's"
-            got.append(m.envelope.seq)
+            whole = px.min() == px.max() == value
             time.sleep(0.002)  # a slow consumer
+            assert (m.unchanged is not None) == in_place
+            if m.unchanged is not None and not m.unchanged():
+                torn_in_use += 1  # overwritten while in use: what was computed is not trusted
+                continue
+            assert whole, f"frame {m.envelope.seq} is torn or another frame's"
+            got.append(m.envelope.seq)
     writer.join()
-    assert len(got) + sub.dropped == n  # every frame delivered whole or counted as dropped
-    assert sub.shm.torn > 0 and sub.dropped >= sub.shm.torn  # the ring was overrun, and it was noticed
+    assert len(got) + sub.dropped + torn_in_use == n  # every frame whole, or counted as dropped
+    assert sub.shm.torn + torn_in_use > 0  # the ring was overrun, and it was noticed
+    assert sub.dropped >= sub.shm.torn
     pub.close()
     sub.close()
     ctx.term()
     assert segments(run_dir) == []
+
+
+def test_a_claimed_slot_is_published_without_a_copy_and_read_in_place() -> None:
+    """A producer renders into ``claim()``'s array; the publisher commits that slot (no
+    copy), and a reader's view of it is the same memory."""
+    run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
+    ctx = zmq.Context()
+    ring = FrameRing(segment_name(run_dir, "frames"), 4, 1 << 20)
+    pub = Publisher(ctx, schema.endpoint("frames", run_dir), ring=ring, hwm=0)
+    sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False, shm_views=True)
+    time.sleep(0.3)
+    assert ring.claim((1000, 1000, 3)) is None  # larger than a slot
+    view = ring.claim((48, 64, 3))
+    assert view is not None and view.shape == (48, 64, 3)
+    view[:] = 42
+    pub.send(Envelope("frames", 0, 0, Source("c", 0, 0), header_for(view)), view)
+    msgs: list = []
+    deadline = time.monotonic() + 5
+    while not msgs and time.monotonic() < deadline:
+        msgs = sub.poll(100)
+    ref = msgs[0].envelope.payload.shm
+    assert ref is not None and ref.slot == 0 and ring.next == 1  # the claimed slot itself, written once
+    assert int(msgs[0].pixels.min()) == int(msgs[0].pixels.max()) == 42 and not msgs[0].pixels.flags.writeable
+    assert msgs[0].unchanged()
+    view[:] = 7  # a producer that writes into a slot after publishing it ...
+    assert int(msgs[0].pixels[0, 0, 0]) == 7  # ... is seen by the reader's view: no copy in between
+    pub.close()
+    sub.close()
+    ctx.term()
+
+
+def test_a_step_on_a_frame_overwritten_meanwhile_publishes_nothing() -> None:
+    """A node whose logic takes frames in place drops the step's outputs (and counts the
+    frame as dropped) when the slot was overwritten while the step ran."""
+    run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
+    ctx = zmq.Context()
+    ring = FrameRing(segment_name(run_dir, "frames"), 2, 1 << 20)
+    pub = Publisher(ctx, schema.endpoint("frames", run_dir), ring=ring, hwm=0)
+    img = np.full((24, 32, 3), 5, np.uint8)
+
+    class Copy:
+        frame_views = True
+        inputs, outputs = ("frames",), ("frames.rect",)
+        overwrite = False
+
+        def step(self, now_ns: int, msg: Received | None) -> list[Outgoing]:
+            out = np.array(msg.pixels)  # type: ignore[union-attr]
+            if self.overwrite:  # the producer laps the ring while this step runs
+                for k in range(2):
+                    pub.send(Envelope("frames", 100 + k, 0, Source("c", 100 + k, 0), header_for(img)), img)
+            return [Outgoing("frames.rect", header_for(out), msg.envelope.source, out)]  # type: ignore[union-attr]
+
+        def next_wakeup_ns(self, now_ns: int) -> None:
+            return None
+
+        def counters(self) -> dict:
+            return {}
+
+    logic = Copy()
+    loop = NodeLoop(NodeContext("copy", run_dir), logic, ctx)
+    time.sleep(0.3)
+    for k, overwrite in enumerate((False, True)):
+        logic.overwrite = overwrite
+        pub.send(Envelope("frames", k, 0, Source("c", k, 0), header_for(img)), img)
+        before = loop.stats.frames_out
+        deadline = time.monotonic() + 5
+        while loop.stats.frames_in <= k and time.monotonic() < deadline:
+            loop.run_once(50)
+        assert loop.stats.frames_out - before == (0 if overwrite else 1)
+    assert loop.sub is not None and loop.sub.shm.torn == 1 and loop.sub.dropped >= 1
+    loop.close()
+    pub.close()
+    ctx.term()
 
 
 def test_a_frame_too_large_for_a_slot_goes_over_the_socket() -> None:
