@@ -86,7 +86,7 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     st = loop.status()
     assert logic.calls == 4 and st.errors == 2
     assert "model blew up on frame 2" in st.last_error
-    assert st.counters == {"calls": 4, "last_seq.frames": 3}  # the logic's, and the last frame seq received
+    assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0}  # the logic's, and the first and last frame seq received
     loop.close(); camera.close(0); zctx.term()
 
 

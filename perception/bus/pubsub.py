@@ -137,10 +137,13 @@ class Publisher:
 @dataclass
 class _SeqTracker:
     last: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)  # since the sender's last restart
 
     def gap(self, key: str, seq: int) -> int:
         prev = self.last.get(key)
         self.last[key] = seq
+        if prev is None or seq <= prev:
+            self.first[key] = seq
         if prev is None or seq <= prev:  # first message, or the sender restarted
             return 0
         return seq - prev - 1
@@ -300,6 +303,12 @@ class Subscriber:
     def last_seq(self) -> dict[str, int]:
         """The last ``seq`` received on each topic (status aside)."""
         return dict(self._seq.last)
+
+    def first_seq(self) -> dict[str, int]:
+        """The first ``seq`` received on each topic (status aside) since its sender last
+        started: frames before it went out before this subscriber was connected or took
+        one, and are not in ``dropped``."""
+        return dict(self._seq.first)
 
     def poll(self, timeout_ms: int) -> list[Received]:
         """Wait up to ``timeout_ms`` for messages and return them decoded."""

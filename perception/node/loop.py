@@ -196,9 +196,11 @@ class NodeLoop:
             frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
             counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
-                      # the last seq received per input topic: frames after it are invisible to
-                      # gap counting (lost at the sender's queue before any later one arrived)
-                      **({f"last_seq.{t}": q for t, q in self.sub.last_seq().items()} if self.sub else {})},
+                      # the first and last seq received per input topic: frames before the first
+                      # and after the last are invisible to gap counting (sent before this node
+                      # was connected, or lost at the sender's queue before any later one arrived)
+                      **({f"last_seq.{t}": q for t, q in self.sub.last_seq().items()} if self.sub else {}),
+                      **({f"first_seq.{t}": q for t, q in self.sub.first_seq().items()} if self.sub else {})},
         )
 
     def _heartbeat(self) -> None:
