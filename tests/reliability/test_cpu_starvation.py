@@ -4,6 +4,7 @@ dropped and counted (not published late), and the pipeline recovers when the hog
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -49,8 +50,11 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
         stale_before = int(p.status["segmenter"].counters.get("stale", 0))
         # each in its own session: the kernel shares the CPU between sessions first (autogroups),
         # as between the nodes, which the supervisor starts in sessions of their own
+        # as many again as there are other runnable processes already (a machine busy with other
+        # jobs shares the CPU among more sessions, so three per core would no longer starve it)
+        n_hogs = 3 * (os.cpu_count() or 2) + math.ceil(os.getloadavg()[0])
         hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=14)], start_new_session=True)
-                for _ in range(3 * (os.cpu_count() or 2))]
+                for _ in range(n_hogs)]
         time.sleep(12)
         hog_fast, hog_acc = _usage(p, "segmenter")
         hog_status = p.status["segmenter"]
