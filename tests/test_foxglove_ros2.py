@@ -88,7 +88,9 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
 
     from perception.outputs.foxglove_bridge import FoxgloveConfig, FoxgloveLogic
 
-    logic = FoxgloveLogic(FoxgloveConfig(port=0, max_rate_hz=1000))
+    # no rate limit in effect: three frames sent back to back (a fast machine encodes one in
+    # well under a millisecond)
+    logic = FoxgloveLogic(FoxgloveConfig(port=0, max_rate_hz=1e9))
     try:
         with connect(f"ws://127.0.0.1:{logic.port}", subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"],
                      open_timeout=10) as ws:
@@ -103,7 +105,9 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
             ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 1, "channelId": image["id"]},
                                                                      {"id": 2, "channelId": ann["id"]}]}))
             deadline = time.monotonic() + 10
-            while not logic.view.annotations.has_sinks() and time.monotonic() < deadline:
+            # the server registers the two subscriptions one after the other: wait for both
+            while not (logic.view.image.has_sinks() and logic.view.annotations.has_sinks()) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.02)
             sent = []
             for k in range(3):
@@ -113,6 +117,7 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
                 t = _tracks(k)
                 logic.step(0, Received(Envelope("tracks", k, src.capture_ns + 1000, src, t)))
                 sent.append(t)
+            assert (logic.sent, logic.skipped, logic.unmatched) == (3, 0, 0)
             decode = {1: _decoder(image["schemaName"], base64.b64decode(image["schema"])),
                       2: _decoder(ann["schemaName"], base64.b64decode(ann["schema"]))}
             got: dict[int, list] = {1: [], 2: []}
