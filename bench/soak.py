@@ -1,8 +1,10 @@
 """Soak: replay a synthetic drive again and again through the whole pipeline for M minutes and
-print, per node, resident memory and open file descriptors over time, then the frame
-accounting: published, dropped (counted by the nodes), lost (accepted but unaccounted).
+print, per node, resident memory and open file descriptors over time, with the segmenter's
+frames, deadline misses, stale drops and model usage over time; then the frame accounting:
+published, dropped (counted by the nodes), lost (accepted but unaccounted).
 
-Usage: ``uv run python bench/soak.py --minutes 30 [--every-s 60] [--card models/yolact_fast.toml]``
+Usage: ``uv run python bench/soak.py --minutes 120 [--every-s 60] [--policy auto] [--json PATH]``
+(both bundled models and the ``auto`` latency policy by default).
 
 The baseline for memory is each node's own figure after warm-up (the first sample after
 ``--warmup-s``); growth is reported relative to it.
@@ -11,6 +13,7 @@ The baseline for memory is each node's own figure after warm-up (the first sampl
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ from perception.system.runner import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
+SEGMENTER_COUNTERS = ("frames", "published", "stale", "deadline_misses", "usage.fast", "usage.accurate", "switches")
 
 
 def main() -> None:
@@ -32,8 +36,12 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--every-s", type=float, default=60.0, help="sampling period")
     ap.add_argument("--warmup-s", type=float, default=20.0)
-    ap.add_argument("--card", default=str(ROOT / "models" / "yolact_fast.toml"))
+    ap.add_argument("--card", default=str(ROOT / "models" / "yolact_fast.toml"), help="the fast model's card")
+    ap.add_argument("--accurate", default=str(ROOT / "models" / "maskrcnn_accurate.toml"),
+                    help="the accurate model's card")
+    ap.add_argument("--policy", default="auto", choices=("fast", "accurate", "auto"))
     ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--json", type=Path, help="write the samples and the accounting here")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     drive = work / "drive.mcap"
@@ -41,8 +49,11 @@ def main() -> None:
     repeat = max(1, round(args.minutes * 60 * 15 / args.frames))  # the drive is 15 fps, played at rate 1
     spec = load_launch(ROOT / "launch" / "replay.yaml", [
         f"replay.drive={drive}", f"replay.repeat={repeat}", f"segmenter.fast={args.card}",
+        f"segmenter.accurate={args.accurate}", f"segmenter.policy={args.policy}",
         "publisher.bind=tcp://127.0.0.1:17990"])
     samples: dict[str, list[tuple[float, float, int]]] = {n: [] for n in NODES}
+    #: the segmenter over time: minutes, frames in, published, stale, deadline misses, usage
+    segmenter: list[dict[str, float]] = []
     latest: dict[str, Status] = {}
     t0 = time.monotonic()
     next_sample = t0 + args.warmup_s
@@ -65,12 +76,18 @@ def main() -> None:
                     continue
                 samples[n].append((now, rss, fds))
                 line.append(f"{n} {rss:6.1f} MB {fds:3d} fd")
+        if "segmenter" in latest:
+            c = latest["segmenter"].counters
+            row = {"minutes": round((now - t0) / 60, 2), **{k: float(c.get(k, 0)) for k in SEGMENTER_COUNTERS}}
+            segmenter.append(row)
+            line.append("segmenter " + " ".join(f"{k} {int(row[k])}" for k in SEGMENTER_COUNTERS))
         print("  ".join(line), flush=True)
 
     print(f"soak for {args.minutes:g} min, sampling every {args.every_s:g} s after {args.warmup_s:g} s warm-up")
     result = run_pipeline(spec, str(work / "run"), topics=("status",), on_message=on_message,
                           timeout_s=args.minutes * 60 + 300, log_out=open(work / "nodes.log", "w"))
     print(f"\nended: {result.reason}; node logs in {work / 'nodes.log'}")
+    table = {}
     print(f"{'node':<12}{'RSS first':>10}{'RSS last':>10}{'growth':>9}{'fds first':>10}{'fds last':>9}{'restarts':>9}")
     for n in NODES:
         s = samples[n]
@@ -78,6 +95,8 @@ def main() -> None:
             continue
         growth = (s[-1][1] - s[0][1]) / s[0][1] * 100
         restarts = latest["supervisor"].counters.get(f"restarts.{n}", 0) if "supervisor" in latest else "?"
+        table[n] = {"rss_first_mb": s[0][1], "rss_last_mb": s[-1][1], "rss_growth_pct": growth,
+                    "fds_first": s[0][2], "fds_last": s[-1][2], "fds_max": max(x[2] for x in s), "restarts": restarts}
         print(f"{n:<12}{s[0][1]:>9.1f}M{s[-1][1]:>9.1f}M{growth:>8.1f}%{s[0][2]:>10d}{s[-1][2]:>9d}{restarts:>9}")
     st = latest
     published = int(st["replay"].counters.get("published", 0))
@@ -89,6 +108,12 @@ def main() -> None:
     lost = max(0, lost_pre) + max(0, lost_seg) + max(0, lost_trk)
     print(f"\nframes published {published} (expected {repeat * args.frames}), dropped (counted by the nodes) "
           f"{dropped}, lost (accepted by a node, never accounted for) {lost}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "minutes": args.minutes, "policy": args.policy, "ended": result.reason, "nodes": table,
+            "rss_fds": {n: [(round((t - t0) / 60, 2), r, f) for t, r, f in v] for n, v in samples.items()},
+            "segmenter": segmenter, "published": published, "expected": repeat * args.frames,
+            "dropped": dropped, "lost": lost}, indent=1))
 
 
 if __name__ == "__main__":
