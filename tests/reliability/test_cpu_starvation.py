@@ -38,10 +38,13 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
                                                                          run_dir: str) -> None:
     if load_card(ACCURATE).onnx is None:
         pytest.skip("needs the bundled accurate model")
-    budget_ms = 250.0  # the accurate model (about 0.1-0.2 s here) fits when the CPU is free
+    # the accurate model (about 0.1-0.2 s on a free CPU, 0.35 s with two other busy jobs on this
+    # 2-core machine) fits without the hogs; with them it takes several times that and the fast
+    # model has to take over
+    budget_ms = 600.0
     external = next_external()
-    # 15 fps drive at 0.3x: a frame every 222 ms, time for the accurate model on a free CPU
-    spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=0.3", "replay.loop=true",
+    # 15 fps drive at 0.15x: a frame every 444 ms, time for the accurate model on a busy CPU
+    spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=0.15", "replay.loop=true",
                          "segmenter.policy=auto", f"segmenter.accurate={ACCURATE}", f"segmenter.budget_ms={budget_ms}")
     with start_pipeline(spec, run_dir, external) as p:
         collector = _Collector(run_dir)

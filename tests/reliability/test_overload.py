@@ -20,11 +20,12 @@ pytestmark = pytest.mark.slow
 
 
 class _Collector:
-    """Every ``detections`` message of a run, from its start, on a thread."""
+    """Every ``topic`` message of a run (``detections`` by default; ``endpoint``: the publisher's
+    external one instead of the bus), from its start, on a thread."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, topic: str = "detections", endpoint: str | None = None) -> None:
         self.ctx = zmq.Context()
-        self.sub = Subscriber(self.ctx, {"detections": schema.endpoint("detections", run_dir)},
+        self.sub = Subscriber(self.ctx, {topic: endpoint or schema.endpoint(topic, run_dir)},
                               keep_newest=False, hwm=100000)
         self.out: list = []
         self.stop = threading.Event()
@@ -122,21 +123,36 @@ def test_overload_latency_bounded_memory_flat_drops_exact(small_drive: Path, fas
 
 
 def test_stuck_subscriber_does_not_slow_the_pipeline(small_drive: Path, fast_card: str, run_dir: str) -> None:
-    counts = {}
+    """A subscriber that takes everything (frames too) and never reads costs the others nothing:
+    a healthy subscriber beside it gets every tracks message the tracker sent, without a gap,
+    as it does when no stuck subscriber is there. Compared within each run: how many frames
+    the pipeline itself keeps up with depends on the machine's load at the time (25 against 23
+    of 45 frames in two runs without any stuck subscriber on a busy machine), so a count
+    compared across two runs measures the load, not the subscriber."""
+    results = {}
     for stuck in (False, True):
         external = next_external()
         spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "publisher.hwm=4",
                              "publisher.topics=[frames.rect,detections,tracks,status]")
         ctx = zmq.Context()
+        # connects before the publisher binds (ZeroMQ retries), so it sees the first tracks too
+        healthy = _Collector(run_dir, topic="tracks", endpoint=external)
         with start_pipeline(spec, run_dir, external) as p:
-            if stuck:  # subscribes to everything (frames too) and never reads
+            if stuck:
                 dead = ctx.socket(zmq.SUB)
                 dead.setsockopt(zmq.RCVHWM, 1)
                 dead.setsockopt(zmq.SUBSCRIBE, b"")
                 dead.connect(external)
             _drained(p, 45)
-            counts[stuck] = p.status["tracker"].frames_out
+            p.wait_status("tracker", lambda st, n=p.status["segmenter"].counters["published"]: st.frames_in + st.dropped >= n, 20)
+            time.sleep(1.0)  # the last tracks on their way to the healthy subscriber
+            sent = p.status["tracker"].frames_out
             if stuck:
                 dead.close(0)
         ctx.term()
-    assert counts[True] >= 0.98 * counts[False], counts
+        seqs = sorted({m.envelope.seq for m in healthy.close()})
+        results[stuck] = (sent, seqs)
+    for stuck, (sent, seqs) in results.items():
+        assert sent > 0 and seqs, (stuck, sent)
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"stuck={stuck}: gaps in what the healthy subscriber got"
+        assert len(seqs) >= sent, (stuck, len(seqs), sent)
