@@ -144,9 +144,12 @@ def test_stuck_subscriber_does_not_slow_the_pipeline(small_drive: Path, fast_car
                 dead.setsockopt(zmq.SUBSCRIBE, b"")
                 dead.connect(external)
             _drained(p, 45)
-            p.wait_status("tracker", lambda st, n=p.status["segmenter"].counters["published"]: st.frames_in + st.dropped >= n, 20)
-            time.sleep(1.0)  # the last tracks on their way to the healthy subscriber
+            seg_out = p.status["segmenter"].counters["published"]
+            p.wait_status("tracker", lambda st: st.frames_in + st.dropped >= seg_out, 20)
             sent = p.status["tracker"].frames_out
+            deadline = time.monotonic() + 10  # the last tracks on their way to the healthy subscriber
+            while len(healthy.out) < sent and time.monotonic() < deadline:
+                time.sleep(0.05)
             if stuck:
                 dead.close(0)
         ctx.term()
