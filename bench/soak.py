@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -83,21 +84,29 @@ def main() -> None:
             line.append("segmenter " + " ".join(f"{k} {int(row[k])}" for k in SEGMENTER_COUNTERS))
         print("  ".join(line), flush=True)
 
+    # the supervisor's own lines (each restart with its reason, each starvation episode) go to
+    # stderr beside the samples; the nodes' output goes to nodes.log
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"soak for {args.minutes:g} min, sampling every {args.every_s:g} s after {args.warmup_s:g} s warm-up")
     result = run_pipeline(spec, str(work / "run"), topics=("status",), on_message=on_message,
                           timeout_s=args.minutes * 60 + 300, log_out=open(work / "nodes.log", "w"))
     print(f"\nended: {result.reason}; node logs in {work / 'nodes.log'}")
     table = {}
-    print(f"{'node':<12}{'RSS first':>10}{'RSS last':>10}{'growth':>9}{'fds first':>10}{'fds last':>9}{'restarts':>9}")
+    print(f"{'node':<12}{'RSS first':>10}{'RSS last':>10}{'growth':>9}{'fds first':>10}{'fds last':>9}{'restarts':>9}"
+          f"{'starved':>8}  last restart's reason")
+    sup = latest["supervisor"].counters if "supervisor" in latest else {}
     for n in NODES:
         s = samples[n]
         if len(s) < 2:
             continue
         growth = (s[-1][1] - s[0][1]) / s[0][1] * 100
-        restarts = latest["supervisor"].counters.get(f"restarts.{n}", 0) if "supervisor" in latest else "?"
+        restarts, starved = sup.get(f"restarts.{n}", "?"), sup.get(f"starved.{n}", "?")
+        reason = str(sup.get(f"last_restart.{n}", ""))
         table[n] = {"rss_first_mb": s[0][1], "rss_last_mb": s[-1][1], "rss_growth_pct": growth,
-                    "fds_first": s[0][2], "fds_last": s[-1][2], "fds_max": max(x[2] for x in s), "restarts": restarts}
-        print(f"{n:<12}{s[0][1]:>9.1f}M{s[-1][1]:>9.1f}M{growth:>8.1f}%{s[0][2]:>10d}{s[-1][2]:>9d}{restarts:>9}")
+                    "fds_first": s[0][2], "fds_last": s[-1][2], "fds_max": max(x[2] for x in s), "restarts": restarts,
+                    "starved": starved, "last_restart": reason}
+        print(f"{n:<12}{s[0][1]:>9.1f}M{s[-1][1]:>9.1f}M{growth:>8.1f}%{s[0][2]:>10d}{s[-1][2]:>9d}{restarts:>9}"
+              f"{starved:>8}  {reason or '-'}")
     st = latest
     published = int(st["replay"].counters.get("published", 0))
     dropped = st["preprocess"].dropped + st["segmenter"].dropped + int(st["segmenter"].counters.get("stale", 0))

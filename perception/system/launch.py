@@ -66,9 +66,12 @@ class SupervisorConfig:
     """Heartbeat and restart policy. A node is restarted when it exits or when no
     heartbeat arrived for ``heartbeat_timeout_s`` (``startup_timeout_s`` after a start);
     restarts back off from ``backoff_initial_s`` doubling to ``backoff_max_s``; more than
-    ``max_restarts`` within ``restart_window_s`` fails the launch."""
+    ``max_restarts`` within ``restart_window_s`` fails the launch. A silent node that is
+    starved of CPU rather than hung (it waited for a CPU more than it ran) is restarted only
+    once it has been silent for ``starved_timeout_s``."""
 
     heartbeat_timeout_s: float = 3.0
+    starved_timeout_s: float = 20.0
     startup_timeout_s: float = 30.0
     max_restarts: int = 5
     restart_window_s: float = 60.0

@@ -6,7 +6,10 @@
   supervisor forwards them to the ``status`` topic and notes the time of each.
 - A node that exits, or whose heartbeat stopped (hung, or SIGSTOPped), is killed and
   restarted after a back-off; too many restarts in a window fail the launch with a clear
-  message. A node that exits with code 2 (bad configuration) fails the launch at once.
+  message. A silent node that the kernel shows waiting for a CPU (starved by other processes,
+  not hung: :mod:`perception.system.sched`) is given up to ``starved_timeout_s`` before it
+  is restarted; each such episode is logged and counted (``starved.<node>``), and each
+  restart's reason is in the supervisor's status (``last_restart.<node>``). A node that exits with code 2 (bad configuration) fails the launch at once.
 - SIGINT/SIGTERM: nodes are stopped in reverse start order (SIGTERM, then SIGKILL after a
   grace period) and the supervisor exits 0.
 """
@@ -32,6 +35,7 @@ from perception.bus.pubsub import Publisher
 from perception.bus.schema import Envelope, Status
 from perception.bus.shm_ring import remove_stale
 from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
+from perception.system.sched import SchedSample, read_schedstat, verdict
 
 log = logging.getLogger("supervisor")
 
@@ -52,6 +56,12 @@ class ManagedNode:
     restarts: deque[float] = field(default_factory=deque)
     total_restarts: int = 0
     last_status: Status | None = None
+    last_restart_reason: str = ""
+    #: the main thread's scheduler figures at the last heartbeat (or the start)
+    sched: SchedSample | None = None
+    #: episodes of silence that were starvation, not a hang (each logged once)
+    starved: int = 0
+    starved_now: bool = False
 
 
 def _pump(prefix: str, stream: IO[bytes], out: IO[str]) -> None:
@@ -119,6 +129,8 @@ class Supervisor:
         node.proc = proc
         node.started_at = time.monotonic()
         node.last_heartbeat = None
+        node.sched = read_schedstat(proc.pid)
+        node.starved_now = False
         log.info("started %s (pid %d)", node.spec.name, proc.pid)
 
     def start(self) -> None:
@@ -148,6 +160,7 @@ class Supervisor:
         delay = min(self.cfg.backoff_initial_s * 2 ** len(node.restarts), self.cfg.backoff_max_s)
         node.restarts.append(now)
         node.total_restarts += 1
+        node.last_restart_reason = reason
         node.next_start_at = now + delay
         node.proc = None
         log.warning("%s: %s; restarting in %.1f s", node.spec.name, reason, delay)
@@ -168,9 +181,29 @@ class Supervisor:
         else:
             silent, limit = now - node.last_heartbeat, self.cfg.heartbeat_timeout_s
         if silent > limit:
+            if silent <= max(limit, self.cfg.starved_timeout_s) and self._starved(node, silent):
+                return
             node.proc.kill()
             node.proc.wait()
             self._schedule_restart(node, f"no heartbeat for {silent:.1f} s")
+
+    def _starved(self, node: ManagedNode, silent: float) -> bool:
+        """Whether ``node``'s main thread spent its silence waiting for a CPU (logged once per
+        episode)."""
+        assert node.proc is not None
+        now = read_schedstat(node.proc.pid)
+        if node.sched is None or now is None:
+            return False
+        v = verdict(node.sched, now)
+        if not v.starved:
+            return False
+        if not node.starved_now:
+            node.starved_now = True
+            node.starved += 1
+            log.warning("%s: no heartbeat for %.1f s, but %s: starved of CPU, not hung; "
+                        "restarting it only after %.0f s", node.spec.name, silent, v,
+                        max(self.cfg.starved_timeout_s, self.cfg.heartbeat_timeout_s))
+        return True
 
     def _forward_status(self) -> None:
         while True:
@@ -190,11 +223,17 @@ class Supervisor:
                 if node.spec.name == st.node and node.proc is not None and node.proc.pid == st.pid:
                     node.last_heartbeat = time.monotonic()
                     node.last_status = st
+                    node.sched = read_schedstat(st.pid)
+                    if node.starved_now:
+                        log.info("%s: heartbeats again after starvation", node.spec.name)
+                        node.starved_now = False
             self.status_out.sock.send_multipart(parts, copy=False)
 
     def _own_status(self) -> None:
         counters: dict[str, int | float | str | bool] = {f"restarts.{n.spec.name}": n.total_restarts for n in self.nodes}
         counters.update({f"alive.{n.spec.name}": n.last_heartbeat is not None for n in self.nodes})
+        counters.update({f"starved.{n.spec.name}": n.starved for n in self.nodes})
+        counters.update({f"last_restart.{n.spec.name}": n.last_restart_reason for n in self.nodes if n.total_restarts})
         st = Status(node="supervisor", pid=os.getpid(), uptime_s=time.monotonic() - self.started, counters=counters)
         self.status_out.send(Envelope("status", self.status_seq, time.monotonic_ns(), None, st))
         self.status_seq += 1
