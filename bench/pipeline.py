@@ -2,7 +2,7 @@
 in one run.
 
     uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
-        [--threads 1] [--json out.json]
+        [--threads 1] [--shm-slots N] [--pin] [--json out.json]
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
   the preprocess node does, through the same runtime the segmenter node loads
@@ -19,13 +19,16 @@ in one run.
   -> detections minus inference, detections -> tracks, and each node's step time.
 
 The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
-same network. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
+same network. ``--pin``: the segmenter on a CPU of its own (the last one) and the other nodes
+on the rest, through the launch file's ``cpus:`` key; the bare segmenter runs on that same
+CPU. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -53,8 +56,28 @@ from perception.system.runner import run_pipeline  # noqa: E402
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
 
 
-def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int) -> tuple[float, list[float]]:
-    """Frames per second and per-frame inference times (ms) of the segmenter alone."""
+def pinning(pin: bool) -> dict[str, list[int]]:
+    """CPUs per node for ``--pin`` (the segmenter alone on the last CPU), or none."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return {}
+    return {n: ([cpus[-1]] if n == "segmenter" else cpus[:-1]) for n in NODES}
+
+
+def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int,
+                   cpus: list[int] | None = None) -> tuple[float, list[float]]:
+    """Frames per second and per-frame inference times (ms) of the segmenter alone (on
+    ``cpus`` when given, restored afterwards)."""
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        return _bare(drive, card, threads, width, height)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _bare(drive: Path, card: Path, threads: int, width: int, height: int) -> tuple[float, list[float]]:
     frames = [letterbox(f.image, width, height) for f in DriveReader(drive).frames()]
     seg = load_segmenter(card, threads)
     seg.predict(frames[0][0], frames[0][1])  # warm, as the node does before its first frame
@@ -68,10 +91,11 @@ def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: in
 
 
 def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float, shm_slots: int = 0) -> dict[str, list[Envelope]]:
+             rate: float, shm_slots: int = 0, cpus: dict[str, list[int]] | None = None) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
     sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
             f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
+    sets += [f"{n}.cpus={c}" for n, c in (cpus or {}).items()]
     spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
     if deterministic:
         spec = replace(spec, deterministic=True)
@@ -105,20 +129,25 @@ def main(argv: list[str] | None = None) -> int:
                     help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)")
     ap.add_argument("--shm-slots", type=int, default=0,
                     help="frames through shared-memory rings of this many slots in the live run (0: the socket)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the segmenter alone on the last CPU, the other nodes on the rest (and the bare run there)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    cpus = pinning(args.pin)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
     card = load_card(args.card)
     print(f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
-          f"{args.threads} thread(s); work folder {work}")
+          f"{args.threads} thread(s); work folder {work}"
+          + (f"; segmenter on CPU {cpus['segmenter']}, the others on {cpus['replay']}" if cpus else ""))
 
-    bare_fps, bare_ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height)
-    det = pipeline(drive, args.card, args.threads, work, "throughput", deterministic=True, rate=0.0)
+    bare_fps, bare_ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height,
+                                       cpus.get("segmenter"))
+    det = pipeline(drive, args.card, args.threads, work, "throughput", deterministic=True, rate=0.0, cpus=cpus)
     pipe_fps = fps_of(det["tracks"])
     live = pipeline(drive, args.card, args.threads, work, "live", deterministic=False, rate=1.0,
-                    shm_slots=args.shm_slots)
+                    shm_slots=args.shm_slots, cpus=cpus)
     seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
     stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
     t = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
@@ -149,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
            "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
-           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots, "model": card.name}
+           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots,
+           "pinned": bool(cpus), "model": card.name}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -69,3 +69,36 @@ def test_override_of_unknown_node(tmp_path: Path) -> None:
     p = _write(tmp_path, "nodes:\n  preprocess: {}\n")
     with pytest.raises(ConfigError, match="no node 'camera'"):
         load_launch(p, ["camera.fps=3"])
+
+
+def test_cpus_pin_a_node_and_a_cpu_not_here_is_a_clear_error(tmp_path: Path) -> None:
+    import os
+
+    from perception.system.supervisor import Supervisor
+
+    f = tmp_path / "l.yaml"
+    here = sorted(os.sched_getaffinity(0))
+    f.write_text(f"nodes:\n  camera: {{source: /dev/null, cpus: [{here[-1]}]}}\n  publisher: {{cpus: {here[0]}}}\n")
+    spec = load_launch(f)
+    assert [n.cpus for n in spec.nodes] == [(here[-1],), (here[0],)]
+    assert "cpus" not in spec.nodes[0].params  # the supervisor's key, not the node's
+    cmd = Supervisor._command(type("S", (), {"run_dir": "/tmp/x", "spec": spec})(), spec.nodes[0])  # type: ignore[arg-type]
+    assert cmd[cmd.index("--cpus") + 1] == str(here[-1])
+    with pytest.raises(ConfigError, match=r"node 'camera': key 'cpus': CPU 4096 not available to this process \(available: "):
+        load_launch(f, ["camera.cpus=[4096]"])
+    with pytest.raises(ConfigError, match=r"key 'cpus' must be a list of CPU numbers, e.g. \[1\], got 'all'"):
+        load_launch(f, ["camera.cpus=all"])
+
+
+def test_a_pinned_node_runs_on_its_cpus_with_every_thread() -> None:
+    import os
+    import subprocess
+    import sys
+
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    code = ("import threading, os, numpy\nfrom perception.node.loop import pin\n"
+            f"pin({{{cpu}}})\nt = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0))))\n"
+            "t.start(); t.join()\nprint(sorted({c for tid in os.listdir('/proc/self/task') "
+            "for c in os.sched_getaffinity(int(tid))}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == [f"[{cpu}]", f"[{cpu}]"], out

@@ -261,6 +261,18 @@ def _plain(value: object) -> int | float | str | bool:
     return value if isinstance(value, int | float | str | bool) else str(value)
 
 
+def pin(cpus: set[int]) -> None:
+    """Run this process on ``cpus``: every thread it has now (imports start some, such as
+    OpenBLAS's pool) and, since new threads inherit it, every later one (ZeroMQ's, ONNX
+    Runtime's)."""
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
 def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type,
               argv: Sequence[str] | None = None, with_context: bool = False) -> None:
     """Entry point shared by the scripts in ``nodes/``.
@@ -277,7 +289,10 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--shm-slots", type=int, default=0)
     ap.add_argument("--shm-slot-bytes", type=int, default=0)
+    ap.add_argument("--cpus", default="", help="comma-separated CPUs to run on (the launch file's cpus:)")
     args = ap.parse_args(argv)
+    if args.cpus:
+        pin({int(c) for c in args.cpus.split(",")})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes)

@@ -11,6 +11,7 @@ Layout::
         source: frames/
         fps: 15
       preprocess: {width: 640, height: 384}
+      segmenter: {cpus: [1]}    # optional on any node: pin its process to these CPUs
       publisher: {}
 
 The table :data:`NODE_TYPES` is the one list of node types: the config class that
@@ -86,6 +87,10 @@ class NodeSpec:
     type: str
     config: Any
     params: dict[str, Any]
+    #: CPUs the node's process runs on (``cpus:`` in the launch file; empty: any). Pinning
+    #: the segmenter to a core of its own keeps the other nodes' wake-ups off the core that
+    #: runs the network (what ``taskset``/``isolcpus`` do for a robot's perception stack)
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,17 +156,32 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ConfigError(f"{where}: node {name!r}: key 'enabled' must be true or false, got {enabled!r}")
         if not enabled:  # in the file, off until `--set NODE.enabled=true`
             continue
+        cpus = _cpus(params.pop("cpus", []), f"{where}: node {name!r}")
         type_name = str(params.pop("type", name))
         if type_name not in NODE_TYPES:
             raise ConfigError(
                 f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
             )
         cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
-        nodes.append(NodeSpec(name, type_name, cfg, params))
+        nodes.append(NodeSpec(name, type_name, cfg, params, cpus))
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
     shm = build_config(ShmConfig, doc.get("shm") or {}, where=f"{where}: shm")
     return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
+
+
+def _cpus(value: Any, where: str) -> tuple[int, ...]:
+    """A node's ``cpus:`` as CPU ids this process may run on (checked here, where it runs)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in value):
+        raise ConfigError(f"{where}: key 'cpus' must be a list of CPU numbers, e.g. [1], got {value!r}")
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    missing = [c for c in value if c not in available]
+    if missing:
+        raise ConfigError(f"{where}: key 'cpus': CPU {', '.join(map(str, missing))} not available to this process "
+                          f"(available: {', '.join(map(str, available)) or 'none: no CPU affinity here'})")
+    return tuple(sorted(set(value)))
 
 
 def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: str | None = None) -> LaunchSpec:
@@ -170,7 +190,8 @@ def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: st
     existing = next((n for n in nodes if n.name == name), None)
     t = type_name or (existing.type if existing else name)
     merged = {**(existing.params if existing else {}), **params}
-    node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged)
+    node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged,
+                    existing.cpus if existing else ())
     nodes = [node if n.name == name else n for n in nodes] if existing else [*nodes, node]
     return replace(spec, nodes=tuple(nodes))
 

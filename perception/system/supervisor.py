@@ -114,6 +114,8 @@ class Supervisor:
     def _command(self, spec: NodeSpec) -> list[str]:
         cmd = [sys.executable, "-m", NODE_TYPES[spec.type].module, "--name", spec.name,
                "--run-dir", self.run_dir, "--params", json.dumps(spec.params)]
+        if spec.cpus:
+            cmd += ["--cpus", ",".join(map(str, spec.cpus))]
         if self.spec.deterministic:
             cmd.append("--deterministic")
         elif self.spec.shm.slots:
