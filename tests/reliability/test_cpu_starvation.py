@@ -55,7 +55,12 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
         # as between the nodes, which the supervisor starts in sessions of their own
         # as many again as there are other runnable processes already (a machine busy with other
         # jobs shares the CPU among more sessions, so three per core would no longer starve it)
-        n_hogs = 3 * (os.cpu_count() or 2) + math.ceil(os.getloadavg()[0])
+        # and enough of them to slow the calm segmenter's step (mostly the accurate model) to
+        # three times the budget: with a session each, the segmenter gets about cpus / (hogs + 1)
+        # of the machine, so on a quiet machine with a fast CPU three per core were too few
+        cpus = os.cpu_count() or 2
+        calm_step_ms = max(p.status["segmenter"].step_p50_ms, 1.0)
+        n_hogs = min(64, max(3 * cpus + math.ceil(os.getloadavg()[0]), math.ceil(3 * budget_ms * cpus / calm_step_ms)))
         hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=14)], start_new_session=True)
                 for _ in range(n_hogs)]
         time.sleep(12)
@@ -71,7 +76,7 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
     starved_fast = hog_fast - calm_fast
     starved_acc = hog_acc - calm_acc
     # while starved, the fast model took over (the accurate one's latency no longer fits)
-    assert starved_fast > starved_acc, (starved_fast, starved_acc, hog_status)
+    assert starved_fast > starved_acc, (starved_fast, starved_acc, n_hogs, calm_step_ms, hog_status)
     # nothing went out late: a frame that could not make its deadline was dropped and counted
     worst = max(d.envelope.payload.inference_ms for d in dets)
     ages = [d.envelope.payload.frame_age_ms for d in dets]
