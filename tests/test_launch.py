@@ -71,7 +71,7 @@ def test_override_of_unknown_node(tmp_path: Path) -> None:
         load_launch(p, ["camera.fps=3"])
 
 
-def test_cpus_pin_a_node_and_a_cpu_not_here_is_a_clear_error(tmp_path: Path) -> None:
+def test_cpus_pin_a_node_and_a_cpu_not_here_is_a_clear_error(tmp_path: Path, run_dir: str) -> None:
     import os
 
     from perception.system.supervisor import Supervisor
@@ -82,7 +82,11 @@ def test_cpus_pin_a_node_and_a_cpu_not_here_is_a_clear_error(tmp_path: Path) -> 
     spec = load_launch(f)
     assert [n.cpus for n in spec.nodes] == [(here[-1],), (here[0],)]
     assert "cpus" not in spec.nodes[0].params  # the supervisor's key, not the node's
-    cmd = Supervisor._command(type("S", (), {"run_dir": "/tmp/x", "spec": spec})(), spec.nodes[0])  # type: ignore[arg-type]
+    sup = Supervisor(spec, run_dir)
+    try:
+        cmd = sup._command(spec.nodes[0])
+    finally:
+        sup.shutdown()
     assert cmd[cmd.index("--cpus") + 1] == str(here[-1])
     with pytest.raises(ConfigError, match=r"node 'camera': key 'cpus': CPU 4096 not available to this process \(available: "):
         load_launch(f, ["camera.cpus=[4096]"])

@@ -9,7 +9,8 @@
   message. A silent node that the kernel shows waiting for a CPU (starved by other processes,
   not hung: :mod:`perception.system.sched`) is given up to ``starved_timeout_s`` before it
   is restarted; each such episode is logged and counted (``starved.<node>``), and each
-  restart's reason is in the supervisor's status (``last_restart.<node>``). A node that exits with code 2 (bad configuration) fails the launch at once.
+  restart's reason is in the supervisor's status (``last_restart.<node>``). A node that
+  exits with code 2 (bad configuration) fails the launch at once.
 - SIGINT/SIGTERM: nodes are stopped in reverse start order (SIGTERM, then SIGKILL after a
   grace period) and the supervisor exits 0.
 """
@@ -183,15 +184,16 @@ class Supervisor:
         else:
             silent, limit = now - node.last_heartbeat, self.cfg.heartbeat_timeout_s
         if silent > limit:
-            if silent <= max(limit, self.cfg.starved_timeout_s) and self._starved(node, silent):
+            grace = max(limit, self.cfg.starved_timeout_s)
+            if silent <= grace and self._starved(node, silent, grace):
                 return
             node.proc.kill()
             node.proc.wait()
             self._schedule_restart(node, f"no heartbeat for {silent:.1f} s")
 
-    def _starved(self, node: ManagedNode, silent: float) -> bool:
+    def _starved(self, node: ManagedNode, silent: float, grace: float) -> bool:
         """Whether ``node``'s main thread spent its silence waiting for a CPU (logged once per
-        episode)."""
+        episode, saying that it is restarted only after ``grace`` seconds of silence)."""
         assert node.proc is not None
         now = read_schedstat(node.proc.pid)
         if node.sched is None or now is None:
@@ -203,8 +205,7 @@ class Supervisor:
             node.starved_now = True
             node.starved += 1
             log.warning("%s: no heartbeat for %.1f s, but %s: starved of CPU, not hung; "
-                        "restarting it only after %.0f s", node.spec.name, silent, v,
-                        max(self.cfg.starved_timeout_s, self.cfg.heartbeat_timeout_s))
+                        "restarting it only after %.0f s", node.spec.name, silent, v, grace)
         return True
 
     def _forward_status(self) -> None:
