@@ -12,7 +12,10 @@ everything it skipped (and every ``seq`` gap, which covers drops at the sender) 
 Local links can carry frames in shared memory (:mod:`perception.bus.shm_ring`): a publisher
 with a ring puts the pixels there and sends the slot reference in the frame header (the
 third part is then empty); the subscriber copies them out, or drops the frame (counted)
-when the slot was overwritten first.
+when the slot was overwritten first. Such a publisher also rings a doorbell
+(:mod:`perception.bus.doorbell`): local subscribers get those envelopes straight over a Unix
+socket, one wake-up instead of ZeroMQ's three, and ZeroMQ brings them only the frames whose
+pixels did not fit the ring.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
 
 from perception.bus import codec, schema
+from perception.bus.doorbell import PIXELS_TAG, DoorbellClient, DoorbellServer, bell_path
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
 from perception.bus.shm_ring import FrameRing, ShmReader
 
@@ -34,6 +39,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HWM = 4
 DETERMINISTIC_HWM = 0  # unlimited
+#: how long a frame announced by a doorbell waits for its pixels over ZeroMQ before it is
+#: counted as dropped (ZeroMQ brings them within a few milliseconds; they are lost only
+#: at a high water mark, which the later frames that came instead show at once)
+PIXELS_WAIT_S = 0.1
+MAX_PENDING_PIXELS = 16
 
 
 @dataclass(frozen=True)
@@ -84,8 +94,25 @@ def header_for(image: np.ndarray, encoding: schema.Encoding = "bgr8", **extra: o
     return FrameHeader(width=w, height=h, encoding=encoding, stride=int(image.strides[0]), **extra)  # type: ignore[arg-type]
 
 
+def _with_field(obj: object, name: str, value: object) -> object:
+    """``dataclasses.replace(obj, name=value)`` for a frozen record without its per-call field
+    introspection (about half the cost on a sender that just woke up; the value is of the
+    field's type already)."""
+    out = object.__new__(type(obj))
+    out.__dict__.update(obj.__dict__)
+    out.__dict__[name] = value
+    return out
+
+
+def _with_payload(env: Envelope, payload: object) -> Envelope:
+    return _with_field(env, "payload", payload)  # type: ignore[return-value]
+
+
 class Publisher:
-    """Publishes one topic on its endpoint (binds by default, or connects)."""
+    """Publishes one topic on its endpoint (binds by default, or connects).
+
+    With a ``ring`` on a bound ``ipc://`` endpoint it also serves a doorbell
+    (:class:`~perception.bus.doorbell.DoorbellServer`) for the frames it puts in the ring."""
 
     def __init__(
         self,
@@ -105,6 +132,8 @@ class Publisher:
         if configure is not None:  # e.g. CurveZMQ keys, which must be set before bind
             configure(self.sock)
         (self.sock.bind if bind else self.sock.connect)(address)
+        path = bell_path(address) if ring is not None and bind else None
+        self.bell = DoorbellServer(path) if path is not None else None
 
     def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
         """Send ``env`` (and, for frames, ``pixels``: into the shared-memory ring when this
@@ -115,10 +144,19 @@ class Publisher:
             pixels = np.ascontiguousarray(pixels)
             ref = self.ring.write(pixels) if self.ring is not None else None
             if ref is not None or header.shm is not None:  # a forwarded frame never keeps another ring's slot
-                env = replace(env, payload=replace(header, shm=ref))
+                env = _with_payload(env, _with_field(header, "shm", ref))
             if ref is not None:
                 pixels = None
-        parts: list[object] = [env.topic.encode(), codec.encode(env)]
+        data = codec.encode(env)
+        name = env.topic.encode()
+        if self.bell is not None and isinstance(header, FrameHeader):
+            # every frame's envelope goes by the bell, in order; one whose pixels did not fit
+            # the ring also goes over ZeroMQ with them, under the name the bell's readers
+            # subscribe to, and they wait for it there
+            self.bell.ring(data)
+            if pixels is not None:
+                name += PIXELS_TAG
+        parts: list[object] = [name, data]
         if pixels is not None:
             parts.append(pixels)
         elif isinstance(env.payload, FrameHeader):
@@ -130,6 +168,8 @@ class Publisher:
 
     def close(self) -> None:
         self.sock.close(0)
+        if self.bell is not None:
+            self.bell.close()
         if self.ring is not None:
             self.ring.close()
 
@@ -167,12 +207,28 @@ class _NewestReceiver(threading.Thread):
         self.lock = threading.Lock()
         self.latest: list[zmq.Frame] | None = None
         self.stopped = threading.Event()
+        self._subscriptions: list[tuple[bytes, bytes]] = []
+
+    def resubscribe(self, new: bytes, old: bytes) -> None:
+        """Subscribe the socket to ``new`` and then off ``old``, on this thread (within 50 ms):
+        a ZeroMQ socket belongs to one thread."""
+        with self.lock:
+            self._subscriptions.append((new, old))
+
+    def _apply_subscriptions(self) -> None:
+        with self.lock:
+            changes, self._subscriptions = self._subscriptions, []
+        for new, old in changes:
+            self.sock.setsockopt(zmq.SUBSCRIBE, new)
+            self.sock.setsockopt(zmq.UNSUBSCRIBE, old)
 
     def run(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         try:
             while not self.stopped.is_set():
+                if self._subscriptions:
+                    self._apply_subscriptions()
                 if not poller.poll(50):
                     continue
                 parts = None
@@ -196,6 +252,21 @@ class _NewestReceiver(threading.Thread):
         return parts
 
 
+@dataclass
+class _Bell:
+    """A frame topic whose producer may ring a doorbell, and the ZeroMQ socket it also uses."""
+
+    client: DoorbellClient
+    sock: zmq.Socket
+    receiver: _NewestReceiver | None = None
+    fd: int | None = None  # registered with the poller while connected
+    #: envelopes from the bell not yet returned, oldest first, with when they came: the head
+    #: may be a frame whose pixels are still on their way over ZeroMQ
+    waiting: deque[tuple[Envelope, float]] = field(default_factory=deque)
+    #: frames with their pixels from ZeroMQ, by seq, until their envelope's turn on the bell
+    pixels: dict[int, list[zmq.Frame]] = field(default_factory=dict)
+
+
 class Subscriber:
     """Subscribes to topics, each on its own endpoint (or several on one endpoint).
 
@@ -207,6 +278,12 @@ class Subscriber:
     ``last_error`` and skipped, so a node keeps going. Frames that come in shared memory are
     copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check
     (for a consumer that is done with the pixels before it checks, such as a node's step).
+
+    A frame topic on a local (``ipc://``) endpoint of its own is also read from its
+    producer's doorbell when it has one (:mod:`perception.bus.doorbell`), found at start and
+    retried every half second: its envelopes then come over the bell (in keep-newest mode
+    only the newest is decoded), ZeroMQ is subscribed to the frames that carry their pixels
+    only, and when the producer goes away the subscription returns to everything on ZeroMQ.
     """
 
     def __init__(
@@ -219,6 +296,7 @@ class Subscriber:
         bind: bool = False,
         configure: Callable[[zmq.Socket], object] | None = None,
         shm_views: bool = False,
+        doorbells: bool = True,
     ) -> None:
         self.keep_newest = keep_newest
         self.shm_views = shm_views
@@ -227,6 +305,7 @@ class Subscriber:
         self.receivers: list[_NewestReceiver] = []
         self.poller = zmq.Poller()
         self.wake: zmq.Socket | None = None
+        self.bells: dict[str, _Bell] = {}
         by_address: dict[str, list[str]] = {}
         for name, address in endpoints.items():
             by_address.setdefault(address, []).append(name)
@@ -234,6 +313,11 @@ class Subscriber:
             s = ctx.socket(zmq.SUB)
             s.setsockopt(zmq.RCVHWM, hwm if keep_newest else DETERMINISTIC_HWM)
             s.setsockopt(zmq.LINGER, 0)
+            path = bell_path(address)
+            bell = None
+            if doorbells and not bind and path is not None and len(names) == 1 and schema.topic(names[0]).kind == "frame":
+                bell = _Bell(DoorbellClient(path), s)
+                self.bells[names[0]] = bell
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
             if configure is not None:
@@ -247,6 +331,8 @@ class Subscriber:
                     self.poller.register(self.wake, zmq.POLLIN)
                 r = _NewestReceiver(ctx, s, wake_address)
                 self.receivers.append(r)
+                if bell is not None:
+                    bell.receiver = r
                 r.start()
             else:
                 self.socks.append(s)
@@ -257,44 +343,154 @@ class Subscriber:
         self.last_error = ""
         self._seq = _SeqTracker()
         self.shm = ShmReader()
+        self._ring_bells(time.monotonic())
 
-    def _decode(self, parts: Sequence[zmq.Frame]) -> Received | None:
+    # -- doorbells ---------------------------------------------------------------------
+    def _subscribe(self, name: str, bell: _Bell, via_bell: bool) -> None:
+        """ZeroMQ subscribed to the frames with pixels only (``via_bell``) or to all of ``name``."""
+        plain, tagged = name.encode(), name.encode() + PIXELS_TAG
+        new, old = (tagged, plain) if via_bell else (plain, tagged)
+        if bell.receiver is not None:
+            bell.receiver.resubscribe(new, old)
+        else:
+            bell.sock.setsockopt(zmq.SUBSCRIBE, new)
+            bell.sock.setsockopt(zmq.UNSUBSCRIBE, old)
+
+    def _ring_bells(self, now: float) -> None:
+        """Connect the doorbells that answer now (each tried at most every half second)."""
+        for name, bell in self.bells.items():
+            if bell.fd is None and bell.client.try_connect(now):
+                bell.fd = bell.client.fileno()
+                self.poller.register(bell.fd, zmq.POLLIN)
+                self._subscribe(name, bell, True)
+
+    def _lost_bell(self, name: str, bell: _Bell, out: list[Received]) -> None:
+        self._release(name, bell, out, flush=True)
+        bell.pixels.clear()
+        self.poller.unregister(bell.fd)
+        bell.fd = None
+        self._subscribe(name, bell, False)
+        log.info("doorbell of %r went away; reading it over ZeroMQ until its producer is back", name)
+
+    def _from_bell(self, name: str, bell: _Bell, out: list[Received]) -> None:
+        envelopes, alive = bell.client.receive()
+        if self.keep_newest and envelopes:  # the skipped ones are counted by their seq gap
+            envelopes = envelopes[-1:]
+            bell.waiting.clear()
+        now = time.monotonic()
+        for data in envelopes:
+            try:
+                env = codec.decode(data, expected_topic=name)  # a frame header: checked by topic
+            except SchemaError as e:
+                self._bad(e)
+                continue
+            bell.waiting.append((env, now))
+        self._release(name, bell, out)
+        if not alive:
+            self._lost_bell(name, bell, out)
+
+    def _with_pixels(self, name: str, bell: _Bell, parts: Sequence[zmq.Frame]) -> None:
+        """Keep a frame that came over ZeroMQ with its pixels until the bell reaches it."""
         try:
-            if len(parts) not in (2, 3):
-                raise MalformedMessage(f"expected 2 or 3 message parts, got {len(parts)}")
-            name = bytes(parts[0].buffer).decode("utf-8", errors="replace")
-            if name not in self.topics:
-                return None  # prefix match of another topic on a shared endpoint
             env = codec.decode(parts[1].buffer, expected_topic=name)
+        except SchemaError as e:
+            self._bad(e)
+            return
+        bell.pixels[env.seq] = list(parts)
+        while len(bell.pixels) > MAX_PENDING_PIXELS:  # their envelopes never came (a full bell)
+            del bell.pixels[min(bell.pixels)]
+
+    def _release(self, name: str, bell: _Bell, out: list[Received], flush: bool = False) -> None:
+        """Return the bell's envelopes in order, each with its pixels: from the ring, or from
+        ZeroMQ once they are there. A frame whose pixels do not come (within
+        ``PIXELS_WAIT_S``, or ZeroMQ brought later ones, or ``flush``) is counted as dropped."""
+        now = time.monotonic()
+        while bell.waiting:
+            env, since = bell.waiting[0]
+            header: FrameHeader = env.payload  # type: ignore[assignment]
+            if header.shm is not None:
+                msg = self._decode(name, b"", None, env=env)
+            elif (parts := bell.pixels.pop(env.seq, None)) is not None:
+                msg = self._decode(name, b"", parts[2].buffer if len(parts) == 3 else None, len(parts), env=env)
+            elif flush or now - since > PIXELS_WAIT_S or any(s > env.seq for s in bell.pixels):
+                self.dropped += self._seq.gap(name, env.seq) + 1
+                msg = None
+            else:
+                return  # its pixels are on their way over ZeroMQ
+            bell.waiting.popleft()
+            if msg is not None:
+                out.append(msg)
+        last = self._seq.last.get(name)
+        if last is not None:  # frames whose envelopes the bell skipped: counted in the seq gap
+            for seq in [s for s in bell.pixels if s <= last]:
+                del bell.pixels[seq]
+
+    def _wait_ms(self, timeout_ms: int) -> int:
+        """``timeout_ms``, or less while a bell's frame waits for its pixels."""
+        pending = [bell.waiting[0][1] for bell in self.bells.values() if bell.waiting]
+        if not pending:
+            return timeout_ms
+        left_ms = int((min(pending) + PIXELS_WAIT_S - time.monotonic()) * 1000) + 1
+        return max(0, min(timeout_ms, left_ms)) if timeout_ms >= 0 else max(0, left_ms)
+
+    # -- decoding ----------------------------------------------------------------------
+    def _decode_parts(self, parts: Sequence[zmq.Frame]) -> Received | None:
+        if len(parts) not in (2, 3):
+            return self._bad(MalformedMessage(f"expected 2 or 3 message parts, got {len(parts)}"))
+        raw = bytes(parts[0].buffer)
+        if raw.endswith(PIXELS_TAG):  # a ring publisher's frame that carries its pixels
+            raw = raw[: -len(PIXELS_TAG)]
+        name = raw.decode("utf-8", errors="replace")
+        if name not in self.topics:
+            return None  # prefix match of another topic on a shared endpoint
+        pixels = parts[2].buffer if len(parts) == 3 else None
+        bell = self.bells.get(name)
+        if bell is not None and bell.fd is not None:  # its envelope comes (or came) by the bell
+            if pixels is not None and len(pixels) > 0:
+                self._with_pixels(name, bell, parts)
+            return None  # an empty pixel part: in shared memory (sent before the switch)
+        return self._decode(name, parts[1].buffer, pixels, len(parts))
+
+    def _bad(self, e: SchemaError) -> None:
+        self.errors += 1
+        self.last_error = str(e)
+        log.warning("dropped bad message: %s", e)
+
+    def _decode(self, name: str, data: memoryview | bytes, pixel_part: memoryview | None,
+                n_parts: int = 3, env: Envelope | None = None) -> Received | None:
+        """``data``: the envelope (or ``env``, decoded already); ``pixel_part``: the third
+        ZeroMQ part (None for a frame in shared memory that came by a doorbell)."""
+        try:
+            if env is None:
+                env = codec.decode(data, expected_topic=name)
             kind = schema.topic(name).kind
             pixels = None
             unchanged = None
             if kind == "frame":
-                if len(parts) != 3:
+                if n_parts != 3:
                     raise MalformedMessage(f"frame on {name!r} has no pixel part")
                 header: FrameHeader = env.payload  # type: ignore[assignment]
                 if header.shm is not None:
                     try:
                         if self.shm_views:
-                            got = self.shm.view(header.shm, header)
-                            data, unchanged = got if got is not None else (None, None)
+                            got = self.shm.image(header.shm, header, lambda b: frame_pixels(header, b))
+                            pixels, unchanged = got if got is not None else (None, None)
                         else:
                             data = self.shm.read(header.shm, header)
+                            pixels = None if data is None else frame_pixels(header, data)
                     except (FileNotFoundError, ValueError) as e:
                         raise MalformedMessage(f"frame on {name!r}: shared memory {header.shm.segment}: {e}") from None
-                    if data is None:  # the producer overwrote the slot first: dropped, never a torn frame
+                    if pixels is None:  # the producer overwrote the slot first: dropped, never a torn frame
                         self.dropped += self._seq.gap(name, env.seq) + 1
                         return None
-                    pixels = frame_pixels(header, data)
+                elif pixel_part is None:
+                    raise MalformedMessage(f"frame on {name!r} has neither a shared-memory slot nor pixels")
                 else:
-                    pixels = frame_pixels(header, parts[2].buffer)
-            elif len(parts) != 2:
-                raise MalformedMessage(f"message on {name!r} has {len(parts)} parts, expected 2")
+                    pixels = frame_pixels(header, pixel_part)
+            elif n_parts != 2:
+                raise MalformedMessage(f"message on {name!r} has {n_parts} parts, expected 2")
         except SchemaError as e:
-            self.errors += 1
-            self.last_error = str(e)
-            log.warning("dropped bad message: %s", e)
-            return None
+            return self._bad(e)
         if name != "status":  # status has one sequence per node, not per topic
             self.dropped += self._seq.gap(name, env.seq)
         self.received += 1
@@ -313,7 +509,12 @@ class Subscriber:
     def poll(self, timeout_ms: int) -> list[Received]:
         """Wait up to ``timeout_ms`` for messages and return them decoded."""
         out: list[Received] = []
-        ready = dict(self.poller.poll(timeout_ms))
+        if self.bells:
+            self._ring_bells(time.monotonic())
+        ready = dict(self.poller.poll(self._wait_ms(timeout_ms) if self.bells else timeout_ms))
+        for name, bell in self.bells.items():
+            if bell.fd is not None and bell.fd in ready:
+                self._from_bell(name, bell, out)
         if self.wake is not None and self.wake in ready:
             while True:
                 try:
@@ -322,7 +523,7 @@ class Subscriber:
                     break
         for r in self.receivers:
             parts = r.take()
-            if parts is not None and (msg := self._decode(parts)) is not None:
+            if parts is not None and (msg := self._decode_parts(parts)) is not None:
                 out.append(msg)
         for s in self.socks:
             if s not in ready:
@@ -332,8 +533,11 @@ class Subscriber:
                     parts = s.recv_multipart(flags=zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                if (msg := self._decode(parts)) is not None:
+                if (msg := self._decode_parts(parts)) is not None:
                     out.append(msg)
+        for name, bell in self.bells.items():
+            if bell.waiting:  # pixels that came over ZeroMQ, or waited long enough
+                self._release(name, bell, out)
         return out
 
     def close(self) -> None:
@@ -343,6 +547,8 @@ class Subscriber:
             r.join(timeout=1.0)
         for s in self.socks:
             s.close(0)
+        for bell in self.bells.values():
+            bell.client.close()
         if self.wake is not None:
             self.wake.close(0)
         self.shm.close()
