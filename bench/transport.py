@@ -12,7 +12,9 @@ For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transpor
 put in the slot it claimed before the frame is stamped (as a camera capturing into it would),
 the publisher only commits the slot, and the reader uses the pixels in place and checks the
 slot's generation afterwards (``--shm-copy``: the copying path instead, the frame written
-into the ring at publish and copied out by the reader); ``zmq``: the
+into the ring at publish and copied out by the reader), its envelope by the doorbell
+(:mod:`perception.bus.doorbell`); ``shm_zeromq``: the same with the envelope over ZeroMQ
+(a subscriber without doorbells, as a remote-capable one reads it); ``zmq``: the
 same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
 multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
 
@@ -37,10 +39,10 @@ from perception.bus.pubsub import Publisher, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, segment_name
 
-TRANSPORTS = ("shm", "zmq", "raw_pyzmq")
+TRANSPORTS = ("shm", "shm_zeromq", "zmq", "raw_pyzmq")
 
 
-def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> None:  # noqa: ANN001
+def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> None:
     ctx = zmq.Context()
     lat_ms, stamps = [], []
     dropped = 0
@@ -65,7 +67,9 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> Non
             stamps.append(recv)
         sock.close(0)
     else:
-        sub = Subscriber(ctx, {"frames": address}, keep_newest=False, shm_views=kind == "shm" and not copy)
+        in_ring = kind.startswith("shm")
+        sub = Subscriber(ctx, {"frames": address}, keep_newest=False, shm_views=in_ring and not copy,
+                         doorbells=kind == "shm")
         ready.set()
         idle = time.monotonic()
         torn = 0
@@ -95,7 +99,7 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool =
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.bind(address)
     else:
-        ring = FrameRing(segment_name(run_dir, "frames"), 16, image.nbytes) if kind == "shm" else None
+        ring = FrameRing(segment_name(run_dir, "frames"), 16, image.nbytes) if kind.startswith("shm") else None
         pub = Publisher(ctx, address, hwm=0, ring=ring)
     mpctx = mp.get_context("spawn")
     ready, result = mpctx.Event(), mpctx.Queue()
@@ -104,7 +108,7 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool =
     ready.wait()
     time.sleep(0.5)
     header = header_for(image)
-    zero_copy = kind == "shm" and not copy
+    zero_copy = kind.startswith("shm") and not copy
     for i in range(n):
         frame = image
         if zero_copy:  # the frame is captured into the slot it will go out in
@@ -161,9 +165,10 @@ def main() -> None:
         out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
         print(f"{size:<11}{'copy':<12}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
               f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)")
-        s, z = out[size]["shm"], out[size]["zmq"]
+        s, b, z = out[size]["shm"], out[size]["shm_zeromq"], out[size]["zmq"]
         print(f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
-              f"{s['fps'] / max(z['fps'], 1e-9):.2f}x")
+              f"{s['fps'] / max(z['fps'], 1e-9):.2f}x; doorbell vs envelope over ZeroMQ: p50 "
+              f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -63,7 +63,7 @@ def test_ring_frames_come_by_the_bell_once_and_large_ones_over_zeromq_in_order()
     pub = _publisher(ctx, run_dir)
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
     plain = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False, doorbells=False)
-    assert sub.bells["frames"].client.connected and not plain.bells
+    assert sub.bells["frames"].reader.client.connected and not plain.bells
     start = _ready(pub, sub, 0)
     _ready(pub, plain, start)
     start += 100
@@ -90,7 +90,7 @@ def test_a_subscriber_started_first_and_one_whose_producer_restarted_find_its_be
     run_dir = _run_dir()
     ctx = zmq.Context()
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
-    bell = sub.bells["frames"]
+    bell = sub.bells["frames"].reader
     assert not bell.client.connected  # no producer yet
     seq = 0
     for generation in range(2):
@@ -121,7 +121,7 @@ def test_keep_newest_decodes_only_the_newest_and_counts_the_rest() -> None:
     ctx = zmq.Context()
     pub = _publisher(ctx, run_dir)
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=True)
-    assert sub.bells["frames"].client.connected
+    assert sub.bells["frames"].reader.client.connected
     start = _ready(pub, sub, 0)
     dropped = sub.dropped
     for k in range(6):  # all waiting before the next poll
@@ -169,7 +169,7 @@ def test_bad_bell_messages_are_counted_and_a_frame_whose_pixels_never_come_is_dr
     assert path is not None
     server = DoorbellServer(path)  # a producer that rings, and sends nothing over ZeroMQ
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
-    assert sub.bells["frames"].client.connected
+    assert sub.bells["frames"].reader.client.connected
     img = np.zeros(SMALL, np.uint8)
     not_a_frame = codec.encode(Envelope("status", 1, 0, None, schema.Status("n", 1)))
     for data in (b"\x93garbage", not_a_frame):

@@ -9,41 +9,38 @@ keep-newest mode drains its sockets and keeps only the newest frame per topic, c
 everything it skipped (and every ``seq`` gap, which covers drops at the sender) in
 ``dropped``. In deterministic mode it hands over every message in order.
 
-Local links can carry frames in shared memory (:mod:`perception.bus.shm_ring`): a publisher
-with a ring puts the pixels there and sends the slot reference in the frame header (the
-third part is then empty); the subscriber copies them out, or drops the frame (counted)
-when the slot was overwritten first. Such a publisher also rings a doorbell
-(:mod:`perception.bus.doorbell`): local subscribers get those envelopes straight over a Unix
-socket, one wake-up instead of ZeroMQ's three, and ZeroMQ brings them only the frames whose
-pixels did not fit the ring.
+Local links can carry frames in shared memory (:mod:`perception.bus.shm_ring`): a
+:class:`~perception.bus.publisher.Publisher` with a ring puts the pixels there and sends
+the slot reference in the frame header (the third part is then empty); the subscriber
+copies them out, or drops the frame (counted) when the slot was overwritten first. Such a
+publisher also rings a doorbell (:mod:`perception.bus.doorbell`): local subscribers get
+every frame's envelope straight over a Unix socket, one wake-up instead of ZeroMQ's three,
+in order, and ZeroMQ brings them only the pixels of frames that did not fit the ring.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import zmq
 
 from perception.bus import codec, schema
-from perception.bus.doorbell import PIXELS_TAG, DoorbellClient, DoorbellServer, bell_path
+from perception.bus.doorbell import PIXELS_TAG, BellReader, bell_path
+from perception.bus.newest import NewestReceiver, SeqTracker
+from perception.bus.publisher import DEFAULT_HWM, Publisher, header_for
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
-from perception.bus.shm_ring import FrameRing, ShmReader
+from perception.bus.shm_ring import ShmReader
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HWM = 4
+__all__ = ["DEFAULT_HWM", "DETERMINISTIC_HWM", "Publisher", "Received", "Subscriber", "frame_pixels",
+           "header_for", "iter_messages"]
+
 DETERMINISTIC_HWM = 0  # unlimited
-#: how long a frame announced by a doorbell waits for its pixels over ZeroMQ before it is
-#: counted as dropped (ZeroMQ brings them within a few milliseconds; they are lost only
-#: at a high water mark, which the later frames that came instead show at once)
-PIXELS_WAIT_S = 0.1
-MAX_PENDING_PIXELS = 16
 
 
 @dataclass(frozen=True)
@@ -86,185 +83,14 @@ def frame_pixels(header: FrameHeader, buf: memoryview | bytes) -> np.ndarray:
     return view
 
 
-def header_for(image: np.ndarray, encoding: schema.Encoding = "bgr8", **extra: object) -> FrameHeader:
-    """A :class:`FrameHeader` describing a C-contiguous uint8 ``(H, W[, C])`` image."""
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise SchemaError(f"frame must be a uint8 (H, W[, C]) array, got {image.dtype} {image.shape}")
-    h, w = image.shape[:2]
-    return FrameHeader(width=w, height=h, encoding=encoding, stride=int(image.strides[0]), **extra)  # type: ignore[arg-type]
-
-
-def _with_field(obj: object, name: str, value: object) -> object:
-    """``dataclasses.replace(obj, name=value)`` for a frozen record without its per-call field
-    introspection (about half the cost on a sender that just woke up; the value is of the
-    field's type already)."""
-    out = object.__new__(type(obj))
-    out.__dict__.update(obj.__dict__)
-    out.__dict__[name] = value
-    return out
-
-
-def _with_payload(env: Envelope, payload: object) -> Envelope:
-    return _with_field(env, "payload", payload)  # type: ignore[return-value]
-
-
-class Publisher:
-    """Publishes one topic on its endpoint (binds by default, or connects).
-
-    With a ``ring`` on a bound ``ipc://`` endpoint it also serves a doorbell
-    (:class:`~perception.bus.doorbell.DoorbellServer`) for the frames it puts in the ring."""
-
-    def __init__(
-        self,
-        ctx: zmq.Context,
-        address: str,
-        *,
-        bind: bool = True,
-        hwm: int = DEFAULT_HWM,
-        configure: Callable[[zmq.Socket], object] | None = None,
-        ring: FrameRing | None = None,
-    ) -> None:
-        self.address = address
-        self.ring = ring
-        self.sock = ctx.socket(zmq.PUB)
-        self.sock.setsockopt(zmq.SNDHWM, hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if configure is not None:  # e.g. CurveZMQ keys, which must be set before bind
-            configure(self.sock)
-        (self.sock.bind if bind else self.sock.connect)(address)
-        path = bell_path(address) if ring is not None and bind else None
-        self.bell = DoorbellServer(path) if path is not None else None
-
-    def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
-        """Send ``env`` (and, for frames, ``pixels``: into the shared-memory ring when this
-        publisher has one and they fit, else as the third part, without copying). Never
-        blocks."""
-        header = env.payload
-        if pixels is not None and isinstance(header, FrameHeader):
-            pixels = np.ascontiguousarray(pixels)
-            ref = self.ring.write(pixels) if self.ring is not None else None
-            if ref is not None or header.shm is not None:  # a forwarded frame never keeps another ring's slot
-                env = _with_payload(env, _with_field(header, "shm", ref))
-            if ref is not None:
-                pixels = None
-        data = codec.encode(env)
-        name = env.topic.encode()
-        if self.bell is not None and isinstance(header, FrameHeader):
-            # every frame's envelope goes by the bell, in order; one whose pixels did not fit
-            # the ring also goes over ZeroMQ with them, under the name the bell's readers
-            # subscribe to, and they wait for it there
-            self.bell.ring(data)
-            if pixels is not None:
-                name += PIXELS_TAG
-        parts: list[object] = [name, data]
-        if pixels is not None:
-            parts.append(pixels)
-        elif isinstance(env.payload, FrameHeader):
-            parts.append(b"")
-        try:
-            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:  # PUB never raises Again, but be explicit about never blocking
-            pass
-
-    def close(self) -> None:
-        self.sock.close(0)
-        if self.bell is not None:
-            self.bell.close()
-        if self.ring is not None:
-            self.ring.close()
-
-
-@dataclass
-class _SeqTracker:
-    last: dict[str, int] = field(default_factory=dict)
-    first: dict[str, int] = field(default_factory=dict)  # since the sender's last restart
-
-    def gap(self, key: str, seq: int) -> int:
-        prev = self.last.get(key)
-        self.last[key] = seq
-        if prev is None or seq <= prev:
-            self.first[key] = seq
-        if prev is None or seq <= prev:  # first message, or the sender restarted
-            return 0
-        return seq - prev - 1
-
-
-class _NewestReceiver(threading.Thread):
-    """Drains one frame socket continuously and keeps only the newest message.
-
-    ZeroMQ drops the *newest* messages once a queue is full, and ``CONFLATE`` does not
-    support multipart messages, so a consumer slower than its producer would otherwise
-    read stale frames. This thread empties the socket as fast as frames arrive, so queues
-    never fill, and hands the newest one over; a wake-up goes through an inproc pair so the
-    consumer can wait on it together with its other sockets.
-    """
-
-    def __init__(self, ctx: zmq.Context, sock: zmq.Socket, wake_address: str) -> None:
-        super().__init__(daemon=True, name=f"newest:{wake_address}")
-        self.sock = sock
-        self.wake = ctx.socket(zmq.PAIR)
-        self.wake.connect(wake_address)
-        self.lock = threading.Lock()
-        self.latest: list[zmq.Frame] | None = None
-        self.stopped = threading.Event()
-        self._subscriptions: list[tuple[bytes, bytes]] = []
-
-    def resubscribe(self, new: bytes, old: bytes) -> None:
-        """Subscribe the socket to ``new`` and then off ``old``, on this thread (within 50 ms):
-        a ZeroMQ socket belongs to one thread."""
-        with self.lock:
-            self._subscriptions.append((new, old))
-
-    def _apply_subscriptions(self) -> None:
-        with self.lock:
-            changes, self._subscriptions = self._subscriptions, []
-        for new, old in changes:
-            self.sock.setsockopt(zmq.SUBSCRIBE, new)
-            self.sock.setsockopt(zmq.UNSUBSCRIBE, old)
-
-    def run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        try:
-            while not self.stopped.is_set():
-                if self._subscriptions:
-                    self._apply_subscriptions()
-                if not poller.poll(50):
-                    continue
-                parts = None
-                while True:
-                    try:
-                        parts = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                with self.lock:
-                    fresh = self.latest is None
-                    self.latest = parts
-                if fresh:
-                    self.wake.send(b"", flags=zmq.NOBLOCK)
-        finally:
-            self.sock.close(0)
-            self.wake.close(0)
-
-    def take(self) -> list[zmq.Frame] | None:
-        with self.lock:
-            parts, self.latest = self.latest, None
-        return parts
-
-
 @dataclass
 class _Bell:
     """A frame topic whose producer may ring a doorbell, and the ZeroMQ socket it also uses."""
 
-    client: DoorbellClient
+    reader: BellReader
     sock: zmq.Socket
-    receiver: _NewestReceiver | None = None
+    receiver: NewestReceiver | None = None
     fd: int | None = None  # registered with the poller while connected
-    #: envelopes from the bell not yet returned, oldest first, with when they came: the head
-    #: may be a frame whose pixels are still on their way over ZeroMQ
-    waiting: deque[tuple[Envelope, float]] = field(default_factory=deque)
-    #: frames with their pixels from ZeroMQ, by seq, until their envelope's turn on the bell
-    pixels: dict[int, list[zmq.Frame]] = field(default_factory=dict)
 
 
 class Subscriber:
@@ -272,7 +98,7 @@ class Subscriber:
 
     :meth:`poll` returns the messages that arrived, decoded. With ``keep_newest``, sockets
     that carry only frame topics are drained by a background thread that keeps the newest
-    frame (:class:`_NewestReceiver`); other messages are all delivered. ``dropped`` counts
+    frame (:class:`NewestReceiver`); other messages are all delivered. ``dropped`` counts
     every ``seq`` gap (frames skipped here or lost at a sender's high water mark).
     Bad messages are not raised: they are counted in ``errors`` with the text in
     ``last_error`` and skipped, so a node keeps going. Frames that come in shared memory are
@@ -302,7 +128,7 @@ class Subscriber:
         self.shm_views = shm_views
         self.topics = set(endpoints)
         self.socks: list[zmq.Socket] = []
-        self.receivers: list[_NewestReceiver] = []
+        self.receivers: list[NewestReceiver] = []
         self.poller = zmq.Poller()
         self.wake: zmq.Socket | None = None
         self.bells: dict[str, _Bell] = {}
@@ -316,7 +142,7 @@ class Subscriber:
             path = bell_path(address)
             bell = None
             if doorbells and not bind and path is not None and len(names) == 1 and schema.topic(names[0]).kind == "frame":
-                bell = _Bell(DoorbellClient(path), s)
+                bell = _Bell(BellReader(names[0], path, keep_newest), s)
                 self.bells[names[0]] = bell
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
@@ -329,7 +155,7 @@ class Subscriber:
                     self.wake = ctx.socket(zmq.PAIR)
                     self.wake.bind(wake_address)
                     self.poller.register(self.wake, zmq.POLLIN)
-                r = _NewestReceiver(ctx, s, wake_address)
+                r = NewestReceiver(ctx, s, wake_address)
                 self.receivers.append(r)
                 if bell is not None:
                     bell.receiver = r
@@ -341,7 +167,7 @@ class Subscriber:
         self.received = 0
         self.errors = 0
         self.last_error = ""
-        self._seq = _SeqTracker()
+        self._seq = SeqTracker()
         self.shm = ShmReader()
         self._ring_bells(time.monotonic())
 
@@ -359,95 +185,48 @@ class Subscriber:
     def _ring_bells(self, now: float) -> None:
         """Connect the doorbells that answer now (each tried at most every half second)."""
         for name, bell in self.bells.items():
-            if bell.fd is None and bell.client.try_connect(now):
-                bell.fd = bell.client.fileno()
+            if bell.fd is None and bell.reader.client.try_connect(now):
+                bell.fd = bell.reader.client.fileno()
                 self.poller.register(bell.fd, zmq.POLLIN)
                 self._subscribe(name, bell, True)
 
-    def _lost_bell(self, name: str, bell: _Bell, out: list[Received]) -> None:
-        self._release(name, bell, out, flush=True)
-        bell.pixels.clear()
-        self.poller.unregister(bell.fd)
-        bell.fd = None
-        self._subscribe(name, bell, False)
-        log.info("doorbell of %r went away; reading it over ZeroMQ until its producer is back", name)
-
     def _from_bell(self, name: str, bell: _Bell, out: list[Received]) -> None:
-        envelopes, alive = bell.client.receive()
-        if self.keep_newest and envelopes:  # the skipped ones are counted by their seq gap
-            envelopes = envelopes[-1:]
-            bell.waiting.clear()
-        now = time.monotonic()
-        for data in envelopes:
-            try:
-                env = codec.decode(data, expected_topic=name)  # a frame header: checked by topic
-            except SchemaError as e:
-                self._bad(e)
-                continue
-            bell.waiting.append((env, now))
-        self._release(name, bell, out)
-        if not alive:
-            self._lost_bell(name, bell, out)
-
-    def _with_pixels(self, name: str, bell: _Bell, parts: Sequence[zmq.Frame]) -> None:
-        """Keep a frame that came over ZeroMQ with its pixels until the bell reaches it."""
-        try:
-            env = codec.decode(parts[1].buffer, expected_topic=name)
-        except SchemaError as e:
+        errors, alive = bell.reader.take(time.monotonic())
+        for e in errors:
             self._bad(e)
-            return
-        bell.pixels[env.seq] = list(parts)
-        while len(bell.pixels) > MAX_PENDING_PIXELS:  # their envelopes never came (a full bell)
-            del bell.pixels[min(bell.pixels)]
+        self._release(name, bell, out, flush=not alive)
+        if not alive:
+            bell.reader.reset()
+            self.poller.unregister(bell.fd)
+            bell.fd = None
+            self._subscribe(name, bell, False)
+            log.info("doorbell of %r went away; reading it over ZeroMQ until its producer is back", name)
 
     def _release(self, name: str, bell: _Bell, out: list[Received], flush: bool = False) -> None:
-        """Return the bell's envelopes in order, each with its pixels: from the ring, or from
-        ZeroMQ once they are there. A frame whose pixels do not come (within
-        ``PIXELS_WAIT_S``, or ZeroMQ brought later ones, or ``flush``) is counted as dropped."""
-        now = time.monotonic()
-        while bell.waiting:
-            env, since = bell.waiting[0]
-            header: FrameHeader = env.payload  # type: ignore[assignment]
-            if header.shm is not None:
-                msg = self._decode(name, b"", None, env=env)
-            elif (parts := bell.pixels.pop(env.seq, None)) is not None:
-                msg = self._decode(name, b"", parts[2].buffer if len(parts) == 3 else None, len(parts), env=env)
-            elif flush or now - since > PIXELS_WAIT_S or any(s > env.seq for s in bell.pixels):
+        for env, parts in bell.reader.release(time.monotonic(), flush):
+            if parts is False:  # its pixels never came
                 self.dropped += self._seq.gap(name, env.seq) + 1
-                msg = None
+                continue
+            if parts is None:  # in shared memory
+                msg = self._decode(name, b"", None, env=env)
             else:
-                return  # its pixels are on their way over ZeroMQ
-            bell.waiting.popleft()
+                msg = self._decode(name, b"", parts[2].buffer if len(parts) == 3 else None, len(parts), env=env)
             if msg is not None:
                 out.append(msg)
-        last = self._seq.last.get(name)
-        if last is not None:  # frames whose envelopes the bell skipped: counted in the seq gap
-            for seq in [s for s in bell.pixels if s <= last]:
-                del bell.pixels[seq]
-
-    def _wait_ms(self, timeout_ms: int) -> int:
-        """``timeout_ms``, or less while a bell's frame waits for its pixels."""
-        pending = [bell.waiting[0][1] for bell in self.bells.values() if bell.waiting]
-        if not pending:
-            return timeout_ms
-        left_ms = int((min(pending) + PIXELS_WAIT_S - time.monotonic()) * 1000) + 1
-        return max(0, min(timeout_ms, left_ms)) if timeout_ms >= 0 else max(0, left_ms)
 
     # -- decoding ----------------------------------------------------------------------
     def _decode_parts(self, parts: Sequence[zmq.Frame]) -> Received | None:
         if len(parts) not in (2, 3):
             return self._bad(MalformedMessage(f"expected 2 or 3 message parts, got {len(parts)}"))
-        raw = bytes(parts[0].buffer)
-        if raw.endswith(PIXELS_TAG):  # a ring publisher's frame that carries its pixels
-            raw = raw[: -len(PIXELS_TAG)]
+        raw = bytes(parts[0].buffer).removesuffix(PIXELS_TAG)  # a ring publisher's frame with pixels
         name = raw.decode("utf-8", errors="replace")
         if name not in self.topics:
             return None  # prefix match of another topic on a shared endpoint
         pixels = parts[2].buffer if len(parts) == 3 else None
         bell = self.bells.get(name)
         if bell is not None and bell.fd is not None:  # its envelope comes (or came) by the bell
-            if pixels is not None and len(pixels) > 0:
-                self._with_pixels(name, bell, parts)
+            if pixels is not None and len(pixels) > 0 and (e := bell.reader.add_pixels(parts)) is not None:
+                self._bad(e)
             return None  # an empty pixel part: in shared memory (sent before the switch)
         return self._decode(name, parts[1].buffer, pixels, len(parts))
 
@@ -511,7 +290,11 @@ class Subscriber:
         out: list[Received] = []
         if self.bells:
             self._ring_bells(time.monotonic())
-        ready = dict(self.poller.poll(self._wait_ms(timeout_ms) if self.bells else timeout_ms))
+        deadlines = [d for bell in self.bells.values() if (d := bell.reader.deadline()) is not None]
+        if deadlines:  # a bell's frame waits for its pixels until then
+            left_ms = max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+            timeout_ms = left_ms if timeout_ms < 0 else min(timeout_ms, left_ms)
+        ready = dict(self.poller.poll(timeout_ms))
         for name, bell in self.bells.items():
             if bell.fd is not None and bell.fd in ready:
                 self._from_bell(name, bell, out)
@@ -536,7 +319,7 @@ class Subscriber:
                 if (msg := self._decode_parts(parts)) is not None:
                     out.append(msg)
         for name, bell in self.bells.items():
-            if bell.waiting:  # pixels that came over ZeroMQ, or waited long enough
+            if bell.reader.waiting:  # pixels that came over ZeroMQ, or waited long enough
                 self._release(name, bell, out)
         return out
 
@@ -548,7 +331,7 @@ class Subscriber:
         for s in self.socks:
             s.close(0)
         for bell in self.bells.values():
-            bell.client.close()
+            bell.reader.client.close()
         if self.wake is not None:
             self.wake.close(0)
         self.shm.close()
