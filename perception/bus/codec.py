@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from perception.bus.rle_codec import validate_rles
 from perception.bus.schema import (
     DECODE_ERRORS,
     MAX_ENVELOPE_BYTES,
@@ -20,6 +21,7 @@ from perception.bus.schema import (
     Source,
     Text,
     WrongSchemaVersion,
+    rles_checked_together,
     topic,
 )
 
@@ -77,8 +79,10 @@ def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envel
     typed = _typed_decoders.get(expected_topic) if expected_topic is not None else None
     if typed is not None:  # one pass; anything unexpected takes the path below, which names it
         try:
-            wire = typed.decode(data)
-        except DECODE_ERRORS:
+            with rles_checked_together() as masks:
+                wire = typed.decode(data)
+            validate_rles([(m.size, m.counts) for m in masks])
+        except (*DECODE_ERRORS, ValueError):  # the path below names the bad field
             wire = None
         if wire is not None and wire.topic == expected_topic and wire.schema_version == SCHEMA_VERSION:
             env = object.__new__(Envelope)  # every field was just validated by msgspec

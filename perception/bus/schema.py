@@ -23,6 +23,9 @@ than hand-written checks.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -87,7 +90,11 @@ class Rle:
     counts: Annotated[str, msgspec.Meta(max_length=MAX_RLE_COUNTS)]
 
     def __post_init__(self) -> None:
-        validate_rle(self.size, self.counts)  # a bad RLE must never reach pycocotools
+        pending = _unchecked_rles.get()
+        if pending is not None:  # checked with the rest of its message, in one pass
+            pending.append(self)
+        else:
+            validate_rle(self.size, self.counts)  # a bad RLE must never reach pycocotools
 
     def to_coco(self) -> dict[str, object]:
         return {"size": [int(self.size[0]), int(self.size[1])], "counts": self.counts.encode("ascii")}
@@ -111,6 +118,24 @@ class Rle:
             counts = counts.decode("ascii")
         size = rle["size"]
         return cls(size=(int(size[0]), int(size[1])), counts=str(counts))  # type: ignore[index]
+
+
+#: the RLEs made since :func:`rles_checked_together` began, in this thread or task (a scope
+#: of one decode call, not configuration: outside it every Rle is checked as it is made)
+_unchecked_rles: ContextVar[list[Rle] | None] = ContextVar("unchecked_rles", default=None)
+
+
+@contextmanager
+def rles_checked_together() -> Iterator[list[Rle]]:
+    """Within the block, each :class:`Rle` made is collected rather than checked; the caller
+    must check them all (:func:`perception.bus.rle_codec.validate_rles`) before using any.
+    One pass over a message's masks costs a fraction of one check per mask."""
+    pending: list[Rle] = []
+    token = _unchecked_rles.set(pending)
+    try:
+        yield pending
+    finally:
+        _unchecked_rles.reset(token)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from perception.bus import codec, schema
 from perception.bus.masks import decode_mask, encode_mask
+from perception.bus.rle_codec import validate_rle, validate_rles
 from perception.bus.pubsub import frame_pixels
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, Rle, SchemaError
 from perception.node.config import ConfigError
@@ -84,6 +85,41 @@ def test_random_rle_strings_are_rejected_or_decode_exactly(h: int, w: int, count
 def test_valid_rles_round_trip(h: int, w: int, seed: int) -> None:
     m = np.random.default_rng(seed).random((h, w)) > 0.6
     assert np.array_equal(decode_mask(encode_mask(m)), m)
+
+
+_rle_text = st.text(alphabet=st.characters(min_codepoint=40, max_codepoint=120), max_size=30)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12), st.booleans(), _rle_text, st.integers(0, 2**32 - 1)),
+                max_size=8))
+def test_masks_checked_together_are_accepted_exactly_when_each_is_alone(masks: list) -> None:
+    items = []
+    for h, w, real, counts, seed in masks:  # real masks, and random strings (mostly bad)
+        if real:
+            counts = encode_mask(np.random.default_rng(seed).random((h, w)) > 0.5).counts
+        items.append(((h, w), counts))
+    bad = []
+    for i, (size, counts) in enumerate(items):
+        try:
+            validate_rle(size, counts)
+        except ValueError:
+            bad.append(i)
+    if not bad:
+        validate_rles(items)
+        return
+    with pytest.raises(ValueError, match=f"^mask {bad[0]}: "):
+        validate_rles(items)
+
+
+def test_a_bad_mask_among_many_in_a_message_is_named() -> None:
+    good = encode_mask(np.eye(6, dtype=bool))
+    det = schema.Detections("m", 6, 6, tuple(schema.Instance(0, 0.9, (0, 0, 6, 6), good) for _ in range(5)))
+    doc = codec.to_plain(Envelope("detections", 0, 0, None, det))
+    assert codec.decode(msgspec.msgpack.encode(doc), expected_topic="detections").payload == det
+    doc["payload"]["instances"][3]["mask"]["counts"] = good.counts[:-1] + "1"
+    with pytest.raises(MalformedMessage, match=r"instances\[3\]\.mask"):
+        codec.decode(msgspec.msgpack.encode(doc), expected_topic="detections")
 
 
 def test_rle_claiming_a_huge_size_is_rejected() -> None:
