@@ -162,7 +162,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
 def seeds(name: str, folder: Path) -> None:
     """Valid examples of the decoder's format, for libFuzzer to start from."""
     folder.mkdir(parents=True, exist_ok=True)
-    from perception.bus import schema
+    from perception.bus import codec
     from perception.bus.pubsub import header_for
     from perception.bus.schema import Envelope, Source
 

@@ -11,7 +11,7 @@ import numpy as np
 import zmq
 
 from perception.bus import codec, schema
-from perception.bus.doorbell import DoorbellClient, DoorbellServer, bell_path
+from perception.bus.doorbell import DoorbellClient, DoorbellServer, bell_path, marker
 from perception.bus.pubsub import Publisher, Received, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, segment_name
@@ -172,19 +172,20 @@ def test_bad_bell_messages_are_counted_and_a_frame_whose_pixels_never_come_is_dr
     assert sub.bells["frames"].reader.client.connected
     img = np.zeros(SMALL, np.uint8)
     not_a_frame = codec.encode(Envelope("status", 1, 0, None, schema.Status("n", 1)))
-    for data in (b"\x93garbage", not_a_frame):
+    no_pixels = codec.encode(Envelope("frames", 2, 0, None, header_for(img)))  # nor a slot
+    for data in (b"\x93garbage", not_a_frame, b"\x00short", no_pixels):
         server.ring(data)
     deadline = time.monotonic() + 5
-    while sub.errors < 2 and time.monotonic() < deadline:
+    while sub.errors < 4 and time.monotonic() < deadline:
         assert sub.poll(50) == []
-    assert sub.errors == 2 and "status" in sub.last_error
-    # announced with its pixels to come over ZeroMQ, which never brings them
+    assert sub.errors == 4 and "neither a shared-memory slot nor pixels" in sub.last_error
+    # marked as coming over ZeroMQ, which never brings them
     for seq in (10, 11):
-        server.ring(codec.encode(Envelope("frames", seq, 0, None, header_for(img))))
+        server.ring(marker(seq))
     t0 = time.monotonic()
     while sub.dropped < 2 and time.monotonic() < t0 + 5:
         assert sub.poll(50) == []
-    assert sub.dropped == 2 and sub.errors == 2
+    assert sub.dropped == 2 and sub.errors == 4
     assert time.monotonic() - t0 < 1.0  # each waits PIXELS_WAIT_S, not the poll's timeout
     sub.close()
     server.close()
@@ -198,3 +199,41 @@ def test_bell_paths_only_for_local_endpoints() -> None:
     p = f"{_run_dir()}/plain.bell"
     open(p, "w").close()
     assert not DoorbellClient(p).try_connect()
+
+
+def test_other_topics_come_by_the_bell_to_live_readers_and_over_zeromq_to_deterministic_ones(monkeypatch) -> None:
+    from perception.bus import doorbell
+
+    monkeypatch.setattr(doorbell, "MAX_MESSAGE", 400)  # so that the larger messages are marked
+    run_dir = _run_dir()
+    ctx = zmq.Context()
+    address = schema.endpoint("detections", run_dir)
+    pub = Publisher(ctx, address, hwm=0, doorbell=True)
+    live = Subscriber(ctx, {"detections": address}, keep_newest=True, hwm=1000)
+    every = Subscriber(ctx, {"detections": address}, keep_newest=False)
+    assert live.bells["detections"].reader.client.connected and not every.bells
+
+    def det(seq: int, n: int) -> Envelope:
+        inst = tuple(schema.Instance(0, 0.5, (0, 0, 1 + k, 1 + k)) for k in range(n))
+        return Envelope("detections", seq, time.monotonic_ns(), Source("c", seq, 0), schema.Detections("m", 8, 8, inst))
+
+    seq, deadline = 0, time.monotonic() + 20
+    while not (live.poll(20) and every.poll(20)) and time.monotonic() < deadline:  # slow joiners
+        pub.send(det(seq, 1))
+        seq += 1
+    time.sleep(0.2)
+    live.poll(0), every.poll(0)
+    start = seq + 10
+    sizes = [1 if k % 3 else 30 for k in range(30)]  # every third too large for the bell
+    assert not doorbell.DoorbellServer.fits(codec.encode(det(0, 30)))
+    for k, n in enumerate(sizes):
+        pub.send(det(start + k, n))
+    for s in (live, every):
+        got = [m for m in _collect(s, start + 29) if m.envelope.seq >= start]
+        assert [m.envelope.seq for m in got] == list(range(start, start + 30))  # each once, in order
+        assert [len(m.envelope.payload.instances) for m in got] == sizes
+    assert len(pub.bell.peers) == 1
+    for s in (live, every):
+        s.close()
+    pub.close()
+    ctx.term()

@@ -1,29 +1,32 @@
-"""Doorbells: the envelopes of frames in shared memory, sent from the producer straight to
-its local readers over a Unix ``SOCK_SEQPACKET`` socket beside the topic's ZeroMQ endpoint
+"""Doorbells: a local topic's messages sent from the publisher straight to its local
+readers over a Unix ``SOCK_SEQPACKET`` socket beside the topic's ZeroMQ endpoint
 (``ipc://<path>`` -> ``<path>.bell``).
 
-Why not ZeroMQ for these few hundred bytes: a ZeroMQ message goes from the sending thread
-to the sender's I/O thread, through the kernel, to the receiver's I/O thread and then to the
-receiving thread, three wake-ups; over a Unix socket it is one. ``bench/transport.py``
-measures both in one run: its ``shm`` row (the envelope by the bell) beside ``shm_zeromq``
-(the same ring, the envelope over ZeroMQ). Nothing in pyzmq or the standard library
-offers this fan-out, so it is written here, small:
+Why not ZeroMQ for these few hundred bytes or kilobytes: a ZeroMQ message goes from the
+sending thread to the sender's I/O thread, through the kernel, to the receiver's I/O thread
+and then to the receiving thread, three wake-ups; over a Unix socket it is one.
+``bench/transport.py`` measures both in one run: its ``shm`` row (a frame's envelope by
+the bell, its pixels in shared memory) beside ``shm_zeromq`` (the same ring, the envelope
+over ZeroMQ). Nothing in pyzmq or the standard library offers this fan-out, so it is
+written here, small:
 
-- :class:`DoorbellServer` (the producer's): a listening socket; on each frame it accepts
-  whoever connected since the last one and sends the envelope to every reader without
-  blocking. A reader whose queue is full misses that frame (it sees the ``seq`` gap and
-  counts it as dropped, as at a ZeroMQ high water mark); a reader that went away is
-  forgotten.
-- :class:`DoorbellClient` (a reader's): connects when the producer's bell exists, retries
-  every ``retry_s`` when it does not (producer not started yet, or restarted), and reports
-  a lost producer (end of stream) so the reader falls back to ZeroMQ until the new one's
-  bell answers.
+- :class:`DoorbellServer` (the publisher's): a listening socket; on each message it accepts
+  whoever connected since the last one and sends to every reader without blocking. A
+  reader whose queue is full misses that message (it sees the ``seq`` gap and counts it as
+  dropped, as at a ZeroMQ high water mark); a reader that went away is forgotten.
+- :class:`DoorbellClient` (a reader's): connects when the publisher's bell exists, retries
+  every ``retry_s`` when it does not (not started yet, or restarted), and reports a lost
+  publisher (end of stream) so the reader falls back to ZeroMQ until the new one's bell
+  answers.
+- :class:`BellReader`: a reader's topic, its messages released in order.
 
-The bell carries the envelope of every frame, in order. A frame whose pixels did not fit
-the ring also goes over ZeroMQ, with them, as topic ``<name>\\0pixels``: a plain
-subscription to ``<name>`` (a reader without a bell: remote, or with doorbells
-turned off) still matches it by prefix, and a reader with a bell subscribes to that alone,
-so ZeroMQ brings it only the pixels its bell announced, which it matches by ``seq`` (see
+The bell carries every message of its topic, in order: complete when it fits (a frame's
+envelope when its pixels are in the ring; any other message up to ``MAX_MESSAGE``), else
+as a :func:`marker` of its ``seq``, the message itself (a frame with its pixels) then going
+over ZeroMQ as topic ``<name>\\0zmq``. Every message also goes over ZeroMQ for readers
+without a bell (remote, or with doorbells turned off): a plain subscription to ``<name>``
+matches both by prefix. A reader with a bell subscribes to ``<name>\\0zmq`` alone, so
+ZeroMQ brings it only what its bell marked, matched by ``seq`` (see
 :class:`~perception.bus.pubsub.Subscriber`).
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -40,18 +44,27 @@ from typing import Literal
 import zmq
 
 from perception.bus import codec
-from perception.bus.schema import Envelope, FrameHeader, SchemaError
+from perception.bus.schema import Envelope, MalformedMessage, SchemaError
 
-#: the ZeroMQ topic suffix of a ring publisher's frames that travel with their pixels
-PIXELS_TAG = b"\x00pixels"
+#: the ZeroMQ topic suffix of the messages a bell announced and ZeroMQ carries
+OVER_ZEROMQ = b"\x00zmq"
 SUFFIX = ".bell"
-#: the largest envelope a bell carries (frame envelopes are a few hundred bytes)
-MAX_MESSAGE = 64 * 1024
-#: how long a frame the bell announced waits for its pixels over ZeroMQ before it is counted
-#: as dropped (they come within milliseconds, and are lost only at a high water mark, which
-#: the later frames that came instead show at once)
-PIXELS_WAIT_S = 0.1
-MAX_PENDING_PIXELS = 16
+#: the largest message a bell carries (frame envelopes are a few hundred bytes, detections
+#: a few kB); a larger one goes as a marker and over ZeroMQ
+MAX_MESSAGE = 256 * 1024
+#: each reader's queue in the kernel (within the usual ``net.core.wmem_max`` of 4 MiB)
+QUEUE_BYTES = 1 << 20
+_MARKER = struct.Struct("<cq")  # a zero byte (never the start of a msgpack envelope), the seq
+#: how long a message the bell marked waits for ZeroMQ to bring it before it is counted as
+#: dropped (it comes within milliseconds, and is lost only at a high water mark, which the
+#: later ones that came instead show at once)
+CARRIED_WAIT_S = 0.1
+MAX_CARRIED = 16
+
+
+def marker(seq: int) -> bytes:
+    """What the bell carries for a message that travels over ZeroMQ: its seq."""
+    return _MARKER.pack(b"\x00", seq)
 
 
 def bell_path(address: str) -> str | None:
@@ -89,7 +102,13 @@ class DoorbellServer:
             except (BlockingIOError, InterruptedError):
                 return
             peer.setblocking(False)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, QUEUE_BYTES)
             self.peers.append(peer)
+
+    @staticmethod
+    def fits(data: bytes) -> bool:
+        """Whether ``data`` can go by the bell (else: a :func:`marker`, and ZeroMQ)."""
+        return len(data) <= MAX_MESSAGE
 
     def ring(self, data: bytes) -> int:
         """Send ``data`` to every reader, never blocking; returns how many got it."""
@@ -177,90 +196,94 @@ class DoorbellClient:
             self.sock = None
 
 
-#: what :meth:`BellReader.release` gives for a frame: None (its pixels are in shared memory),
-#: the ZeroMQ message that brought its pixels, or False (they never came: dropped)
-Pixels = list[zmq.Frame] | None | Literal[False]
+#: what :meth:`BellReader.release` gives for a message: None (it came complete by the
+#: bell), the ZeroMQ message that carried it, or False (that never came: dropped)
+Carried = list[zmq.Frame] | None | Literal[False]
 
 
 class BellReader:
-    """One frame topic's bell on a reader's side: the envelopes it announced, released in
-    their order, each with where its pixels are.
+    """One topic's bell on a reader's side: the messages it brought, released in their
+    order, each complete or with the ZeroMQ message that carried it.
 
-    Envelopes come by the bell (:meth:`take`); the pixels of a frame that did not fit the
-    ring come over ZeroMQ (:meth:`add_pixels`), a little later, and the frames announced
-    after it wait for them (at most ``wait_s``). With ``keep_newest`` only the newest
-    envelope of each :meth:`take` is kept (the reader counts the rest by their ``seq`` gap).
+    Messages come by the bell (:meth:`take`), complete or as a marker; a marked one comes
+    over ZeroMQ (:meth:`add_carried`), a little later, and the messages after it wait for it
+    (at most ``wait_s``). With ``keep_newest`` (frame topics of a keep-newest reader) only
+    the newest of each :meth:`take` is kept (the reader counts the rest by their ``seq`` gap).
     """
 
     def __init__(self, topic: str, path: str, keep_newest: bool, retry_s: float = 0.5,
-                 wait_s: float = PIXELS_WAIT_S) -> None:
+                 wait_s: float = CARRIED_WAIT_S) -> None:
         self.topic = topic
         self.client = DoorbellClient(path, retry_s)
         self.keep_newest = keep_newest
         self.wait_s = wait_s
-        #: announced and not yet released, oldest first, with when each came
-        self.waiting: deque[tuple[Envelope, float]] = deque()
-        #: frames that came over ZeroMQ with their pixels, by seq, until their turn
-        self.pixels: dict[int, list[zmq.Frame]] = {}
+        #: (seq, the message or None for a marker, when it came), oldest first
+        self.waiting: deque[tuple[int, Envelope | None, float]] = deque()
+        #: messages that came over ZeroMQ, by seq, until their turn
+        self.carried: dict[int, tuple[Envelope, list[zmq.Frame]]] = {}
         self._released: int | None = None  # the seq released last
 
     def take(self, now: float) -> tuple[list[SchemaError], bool]:
-        """Read what the bell brought: the envelopes that did not decode, and whether the
+        """Read what the bell brought: the messages that did not decode, and whether the
         bell still answers (False: the producer went away)."""
-        envelopes, alive = self.client.receive()
-        if self.keep_newest and envelopes:
-            envelopes = envelopes[-1:]
+        messages, alive = self.client.receive()
+        if self.keep_newest and messages:
+            messages = messages[-1:]
             self.waiting.clear()
         errors = []
-        for data in envelopes:
+        for data in messages:
             try:
-                self.waiting.append((codec.decode(data, expected_topic=self.topic), now))
+                if data[:1] == b"\x00":
+                    if len(data) != _MARKER.size:
+                        raise MalformedMessage(f"doorbell of {self.topic!r}: a marker of {len(data)} bytes")
+                    self.waiting.append((_MARKER.unpack(data)[1], None, now))
+                else:
+                    env = codec.decode(data, expected_topic=self.topic)
+                    self.waiting.append((env.seq, env, now))
             except SchemaError as e:
                 errors.append(e)
         return errors, alive
 
-    def add_pixels(self, parts: Sequence[zmq.Frame]) -> SchemaError | None:
-        """Keep a frame that came over ZeroMQ with its pixels until the bell reaches it."""
+    def add_carried(self, parts: Sequence[zmq.Frame]) -> SchemaError | None:
+        """Keep a message that came over ZeroMQ until the bell reaches it."""
         try:
             env = codec.decode(parts[1].buffer, expected_topic=self.topic)
         except SchemaError as e:
             return e
-        self.pixels[env.seq] = list(parts)
-        while len(self.pixels) > MAX_PENDING_PIXELS:  # their envelopes never came (a full bell)
-            del self.pixels[min(self.pixels)]
+        self.carried[env.seq] = (env, list(parts))
+        while len(self.carried) > MAX_CARRIED:  # their markers never came (a full bell)
+            del self.carried[min(self.carried)]
         return None
 
     def deadline(self) -> float | None:
-        """When the frame at the head stops waiting for its pixels; None when nothing waits."""
-        return self.waiting[0][1] + self.wait_s if self.waiting else None
+        """When the message at the head stops waiting; None when nothing waits."""
+        return self.waiting[0][2] + self.wait_s if self.waiting else None
 
-    def release(self, now: float, flush: bool = False) -> list[tuple[Envelope, Pixels]]:
-        """The announced frames whose turn it is, in order, each with its :data:`Pixels`.
-        The head waits for its pixels until ``deadline()``, or until ZeroMQ brought later
-        ones (so it lost this one), or ``flush``."""
-        out: list[tuple[Envelope, Pixels]] = []
+    def release(self, now: float, flush: bool = False) -> list[tuple[int, Envelope | None, Carried]]:
+        """The messages whose turn it is, in order: ``(seq, envelope, how it came)``, the
+        envelope None for one that never came. The head waits for ZeroMQ until
+        ``deadline()``, or until ZeroMQ brought later ones (so it lost this one), or ``flush``."""
+        out: list[tuple[int, Envelope | None, Carried]] = []
         while self.waiting:
-            env, since = self.waiting[0]
-            header: FrameHeader = env.payload  # type: ignore[assignment]
-            got: Pixels
-            if header.shm is not None:
-                got = None
-            elif (parts := self.pixels.pop(env.seq, None)) is not None:
-                got = parts
-            elif flush or now - since > self.wait_s or any(s > env.seq for s in self.pixels):
-                got = False
-            else:
-                break  # its pixels are on their way over ZeroMQ
+            seq, env, since = self.waiting[0]
+            got: Carried = None
+            if env is None:
+                if (over := self.carried.pop(seq, None)) is not None:
+                    env, got = over
+                elif flush or now - since > self.wait_s or any(s > seq for s in self.carried):
+                    got = False
+                else:
+                    break  # on its way over ZeroMQ
             self.waiting.popleft()
-            out.append((env, got))
-            self._released = env.seq
-        if self._released is not None:  # frames whose envelopes the bell skipped
-            for seq in [s for s in self.pixels if s <= self._released]:
-                del self.pixels[seq]
+            out.append((seq, env, got))
+            self._released = seq
+        if self._released is not None:  # carried ones whose markers the bell skipped
+            for seq in [s for s in self.carried if s <= self._released]:
+                del self.carried[seq]
         return out
 
     def reset(self) -> None:
         """Forget everything (the producer went away; a new one counts from 0 again)."""
         self.waiting.clear()
-        self.pixels.clear()
+        self.carried.clear()
         self._released = None

@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from perception.bus import codec, schema
-from perception.bus.doorbell import PIXELS_TAG, DoorbellServer, bell_path
+from perception.bus.doorbell import OVER_ZEROMQ, DoorbellServer, bell_path, marker
 from perception.bus.schema import Envelope, FrameHeader, SchemaError
 from perception.bus.shm_ring import FrameRing
 
@@ -46,8 +46,11 @@ def _with_payload(env: Envelope, payload: object) -> Envelope:
 class Publisher:
     """Publishes one topic on its endpoint (binds by default, or connects).
 
-    With a ``ring`` on a bound ``ipc://`` endpoint it also serves a doorbell
-    (:class:`~perception.bus.doorbell.DoorbellServer`) for the frames it puts in the ring."""
+    On a bound ``ipc://`` endpoint it also serves a doorbell
+    (:class:`~perception.bus.doorbell.DoorbellServer`) when it has a ``ring`` or is asked to
+    (``doorbell=True``; the nodes do outside deterministic runs): local readers then get its
+    messages over the bell, each complete when it fits, else announced there and read from
+    ZeroMQ."""
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Publisher:
         hwm: int = DEFAULT_HWM,
         configure: Callable[[zmq.Socket], object] | None = None,
         ring: FrameRing | None = None,
+        doorbell: bool | None = None,
     ) -> None:
         self.address = address
         self.ring = ring
@@ -67,7 +71,7 @@ class Publisher:
         if configure is not None:  # e.g. CurveZMQ keys, which must be set before bind
             configure(self.sock)
         (self.sock.bind if bind else self.sock.connect)(address)
-        path = bell_path(address) if ring is not None and bind else None
+        path = bell_path(address) if bind and (ring is not None if doorbell is None else doorbell) else None
         self.bell = DoorbellServer(path) if path is not None else None
 
     def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
@@ -84,13 +88,15 @@ class Publisher:
                 pixels = None
         data = codec.encode(env)
         name = env.topic.encode()
-        if self.bell is not None and isinstance(header, FrameHeader):
-            # every frame's envelope goes by the bell, in order; one whose pixels did not fit
-            # the ring also goes over ZeroMQ with them, under the name the bell's readers
-            # subscribe to, and they wait for it there
-            self.bell.ring(data)
-            if pixels is not None:
-                name += PIXELS_TAG
+        if self.bell is not None:
+            # every message goes by the bell, in order: complete when it fits, else as a
+            # marker of its seq, and then over ZeroMQ (a frame with its pixels) under the
+            # name the bell's readers subscribe to there
+            if pixels is None and self.bell.fits(data):
+                self.bell.ring(data)
+            else:
+                self.bell.ring(marker(env.seq))
+                name += OVER_ZEROMQ
         parts: list[object] = [name, data]
         if pixels is not None:
             parts.append(pixels)

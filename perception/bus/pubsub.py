@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from perception.bus import codec, schema
-from perception.bus.doorbell import PIXELS_TAG, BellReader, bell_path
+from perception.bus.doorbell import OVER_ZEROMQ, BellReader, bell_path
 from perception.bus.newest import NewestReceiver, SeqTracker
 from perception.bus.publisher import DEFAULT_HWM, Publisher, header_for
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
@@ -105,11 +105,12 @@ class Subscriber:
     copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check
     (for a consumer that is done with the pixels before it checks, such as a node's step).
 
-    A frame topic on a local (``ipc://``) endpoint of its own is also read from its
-    producer's doorbell when it has one (:mod:`perception.bus.doorbell`), found at start and
-    retried every half second: its envelopes then come over the bell (in keep-newest mode
-    only the newest is decoded), ZeroMQ is subscribed to the frames that carry their pixels
-    only, and when the producer goes away the subscription returns to everything on ZeroMQ.
+    A topic on a local (``ipc://``) endpoint of its own is also read from its publisher's
+    doorbell when it has one (:mod:`perception.bus.doorbell`; frame topics always, others in
+    keep-newest mode), found at start and retried every half second: its messages then come
+    by the bell (in keep-newest mode only the newest frame is decoded), ZeroMQ is subscribed
+    to the ones the bell marked only, and when the publisher goes away the subscription
+    returns to everything on ZeroMQ.
     """
 
     def __init__(
@@ -141,8 +142,10 @@ class Subscriber:
             s.setsockopt(zmq.LINGER, 0)
             path = bell_path(address)
             bell = None
-            if doorbells and not bind and path is not None and len(names) == 1 and schema.topic(names[0]).kind == "frame":
-                bell = _Bell(BellReader(names[0], path, keep_newest), s)
+            frames = schema.topic(names[0]).kind == "frame"
+            # a deterministic reader takes other topics from ZeroMQ, whose queue has no limit
+            if doorbells and not bind and path is not None and len(names) == 1 and (frames or keep_newest):
+                bell = _Bell(BellReader(names[0], path, keep_newest and frames), s)
                 self.bells[names[0]] = bell
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
@@ -174,7 +177,7 @@ class Subscriber:
     # -- doorbells ---------------------------------------------------------------------
     def _subscribe(self, name: str, bell: _Bell, via_bell: bool) -> None:
         """ZeroMQ subscribed to the frames with pixels only (``via_bell``) or to all of ``name``."""
-        plain, tagged = name.encode(), name.encode() + PIXELS_TAG
+        plain, tagged = name.encode(), name.encode() + OVER_ZEROMQ
         new, old = (tagged, plain) if via_bell else (plain, tagged)
         if bell.receiver is not None:
             bell.receiver.resubscribe(new, old)
@@ -203,32 +206,32 @@ class Subscriber:
             log.info("doorbell of %r went away; reading it over ZeroMQ until its producer is back", name)
 
     def _release(self, name: str, bell: _Bell, out: list[Received], flush: bool = False) -> None:
-        for env, parts in bell.reader.release(time.monotonic(), flush):
-            if parts is False:  # its pixels never came
-                self.dropped += self._seq.gap(name, env.seq) + 1
+        for seq, env, parts in bell.reader.release(time.monotonic(), flush):
+            if parts is False:  # ZeroMQ never brought it
+                self.dropped += self._seq.gap(name, seq) + 1
                 continue
-            if parts is None:  # in shared memory
-                msg = self._decode(name, b"", None, env=env)
+            if parts is None:  # complete by the bell (a frame's pixels in shared memory)
+                n_parts, pixel_part = (3 if isinstance(env.payload, FrameHeader) else 2), None
             else:
-                msg = self._decode(name, b"", parts[2].buffer if len(parts) == 3 else None, len(parts), env=env)
-            if msg is not None:
+                n_parts, pixel_part = len(parts), parts[2].buffer if len(parts) == 3 else None
+            if (msg := self._decode(name, b"", pixel_part, n_parts, env=env)) is not None:
                 out.append(msg)
 
     # -- decoding ----------------------------------------------------------------------
     def _decode_parts(self, parts: Sequence[zmq.Frame]) -> Received | None:
         if len(parts) not in (2, 3):
             return self._bad(MalformedMessage(f"expected 2 or 3 message parts, got {len(parts)}"))
-        raw = bytes(parts[0].buffer).removesuffix(PIXELS_TAG)  # a ring publisher's frame with pixels
-        name = raw.decode("utf-8", errors="replace")
+        raw = bytes(parts[0].buffer)
+        marked = raw.endswith(OVER_ZEROMQ)  # a bell publisher's message its bell marked
+        name = raw.removesuffix(OVER_ZEROMQ).decode("utf-8", errors="replace")
         if name not in self.topics:
             return None  # prefix match of another topic on a shared endpoint
-        pixels = parts[2].buffer if len(parts) == 3 else None
         bell = self.bells.get(name)
-        if bell is not None and bell.fd is not None:  # its envelope comes (or came) by the bell
-            if pixels is not None and len(pixels) > 0 and (e := bell.reader.add_pixels(parts)) is not None:
+        if bell is not None and bell.fd is not None:  # it comes (or came) by the bell
+            if marked and (e := bell.reader.add_carried(parts)) is not None:
                 self._bad(e)
-            return None  # an empty pixel part: in shared memory (sent before the switch)
-        return self._decode(name, parts[1].buffer, pixels, len(parts))
+            return None  # unmarked: the bell brought it (sent before the switch)
+        return self._decode(name, parts[1].buffer, parts[2].buffer if len(parts) == 3 else None, len(parts))
 
     def _bad(self, e: SchemaError) -> None:
         self.errors += 1

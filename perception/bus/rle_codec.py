@@ -76,13 +76,13 @@ def validate_rles(masks: Sequence[tuple[tuple[int, int], str]]) -> None:
     encodes exactly ``size[0] * size[1]`` pixels."""
     try:
         _check_together(masks)
-    except ValueError as e:  # which one: the first that fails alone
+    except ValueError:  # which one: the first that fails alone
         for i, (size, counts) in enumerate(masks):
             try:
                 validate_rle(size, counts)
             except ValueError as alone:
                 raise ValueError(f"mask {i}: {alone}") from None
-        raise e
+        raise
 
 
 def _check_together(masks: Sequence[tuple[tuple[int, int], str]]) -> None:

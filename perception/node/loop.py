@@ -109,7 +109,10 @@ class NodeLoop:
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)))
             if logic.inputs else None
         )
-        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm, ring=self._ring(t))
+        # doorbells to the local readers, but not in deterministic runs, where every reader
+        # takes every message from ZeroMQ's unbounded queues
+        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm, ring=self._ring(t),
+                                  doorbell=not ctx.deterministic)
                      for t in logic.outputs}
         self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
                                     bind=False, hwm=16)
