@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from perception.camera.preprocess import resize_interpolation
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -87,7 +89,7 @@ def augment_image(image: np.ndarray, layers: Sequence[np.ndarray], size: tuple[i
     scale = math.exp(rng.uniform(math.log(aug.scale_min), math.log(aug.scale_max)))
     flip = bool(rng.random() < aug.flip)
     where = layout((image.shape[1], image.shape[0]), size, scale, rng)
-    interp = cv2.INTER_AREA if where[0] < image.shape[1] else cv2.INTER_LINEAR
+    interp = resize_interpolation(image.shape[1], where[0])
     out = place(image, where, size, flip, pad_value, interp)
     warped = [place(layer, where, size, flip, 0, cv2.INTER_NEAREST) for layer in layers]
     if aug.photometric > 0:
