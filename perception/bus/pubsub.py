@@ -176,7 +176,7 @@ class Subscriber:
 
     # -- doorbells ---------------------------------------------------------------------
     def _subscribe(self, name: str, bell: _Bell, via_bell: bool) -> None:
-        """ZeroMQ subscribed to the frames with pixels only (``via_bell``) or to all of ``name``."""
+        """ZeroMQ subscribed to what the bell marked only (``via_bell``) or to all of ``name``."""
         plain, tagged = name.encode(), name.encode() + OVER_ZEROMQ
         new, old = (tagged, plain) if via_bell else (plain, tagged)
         if bell.receiver is not None:
