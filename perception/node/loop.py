@@ -109,11 +109,7 @@ class NodeLoop:
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)))
             if logic.inputs else None
         )
-        # doorbells to the local readers, but not in deterministic runs, where every reader
-        # takes every message from ZeroMQ's unbounded queues
-        self.pubs = {t: Publisher(self.zctx, schema.endpoint(t, ctx.run_dir), hwm=hwm, ring=self._ring(t),
-                                  doorbell=not ctx.deterministic)
-                     for t in logic.outputs}
+        self.pubs = {t: self._publisher(t, hwm) for t in logic.outputs}
         self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
                                     bind=False, hwm=16)
         self.seq = {t: 0 for t in logic.outputs}
@@ -123,6 +119,16 @@ class NodeLoop:
         self._next_heartbeat = 0
         self._parent = os.getppid()
         self._prepare: Callable[[int], object] | None = getattr(logic, "prepare", None)
+
+    def _publisher(self, topic: str, hwm: int) -> Publisher:
+        """``topic``'s publisher, with a doorbell for local readers where it saves them a
+        ZeroMQ hop: not in deterministic runs (every reader takes every message from
+        ZeroMQ's unbounded queues), nor for frames without a ring (their pixels go over
+        ZeroMQ anyway)."""
+        ring = self._ring(topic)
+        frames = schema.topic(topic).kind == "frame"
+        bell = not self.ctx.deterministic and (ring is not None or not frames)
+        return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell)
 
     def _ring(self, topic: str) -> FrameRing | None:
         """A shared-memory ring for a frame topic of this node (when the launch asks for one)."""
