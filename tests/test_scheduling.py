@@ -194,3 +194,39 @@ def test_a_model_given_up_under_load_is_tried_again_when_the_load_is_gone() -> N
     # runs now, and once the starved runs have left the fast model's window it fits again
     assert back[-1] == "accurate" and p.expired >= 1
     assert 20 < back.index("accurate") <= 64 + 4
+
+
+def test_estimates_made_ahead_change_no_decision() -> None:
+    """The segmenter makes the next frame's estimates while it waits (Policy.prepare): on a
+    run with switches, changing latencies and estimates that expire, every decision is the
+    one a policy that makes them on the frame makes."""
+    import random
+
+    rng = random.Random(5)
+    ahead, on_frame = _policy(stale_after_frames=6), _policy(stale_after_frames=6)
+    now = 10_000 * MS
+    for i in range(300):
+        now += 66 * MS
+        age = rng.uniform(5, 40)
+        ahead.prepare()
+        a = ahead.choose(now, SeqFrame(now - int(age * MS), i))
+        b = on_frame.choose(now, SeqFrame(now - int(age * MS), i))
+        assert (a.model, a.predicted_ms, a.reason) == (b.model, b.predicted_ms, b.reason)
+        instances = rng.randrange(0, 40)
+        ms = (rng.uniform(15, 25) if a.model == "fast" else rng.uniform(40, 120)) * (3 if i % 90 > 70 else 1)
+        ahead.observe(a.model, ms, instances)
+        on_frame.observe(b.model, ms, instances)
+    assert ahead.counters() == on_frame.counters()
+    assert ahead.switches > 2 and ahead.expired > 0
+
+
+def test_estimate_follows_each_new_sample() -> None:
+    e = LatencyEstimator(LatencyProfile(50.0), window=8, quantile=0.5)
+    for _ in range(8):
+        e.observe(30.0, 1)
+    assert e.predict(1) == pytest.approx(30.0)
+    for _ in range(8):
+        e.observe(90.0, 1)
+    assert e.predict(1) == pytest.approx(90.0)  # not the prediction made before
+    e.clear()
+    assert e.predict(1) == pytest.approx(50.0)  # the card's again

@@ -84,6 +84,11 @@ class SegmenterLogic:
     def next_wakeup_ns(self, now_ns: int) -> int | None:
         return None
 
+    def prepare(self, now_ns: int) -> None:
+        """While waiting for the next frame: its latency estimates, so that they are not
+        made between its arrival and its inference."""
+        self.policy.prepare()
+
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
         if msg is None or msg.pixels is None or msg.envelope.source is None:
             return []
