@@ -89,6 +89,26 @@ def test_frames_are_decoded_ahead_of_their_due_time(tmp_path: Path, monkeypatch:
     assert calls == [1, 1]
 
 
+def test_real_time_decode_waits_until_shortly_before_the_frame_is_due(tmp_path: Path) -> None:
+    """Right after a frame went out, prepare() leaves the CPU to the nodes it woke: it
+    decodes nothing and says when to come back (before the next frame is due, by more than
+    the margin); called then, it decodes."""
+    from perception.drives.replay import DECODE_MARGIN_NS
+
+    logic = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "d.mcap", n=3, fps=10.0)), rate=1.0))
+    assert logic.prepare(0) is None and logic._decoded is not None  # the first: no timeline yet
+    logic.step(1_000_000_000, None)  # out at t = 1 s; the next is due at 1.1 s
+    due = 1_100_000_000
+    again = logic.prepare(1_000_100_000)
+    assert logic._decoded is None
+    assert isinstance(again, int) and 1_000_100_000 < again <= due - DECODE_MARGIN_NS
+    assert logic.prepare(again) is None and logic._decoded is not None
+    assert int(logic.step(due, None)[0].pixels[0, 0, 0]) == 10  # type: ignore[index]
+    fast = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "f.mcap", n=3)), rate=0.0))
+    fast.step(0, None)
+    assert fast.prepare(0) is None and fast._decoded is not None  # as fast as possible: at once
+
+
 def test_bad_drive_is_a_clear_config_error(tmp_path: Path) -> None:
     (tmp_path / "x.mcap").write_bytes(b"not mcap at all")
     with pytest.raises(ConfigError, match="key 'drive'.*x.mcap"):

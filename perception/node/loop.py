@@ -59,7 +59,8 @@ class Logic(Protocol):
     afterwards that the slot was not overwritten meanwhile, and drops the step's outputs and
     counts the frame as dropped if it was). ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
     the next step (a replay decodes its next frame there, so that the frame goes out on time
-    instead of a decode later).
+    instead of a decode later); it may return a monotonic time in ns at which it wants to
+    be called again (the wait ends then), or None.
     """
 
     inputs: tuple[str, ...]
@@ -118,7 +119,7 @@ class NodeLoop:
         self.running = True
         self._next_heartbeat = 0
         self._parent = os.getppid()
-        self._prepare: Callable[[int], object] | None = getattr(logic, "prepare", None)
+        self._prepare: Callable[[int], int | None] | None = getattr(logic, "prepare", None)
 
     def _publisher(self, topic: str, hwm: int) -> Publisher:
         """``topic``'s publisher, with a doorbell for local readers where it saves them a
@@ -138,13 +139,14 @@ class NodeLoop:
 
     # -- one iteration ---------------------------------------------------------------
     def run_once(self, max_wait_ms: int = 50) -> None:
-        if self._prepare is not None:
-            self._prepare(time.monotonic_ns())
+        again = self._prepare(time.monotonic_ns()) if self._prepare is not None else None
         now = time.monotonic_ns()
         wake = self.logic.next_wakeup_ns(now)
         wait_ns = min(self._next_heartbeat - now, max_wait_ms * 1_000_000)
         if wake is not None:
             wait_ns = min(wait_ns, wake - now)
+        if isinstance(again, int):  # prepare wants to be called again then
+            wait_ns = min(wait_ns, again - now)
         wait_ms = max(0, int(wait_ns // 1_000_000))
         if self.sub is not None:
             for msg in self.sub.poll(wait_ms):
