@@ -2,7 +2,7 @@
 in one run.
 
     uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
-        [--threads 1] [--shm-slots N] [--pin] [--json out.json]
+        [--threads 1] [--shm-slots N] [--rounds 3] [--pin] [--json out.json]
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
   the preprocess node does, through the same runtime the segmenter node loads
@@ -11,12 +11,16 @@ in one run.
 - **Pipeline throughput**: ``perception replay --max --deterministic`` of the same drive
   (replay, preprocess, segmenter, tracker and publisher processes; every frame processed in
   order, the replay a whole drive ahead), frames / time between the first and last
-  published tracks. ``throughput_ratio`` = pipeline / bare.
+  published tracks. ``throughput_ratio`` = the median over ``--rounds`` of pipeline / bare,
+  the two measured back to back in each round (this machine's speed drifts by 10-20 %
+  within minutes, so a ratio of two runs far apart measures the drift).
 - **Overhead per frame**: the same drive replayed at its own rate (15 fps, the live mode:
-  newest frame kept), per frame capture -> tracks minus the segmenter's own inference time
-  (what the plumbing adds: decode of the recorded JPEG, letterbox, two hops of ZeroMQ, the
-  tracker, queueing). Also given per stage (medians): queue wait before inference, capture
-  -> detections minus inference, detections -> tracks, and each node's step time.
+  newest frame kept; frames through shared memory as the launch file says, or
+  ``--shm-slots N``, 0 for the socket), per frame capture -> tracks minus the segmenter's
+  own inference time (what the plumbing adds: letterbox, three hops, the tracker,
+  queueing), pooled over the rounds. Also given per stage (medians): queue wait before
+  inference, capture -> detections minus inference, detections -> tracks, and each node's
+  step time.
 
 The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
 same network. ``--pin``: the segmenter on a CPU of its own (the last one) and the other nodes
@@ -91,7 +95,7 @@ def _bare(drive: Path, card: Path, threads: int, width: int, height: int) -> tup
 
 
 def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float, shm_slots: int = 0, cpus: dict[str, list[int]] | None = None) -> dict[str, list[Envelope]]:
+             rate: float, shm_slots: int | None = None, cpus: dict[str, list[int]] | None = None) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
     sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
             f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
@@ -99,8 +103,8 @@ def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, de
     spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
     if deterministic:
         spec = replace(spec, deterministic=True)
-    if shm_slots:  # (deterministic runs keep frames on the socket whatever the launch says)
-        spec = replace(spec, shm=ShmConfig(slots=shm_slots, slot_mb=8.0))
+    if shm_slots is not None:  # (deterministic runs keep frames on the socket whatever the launch says)
+        spec = replace(spec, shm=ShmConfig(slots=shm_slots, slot_mb=spec.shm.slot_mb))
     got: dict[str, list[Envelope]] = {"detections": [], "tracks": [], "status": []}
 
     def on_message(m: Received) -> None:
@@ -127,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--card", type=Path, default=ROOT / "models" / "yolact_fast.toml")
     ap.add_argument("--threads", type=int, default=1,
                     help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)")
-    ap.add_argument("--shm-slots", type=int, default=0,
-                    help="frames through shared-memory rings of this many slots in the live run (0: the socket)")
+    ap.add_argument("--shm-slots", type=int, default=None,
+                    help="frames through shared-memory rings of this many slots in the live run (0: the socket; "
+                         "default: the launch file's)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of bare segmenter, throughput run and live run; figures are medians over them")
     ap.add_argument("--pin", action="store_true",
                     help="the segmenter alone on the last CPU, the other nodes on the rest (and the bare run there)")
     ap.add_argument("--json", type=Path, default=None)
@@ -142,29 +149,43 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} thread(s); work folder {work}"
           + (f"; segmenter on CPU {cpus['segmenter']}, the others on {cpus['replay']}" if cpus else ""))
 
-    bare_fps, bare_ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height,
-                                       cpus.get("segmenter"))
-    det = pipeline(drive, args.card, args.threads, work, "throughput", deterministic=True, rate=0.0, cpus=cpus)
-    pipe_fps = fps_of(det["tracks"])
-    live = pipeline(drive, args.card, args.threads, work, "live", deterministic=False, rate=1.0,
-                    shm_slots=args.shm_slots, cpus=cpus)
-    seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
-    stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
-    t = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
+    bare_runs, pipe_runs, timeline, live_p50 = [], [], [], []
+    bare_ms: list[float] = []
+    live: dict[str, list[Envelope]] = {}
+    for r in range(args.rounds):  # the two sides back to back in each round: the machine's speed drifts
+        fps, ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height,
+                                 cpus.get("segmenter"))
+        bare_runs.append(fps)
+        bare_ms += ms
+        det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0, cpus=cpus)
+        pipe_runs.append(fps_of(det["tracks"]))
+        live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
+                        shm_slots=args.shm_slots, cpus=cpus)
+        seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
+        stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
+        got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
+        timeline += got
+        live_p50.append(float(np.median([f.tracks_ms - f.inference_ms for f in got])))  # type: ignore[operator]
+        print(f"round {r + 1}: bare {fps:.1f} frames/s, pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}); "
+              f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms")
+    ratios = [pf / bf for pf, bf in zip(pipe_runs, bare_runs, strict=True)]
+    t = timeline
     overhead = [f.tracks_ms - f.inference_ms for f in t]  # type: ignore[operator]
     before = [f.detections_ms - f.inference_ms for f in t if f.detections_ms is not None]  # type: ignore[operator]
     queue = [f.queue_wait_ms for f in t if f.queue_wait_ms is not None]
     tracker = [f.tracker_ms for f in t if f.tracker_ms is not None]
+    pipe_fps, bare_fps = statistics.median(pipe_runs), statistics.median(bare_runs)
 
     def p(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else float("nan")
 
-    ratio = pipe_fps / bare_fps
-    print(f"\n{'':<34}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
+    ratio = statistics.median(ratios)
+    print(f"\n{'medians of ' + str(args.rounds) + ' rounds':<34}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
     print(f"{'throughput (frames/s)':<34}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
     print(f"{'inference p50 ms (live / bare)':<34}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
           f"{statistics.median(bare_ms):>16.2f}")
-    print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.frames}:")
+    print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
+          f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}):")
     print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
     print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
           f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
@@ -176,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  step time per node (median ms, from the heartbeats): "
           + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
+           "throughput_ratios": ratios, "overhead_p50_ms_per_round": live_p50, "rounds": args.rounds,
            "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
            "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots,

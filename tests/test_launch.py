@@ -25,6 +25,20 @@ def test_repo_launch_file_is_valid(image_folder: Path) -> None:
     assert cam.source == str(image_folder) and cam.fps == 7.5
 
 
+def test_shipped_launch_files_put_frames_in_shared_memory_and_set_can_turn_it_off(image_folder: Path) -> None:
+    camera = ROOT / "launch" / "camera.yaml"
+    src = f"camera.source={image_folder}"
+    on = load_launch(camera, [src]).shm
+    assert on.slots == 4 and on.slot_bytes >= 1920 * 1080 * 3
+    for f in ("demo.yaml", "replay.yaml"):
+        assert "shm: {slots: 4, slot_mb: 6}" in (ROOT / "launch" / f).read_text()
+    assert load_launch(camera, [src, "shm.slots=0"]).shm.slots == 0
+    with pytest.raises(ConfigError, match="shm: slots must be in 0..256"):
+        load_launch(camera, [src, "shm.slots=1000"])
+    with pytest.raises(ConfigError, match="shm: unknown key 'slot'"):
+        load_launch(camera, [src, "shm.slot=2"])
+
+
 def test_typo_in_key_names_file_node_and_key(tmp_path: Path, image_folder: Path) -> None:
     p = _write(tmp_path, f"nodes:\n  camera:\n    source: {image_folder}\n    fsp: 10\n")
     with pytest.raises(ConfigError) as e:

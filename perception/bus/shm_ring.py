@@ -9,7 +9,7 @@ the slot and check after using it that it was not overwritten meanwhile.
 
 No copy on either side (as VisionIPC does it): a producer that claims the next slot as an
 image (:meth:`FrameRing.claim`) renders or captures straight into it and publishes that
-array (the publisher only commits the slot); a reader that takes :meth:`ShmReader.view`
+array (the publisher only commits the slot); a reader that takes :meth:`ShmReader.image`
 gets the slot itself, read-only, and the check it comes with tells it afterwards whether
 what it computed from it is from one whole frame.
 
@@ -43,6 +43,7 @@ from perception.bus.schema import FrameHeader, ShmSlot
 #: bytes before each slot's pixels: the generation counter (uint64), padded to a cache line
 SLOT_HEADER = 64
 PREFIX = "perception-"
+SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory
 
 
 class SlotError(ValueError):
@@ -79,7 +80,7 @@ def segment_name(run_dir: str, topic: str, pid: int | None = None) -> str:
 
 def segments(run_dir: str) -> list[str]:
     """Names of the shared-memory segments of a run that exist now (Linux: ``/dev/shm``)."""
-    return sorted(os.path.basename(p) for p in glob.glob(f"/dev/shm/{PREFIX}{run_tag(run_dir)}-*"))
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(SHM_DIR, f"{PREFIX}{run_tag(run_dir)}-*")))
 
 
 def remove_stale(run_dir: str) -> list[str]:
@@ -87,15 +88,36 @@ def remove_stale(run_dir: str) -> list[str]:
     removed = []
     for name in segments(run_dir):
         try:
-            os.unlink(f"/dev/shm/{name}")
+            os.unlink(os.path.join(SHM_DIR, name))
             removed.append(name)
         except FileNotFoundError:
             pass
     return removed
 
 
+def reserve(name: str, size: int) -> None:
+    """Give the segment ``name`` its ``size`` bytes of memory now, or raise OSError (naming
+    how much is free) when the shared-memory filesystem cannot hold it: a segment is sparse
+    when made, and a write into a page that a full ``/dev/shm`` cannot back kills the
+    process with SIGBUS (Docker gives containers 64 MB there unless told ``--shm-size``)."""
+    path = os.path.join(SHM_DIR, name)
+    if not os.path.exists(path):  # not a Linux tmpfs segment: nothing to reserve
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        st = os.statvfs(SHM_DIR)
+        free_mb = st.f_bavail * st.f_frsize / 2**20
+        raise OSError(e.errno, f"shared memory: a ring of {size / 2**20:.1f} MB does not fit in {SHM_DIR} "
+                               f"({free_mb:.1f} MB free): {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 class FrameRing:
-    """The producer's ring (see the module docstring)."""
+    """The producer's ring (see the module docstring). Raises OSError when the shared
+    memory cannot hold it (:func:`reserve`)."""
 
     def __init__(self, name: str, slots: int, slot_bytes: int) -> None:
         if slots < 1 or slot_bytes < 1:
@@ -106,8 +128,15 @@ class FrameRing:
             SharedMemory(name).unlink()
         except FileNotFoundError:
             pass
-        self.shm = SharedMemory(name, create=True, size=slots * self.stride)
-        self.buf = np.ndarray((slots * self.stride,), np.uint8, self.shm.buf)
+        size = slots * self.stride
+        self.shm = SharedMemory(name, create=True, size=size)
+        try:
+            reserve(name, size)
+        except OSError:
+            self.shm.close()
+            self.shm.unlink()
+            raise
+        self.buf = np.ndarray((size,), np.uint8, self.shm.buf)
         self.buf[:] = 0  # touch every page now: a first write into fresh pages costs page faults, 3x its copy
         self.gens = [np.ndarray((1,), np.uint64, self.shm.buf, offset=k * self.stride) for k in range(slots)]
         self.next = 0
@@ -180,7 +209,7 @@ class ShmReader:
     def _map(self, name: str) -> mmap.mmap:
         mm = self._maps.get(name)
         if mm is None:
-            fd = os.open(f"/dev/shm/{name}", os.O_RDONLY)
+            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
             try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
             finally:

@@ -110,6 +110,8 @@ class NodeLoop:
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)))
             if logic.inputs else None
         )
+        #: frame topics whose shared-memory ring could not be made (reported in status)
+        self.shm_unavailable: list[str] = []
         self.pubs = {t: self._publisher(t, hwm) for t in logic.outputs}
         self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
                                     bind=False, hwm=16)
@@ -132,10 +134,17 @@ class NodeLoop:
         return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell)
 
     def _ring(self, topic: str) -> FrameRing | None:
-        """A shared-memory ring for a frame topic of this node (when the launch asks for one)."""
+        """A shared-memory ring for a frame topic of this node (when the launch asks for
+        one); None, with a warning, when the shared memory cannot hold it: the frames then
+        go over the socket."""
         if not self.ctx.shm_slots or self.ctx.deterministic or schema.topic(topic).kind != "frame":
             return None
-        return FrameRing(segment_name(self.ctx.run_dir, topic), self.ctx.shm_slots, self.ctx.shm_slot_bytes)
+        try:
+            return FrameRing(segment_name(self.ctx.run_dir, topic), self.ctx.shm_slots, self.ctx.shm_slot_bytes)
+        except OSError as e:
+            log.warning("%s: frames on %r go over the socket: %s", self.ctx.name, topic, e)
+            self.shm_unavailable.append(topic)
+            return None
 
     # -- one iteration ---------------------------------------------------------------
     def run_once(self, max_wait_ms: int = 50) -> None:
@@ -176,9 +185,11 @@ class NodeLoop:
         self.stats.step_ms.append((time.perf_counter() - t0) * 1000)
         if msg is not None and msg.unchanged is not None and not msg.unchanged() and self.sub is not None:
             # the producer overwrote the frame's slot while we used it: what we made from it
-            # may mix two frames, so it is dropped and counted, never published
+            # may mix two frames, so it is dropped and counted, never published (a dropped
+            # frame, not one taken in: each frame is one or the other)
             self.sub.shm.count_torn()
             self.sub.dropped += 1
+            self.stats.frames_in -= 1
             return
         for out in outs:
             self.send(out)
@@ -207,6 +218,7 @@ class NodeLoop:
             frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
             counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
+                      **({"shm_unavailable": ",".join(self.shm_unavailable)} if self.shm_unavailable else {}),
                       # the first and last seq received per input topic: frames before the first
                       # and after the last are invisible to gap counting (sent before this node
                       # was connected, or lost at the sender's queue before any later one arrived)

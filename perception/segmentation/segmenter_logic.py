@@ -58,8 +58,11 @@ class SegmenterConfig:
 
 
 class SegmenterLogic:
-    #: done with a frame's pixels when step returns: shared-memory frames come in place
-    frame_views = True
+    #: shared-memory frames are copied out on receipt (a tenth of a millisecond), not read in
+    #: place: a frame is needed only until its network input is made, but a slot overwritten
+    #: at any time during the inference (tens of ms, a ring lapped by a camera faster than
+    #: the model) would throw the whole inference away
+    frame_views = False
     inputs: tuple[str, ...] = ("frames.rect",)
     outputs: tuple[str, ...] = ("detections",)
 

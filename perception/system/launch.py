@@ -144,8 +144,12 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         if not isinstance(params, dict):
             raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
         raw_nodes[str(name)] = dict(params)
+    shm_doc = dict(doc.get("shm") or {}) if isinstance(doc.get("shm") or {}, dict) else doc.get("shm")
     for text in overrides:
         node, key, value = parse_override(text)
+        if node == "shm" and node not in raw_nodes and isinstance(shm_doc, dict):  # --set shm.slots=0
+            shm_doc[key] = value
+            continue
         if node not in raw_nodes:
             raise ConfigError(f"{where}: --set {text!r}: no node {node!r}; nodes: {', '.join(raw_nodes)}")
         raw_nodes[node][key] = value
@@ -166,7 +170,7 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         nodes.append(NodeSpec(name, type_name, cfg, params, cpus))
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
-    shm = build_config(ShmConfig, doc.get("shm") or {}, where=f"{where}: shm")
+    shm = build_config(ShmConfig, shm_doc, where=f"{where}: shm")
     return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
 
 
