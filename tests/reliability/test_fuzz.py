@@ -112,6 +112,46 @@ def test_masks_checked_together_are_accepted_exactly_when_each_is_alone(masks: l
         validate_rles(items)
 
 
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.booleans(),
+                          st.text(alphabet=st.characters(min_codepoint=44, max_codepoint=115), max_size=60),
+                          st.integers(0, 2**32 - 1)), min_size=1, max_size=6))
+def test_the_plain_and_the_vectorised_mask_checks_accept_the_same_masks(masks: list) -> None:
+    """A message's masks are checked in plain Python up to PLAIN_PYTHON_CHARS characters and
+    with NumPy above: both accept exactly the same ones (random strings, with long values
+    and bad characters, and real masks, whole or cut short)."""
+    from perception.bus.rle_codec import _check_plain, _check_vectorised
+
+    items = []
+    for h, w, real, counts, seed in masks:
+        if real:
+            counts = encode_mask(np.random.default_rng(seed).random((h, w)) > 0.5).counts
+            counts = counts[: len(counts) - seed % 3 + 1] if seed % 5 == 0 else counts  # sometimes cut short
+        items.append(((h, w), counts))
+    outcomes = []
+    for check in (_check_plain, _check_vectorised):
+        try:
+            check(items)
+            outcomes.append(True)
+        except ValueError:
+            outcomes.append(False)
+    assert outcomes[0] == outcomes[1], items
+
+
+def test_both_mask_checks_on_the_edges_of_the_format() -> None:
+    from perception.bus.rle_codec import _check_plain, _check_vectorised
+
+    good = encode_mask(np.random.default_rng(1).random((30, 40)) > 0.5)
+    value_of_12_groups = "P" * 11 + "0"  # 0 in twelve groups: long, but a value
+    for check in (_check_plain, _check_vectorised):
+        check([(good.size, good.counts), ((0, 0), ""), ((2, 2), "4")])  # "4": one run of 4 pixels
+        check([((0, 5), value_of_12_groups)])
+        for bad, why in ([((1, 1), "P" * 12 + "1")], "longer than 12 groups"), ([((2, 2), "4P")], "middle"), \
+                ([((2, 2), "3")], "cover"), ([((1, 1), "@")], "negative"), ([((1, 1), "1~")], "outside"):
+            with pytest.raises(ValueError, match=why):
+                check(bad)
+
+
 def test_a_bad_mask_among_many_in_a_message_is_named() -> None:
     good = encode_mask(np.eye(6, dtype=bool))
     det = schema.Detections("m", 6, 6, tuple(schema.Instance(0, 0.9, (0, 0, 6, 6), good) for _ in range(5)))
