@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -76,3 +77,48 @@ def test_video_file_source_reads_and_rewinds(tmp_path: Path) -> None:
     cam = CameraLogic(CameraConfig(source=str(path), fps=0, loop=True, start_delay_s=0))
     means = [round(float(cam.step(0, None)[0].pixels.mean()) / 50) for _ in range(6)]
     assert means == [1, 2, 3, 4, 1, 2] and cam.loops == 1
+
+
+@pytest.mark.parametrize("src", [(360, 640), (480, 640), (100, 50), (320, 640), (200, 1280)])
+def test_letterbox_into_a_given_array_is_the_same_image(src: tuple[int, int]) -> None:
+    image = np.random.default_rng(src[0]).integers(0, 255, (*src, 3), dtype=np.uint8)
+    want, t_want = letterbox(image, 640, 320, 114)
+    out = np.zeros((320, 640, 3), np.uint8)
+    got, t_got = letterbox(image, 640, 320, 114, out=out)
+    assert got is out and np.array_equal(got, want) and t_got == t_want
+    wrong = np.zeros((320, 641, 3), np.uint8)  # not the output's shape: made as before
+    assert np.array_equal(letterbox(image, 640, 320, 114, out=wrong)[0], want) and not wrong.any()
+
+
+def test_preprocess_letterboxes_into_its_rings_slot_without_a_copy(run_dir: str) -> None:
+    """With a ring on frames.rect the node gives the logic the next slot; the frame is made
+    there and published from it: one slot taken per frame, none copied into."""
+    import zmq
+
+    from perception.bus import schema
+    from perception.bus.pubsub import Received, Subscriber, header_for
+    from perception.bus.schema import Envelope, Source
+    from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+    from perception.node.loop import NodeContext, NodeLoop
+
+    ctx = zmq.Context()
+    logic = PreprocessLogic(PreprocessConfig(width=640, height=320))
+    loop = NodeLoop(NodeContext("preprocess", run_dir, shm_slots=4, shm_slot_bytes=1 << 20), logic, ctx)
+    ring = loop.pubs["frames.rect"].ring
+    assert ring is not None and logic.claim is not None
+    sub = Subscriber(ctx, {"frames.rect": schema.endpoint("frames.rect", run_dir)}, keep_newest=False)
+    image = np.random.default_rng(3).integers(0, 255, (360, 640, 3), dtype=np.uint8)
+    want = letterbox(image, 640, 320, 114)[0]
+    got = []
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:  # until the subscriber is connected
+        before = ring.next
+        loop._step(Received(Envelope("frames", 0, 0, Source("c", 0, 0), header_for(image)), image))
+        assert ring.next == before + 1  # the claimed slot, committed as it is
+        got = sub.poll(100)
+    ref = got[0].envelope.payload.shm
+    assert ref is not None and ref.slot == (ring.next - 1) % ring.slots
+    assert np.array_equal(got[0].pixels, want)
+    loop.close()
+    sub.close()
+    ctx.term()

@@ -13,7 +13,7 @@ another aspect ratio is an error for each such frame (logged, counted, dropped).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -55,18 +55,34 @@ def resize_interpolation(src_width: int, dst_width: int) -> int:
     return cv2.INTER_AREA if 2 * dst_width < src_width else cv2.INTER_LINEAR
 
 
-def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
+              out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (H, W, C) uint8 keeping its aspect ratio and pad it to
-    ``(height, width, C)``; returns the padded image and the transform back."""
+    ``(height, width, C)``; returns the padded image and the transform back.
+
+    ``out``: a ``(height, width, C)`` uint8 array to write the result into (a shared-memory
+    slot the frame is published from); the same pixels, and ``out`` is returned."""
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     interp = resize_interpolation(w, nw)
-    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
     px, py = (width - nw) // 2, (height - nh) // 2
-    out = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px,
-                             cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
-    return out, Letterbox(scale=scale, pad_x_px=float(px), pad_y_px=float(py), src_width=w, src_height=h)
+    transform = Letterbox(scale=scale, pad_x_px=float(px), pad_y_px=float(py), src_width=w, src_height=h)
+    if out is not None and out.shape == (height, width, *image.shape[2:]) and out.dtype == np.uint8:
+        inner = out[py:py + nh, px:px + nw]
+        if (nw, nh) != (w, h):
+            resized = cv2.resize(image, (nw, nh), dst=inner, interpolation=interp)
+            if resized.ctypes.data != inner.ctypes.data:  # OpenCV made an array of its own after all
+                inner[...] = resized
+        else:
+            inner[...] = image
+        out[:py], out[py + nh:] = pad_value, pad_value
+        out[py:py + nh, :px], out[py:py + nh, px + nw:] = pad_value, pad_value
+        return out, transform
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
+    padded = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px,
+                                cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return padded, transform
 
 
 def compose(outer: Letterbox, inner: Letterbox) -> Letterbox:
@@ -101,6 +117,10 @@ class PreprocessLogic:
     def __init__(self, cfg: PreprocessConfig) -> None:
         self.cfg = cfg
         self.frames = 0
+        #: set by the node: the next shared-memory slot of an output topic as an array of a
+        #: shape, or None (no ring, or too large); a frame letterboxed into it goes out
+        #: without a copy
+        self.claim: Callable[[str, tuple[int, ...]], np.ndarray | None] | None = None
         self.calibration: Calibration | None = load_calibration(cfg.calib) if cfg.calib else None
         self.undistorter = Undistorter(self.calibration.camera) if self.calibration else None
 
@@ -127,7 +147,9 @@ class PreprocessLogic:
         elif header.encoding == "rgb8":
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         image = self.undistort(image)
-        out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value)
+        slot = self.claim("frames.rect", (self.cfg.height, self.cfg.width, 3)) \
+            if self.claim is not None and image.ndim == 3 and image.shape[2] == 3 else None
+        out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value, out=slot)
         self.frames += 1
         undistorted = self.undistorter is not None or header.undistorted
         out_header = header_for(out, "bgr8", transform=transform, undistorted=undistorted)

@@ -60,7 +60,10 @@ class Logic(Protocol):
     counts the frame as dropped if it was). ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
     the next step (a replay decodes its next frame there, so that the frame goes out on time
     instead of a decode later); it may return a monotonic time in ns at which it wants to
-    be called again (the wait ends then), or None.
+    be called again (the wait ends then), or None. A logic with a ``claim`` attribute gets
+    it set to a function ``(topic, shape) -> array | None``: the next shared-memory slot of
+    an output topic to make a frame in, which then goes out without a copy (None without a
+    ring, or when the frame does not fit a slot).
     """
 
     inputs: tuple[str, ...]
@@ -113,6 +116,8 @@ class NodeLoop:
         #: frame topics whose shared-memory ring could not be made (reported in status)
         self.shm_unavailable: list[str] = []
         self.pubs = {t: self._publisher(t, hwm) for t in logic.outputs}
+        if hasattr(logic, "claim"):
+            logic.claim = self._claim
         self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
                                     bind=False, hwm=16)
         self.seq = {t: 0 for t in logic.outputs}
@@ -132,6 +137,12 @@ class NodeLoop:
         frames = schema.topic(topic).kind == "frame"
         bell = not self.ctx.deterministic and (ring is not None or not frames)
         return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell)
+
+    def _claim(self, topic: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The next slot of ``topic``'s ring as an array of ``shape`` to make a frame in
+        (published from there without a copy), or None without a ring or when too large."""
+        pub = self.pubs.get(topic)
+        return pub.ring.claim(shape) if pub is not None and pub.ring is not None else None
 
     def _ring(self, topic: str) -> FrameRing | None:
         """A shared-memory ring for a frame topic of this node (when the launch asks for
