@@ -128,3 +128,33 @@ def test_slow_subscriber_does_not_block_publisher(run_dir: str) -> None:
     assert msgs and msgs[-1].envelope.seq == n - 1, "the newest frame must reach the healthy subscriber"
     assert stuck.poll(0), "the stuck subscriber still has its (bounded) queue"
     stuck.close(0); sub.close(); pub.close(); ctx.term()
+
+
+def test_lossless_publisher_is_held_back_by_a_slow_reader_and_loses_nothing(run_dir: str) -> None:
+    """Deterministic runs: a reader that stops reading holds a lossless publisher back after a
+    bounded backlog (its heartbeat callback keeps being called while it waits) instead of
+    queueing without a limit or dropping; once it reads again it gets every message, in order."""
+    ctx = zmq.Context()
+    held_calls = []
+    pub = Publisher(ctx, schema.endpoint("frames", run_dir), hwm=2, lossless=True,
+                    on_held=lambda: held_calls.append(time.monotonic()) or len(held_calls) < 3)
+    sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False, backlog=2)
+    time.sleep(0.2)
+    image = np.zeros((240, 320, 3), np.uint8)  # 230 kB: a few fill the kernel's socket buffer
+    sent = 0
+    t0 = time.monotonic()
+    while pub.send(_frame_env(sent, image), image):
+        sent += 1
+        assert sent < 100, "the publisher was never held back: its reader's queue has no limit"
+    waited = time.monotonic() - t0
+    assert 2 <= sent < 40  # both queues (2 + 2) and the socket buffer between them, no more
+    assert pub.held >= 1 and len(held_calls) == 3 and waited >= 0.4  # its last send: 3 turns of LOSSLESS_WAIT_MS
+    pub.on_held = lambda: True
+    got = _drain(sub, sent)
+    assert [m.envelope.seq for m in got] == list(range(sent)) and sub.dropped == 0
+    for i in range(sent, sent + 20):  # the reader keeps up: nothing is held, nothing lost
+        assert pub.send(_frame_env(i, image), image)
+        got += _drain(sub, 1)
+    got += _drain(sub, sent + 20 - len(got))
+    assert [m.envelope.seq for m in got] == list(range(sent + 20)) and sub.dropped == 0
+    sub.close(); pub.close(); ctx.term()

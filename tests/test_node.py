@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -86,7 +87,10 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     st = loop.status()
     assert logic.calls == 4 and st.errors == 2
     assert "model blew up on frame 2" in st.last_error
-    assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0}  # the logic's, and the first and last frame seq received
+    # the logic's, the first and last frame seq received, and (deterministic: lossless) how
+    # often its sends were held back by a slow reader
+    assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0,
+                           "held.frames.rect": 0, "held_ms.frames.rect": 0.0}
     loop.close(); camera.close(0); zctx.term()
 
 
@@ -103,3 +107,62 @@ def test_numpy_counters_do_not_break_the_heartbeat(run_dir: str) -> None:
     assert st.counters == {"x": 1.5, "n": 3, "odd": "(1, 2)"}
     codec.encode(schema.Envelope("status", 0, 0, None, st))
     loop.close(); zctx.term()
+
+
+class _Burst:
+    """A source that has a frame due at every wake-up (a replay at ``--max``)."""
+
+    inputs: tuple[str, ...] = ()
+    outputs = ("frames",)
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.image = np.zeros((240, 320, 3), np.uint8)
+
+    def next_wakeup_ns(self, now_ns: int) -> int:
+        return now_ns
+
+    def step(self, now_ns: int, msg):  # noqa: ANN001
+        from perception.node.loop import Outgoing
+
+        self.sent += 1
+        return [Outgoing("frames", header_for(self.image), Source("cam0", self.sent - 1, now_ns), self.image)]
+
+    def counters(self) -> dict:
+        return {"sent": self.sent}
+
+
+def test_deterministic_source_is_held_back_by_a_stalled_reader_and_keeps_heart_beating(run_dir: str) -> None:
+    """In a deterministic run a source that is always due runs only a few frames ahead of a
+    preprocess node that stopped stepping (instead of queueing the whole drive into its
+    memory), keeps sending heartbeats while it waits, and the reader then gets every frame."""
+    zctx = zmq.Context()
+    ctx = NodeContext("replay", run_dir, deterministic=True)
+    status = zctx.socket(zmq.SUB)  # where the supervisor takes heartbeats in
+    status.setsockopt(zmq.SUBSCRIBE, b"")
+    status.bind(schema.STATUS_IN_ENDPOINT.format(run_dir=run_dir))
+    source = NodeLoop(ctx, _Burst(), zctx)
+    reader = NodeLoop(NodeContext("preprocess", run_dir, deterministic=True),
+                      PreprocessLogic(PreprocessConfig(width=64, height=64)), zctx)
+    time.sleep(0.3)
+    status.poll(0)  # a bound SUB attaches a new peer (and sends it the subscription) only when used
+    time.sleep(0.1)
+    stop_at = time.monotonic() + 1.5
+    # the node is told to stop while its send is held back (as the supervisor's SIGTERM does)
+    threading.Timer(1.5, lambda: setattr(source, "running", False)).start()
+    while source.running:
+        source.run_once(max_wait_ms=0)
+    assert time.monotonic() >= stop_at - 0.1
+    st = source.status()
+    assert st.counters["held.frames"] >= 1 and st.counters["held_ms.frames"] > 1000
+    assert 2 <= st.frames_out < 40, "the source ran ahead of its stalled reader without a limit"
+    beats = 0
+    while status.poll(100):
+        status.recv_multipart()
+        beats += 1
+    assert beats >= 3, "no heartbeats while held back"  # 2 Hz for 1.5 s
+    deadline = time.monotonic() + 5
+    while reader.stats.frames_in < st.frames_out and time.monotonic() < deadline:
+        reader.run_once(max_wait_ms=20)
+    assert reader.stats.frames_in == st.frames_out and reader.sub.dropped == 0
+    reader.close(); source.close(); status.close(0); zctx.term()

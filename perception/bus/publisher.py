@@ -8,6 +8,7 @@ is then empty) and its envelope also by the ring's doorbell (:mod:`perception.bu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,12 @@ from perception.bus.schema import Envelope, FrameHeader, SchemaError
 from perception.bus.shm_ring import FrameRing
 
 DEFAULT_HWM = 4
+#: deterministic runs: messages a lossless publisher queues per reader (and a reader per
+#: socket) before the sender is held back; a few frames of look-ahead, so the slowest node
+#: never waits and nothing upstream runs a whole drive ahead into memory
+LOSSLESS_WINDOW = 4
+#: a held-back lossless send gives its ``on_held`` callback a turn this often
+LOSSLESS_WAIT_MS = 200
 
 
 def header_for(image: np.ndarray, encoding: schema.Encoding = "bgr8", **extra: object) -> FrameHeader:
@@ -50,7 +57,15 @@ class Publisher:
     (:class:`~perception.bus.doorbell.DoorbellServer`) when it has a ``ring`` or is asked to
     (``doorbell=True``; the nodes do outside deterministic runs): local readers then get its
     messages over the bell, each complete when it fits, else announced there and read from
-    ZeroMQ."""
+    ZeroMQ.
+
+    ``lossless=True`` (deterministic runs): nothing is dropped at the high water mark.
+    ``send`` then waits while a reader's queue (``hwm`` messages here, plus the reader's own)
+    is full, which holds the sender back to the pace of its slowest reader instead of
+    queueing without a limit (a replay at ``--max`` would otherwise decode a whole drive
+    into the next node's memory). Every ``LOSSLESS_WAIT_MS`` of waiting it calls
+    ``on_held()`` (a node sends its heartbeat there), and gives up on the message when that
+    returns False (the node is stopping)."""
 
     def __init__(
         self,
@@ -62,22 +77,33 @@ class Publisher:
         configure: Callable[[zmq.Socket], object] | None = None,
         ring: FrameRing | None = None,
         doorbell: bool | None = None,
+        lossless: bool = False,
+        on_held: Callable[[], bool] | None = None,
     ) -> None:
         self.address = address
         self.ring = ring
+        self.lossless = lossless
+        self.on_held = on_held
+        #: lossless sends that had to wait for a reader, and the time they waited (ms)
+        self.held = 0
+        self.held_ms = 0.0
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if lossless:  # a full reader queue makes send wait (EAGAIN after SNDTIMEO) instead of dropping
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+            self.sock.setsockopt(zmq.SNDTIMEO, LOSSLESS_WAIT_MS)
         if configure is not None:  # e.g. CurveZMQ keys, which must be set before bind
             configure(self.sock)
         (self.sock.bind if bind else self.sock.connect)(address)
         path = bell_path(address) if bind and (ring is not None if doorbell is None else doorbell) else None
         self.bell = DoorbellServer(path) if path is not None else None
 
-    def send(self, env: Envelope, pixels: np.ndarray | None = None) -> None:
+    def send(self, env: Envelope, pixels: np.ndarray | None = None) -> bool:
         """Send ``env`` (and, for frames, ``pixels``: into the shared-memory ring when this
         publisher has one and they fit, else as the third part, without copying). Never
-        blocks."""
+        blocks, unless ``lossless`` (see the class). False when a lossless send was given
+        up."""
         header = env.payload
         if pixels is not None and isinstance(header, FrameHeader):
             pixels = np.ascontiguousarray(pixels)
@@ -102,10 +128,32 @@ class Publisher:
             parts.append(pixels)
         elif isinstance(env.payload, FrameHeader):
             parts.append(b"")
+        if self.lossless:
+            return self._send_lossless(parts)
         try:
             self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # PUB never raises Again, but be explicit about never blocking
             pass
+        return True
+
+    def _send_lossless(self, parts: list[object]) -> bool:
+        try:  # the common case: every reader has room
+            self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            pass
+        self.held += 1
+        t0 = time.monotonic()
+        try:
+            while True:
+                try:  # waits up to SNDTIMEO for a reader to take some of its queue
+                    self.sock.send_multipart(parts, copy=False)
+                    return True
+                except zmq.Again:
+                    if self.on_held is not None and not self.on_held():
+                        return False
+        finally:
+            self.held_ms += (time.monotonic() - t0) * 1e3
 
     def close(self) -> None:
         self.sock.close(0)

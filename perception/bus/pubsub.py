@@ -33,13 +33,13 @@ import zmq
 from perception.bus import codec, schema
 from perception.bus.doorbell import OVER_ZEROMQ, BellReader, bell_path
 from perception.bus.newest import NewestReceiver, SeqTracker
-from perception.bus.publisher import DEFAULT_HWM, Publisher, header_for
+from perception.bus.publisher import DEFAULT_HWM, LOSSLESS_WINDOW, Publisher, header_for
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, SchemaError
 from perception.bus.shm_ring import ShmReader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_HWM", "DETERMINISTIC_HWM", "Publisher", "Received", "Subscriber", "frame_pixels",
+__all__ = ["DEFAULT_HWM", "DETERMINISTIC_HWM", "LOSSLESS_WINDOW", "Publisher", "Received", "Subscriber", "frame_pixels",
            "header_for", "iter_messages"]
 
 DETERMINISTIC_HWM = 0  # unlimited
@@ -106,6 +106,9 @@ class Subscriber:
     ``last_error`` and skipped, so a node keeps going. Frames that come in shared memory are
     copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check
     (for a consumer that is done with the pixels before it checks, such as a node's step).
+    ``backlog`` (keep-all mode): messages queued per socket, 0 for no limit; with a
+    lossless publisher (deterministic runs) a full queue holds the sender back, so a bounded
+    backlog bounds what a slow reader has in memory.
 
     A topic on a local (``ipc://``) endpoint of its own is also read from its publisher's
     doorbell when it has one (:mod:`perception.bus.doorbell`; frame topics always, others in
@@ -126,6 +129,7 @@ class Subscriber:
         configure: Callable[[zmq.Socket], object] | None = None,
         shm_views: bool = False,
         doorbells: bool = True,
+        backlog: int = DETERMINISTIC_HWM,
     ) -> None:
         self.keep_newest = keep_newest
         self.shm_views = shm_views
@@ -140,7 +144,9 @@ class Subscriber:
             by_address.setdefault(address, []).append(name)
         for address, names in by_address.items():
             s = ctx.socket(zmq.SUB)
-            s.setsockopt(zmq.RCVHWM, hwm if keep_newest else DETERMINISTIC_HWM)
+            # keep-all: ``backlog`` messages queued here before a lossless sender is held back
+            # (0: no limit); status (heartbeats, from publishers that drop) never held
+            s.setsockopt(zmq.RCVHWM, hwm if keep_newest else DETERMINISTIC_HWM if "status" in names else backlog)
             s.setsockopt(zmq.LINGER, 0)
             path = bell_path(address)
             bell = None

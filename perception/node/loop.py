@@ -24,7 +24,7 @@ import numpy as np
 import zmq
 
 from perception.bus import schema
-from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, Publisher, Received, Subscriber
+from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, LOSSLESS_WINDOW, Publisher, Received, Subscriber
 from perception.bus.schema import Envelope, Source, Status
 from perception.bus.shm_ring import FrameRing, segment_name
 from perception.node.config import ConfigError, build_config
@@ -106,11 +106,14 @@ class NodeLoop:
         self.ctx = ctx
         self.logic = logic
         self.zctx = zctx or zmq.Context.instance()
-        hwm = DETERMINISTIC_HWM if ctx.deterministic else DEFAULT_HWM
+        hwm = LOSSLESS_WINDOW if ctx.deterministic else DEFAULT_HWM
         self.keep_all = ctx.deterministic or bool(getattr(logic, "keep_all", False))
+        # deterministic runs are lossless with a bounded backlog at every hop: a node is held
+        # back at the pace of its slowest reader (see Publisher) and never queues a drive
         self.sub = (
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
-                       keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)))
+                       keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)),
+                       backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM)
             if logic.inputs else None
         )
         #: frame topics whose shared-memory ring could not be made (reported in status)
@@ -136,7 +139,15 @@ class NodeLoop:
         ring = self._ring(topic)
         frames = schema.topic(topic).kind == "frame"
         bell = not self.ctx.deterministic and (ring is not None or not frames)
-        return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell)
+        return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell,
+                         lossless=self.ctx.deterministic, on_held=self._held)
+
+    def _held(self) -> bool:
+        """While a lossless send waits for a slow reader: heartbeats go on (the node is
+        held back, not hung); False once the node is told to stop."""
+        if time.monotonic_ns() >= self._next_heartbeat:
+            self._heartbeat()
+        return self.running
 
     def _claim(self, topic: str, shape: tuple[int, ...]) -> np.ndarray | None:
         """The next slot of ``topic``'s ring as an array of ``shape`` to make a frame in
@@ -209,7 +220,8 @@ class NodeLoop:
         env = Envelope(topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),
                        source=out.source, payload=out.payload, valid=out.valid)
         self.seq[out.topic] += 1
-        self.pubs[out.topic].send(env, out.pixels)
+        if not self.pubs[out.topic].send(env, out.pixels):
+            return  # a lossless send given up: the node is stopping
         self.stats.frames_out += 1
         self.stats.out_stamps.append(time.monotonic())
 
@@ -230,6 +242,9 @@ class NodeLoop:
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
             counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
                       **({"shm_unavailable": ",".join(self.shm_unavailable)} if self.shm_unavailable else {}),
+                      # deterministic runs: sends held back by a slow reader, and for how long
+                      **{f"held.{t}": p.held for t, p in self.pubs.items() if p.lossless},
+                      **{f"held_ms.{t}": round(p.held_ms, 1) for t, p in self.pubs.items() if p.lossless},
                       # the first and last seq received per input topic: frames before the first
                       # and after the last are invisible to gap counting (sent before this node
                       # was connected, or lost at the sender's queue before any later one arrived)
