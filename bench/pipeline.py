@@ -2,7 +2,7 @@
 in one run.
 
     uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
-        [--threads 1] [--shm-slots N] [--rounds 3] [--pin] [--json out.json]
+        [--threads 1] [--shm-slots N] [--rounds 3] [--isolate] [--json out.json]
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
   the preprocess node does, through the same runtime the segmenter node loads
@@ -23,9 +23,10 @@ in one run.
   step time.
 
 The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
-same network. ``--pin``: the segmenter on a CPU of its own (the last one) and the other nodes
-on the rest, through the launch file's ``cpus:`` key; the bare segmenter runs on that same
-CPU. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
+same network. ``--isolate``: the launch file's ``segmenter.isolate=true``, the segmenter's
+step thread alone on the last CPU and every other thread of the run (its ZeroMQ I/O, the
+other nodes) on the rest (:mod:`perception.system.cpu_plan`); the bare segmenter then runs
+on that same CPU. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
 """
 
 from __future__ import annotations
@@ -60,12 +61,10 @@ from perception.system.runner import run_pipeline  # noqa: E402
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
 
 
-def pinning(pin: bool) -> dict[str, list[int]]:
-    """CPUs per node for ``--pin`` (the segmenter alone on the last CPU), or none."""
+def step_cpu(isolate: bool) -> list[int]:
+    """The CPU the isolated segmenter's step runs on (the last one), or none."""
     cpus = sorted(os.sched_getaffinity(0))
-    if not pin or len(cpus) < 2:
-        return {}
-    return {n: ([cpus[-1]] if n == "segmenter" else cpus[:-1]) for n in NODES}
+    return [cpus[-1]] if isolate and len(cpus) >= 2 else []
 
 
 def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int,
@@ -95,11 +94,12 @@ def _bare(drive: Path, card: Path, threads: int, width: int, height: int) -> tup
 
 
 def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float, shm_slots: int | None = None, cpus: dict[str, list[int]] | None = None) -> dict[str, list[Envelope]]:
+             rate: float, shm_slots: int | None = None, isolate: bool = False) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
     sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
             f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
-    sets += [f"{n}.cpus={c}" for n, c in (cpus or {}).items()]
+    if isolate:
+        sets.append("segmenter.isolate=true")
     spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
     if deterministic:
         spec = replace(spec, deterministic=True)
@@ -136,31 +136,32 @@ def main(argv: list[str] | None = None) -> int:
                          "default: the launch file's)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of bare segmenter, throughput run and live run; figures are medians over them")
-    ap.add_argument("--pin", action="store_true",
-                    help="the segmenter alone on the last CPU, the other nodes on the rest (and the bare run there)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="the segmenter's step alone on the last CPU, every other thread on the rest "
+                         "(and the bare run there)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    cpus = pinning(args.pin)
+    cpus = step_cpu(args.isolate)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
     card = load_card(args.card)
     print(f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
           f"{args.threads} thread(s); work folder {work}"
-          + (f"; segmenter on CPU {cpus['segmenter']}, the others on {cpus['replay']}" if cpus else ""))
+          + (f"; segmenter step alone on CPU {cpus[0]}" if cpus else ""))
 
     bare_runs, pipe_runs, timeline, live_p50 = [], [], [], []
     bare_ms: list[float] = []
     live: dict[str, list[Envelope]] = {}
     for r in range(args.rounds):  # the two sides back to back in each round: the machine's speed drifts
-        fps, ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height,
-                                 cpus.get("segmenter"))
+        fps, ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         bare_runs.append(fps)
         bare_ms += ms
-        det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0, cpus=cpus)
+        det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0,
+                       isolate=bool(cpus))
         pipe_runs.append(fps_of(det["tracks"]))
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
-                        shm_slots=args.shm_slots, cpus=cpus)
+                        shm_slots=args.shm_slots, isolate=bool(cpus))
         seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
         stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
         got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
            "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
            "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots,
-           "pinned": bool(cpus), "model": card.name}
+           "isolated": bool(cpus), "model": card.name}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

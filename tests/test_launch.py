@@ -120,3 +120,86 @@ def test_a_pinned_node_runs_on_its_cpus_with_every_thread() -> None:
             "for c in os.sched_getaffinity(int(tid))}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == [f"[{cpu}]", f"[{cpu}]"], out
+
+
+def test_isolate_gives_a_node_cpus_for_its_step_and_is_checked(tmp_path: Path) -> None:
+    replay = _write(tmp_path, f"nodes:\n  segmenter: {{fast: {ROOT / 'models' / 'yolact_fast.toml'}}}\n  tracker: {{}}\n")
+    spec = load_launch(replay, ["segmenter.isolate=true"])
+    seg = next(n for n in spec.nodes if n.name == "segmenter")
+    # threads left to the runtime (one a core) become one a CPU of its own
+    assert seg.isolate == 1 and seg.config.threads == 1 and "isolate" not in seg.params
+    assert all(n.isolate == 0 for n in spec.nodes if n.name != "segmenter")
+    seg = next(n for n in load_launch(replay, ["segmenter.isolate=true", "segmenter.threads=2"]).nodes
+               if n.name == "segmenter")
+    assert seg.isolate == 2 and seg.config.threads == 2
+    with pytest.raises(ConfigError, match=r"node 'segmenter': key 'isolate' must be true, false or a number of CPUs"):
+        load_launch(replay, ["segmenter.isolate=fast"])
+    with pytest.raises(ConfigError, match=r"node 'segmenter': keys 'cpus' and 'isolate' exclude each other"):
+        load_launch(replay, ["segmenter.isolate=1", "segmenter.cpus=[0]"])
+
+
+def test_cpu_plan_keeps_every_other_thread_off_the_isolated_cpus() -> None:
+    from dataclasses import dataclass
+
+    from perception.system.cpu_plan import NodeCpus, plan_cpus
+
+    @dataclass
+    class N:
+        name: str
+        cpus: tuple[int, ...] = ()
+        isolate: int = 0
+
+    nodes = [N("replay"), N("segmenter", isolate=2), N("tracker", cpus=(0,)), N("recorder", isolate=1)]
+    plan = plan_cpus(nodes, [3, 1, 0, 2, 4])
+    assert plan.warning is None
+    assert plan.of("segmenter") == NodeCpus((0, 1), (3, 4))  # from the end, in file order
+    assert plan.of("recorder") == NodeCpus((0, 1), (2,))
+    assert plan.of("replay") == NodeCpus((0, 1))  # everything else on the rest
+    assert plan.of("tracker") == NodeCpus((0,))  # an explicit cpus: wins
+    # nothing left for the rest: no isolation, and the plan says why
+    small = plan_cpus(nodes, [0, 1, 2])
+    assert small.of("segmenter") == NodeCpus() and small.of("tracker") == NodeCpus((0,))
+    assert "need 3 CPUs of their own and one more for the rest, but this process may use 3" in str(small.warning)
+    assert plan_cpus([N("a"), N("b")], [0, 1]).nodes == {}
+
+
+def test_an_isolated_node_runs_its_step_alone_and_its_sockets_on_the_rest(tmp_path: Path, run_dir: str) -> None:
+    """The supervisor's command for an isolated tracker, run: its main thread on the last
+    CPU, ZeroMQ's threads on the others."""
+    import os
+    import subprocess
+    import time
+
+    from perception.system.supervisor import Supervisor
+
+    here = sorted(os.sched_getaffinity(0))
+    if len(here) < 2:
+        pytest.skip("needs two CPUs")
+    f = _write(tmp_path, "nodes:\n  tracker: {isolate: true}\n  publisher: {bind: 'tcp://127.0.0.1:17993'}\n")
+    spec = load_launch(f)
+    sup = Supervisor(spec, run_dir)
+    try:
+        cmd, other = sup._command(spec.nodes[0]), sup._command(spec.nodes[1])
+    finally:
+        sup.shutdown()
+    rest = ",".join(map(str, here[:-1]))
+    assert cmd[cmd.index("--step-cpus") + 1] == str(here[-1]) and cmd[cmd.index("--cpus") + 1] == rest
+    assert other[other.index("--cpus") + 1] == rest and "--step-cpus" not in other
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the node says when it has moved its step threads
+            if "step threads" in line:
+                break
+        tasks = f"/proc/{proc.pid}/task"
+        deadline = time.monotonic() + 5
+        comms: dict[str, set[int]] = {}
+        while time.monotonic() < deadline and not any(c.startswith("ZMQbg/IO") for c in comms):
+            comms = {open(f"{tasks}/{t}/comm").read().strip(): os.sched_getaffinity(int(t)) for t in os.listdir(tasks)}
+            time.sleep(0.05)
+        assert os.sched_getaffinity(proc.pid) == {here[-1]}  # the main thread
+        io = [cpus for c, cpus in comms.items() if c.startswith("ZMQbg")]
+        assert io and all(cpus == set(here[:-1]) for cpus in io), comms
+    finally:
+        proc.terminate()
+        proc.wait(10)

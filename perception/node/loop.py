@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -310,12 +311,26 @@ def _plain(value: object) -> int | float | str | bool:
     return value if isinstance(value, int | float | str | bool) else str(value)
 
 
-def pin(cpus: set[int]) -> None:
-    """Run this process on ``cpus``: every thread it has now (imports start some, such as
-    OpenBLAS's pool) and, since new threads inherit it, every later one (ZeroMQ's, ONNX
-    Runtime's)."""
-    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
-    for tid in tids:
+def _threads() -> set[int]:
+    """This process's thread ids (Linux; empty elsewhere)."""
+    return {int(t) for t in os.listdir("/proc/self/task")} if os.path.isdir("/proc/self/task") else set()
+
+
+def _comm(tid: int) -> str:
+    """A thread's name as the kernel has it (ZeroMQ names its own ``ZMQbg/...``)."""
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def pin(cpus: set[int], threads: set[int] | None = None) -> None:
+    """Run ``threads`` (default: every thread of this process) on ``cpus``. Pinning the
+    whole process now covers the threads it has (imports start some, such as OpenBLAS's
+    pool) and, since new threads inherit their creator's CPUs, every later one (ZeroMQ's,
+    ONNX Runtime's)."""
+    for tid in _threads() if threads is None else threads:
         try:
             os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:  # a thread that ended meanwhile
@@ -339,6 +354,9 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ap.add_argument("--shm-slots", type=int, default=0)
     ap.add_argument("--shm-slot-bytes", type=int, default=0)
     ap.add_argument("--cpus", default="", help="comma-separated CPUs to run on (the launch file's cpus:)")
+    ap.add_argument("--step-cpus", default="",
+                    help="comma-separated CPUs for the step threads alone: the main thread and the threads the "
+                         "logic starts while loading (the launch file's isolate:); ZeroMQ's stay on --cpus")
     args = ap.parse_args(argv)
     if args.cpus:
         pin({int(c) for c in args.cpus.split(",")})
@@ -347,11 +365,19 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
+        before = _threads()
         logic = make_logic(cfg, ctx) if with_context else make_logic(cfg)
+        # the main thread and those the logic started (ONNX Runtime's pool), not its sockets' I/O
+        step_threads = {threading.get_native_id()} | {t for t in _threads() - before if not _comm(t).startswith("ZMQ")}
     except (ConfigError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {args.name}: {e}", file=sys.stderr)
         sys.exit(2)
     loop = NodeLoop(ctx, logic)
+    if args.step_cpus:
+        # after the loop has started its sockets: ZeroMQ's I/O thread and the receivers stay
+        # on --cpus, and only the threads that run the logic move to CPUs of their own
+        pin({int(c) for c in args.step_cpus.split(",")}, step_threads)
+        log.info("%s: step threads %s on CPU %s", args.name, sorted(step_threads), args.step_cpus)
     log.info("%s started (pid %d)", args.name, os.getpid())
     loop.run()
     log.info("%s stopped", args.name)

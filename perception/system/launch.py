@@ -11,7 +11,8 @@ Layout::
         source: frames/
         fps: 15
       preprocess: {width: 640, height: 384}
-      segmenter: {cpus: [1]}    # optional on any node: pin its process to these CPUs
+      segmenter: {isolate: true} # optional on any node: its step threads on CPUs of their own
+      tracker: {cpus: [0]}      # optional on any node: pin its process to these CPUs
       publisher: {}
 
 The table :data:`NODE_TYPES` is the one list of node types: the config class that
@@ -91,6 +92,9 @@ class NodeSpec:
     #: the segmenter to a core of its own keeps the other nodes' wake-ups off the core that
     #: runs the network (what ``taskset``/``isolcpus`` do for a robot's perception stack)
     cpus: tuple[int, ...] = ()
+    #: CPUs of its own for the node's step threads (``isolate:``; 0: none), every other
+    #: thread of the run kept off them (:mod:`perception.system.cpu_plan`)
+    isolate: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,13 +165,19 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         if not enabled:  # in the file, off until `--set NODE.enabled=true`
             continue
         cpus = _cpus(params.pop("cpus", []), f"{where}: node {name!r}")
+        isolate = params.pop("isolate", False)
         type_name = str(params.pop("type", name))
         if type_name not in NODE_TYPES:
             raise ConfigError(
                 f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
             )
         cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
-        nodes.append(NodeSpec(name, type_name, cfg, params, cpus))
+        n_isolated = _isolate(isolate, cpus, getattr(cfg, "threads", None), f"{where}: node {name!r}")
+        if n_isolated and getattr(cfg, "threads", None) == 0:
+            # its runtime's default pool is one thread a core; on CPUs of its own it gets one a CPU
+            params["threads"] = n_isolated
+            cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
+        nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated))
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
     shm = build_config(ShmConfig, shm_doc, where=f"{where}: shm")
@@ -188,6 +198,23 @@ def _cpus(value: Any, where: str) -> tuple[int, ...]:
     return tuple(sorted(set(value)))
 
 
+def _isolate(value: Any, cpus: tuple[int, ...], threads: int | None, where: str) -> int:
+    """A node's ``isolate:`` as a number of CPUs (0: not isolated). ``true`` is one CPU
+    per thread of the node's ``threads:`` (one when it has none or leaves it to the runtime)."""
+    if value is False or value == 0:
+        return 0
+    if value is True:
+        n = threads if threads else 1
+    elif isinstance(value, int) and value > 0:
+        n = value
+    else:
+        raise ConfigError(f"{where}: key 'isolate' must be true, false or a number of CPUs, e.g. 1, got {value!r}")
+    if cpus:
+        raise ConfigError(f"{where}: keys 'cpus' and 'isolate' exclude each other: 'cpus' pins the whole process, "
+                          "'isolate' picks its CPUs itself")
+    return n
+
+
 def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: str | None = None) -> LaunchSpec:
     """``spec`` with node ``name`` added (or its parameters updated), validated like a file's."""
     nodes = list(spec.nodes)
@@ -195,7 +222,7 @@ def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: st
     t = type_name or (existing.type if existing else name)
     merged = {**(existing.params if existing else {}), **params}
     node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged,
-                    existing.cpus if existing else ())
+                    existing.cpus if existing else (), existing.isolate if existing else 0)
     nodes = [node if n.name == name else n for n in nodes] if existing else [*nodes, node]
     return replace(spec, nodes=tuple(nodes))
 

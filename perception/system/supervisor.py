@@ -35,6 +35,7 @@ from perception.bus import codec, schema
 from perception.bus.pubsub import Publisher
 from perception.bus.schema import Envelope, Status
 from perception.bus.shm_ring import remove_stale
+from perception.system.cpu_plan import plan_cpus
 from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
 from perception.system.sched import SchedSample, read_schedstat, verdict
 
@@ -77,6 +78,9 @@ class Supervisor:
 
     def __init__(self, spec: LaunchSpec, run_dir: str, out: IO[str] | None = None) -> None:
         self.spec = spec
+        self.cpus = plan_cpus(spec.nodes, sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
+        if self.cpus.warning:
+            log.warning("%s", self.cpus.warning)
         self.run_dir = run_dir
         self.out = out or sys.stdout
         self.cfg = spec.supervisor
@@ -115,8 +119,11 @@ class Supervisor:
     def _command(self, spec: NodeSpec) -> list[str]:
         cmd = [sys.executable, "-m", NODE_TYPES[spec.type].module, "--name", spec.name,
                "--run-dir", self.run_dir, "--params", json.dumps(spec.params)]
-        if spec.cpus:
-            cmd += ["--cpus", ",".join(map(str, spec.cpus))]
+        cpus = self.cpus.of(spec.name)
+        if cpus.cpus:
+            cmd += ["--cpus", ",".join(map(str, cpus.cpus))]
+        if cpus.step:
+            cmd += ["--step-cpus", ",".join(map(str, cpus.step))]
         if self.spec.deterministic:
             cmd.append("--deterministic")
         elif self.spec.shm.slots:
