@@ -12,8 +12,9 @@ in one run.
   (replay, preprocess, segmenter, tracker and publisher processes; every frame processed in
   order, the replay a whole drive ahead), frames / time between the first and last
   published tracks. ``throughput_ratio`` = the median over ``--rounds`` of pipeline / bare,
-  the two measured back to back in each round (this machine's speed drifts by 10-20 %
-  within minutes, so a ratio of two runs far apart measures the drift).
+  each round running the bare segmenter right before and right after the pipeline and
+  taking the mean of the two (this machine's speed drifts by 10-20 % within minutes, so a
+  ratio of two runs far apart measures the drift).
 - **Overhead per frame**: the same drive replayed at its own rate (15 fps, the live mode:
   newest frame kept; frames through shared memory as the launch file says, or
   ``--shm-slots N``, 0 for the socket), per frame capture -> tracks minus the segmenter's
@@ -153,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     bare_runs, pipe_runs, timeline, live_p50 = [], [], [], []
     bare_ms: list[float] = []
     live: dict[str, list[Envelope]] = {}
-    for r in range(args.rounds):  # the two sides back to back in each round: the machine's speed drifts
-        fps, ms = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
-        bare_runs.append(fps)
-        bare_ms += ms
+    for r in range(args.rounds):
+        # bare, pipeline, bare again in each round, the two bare runs averaged: the machine's
+        # speed drifts within minutes, and a drift that is linear over the round cancels
+        fps0, ms0 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0,
                        isolate=bool(cpus))
+        fps1, ms1 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
+        fps = (fps0 + fps1) / 2
+        bare_runs.append(fps)
+        bare_ms += ms0 + ms1
         pipe_runs.append(fps_of(det["tracks"]))
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
                         shm_slots=args.shm_slots, isolate=bool(cpus))
@@ -167,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
         timeline += got
         live_p50.append(float(np.median([f.tracks_ms - f.inference_ms for f in got])))  # type: ignore[operator]
-        print(f"round {r + 1}: bare {fps:.1f} frames/s, pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}); "
+        print(f"round {r + 1}: bare {fps:.1f} frames/s ({fps0:.1f} before, {fps1:.1f} after), "
+              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}); "
               f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms")
     ratios = [pf / bf for pf, bf in zip(pipe_runs, bare_runs, strict=True)]
     t = timeline
