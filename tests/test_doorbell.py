@@ -237,3 +237,30 @@ def test_other_topics_come_by_the_bell_to_live_readers_and_over_zeromq_to_determ
         s.close()
     pub.close()
     ctx.term()
+
+
+def test_stages_are_rung_before_observers_whatever_order_they_came_in() -> None:
+    import socket
+
+    from perception.bus.doorbell import OBSERVER, STAGE
+
+    path = f"{_run_dir()}/x.bell"
+    server = DoorbellServer(path)
+    observer, stage = DoorbellClient(path), DoorbellClient(path, stage=True)
+    assert observer.try_connect() and stage.try_connect()  # the observer first
+    late = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # connected, hello not sent yet
+    late.connect(path)
+    assert server.ring(b"one") == 3
+    assert server.ranks() == [STAGE, OBSERVER, OBSERVER]  # the late one rung as an observer
+    late.send(b"h\x00")  # its hello: a stage
+    assert server.ring(b"two") == 3
+    assert server.ranks() == [STAGE, STAGE, OBSERVER]
+    for reader in (observer, stage):
+        got, alive = reader.receive()
+        assert alive and got == [b"one", b"two"]
+    assert [late.recv(16), late.recv(16)] == [b"one", b"two"]
+    stage.close()  # a stage that went away is forgotten, the order of the rest kept
+    assert server.ring(b"three") == 2 and server.ranks() == [STAGE, OBSERVER]
+    late.close()
+    observer.close()
+    server.close()

@@ -115,7 +115,9 @@ class Subscriber:
     keep-newest mode), found at start and retried every half second: its messages then come
     by the bell (in keep-newest mode only the newest frame is decoded), ZeroMQ is subscribed
     to the ones the bell marked only, and when the publisher goes away the subscription
-    returns to everything on ZeroMQ.
+    returns to everything on ZeroMQ. ``stage``: this reader makes outputs of its own from
+    what it reads (a node with output topics), and its producers' bells ring it before the
+    readers that only relay or record (:mod:`perception.bus.doorbell`).
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class Subscriber:
         shm_views: bool = False,
         doorbells: bool = True,
         backlog: int = DETERMINISTIC_HWM,
+        stage: bool = False,
     ) -> None:
         self.keep_newest = keep_newest
         self.shm_views = shm_views
@@ -153,7 +156,7 @@ class Subscriber:
             frames = schema.topic(names[0]).kind == "frame"
             # a deterministic reader takes other topics from ZeroMQ, whose queue has no limit
             if doorbells and not bind and path is not None and len(names) == 1 and (frames or keep_newest):
-                bell = _Bell(BellReader(names[0], path, keep_newest and frames), s)
+                bell = _Bell(BellReader(names[0], path, keep_newest and frames, stage=stage), s)
                 self.bells[names[0]] = bell
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())

@@ -114,7 +114,8 @@ class NodeLoop:
         self.sub = (
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)),
-                       backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM)
+                       backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
+                       stage=bool(logic.outputs))
             if logic.inputs else None
         )
         #: frame topics whose shared-memory ring could not be made (reported in status)
