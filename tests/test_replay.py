@@ -89,6 +89,33 @@ def test_frames_are_decoded_ahead_of_their_due_time(tmp_path: Path, monkeypatch:
     assert calls == [1, 1]
 
 
+def test_a_frame_goes_out_from_its_slot_and_the_drive_is_read_while_waiting(tmp_path: Path) -> None:
+    """Between a frame's capture stamp and its send the replay neither copies pixels nor
+    reads the drive: the frame decoded ahead is already in the shared-memory slot it goes
+    out in, and the next record is read in prepare (while the node waits)."""
+    logic = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "d.mcap", n=3)), rate=0.0))
+    slots = []
+
+    def claim(topic: str, shape: tuple[int, ...]) -> np.ndarray:
+        slots.append((topic, np.zeros(shape, np.uint8)))
+        return slots[-1][1]
+
+    logic.claim = claim
+    logic.prepare(0)
+    assert [t for t, _ in slots] == ["frames"] and int(slots[0][1][0, 0, 0]) == 0
+    reads = []
+    records = logic.records
+    logic.records = iter(lambda: reads.append(1) or next(records), None)  # type: ignore[assignment]
+    out = logic.step(0, None)
+    assert out[0].pixels is slots[0][1] and not reads  # the slot itself; nothing read
+    logic.prepare(0)  # waiting: the next record read and decoded into the next slot
+    assert reads == [1] and len(slots) == 2 and int(slots[1][1][0, 0, 0]) == 10
+    assert logic.step(0, None)[0].pixels is slots[1][1]
+    assert not logic.finished
+    logic.step(0, None)  # the last frame: finished once the node has moved on from it
+    assert logic.next_wakeup_ns(0) is None and logic.finished
+
+
 def test_real_time_decode_waits_until_shortly_before_the_frame_is_due(tmp_path: Path) -> None:
     """Right after a frame went out, prepare() leaves the CPU to the nodes it woke: it
     decodes nothing and says when to come back (before the next frame is due, by more than

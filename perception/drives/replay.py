@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -79,6 +79,11 @@ class ReplayLogic:
         self.started_ns: int | None = None
         self._decoded: tuple[RecordedFrame, np.ndarray | None] | None = None  # the pending frame, decoded ahead
         self._decode_ns = 0  # how long the last decode ahead took
+        self._went_out = False  # the pending frame went out; the next record is read while waiting
+        #: set by the node: the next shared-memory slot of an output topic as an array of a
+        #: shape, or None; a frame decoded ahead is put there before it is due, so that it
+        #: goes out without a copy at its due time
+        self.claim: Callable[[str, tuple[int, ...]], np.ndarray | None] | None = None
 
     def _window(self) -> Iterator[RecordedFrame]:
         first = None
@@ -96,7 +101,23 @@ class ReplayLogic:
             return 0
         return self.t0_wall_ns + int((rec.source.capture_ns - self.t0_drive_ns) / self.cfg.rate)
 
+    def _advance(self) -> None:
+        """Move on from the frame that went out. Done while waiting for the next frame, not
+        between a frame's capture stamp and its send: reading the next record may mean
+        decompressing an MCAP chunk."""
+        if not self._went_out:
+            return
+        self._went_out = False
+        self.pending = next(self.records, None)
+        if self.pending is None and (self.cfg.loop or self.loops + 1 < self.cfg.repeat):
+            self.loops += 1
+            self.records = self._window()
+            self.pending = next(self.records, None)
+            self.t0_drive_ns = None  # the next loop starts its own timeline
+        self.finished = self.pending is None
+
     def next_wakeup_ns(self, now_ns: int) -> int | None:
+        self._advance()
         if self.finished or self.pending is None:
             return None
         if self.started_ns is None:
@@ -112,7 +133,11 @@ class ReplayLogic:
         the last decode, plus 2 ms), and this returns when that is: decoded right after the
         previous frame went out, it took the CPU from the nodes that frame had just woken
         (a woken reader is often placed on its waker's CPU): on the 2-core machine the
-        preprocess node then woke 1.35 ms after a frame went out instead of 0.57 ms (p50)."""
+        preprocess node then woke 1.35 ms after a frame went out instead of 0.57 ms (p50).
+
+        The decoded frame goes into the next slot of the frames' shared-memory ring, when
+        there is one (``claim``), so that its copy there is not on the frame's path either."""
+        self._advance()
         if self.pending is None or (self._decoded is not None and self._decoded[0] is self.pending):
             return None
         due = self._due_ns(self.pending)
@@ -121,7 +146,12 @@ class ReplayLogic:
             return start
         t0 = time.monotonic_ns()
         try:
-            self._decoded = (self.pending, self._decode(self.pending))
+            image = self._decode(self.pending)
+            slot = self.claim("frames", image.shape) if self.claim is not None else None
+            if slot is not None:
+                np.copyto(slot, image)
+                image = slot
+            self._decoded = (self.pending, image)
         except DriveError:  # step decodes it again and reports the error as a step failure
             self._decoded = (self.pending, None)
         self._decode_ns = time.monotonic_ns() - t0
@@ -134,6 +164,7 @@ class ReplayLogic:
         return image
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        self._advance()
         rec = self.pending
         if rec is None:
             return []
@@ -142,13 +173,7 @@ class ReplayLogic:
         # captured when it was due on the drive's timeline (at rate 0, when it goes out), so
         # the tracker sees the drive's own frame spacing, not the scheduler's jitter
         capture_ns = self._due_ns(rec) if self.cfg.rate > 0 else time.monotonic_ns()
-        self.pending = next(self.records, None)
-        if self.pending is None and (self.cfg.loop or self.loops + 1 < self.cfg.repeat):
-            self.loops += 1
-            self.records = self._window()
-            self.pending = next(self.records, None)
-            self.t0_drive_ns = None  # the next loop starts its own timeline
-        self.finished = self.pending is None
+        self._went_out = True
         decoded, self._decoded = self._decoded, None
         image = decoded[1] if decoded is not None and decoded[0] is rec and decoded[1] is not None \
             else self._decode(rec)
@@ -161,5 +186,6 @@ class ReplayLogic:
         return out
 
     def counters(self) -> dict[str, int | float | str | bool]:
+        self._advance()
         return {"published": self.published, "loops": self.loops, "finished": self.finished,
                 "frame_seq": self.published}
