@@ -10,13 +10,24 @@ coded against the count two places back), vectorised with NumPy, and for a messa
 all in one pass (:func:`validate_rles`: a fixed cost of some twenty array operations per
 call, which per mask was most of a detections message's decode; a message of few
 characters is checked in plain Python instead, which costs less on a CPU that just woke).
+
+Before either, a message's masks take a native fast path (:func:`_check_native`): a regular
+expression screens the strings, and faster-coco-eval's C++ ``rleFrString`` (a dependency
+already, for evaluation) decodes them; only masks that pass are accepted there, and anything
+else goes on to the checks above, which decide and name the error. A 26-mask detections
+message: 0.07 ms instead of 0.42 ms warm, 0.27 ms instead of 0.8 ms on a CPU that just woke.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+try:  # the C++ decoder of faster-coco-eval: counts strings -> run lengths, as pycocotools reads them
+    from faster_coco_eval.mask_api_new_cpp import toUncompressedRLE as _native_runs
+except ImportError:  # (another version without it: the NumPy and Python checks do it all)
+    _native_runs: Callable[[list[dict]], list[dict]] | None = None  # type: ignore[no-redef]
 
 MAX_MASK_PIXELS = 8192 * 8192
 
@@ -90,7 +101,7 @@ def _check_together(masks: Sequence[tuple[tuple[int, int], str]]) -> None:
     for h, w in (size for size, _ in masks):
         if h < 0 or w < 0 or h * w > MAX_MASK_PIXELS:
             raise ValueError(f"RLE size {h}x{w} is outside 0..{MAX_MASK_PIXELS} pixels")
-    if not masks:
+    if not masks or _check_native(masks):
         return
     if sum(len(c) for _, c in masks) <= PLAIN_PYTHON_CHARS:
         _check_plain(masks)
@@ -104,6 +115,42 @@ def _check_together(masks: Sequence[tuple[tuple[int, int], str]]) -> None:
 #: 0.59 ms that way against 0.25 ms in plain Python (warm: 0.15 against 0.19 ms). Above it
 #: the per-character cost of plain Python (0.13 us) loses.
 PLAIN_PYTHON_CHARS = 3000
+
+
+#: What the native decoder is never given: a character outside '0'..'o', or a value of more
+#: than six 6-bit groups (six continuation characters 'P'..'o' in a row). Within six groups
+#: (30 bits with the sign) its ``int64`` arithmetic is exact and free of undefined shifts.
+#: Screened with ``bytes.translate`` (a table lookup per byte in C; a regular expression
+#: took 0.1 ms for 2 000 characters): the valid characters deleted leave nothing, and with
+#: every continuation character made ``P`` and every other ``0`` no ``PPPPPP`` is left.
+_VALID = bytes(range(ord("0"), ord("o") + 1))
+_GROUPS = bytes(ord("P") if ord("P") <= b <= ord("o") else ord("0") for b in range(256))
+
+
+def _check_native(masks: Sequence[tuple[tuple[int, int], str]]) -> bool:
+    """True when every mask is valid, decided in C++; False when undecided (the other checks
+    then decide, and name what is wrong). Sound: a string that passes the screen is read by
+    ``rleFrString`` exactly as :func:`_runs` reads it, except that each count is cut to 32
+    bits; a count that was negative or too large is still in the list, cut or not, as a
+    value above ``MAX_MASK_PIXELS`` (counts of at most 30 bits plus one at most that size),
+    so the sum of a mask's counts equals ``h * w`` only when every count is the true one and
+    none is negative."""
+    if _native_runs is None:
+        return False
+    for _, counts in masks:  # each must end on a value's last group (and so within itself)
+        if counts and counts[-1] >= "P":
+            return False
+    try:
+        text = "".join(c for _, c in masks).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    if text.translate(None, _VALID) or b"PPPPPP" in text.translate(_GROUPS):
+        return False
+    try:
+        runs = _native_runs([{"size": [h, w], "counts": c} for (h, w), c in masks])
+    except (ValueError, RuntimeError):  # it checks some things itself (counts past h * w)
+        return False
+    return all(sum(r["counts"]) == h * w for r, ((h, w), _) in zip(runs, masks, strict=True))
 
 
 def _check_plain(masks: Sequence[tuple[tuple[int, int], str]]) -> None:

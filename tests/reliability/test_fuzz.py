@@ -119,14 +119,18 @@ def test_masks_checked_together_are_accepted_exactly_when_each_is_alone(masks: l
 def test_the_plain_and_the_vectorised_mask_checks_accept_the_same_masks(masks: list) -> None:
     """A message's masks are checked in plain Python up to PLAIN_PYTHON_CHARS characters and
     with NumPy above: both accept exactly the same ones (random strings, with long values
-    and bad characters, and real masks, whole or cut short)."""
-    from perception.bus.rle_codec import _check_plain, _check_vectorised
+    and bad characters, and real masks, whole or cut short). The native fast path accepts
+    only masks that those accept, and every whole real mask."""
+    from perception.bus.rle_codec import _check_native, _check_plain, _check_vectorised
 
     items = []
+    whole = True
     for h, w, real, counts, seed in masks:
         if real:
             counts = encode_mask(np.random.default_rng(seed).random((h, w)) > 0.5).counts
-            counts = counts[: len(counts) - seed % 3 + 1] if seed % 5 == 0 else counts  # sometimes cut short
+            if seed % 5 == 0:  # sometimes cut short
+                counts, whole = counts[: len(counts) - seed % 3 + 1], False
+        whole = whole and real
         items.append(((h, w), counts))
     outcomes = []
     for check in (_check_plain, _check_vectorised):
@@ -136,6 +140,9 @@ def test_the_plain_and_the_vectorised_mask_checks_accept_the_same_masks(masks: l
         except ValueError:
             outcomes.append(False)
     assert outcomes[0] == outcomes[1], items
+    native = _check_native(items)
+    assert outcomes[0] or not native, items
+    assert native or not whole, items
 
 
 def test_both_mask_checks_on_the_edges_of_the_format() -> None:
@@ -150,6 +157,27 @@ def test_both_mask_checks_on_the_edges_of_the_format() -> None:
                 ([((2, 2), "3")], "cover"), ([((1, 1), "@")], "negative"), ([((1, 1), "1~")], "outside"):
             with pytest.raises(ValueError, match=why):
                 check(bad)
+
+
+def test_the_native_mask_check_leaves_what_it_cannot_read_exactly_to_the_others() -> None:
+    """Long values (beyond 30 bits), counts that go negative or past 32 bits, strings cut in
+    the middle of a value and characters out of range are never accepted natively; the
+    full checks then decide (and accept what is valid)."""
+    from perception.bus.rle_codec import _check_native
+
+    good = encode_mask(np.random.default_rng(1).random((30, 40)) > 0.5)
+    assert _check_native([(good.size, good.counts), ((0, 0), ""), ((2, 2), "4")])
+    zero_in_seven_groups = "P" * 6 + "0"
+    assert not _check_native([((0, 5), zero_in_seven_groups)])
+    validate_rles([((0, 5), zero_in_seven_groups)])  # valid: decided by the other checks
+    # runs 0, -2, 0, then +8 against the -2: natively (32 bits) -2 is 2**32 - 2 and the last
+    # run 6, the sum of the runs far from 2 x 3; the full checks see the negative run
+    negative = "0N08"
+    with pytest.raises(ValueError, match="negative"):
+        validate_rles([((2, 3), negative)])
+    for size, counts in (((2, 3), negative), (good.size, good.counts[:-1]), (good.size, good.counts + "~"),
+                         (good.size, good.counts + "P"), (good.size, good.counts + "\u00e9")):
+        assert not _check_native([(size, counts)]), counts
 
 
 def test_a_bad_mask_among_many_in_a_message_is_named() -> None:
