@@ -47,6 +47,7 @@ def run_logs(drive: Path) -> list[dict]:
         rect_env = Envelope("frames.rect", env.seq, env.stamp_ns, f.source, rect.payload)
         [det] = seg.step(f.source.capture_ns, Received(rect_env, rect.pixels, f.source.capture_ns))
         det_env = Envelope("detections", env.seq, env.stamp_ns, f.source, det.payload)
+        trk.prepare(0)  # as the node does before it waits (works ahead; the outputs are the same)
         [trk_out] = trk.step(0, Received(det_env))
         d = to_plain(replace(det.payload, inference_ms=0.0, queue_wait_ms=0.0, frame_age_ms=0.0, policy_reason=""))
         t = to_plain(replace(trk_out.payload, epoch=0))

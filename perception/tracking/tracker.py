@@ -84,6 +84,8 @@ class _Track:
     predicted: bool = False
     _carried: dict | None = field(default=None, repr=False)
     _shift: tuple[int, int] | None = field(default=None, repr=False)  # carried mask's move this frame
+    #: the mask moved ahead of its frame (:meth:`Tracker.prepare`): (that mask, its move, the result)
+    _ahead: tuple[Rle, tuple[int, int], dict] | None = field(default=None, repr=False)
 
     class_id: int = -1  # the class with the most votes (ties: the lowest id); set by vote()
 
@@ -106,7 +108,11 @@ class _Track:
         if self._carried is None:
             if self._shift is None:
                 self._shift = tuple(np.rint(self.motion[box_motion.POS, :2] - self.mask_centre).astype(int).tolist())
-            self._carried = mask_ops.translate(self.mask.to_coco(), *self._shift)
+            ahead = self._ahead
+            if ahead is not None and ahead[0] is self.mask and ahead[1] == self._shift:
+                self._carried = ahead[2]  # moved ahead by the same amount: the same result
+            else:
+                self._carried = mask_ops.translate(self.mask.to_coco(), *self._shift)
         return self._carried
 
 
@@ -191,6 +197,23 @@ class Tracker:
         out = [self._to_msg(t, stamp_ns) for t in self._tracks] + [self._to_msg(t, stamp_ns) for t in removed]
         return Tracks(image_width=detections.image_width, image_height=detections.image_height,
                       tracks=tuple(out), epoch=self.epoch)
+
+    def prepare(self, stamp_ns: int) -> None:
+        """Work ahead for a frame expected at ``stamp_ns`` (while the tracker waits for its
+        detections): each track's mask moved to where the track is predicted then. The
+        next :meth:`update` uses a moved mask wherever its own prediction moves the mask by
+        the same whole pixels (a mask's move is a function of the mask and the move alone),
+        and moves it itself otherwise, so its outputs are those of an update without this;
+        only the time it takes differs (carrying the masks is most of an update)."""
+        tracks = [t for t in self._tracks if t.mask is not None]
+        if not tracks or self._last_ns is None or stamp_ns < self._last_ns:
+            return
+        states = box_motion.predict(np.stack([t.motion for t in tracks]), (stamp_ns - self._last_ns) / 1e9, self.noise)
+        shifts = np.rint(states[:, box_motion.POS, :2] - np.array([t.mask_centre for t in tracks]))
+        for t, shift in zip(tracks, shifts.astype(int).tolist()):
+            mask = t.mask
+            assert mask is not None
+            t._ahead = (mask, (shift[0], shift[1]), mask_ops.translate(mask.to_coco(), shift[0], shift[1]))
 
     def live_ids(self) -> list[int]:
         return [t.track_id for t in self._tracks]
