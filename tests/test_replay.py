@@ -116,6 +116,29 @@ def test_a_frame_goes_out_from_its_slot_and_the_drive_is_read_while_waiting(tmp_
     assert logic.next_wakeup_ns(0) is None and logic.finished
 
 
+def test_ground_truth_goes_out_between_frames_in_real_time(tmp_path: Path) -> None:
+    """In real time a frame's ground truth is not sent with the frame (its readers would
+    decode it on the CPUs the frame's nodes wake on) but GT_AFTER of the frame spacing later,
+    before the next frame; the drive is finished once the last one went out. As fast as
+    possible it goes with its frame."""
+    from perception.drives.replay import GT_AFTER
+
+    logic = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "d.mcap", n=3, fps=10.0)), rate=1.0, start_delay_s=0))
+    sent: list[tuple[int, str, int]] = []
+    now = 1_000_000_000
+    while not logic.finished:
+        now = max(now, logic.next_wakeup_ns(now) or now)
+        sent += [(now, o.topic, o.source.frame_seq) for o in logic.step(now, None)]  # type: ignore[union-attr]
+        logic.prepare(now)
+    period = 100_000_000
+    t0 = sent[0][0]
+    assert sent == [(t0, "frames", 0), (t0, "gt", 0),  # no spacing known yet: with its frame
+                    (t0 + period, "frames", 1), (t0 + period + int(GT_AFTER * period), "gt", 1),
+                    (t0 + 2 * period, "frames", 2), (t0 + 2 * period + int(GT_AFTER * period), "gt", 2)]
+    fast = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "f.mcap", n=3)), rate=0.0))
+    assert [[o.topic for o in fast.step(0, None)] for _ in range(3)] == [["frames", "gt"]] * 3
+
+
 def test_real_time_decode_waits_until_shortly_before_the_frame_is_due(tmp_path: Path) -> None:
     """Right after a frame went out, prepare() leaves the CPU to the nodes it woke: it
     decodes nothing and says when to come back (before the next frame is due, by more than

@@ -25,6 +25,10 @@ from perception.node.loop import Outgoing
 log = logging.getLogger(__name__)
 
 DECODE_MARGIN_NS = 2_000_000  # a frame decoded ahead is ready this long before it is due, at least
+#: in real time a frame's ground truth goes out this share of the frame spacing after the
+#: frame: not on the frame's way through the pipeline (its readers decode it, masks and all,
+#: on the CPUs the frame's nodes are waking on), and before the next frame
+GT_AFTER = 0.75
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class ReplayLogic:
         self._decoded: tuple[RecordedFrame, np.ndarray | None] | None = None  # the pending frame, decoded ahead
         self._decode_ns = 0  # how long the last decode ahead took
         self._went_out = False  # the pending frame went out; the next record is read while waiting
+        self._gt_out: tuple[int, Outgoing] | None = None  # the last frame's ground truth and when it goes
+        self._last_capture_ns: int | None = None
         #: set by the node: the next shared-memory slot of an output topic as an array of a
         #: shape, or None; a frame decoded ahead is put there before it is due, so that it
         #: goes out without a copy at its due time
@@ -114,15 +120,17 @@ class ReplayLogic:
             self.records = self._window()
             self.pending = next(self.records, None)
             self.t0_drive_ns = None  # the next loop starts its own timeline
-        self.finished = self.pending is None
+            self._last_capture_ns = None
+        self.finished = self.pending is None and self._gt_out is None
 
     def next_wakeup_ns(self, now_ns: int) -> int | None:
         self._advance()
-        if self.finished or self.pending is None:
-            return None
-        if self.started_ns is None:
-            self.started_ns = now_ns + int(self.cfg.start_delay_s * 1e9)
-        return max(self.started_ns, self._due_ns(self.pending))
+        times = [] if self._gt_out is None else [self._gt_out[0]]
+        if self.pending is not None:
+            if self.started_ns is None:
+                self.started_ns = now_ns + int(self.cfg.start_delay_s * 1e9)
+            times.append(max(self.started_ns, self._due_ns(self.pending)))
+        return min(times) if times else None
 
     def prepare(self, now_ns: int) -> int | None:
         """Decode the next frame while waiting for it to be due (the node calls this before
@@ -164,10 +172,20 @@ class ReplayLogic:
         return image
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
+        """The pending frame (and its ground truth at rate 0) when it is due, and the last
+        frame's ground truth when its time has come (at the latest with the next frame)."""
         self._advance()
         rec = self.pending
-        if rec is None:
-            return []
+        frame_due = rec is not None and (self.t0_drive_ns is None or now_ns >= self._due_ns(rec))
+        if frame_due and rec is not None:
+            return self._frame(rec, now_ns)
+        if self._gt_out is not None and now_ns >= self._gt_out[0]:
+            out, self._gt_out = [self._gt_out[1]], None
+            self.finished = self.pending is None
+            return out
+        return []
+
+    def _frame(self, rec: RecordedFrame, now_ns: int) -> list[Outgoing]:
         if self.t0_drive_ns is None:
             self.t0_drive_ns, self.t0_wall_ns = rec.source.capture_ns, now_ns
         # captured when it was due on the drive's timeline (at rate 0, when it goes out), so
@@ -180,9 +198,17 @@ class ReplayLogic:
         src = Source(self.camera_id, self.published, capture_ns)
         self.published += 1
         out = [Outgoing("frames", header_for(image), src, image)]
+        if self._gt_out is not None:  # the last frame's, not sent yet: after this frame
+            out.append(self._gt_out[1])
+            self._gt_out = None
         gt: GroundTruth | None = self.gt.get(rec.source.frame_seq)
+        spacing = None if self._last_capture_ns is None else capture_ns - self._last_capture_ns
+        self._last_capture_ns = capture_ns
         if gt is not None:
-            out.append(Outgoing("gt", gt, src))
+            if self.cfg.rate > 0 and spacing:
+                self._gt_out = (capture_ns + int(GT_AFTER * spacing), Outgoing("gt", gt, src))
+            else:  # as fast as possible, or no spacing known yet: with its frame
+                out.append(Outgoing("gt", gt, src))
         return out
 
     def counters(self) -> dict[str, int | float | str | bool]:
