@@ -155,6 +155,8 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_ns: int | None = None
+        #: prepare's prediction: (stamp, the tracks' ids, their states, their masks' moves)
+        self._predicted: tuple[int, list[int], np.ndarray, list[tuple[int, int]]] | None = None
 
     # ------------------------------------------------------------------ public
     def update(self, detections: Detections, stamp_ns: int) -> Tracks:
@@ -171,11 +173,14 @@ class Tracker:
         self.stats.max_dt_s = max(self.stats.max_dt_s, dt_s)
 
         tracks = self._tracks
+        ahead, self._predicted = self._predicted, None
         if tracks:
-            states = box_motion.predict(np.stack([t.motion for t in tracks]), dt_s, self.noise)
-            shifts = np.rint(states[:, box_motion.POS, :2] - np.array([t.mask_centre for t in tracks]))
-            for t, s, shift in zip(tracks, states, shifts.astype(int).tolist()):
-                t.motion, t._carried, t._shift = s, None, tuple(shift)
+            if ahead is not None and ahead[0] == stamp_ns and ahead[1] == [id(t) for t in tracks]:
+                states, shifts = ahead[2], ahead[3]  # predicted by prepare for this very stamp
+            else:
+                states, shifts = self._predict(tracks, dt_s)
+            for t, s, shift in zip(tracks, states, shifts):
+                t.motion, t._carried, t._shift = s, None, shift
         dets = [d for d in detections.instances if d.score >= self.cfg.low_score]
         sim = self._similarity(tracks, dets)
         matches = self._match(tracks, dets, sim)
@@ -200,20 +205,28 @@ class Tracker:
 
     def prepare(self, stamp_ns: int) -> None:
         """Work ahead for a frame expected at ``stamp_ns`` (while the tracker waits for its
-        detections): each track's mask moved to where the track is predicted then. The
-        next :meth:`update` uses a moved mask wherever its own prediction moves the mask by
-        the same whole pixels (a mask's move is a function of the mask and the move alone),
-        and moves it itself otherwise, so its outputs are those of an update without this;
-        only the time it takes differs (carrying the masks is most of an update)."""
-        tracks = [t for t in self._tracks if t.mask is not None]
+        detections): the tracks predicted to then, and each one's mask moved to where the
+        track is predicted. The next :meth:`update` takes the prediction when its frame has
+        that very stamp (the same computation on the same states), and a moved mask wherever
+        its own prediction moves the mask by the same whole pixels (a mask's move is a
+        function of the mask and the move alone); it does the rest itself, so its outputs
+        are those of an update without this, and only the time it takes differs (carrying
+        the masks is most of an update)."""
+        tracks = self._tracks
         if not tracks or self._last_ns is None or stamp_ns < self._last_ns:
             return
-        states = box_motion.predict(np.stack([t.motion for t in tracks]), (stamp_ns - self._last_ns) / 1e9, self.noise)
+        states, shifts = self._predict(tracks, (stamp_ns - self._last_ns) / 1e9)
+        self._predicted = (stamp_ns, [id(t) for t in tracks], states, shifts)
+        for t, shift in zip(tracks, shifts):
+            if t.mask is not None:
+                t._ahead = (t.mask, shift, mask_ops.translate(t.mask.to_coco(), *shift))
+
+    def _predict(self, tracks: list[_Track], dt_s: float) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The tracks' Kalman states predicted ``dt_s`` ahead ((n, 5, 4)) and the whole-pixel
+        move of each one's mask onto its predicted box."""
+        states = box_motion.predict(np.stack([t.motion for t in tracks]), dt_s, self.noise)
         shifts = np.rint(states[:, box_motion.POS, :2] - np.array([t.mask_centre for t in tracks]))
-        for t, shift in zip(tracks, shifts.astype(int).tolist()):
-            mask = t.mask
-            assert mask is not None
-            t._ahead = (mask, (shift[0], shift[1]), mask_ops.translate(mask.to_coco(), shift[0], shift[1]))
+        return states, [(a, b) for a, b in shifts.astype(int).tolist()]
 
     def live_ids(self) -> list[int]:
         return [t.track_id for t in self._tracks]
