@@ -2,19 +2,25 @@
 in one run.
 
     uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
-        [--threads 1] [--shm-slots N] [--rounds 3] [--isolate] [--json out.json]
+        [--threads 1] [--shm-slots N] [--rounds 3] [--live-isolated] [--set NODE.KEY=VALUE]
+        [--json out.json]
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
   the preprocess node does, through the same runtime the segmenter node loads
   (:func:`perception.segmentation.runtime.load_segmenter`, same card and threads), called in
-  a loop. Throughput = frames / time between the first and last result.
+  a loop on a CPU of its own (the last one). Throughput = frames / time between the first
+  and last result.
 - **Pipeline throughput**: ``perception replay --max --deterministic`` of the same drive
   (replay, preprocess, segmenter, tracker and publisher processes; every frame processed in
-  order, the replay a whole drive ahead), frames / time between the first and last
-  published tracks. ``throughput_ratio`` = the median over ``--rounds`` of pipeline / bare,
-  each round running the bare segmenter right before and right after the pipeline and
-  taking the mean of the two (this machine's speed drifts by 10-20 % within minutes, so a
-  ratio of two runs far apart measures the drift).
+  order), frames / time between the first and last published tracks, twice: with the
+  segmenter isolated (``segmenter.isolate=true``: its step thread alone on the last CPU, as
+  the bare segmenter runs, and every other thread of the run on the rest,
+  :mod:`perception.system.cpu_plan`), which is ``throughput_ratio``, and with every process
+  free to run anywhere (``throughput_ratio_shared``), where the scheduler puts the other
+  nodes' wake-ups on the segmenter's CPU too. Each ratio is the median over ``--rounds`` of
+  pipeline / bare, each round running the bare segmenter right before and right after the
+  pipeline runs and taking the mean of the two (this machine's speed drifts by 10-20 %
+  within minutes, so a ratio of two runs far apart measures the drift).
 - **Overhead per frame**: the same drive replayed at its own rate (15 fps, the live mode:
   newest frame kept; frames through shared memory as the launch file says, or
   ``--shm-slots N``, 0 for the socket), per frame capture -> tracks minus the segmenter's
@@ -24,10 +30,10 @@ in one run.
   step time.
 
 The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
-same network. ``--isolate``: the launch file's ``segmenter.isolate=true``, the segmenter's
-step thread alone on the last CPU and every other thread of the run (its ZeroMQ I/O, the
-other nodes) on the rest (:mod:`perception.system.cpu_plan`); the bare segmenter then runs
-on that same CPU. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
+same network. The live run uses the launch file as shipped (no isolation: a live
+segmenter is idle between frames, and the light nodes then have both CPUs);
+``--live-isolated`` isolates it too. ``--set`` overrides a launch-file key in every pipeline
+run. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
 """
 
 from __future__ import annotations
@@ -62,10 +68,11 @@ from perception.system.runner import run_pipeline  # noqa: E402
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
 
 
-def step_cpu(isolate: bool) -> list[int]:
-    """The CPU the isolated segmenter's step runs on (the last one), or none."""
+def step_cpu() -> list[int]:
+    """The CPU the bare segmenter and the isolated segmenter's step run on (the last one),
+    or none on a machine of one CPU."""
     cpus = sorted(os.sched_getaffinity(0))
-    return [cpus[-1]] if isolate and len(cpus) >= 2 else []
+    return [cpus[-1]] if len(cpus) >= 2 else []
 
 
 def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int,
@@ -95,9 +102,10 @@ def _bare(drive: Path, card: Path, threads: int, width: int, height: int) -> tup
 
 
 def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float, shm_slots: int | None = None, isolate: bool = False) -> dict[str, list[Envelope]]:
+             rate: float, shm_slots: int | None = None, isolate: bool = False,
+             overrides: tuple[str, ...] = ()) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
-    sets = [f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
+    sets = [*overrides, f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
             f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
     if isolate:
         sets.append("segmenter.isolate=true")
@@ -137,21 +145,23 @@ def main(argv: list[str] | None = None) -> int:
                          "default: the launch file's)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of bare segmenter, throughput run and live run; figures are medians over them")
-    ap.add_argument("--isolate", action="store_true",
-                    help="the segmenter's step alone on the last CPU, every other thread on the rest "
-                         "(and the bare run there)")
+    ap.add_argument("--live-isolated", action="store_true",
+                    help="the live run with the segmenter's step alone on the last CPU too")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
+                    help="a launch-file key for every pipeline run, e.g. replay.gt=false")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    cpus = step_cpu(args.isolate)
+    cpus = step_cpu()
+    sets = tuple(args.overrides)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
     card = load_card(args.card)
     print(f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
           f"{args.threads} thread(s); work folder {work}"
-          + (f"; segmenter step alone on CPU {cpus[0]}" if cpus else ""))
+          + (f"; bare segmenter and isolated segmenter step on CPU {cpus[0]}" if cpus else ""))
 
-    bare_runs, pipe_runs, timeline, live_p50 = [], [], [], []
+    bare_runs, pipe_runs, shared_runs, timeline, live_p50 = [], [], [], [], []
     bare_ms: list[float] = []
     live: dict[str, list[Envelope]] = {}
     for r in range(args.rounds):
@@ -159,23 +169,28 @@ def main(argv: list[str] | None = None) -> int:
         # speed drifts within minutes, and a drift that is linear over the round cancels
         fps0, ms0 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0,
-                       isolate=bool(cpus))
+                       isolate=bool(cpus), overrides=sets)
+        shared = pipeline(drive, args.card, args.threads, work, f"shared{r}", deterministic=True, rate=0.0,
+                          overrides=sets)
         fps1, ms1 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         fps = (fps0 + fps1) / 2
         bare_runs.append(fps)
         bare_ms += ms0 + ms1
         pipe_runs.append(fps_of(det["tracks"]))
+        shared_runs.append(fps_of(shared["tracks"]))
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
-                        shm_slots=args.shm_slots, isolate=bool(cpus))
+                        shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus), overrides=sets)
         seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
         stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
         got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
         timeline += got
         live_p50.append(float(np.median([f.tracks_ms - f.inference_ms for f in got])))  # type: ignore[operator]
         print(f"round {r + 1}: bare {fps:.1f} frames/s ({fps0:.1f} before, {fps1:.1f} after), "
-              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}); "
+              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}), "
+              f"shared {shared_runs[-1]:.1f} ({shared_runs[-1] / fps:.3f}); "
               f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms")
     ratios = [pf / bf for pf, bf in zip(pipe_runs, bare_runs, strict=True)]
+    shared_ratios = [pf / bf for pf, bf in zip(shared_runs, bare_runs, strict=True)]
     t = timeline
     overhead = [f.tracks_ms - f.inference_ms for f in t]  # type: ignore[operator]
     before = [f.detections_ms - f.inference_ms for f in t if f.detections_ms is not None]  # type: ignore[operator]
@@ -186,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     def p(values: list[float], q: float) -> float:
         return float(np.percentile(values, q)) if values else float("nan")
 
-    ratio = statistics.median(ratios)
-    print(f"\n{'medians of ' + str(args.rounds) + ' rounds':<34}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
-    print(f"{'throughput (frames/s)':<34}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
-    print(f"{'inference p50 ms (live / bare)':<34}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
+    ratio, shared_ratio = statistics.median(ratios), statistics.median(shared_ratios)
+    shared_fps = statistics.median(shared_runs)
+    print(f"\n{'medians of ' + str(args.rounds) + ' rounds':<42}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
+    print(f"{'throughput, segmenter isolated (frames/s)':<42}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
+    print(f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{bare_fps:>16.1f}{shared_ratio:>8.3f}")
+    print(f"{'inference p50 ms (live / bare)':<42}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
           f"{statistics.median(bare_ms):>16.2f}")
     print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
-          f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}):")
+          f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}; "
+          f"segmenter {'isolated' if args.live_isolated and cpus else 'not isolated'}):")
     print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
     print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
           f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
@@ -204,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     print("  step time per node (median ms, from the heartbeats): "
           + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
-           "throughput_ratios": ratios, "overhead_p50_ms_per_round": live_p50, "rounds": args.rounds,
-           "pipeline_fps": pipe_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
+           "throughput_ratios": ratios, "throughput_ratio_shared": shared_ratio, "throughput_ratios_shared": shared_ratios,
+           "overhead_p50_ms_per_round": live_p50, "rounds": args.rounds, "pipeline_fps": pipe_fps,
+           "pipeline_fps_shared": shared_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
-           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads, "shm_slots": args.shm_slots,
-           "isolated": bool(cpus), "model": card.name}
+           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads,
+           "shm_slots": args.shm_slots, "isolated": bool(cpus), "live_isolated": args.live_isolated and bool(cpus),
+           "overrides": list(sets), "model": card.name}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
