@@ -122,3 +122,28 @@ def test_preprocess_letterboxes_into_its_rings_slot_without_a_copy(run_dir: str)
     loop.close()
     sub.close()
     ctx.term()
+
+
+def test_ring_slots_keep_their_padding_and_get_new_padding_for_another_size() -> None:
+    """A slot padded for one frame size is only written in its image area by the next frame
+    of that size; a frame of another size pads it anew. Every frame comes out exactly as a
+    fresh letterbox."""
+    from perception.bus.pubsub import Received, header_for
+    from perception.bus.schema import Envelope, Source
+    from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+
+    logic = PreprocessLogic(PreprocessConfig(width=640, height=320))
+    slots = [np.full((320, 640, 3), 7, np.uint8) for _ in range(4)]  # a ring's slots, not padded yet
+    taken = []
+
+    def claim(topic: str, shape: tuple[int, ...]) -> np.ndarray:
+        taken.append(slots[len(taken) % 4])
+        return taken[-1]
+
+    logic.claim = claim
+    rng = np.random.default_rng(5)
+    for size in [(360, 640)] * 6 + [(480, 640)] * 5 + [(360, 640)] * 5:
+        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        [out] = logic.step(0, Received(Envelope("frames", 0, 0, Source("c", 0, 0), header_for(image)), image))
+        assert out.pixels is taken[-1]
+        assert np.array_equal(out.pixels, letterbox(image, 640, 320, 114)[0]), size

@@ -56,12 +56,14 @@ def resize_interpolation(src_width: int, dst_width: int) -> int:
 
 
 def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
-              out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+              out: np.ndarray | None = None, padded: bool = False) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (H, W, C) uint8 keeping its aspect ratio and pad it to
     ``(height, width, C)``; returns the padded image and the transform back.
 
     ``out``: a ``(height, width, C)`` uint8 array to write the result into (a shared-memory
-    slot the frame is published from); the same pixels, and ``out`` is returned."""
+    slot the frame is published from); the same pixels, and ``out`` is returned.
+    ``padded``: ``out`` holds the padding of this very letterbox already (a slot that took a
+    frame of the same size before): only the image area is written."""
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -76,8 +78,9 @@ def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
                 inner[...] = resized
         else:
             inner[...] = image
-        out[:py], out[py + nh:] = pad_value, pad_value
-        out[py:py + nh, :px], out[py:py + nh, px + nw:] = pad_value, pad_value
+        if not padded:
+            out[:py], out[py + nh:] = pad_value, pad_value
+            out[py:py + nh, :px], out[py:py + nh, px + nw:] = pad_value, pad_value
         return out, transform
     resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
     padded = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px,
@@ -121,6 +124,10 @@ class PreprocessLogic:
         #: shape, or None (no ring, or too large); a frame letterboxed into it goes out
         #: without a copy
         self.claim: Callable[[str, tuple[int, ...]], np.ndarray | None] | None = None
+        #: the ring slots (by address) whose padding is in place, with the frame size it is for:
+        #: a slot's memory is this node's alone and keeps its padding from one frame of a size
+        #: to the next (0.08 ms of the step on a CPU that just woke)
+        self._padded: dict[int, tuple[int, ...]] = {}
         self.calibration: Calibration | None = load_calibration(cfg.calib) if cfg.calib else None
         self.undistorter = Undistorter(self.calibration.camera) if self.calibration else None
 
@@ -149,7 +156,11 @@ class PreprocessLogic:
         image = self.undistort(image)
         slot = self.claim("frames.rect", (self.cfg.height, self.cfg.width, 3)) \
             if self.claim is not None and image.ndim == 3 and image.shape[2] == 3 else None
-        out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value, out=slot)
+        padded = False
+        if slot is not None:
+            padded = self._padded.get(slot.ctypes.data) == image.shape
+            self._padded[slot.ctypes.data] = image.shape
+        out, transform = letterbox(image, self.cfg.width, self.cfg.height, self.cfg.pad_value, out=slot, padded=padded)
         self.frames += 1
         undistorted = self.undistorter is not None or header.undistorted
         out_header = header_for(out, "bgr8", transform=transform, undistorted=undistorted)
