@@ -114,3 +114,66 @@ def test_model_that_fails_to_load_stops_the_node_with_a_clear_error(tmp_path, ru
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "error: segmenter:" in out.stderr and "broken" in out.stderr
+
+
+class TwoStepModel(FakeModel):
+    """A stand-in with the two steps: ``network_input`` reads the pixels (its input is a
+    copy), ``predict_input`` never does; ``during`` runs inside the named step."""
+
+    def __init__(self) -> None:
+        super().__init__("yolact", 5, 0)
+        self.during: dict[str, object] = {}
+        self.inputs: list[int] = []
+
+    def network_input(self, image: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
+        blob = image.copy()
+        if "input" in self.during:
+            self.during["input"]()  # type: ignore[operator]
+        return blob, transform  # type: ignore[return-value]
+
+    def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
+        self.inputs.append(int(blob[0, 0, 0]))
+        if "inference" in self.during:
+            self.during["inference"]()  # type: ignore[operator]
+        return Detections(self.name, lb.src_width, lb.src_height, (Instance(2, 0.9, (1.0, 2.0, 3.0, 4.0)),))
+
+
+def test_a_frame_in_shared_memory_is_read_in_place_and_checked_once_its_input_is_made() -> None:
+    """A frame read in place is used without a copy; a slot overwritten while the network
+    input is made drops the frame (FrameOverwritten, which the node counts as dropped), one
+    overwritten later, during the inference, costs nothing. A model without the two steps
+    gets its own copy, checked after the copy."""
+    from perception.node.loop import FrameOverwritten
+
+    slot = np.full((32, 64, 3), 9, np.uint8)  # a ring slot the frame is read from in place
+    generation = [2]
+
+    def in_slot(seq: int) -> Received:
+        header = FrameHeader(64, 32, "bgr8", 64 * 3, Letterbox(0.5, 0.0, 0.0, 128, 64))
+        now = time.monotonic_ns()
+        env = Envelope("frames.rect", seq, now, Source("cam0", seq, now), header)
+        seen = generation[0]
+        return Received(env, slot, now, unchanged=lambda: generation[0] == seen)
+
+    def lap() -> None:  # the producer comes round the ring and writes the slot again
+        generation[0] += 2
+        slot[:] = 1
+
+    model = TwoStepModel()
+    logic = SegmenterLogic(SegmenterConfig(policy="fast"), {"fast": model}, PROFILES, deterministic=True)  # type: ignore[dict-item]
+    assert logic.frame_views and logic.checks_frame_views
+    assert len(logic.step(0, in_slot(0))) == 1 and model.inputs == [9]
+    model.during = {"inference": lap}
+    assert len(logic.step(0, in_slot(1))) == 1 and model.inputs == [9, 9]  # its input made before the lap
+    model.during = {"input": lap}
+    with pytest.raises(FrameOverwritten):
+        logic.step(0, in_slot(2))
+    assert model.inputs == [9, 9] and logic.published == 2
+
+    plain = FakeModel("yolact", 5, 0)  # predict only: a copy first
+    logic = SegmenterLogic(SegmenterConfig(policy="fast"), {"fast": plain}, PROFILES, deterministic=True)  # type: ignore[dict-item]
+    assert len(logic.step(0, in_slot(3))) == 1
+    msg = in_slot(4)
+    lap()
+    with pytest.raises(FrameOverwritten):
+        logic.step(0, msg)

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 HEARTBEAT_PERIOD_NS = 500_000_000  # 2 Hz
 
 
+class FrameOverwritten(Exception):
+    """Raised by a step that found its frame's shared-memory slot overwritten before it was
+    done with the pixels (a logic that checks its frames itself, ``checks_frame_views``):
+    the frame is counted as dropped, not as an error."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One message a step wants sent; the loop fills in ``seq`` and ``stamp_ns``."""
@@ -58,7 +64,11 @@ class Logic(Protocol):
     shutdown. ``frame_views = True``: the step is done with a frame's pixels when it returns,
     so frames that come in shared memory are given in place, without a copy (the loop checks
     afterwards that the slot was not overwritten meanwhile, and drops the step's outputs and
-    counts the frame as dropped if it was). ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
+    counts the frame as dropped if it was); with ``checks_frame_views = True`` as well, the
+    logic checks ``msg.unchanged()`` itself once it no longer reads the pixels (the segmenter,
+    right after making its network input: a ring lapped during the inference that follows
+    costs nothing) and raises :class:`FrameOverwritten` when it finds the slot overwritten.
+    ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
     the next step (a replay decodes its next frame there, so that the frame goes out on time
     instead of a decode later); it may return a monotonic time in ns at which it wants to
     be called again (the wait ends then), or None. A logic with a ``claim`` attribute gets
@@ -132,6 +142,7 @@ class NodeLoop:
         self._next_heartbeat = 0
         self._parent = os.getppid()
         self._prepare: Callable[[int], int | None] | None = getattr(logic, "prepare", None)
+        self._checks_views = bool(getattr(logic, "checks_frame_views", False))
 
     def _publisher(self, topic: str, hwm: int) -> Publisher:
         """``topic``'s publisher, with a doorbell for local readers where it saves them a
@@ -201,22 +212,30 @@ class NodeLoop:
         t0 = time.perf_counter()
         try:
             outs = self.logic.step(time.monotonic_ns(), msg)
+        except FrameOverwritten:
+            self._torn()
+            return
         except Exception as e:  # a bad frame or a failing model must not kill the node
             self.stats.errors += 1
             self.stats.last_error = f"{type(e).__name__}: {e}"
             log.exception("step failed on %s", msg.topic if msg else "tick")
             return
         self.stats.step_ms.append((time.perf_counter() - t0) * 1000)
-        if msg is not None and msg.unchanged is not None and not msg.unchanged() and self.sub is not None:
+        if msg is not None and msg.unchanged is not None and not self._checks_views and not msg.unchanged():
             # the producer overwrote the frame's slot while we used it: what we made from it
-            # may mix two frames, so it is dropped and counted, never published (a dropped
-            # frame, not one taken in: each frame is one or the other)
-            self.sub.shm.count_torn()
-            self.sub.dropped += 1
-            self.stats.frames_in -= 1
+            # may mix two frames, so it is dropped and counted, never published
+            self._torn()
             return
         for out in outs:
             self.send(out)
+
+    def _torn(self) -> None:
+        """A frame overwritten in its slot while in use: a dropped frame, not one taken in
+        (each frame is one or the other)."""
+        if self.sub is not None:
+            self.sub.shm.count_torn()
+            self.sub.dropped += 1
+        self.stats.frames_in -= 1
 
     def send(self, out: Outgoing) -> None:
         env = Envelope(topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),

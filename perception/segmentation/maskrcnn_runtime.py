@@ -57,9 +57,18 @@ class MaskRCNNSegmenter:
         threshold = np.asarray(self.cfg.score_threshold, dtype=np.float32)
         return self.runner.run({"images": blob, "score_threshold": threshold})
 
+    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
+        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
+        pixels (see :class:`~perception.segmentation.runtime.TwoStepSegmenter`)."""
+        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         t0 = time.perf_counter()
-        blob, lb = network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+        blob, lb = self.network_input(image_bgr, transform)
+        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
+
+    def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
+        """Detections from a network input of :meth:`network_input`."""
         t1 = time.perf_counter()
         boxes, labels, scores, masks = self.run_network(blob)
         t2 = time.perf_counter()
@@ -74,5 +83,6 @@ class MaskRCNNSegmenter:
                 box_xyxy=tuple(float(v) for v in cam[i]),  # type: ignore[arg-type]
                 mask=encode_region_mask(crop, region, lb.src_width, lb.src_height)))
         t3 = time.perf_counter()
-        self.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
-        return Detections(self.name, lb.src_width, lb.src_height, tuple(instances), inference_ms=(t3 - t0) * 1e3)
+        self.timings_ms = {"preprocess": prepared_ms, "network": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
+        return Detections(self.name, lb.src_width, lb.src_height, tuple(instances),
+                          inference_ms=prepared_ms + (t3 - t1) * 1e3)

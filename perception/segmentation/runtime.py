@@ -58,6 +58,19 @@ class Segmenter(Protocol):
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections: ...
 
 
+class TwoStepSegmenter(Segmenter, Protocol):
+    """A segmenter whose ``predict`` is ``predict_input(*network_input(image, transform))``:
+    ``network_input`` makes the network's input from the frame (its pixels are not read
+    after it), ``predict_input`` does the rest. The segmenter node reads a frame in shared
+    memory in place and checks it was not overwritten right after ``network_input``, instead
+    of copying it out first (:class:`~perception.segmentation.segmenter_logic.SegmenterLogic`).
+    ``prepared_ms``: the time ``network_input`` took, for ``timings_ms`` and ``inference_ms``."""
+
+    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]: ...
+
+    def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections: ...
+
+
 def check_bgr(image: np.ndarray) -> None:
     """Raise ``ValueError`` unless ``image`` is an ``(H, W, 3)`` uint8 array."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -140,9 +153,18 @@ class YolactSegmenter:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
         return self.runner.run({self.input_name: blob})
 
+    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
+        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
+        pixels (see :class:`TwoStepSegmenter`)."""
+        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         t0 = time.perf_counter()
-        blob, lb = network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+        blob, lb = self.network_input(image_bgr, transform)
+        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
+
+    def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
+        """Detections from a network input of :meth:`network_input`."""
         t1 = time.perf_counter()
         boxes, scores, coefs, protos = self.run_network(blob)
         t2 = time.perf_counter()
@@ -154,9 +176,10 @@ class YolactSegmenter:
             protos[0], coefs[0][index], stride, self.cfg.mask_threshold,
         )
         t4 = time.perf_counter()
-        self.timings_ms = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3,
+        self.timings_ms = {"preprocess": prepared_ms, "network": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3,
                            "masks": (t4 - t3) * 1e3}
-        return Detections(det.model, det.image_width, det.image_height, det.instances, inference_ms=(t4 - t0) * 1e3)
+        return Detections(det.model, det.image_width, det.image_height, det.instances,
+                          inference_ms=prepared_ms + (t4 - t1) * 1e3)
 
 
 def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int,

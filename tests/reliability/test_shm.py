@@ -260,3 +260,35 @@ def test_kill_9_of_a_producer_leaves_no_shared_memory(small_drive: Path, fast_ca
         after = segments(run_dir)
         assert len(after) == 2 and not any(name.endswith(f"-{pid}") for name in after), (before, after)
     assert segments(run_dir) == []
+
+
+def test_a_logic_that_finds_its_frame_overwritten_has_it_counted_dropped_not_as_an_error() -> None:
+    """A logic that checks its frames itself (the segmenter, once its network input is made)
+    raises FrameOverwritten: the node counts a dropped, torn frame, no error, nothing sent."""
+    from perception.node.loop import FrameOverwritten
+
+    run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
+    ctx = zmq.Context()
+
+    class Checks:
+        frame_views = checks_frame_views = True
+        inputs, outputs = ("frames",), ("frames.rect",)
+
+        def step(self, now_ns: int, msg: Received | None) -> list[Outgoing]:
+            raise FrameOverwritten("lapped")
+
+        def next_wakeup_ns(self, now_ns: int) -> None:
+            return None
+
+        def counters(self) -> dict:
+            return {}
+
+    loop = NodeLoop(NodeContext("checks", run_dir), Checks(), ctx)
+    assert loop.sub is not None and loop.sub.shm_views
+    img = np.zeros((4, 4, 3), np.uint8)
+    loop.stats.frames_in += 1  # as run_once counts it before the step
+    loop._step(Received(Envelope("frames", 0, 0, Source("c", 0, 0), header_for(img)), img, unchanged=lambda: True))
+    assert (loop.stats.errors, loop.stats.frames_in, loop.stats.frames_out) == (0, 0, 0)
+    assert loop.sub.dropped == 1 and loop.sub.shm.torn == 1
+    loop.close()
+    ctx.term()
