@@ -114,7 +114,7 @@ def test_a_pinned_node_runs_on_its_cpus_with_every_thread() -> None:
     import sys
 
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    code = ("import threading, os, numpy\nfrom perception.node.loop import pin\n"
+    code = ("import threading, os, numpy\nfrom perception.node.affinity import pin\n"
             f"pin({{{cpu}}})\nt = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0))))\n"
             "t.start(); t.join()\nprint(sorted({c for tid in os.listdir('/proc/self/task') "
             "for c in os.sched_getaffinity(int(tid))}))\n")

@@ -28,6 +28,7 @@ from perception.bus import schema
 from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, LOSSLESS_WINDOW, Publisher, Received, Subscriber
 from perception.bus.schema import Envelope, Source, Status
 from perception.bus.shm_ring import FrameRing, segment_name
+from perception.node.affinity import pin, thread_name, threads
 from perception.node.config import ConfigError, build_config
 
 log = logging.getLogger(__name__)
@@ -331,32 +332,6 @@ def _plain(value: object) -> int | float | str | bool:
     return value if isinstance(value, int | float | str | bool) else str(value)
 
 
-def _threads() -> set[int]:
-    """This process's thread ids (Linux; empty elsewhere)."""
-    return {int(t) for t in os.listdir("/proc/self/task")} if os.path.isdir("/proc/self/task") else set()
-
-
-def _comm(tid: int) -> str:
-    """A thread's name as the kernel has it (ZeroMQ names its own ``ZMQbg/...``)."""
-    try:
-        with open(f"/proc/self/task/{tid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def pin(cpus: set[int], threads: set[int] | None = None) -> None:
-    """Run ``threads`` (default: every thread of this process) on ``cpus``. Pinning the
-    whole process now covers the threads it has (imports start some, such as OpenBLAS's
-    pool) and, since new threads inherit their creator's CPUs, every later one (ZeroMQ's,
-    ONNX Runtime's)."""
-    for tid in _threads() if threads is None else threads:
-        try:
-            os.sched_setaffinity(tid, cpus)
-        except ProcessLookupError:  # a thread that ended meanwhile
-            pass
-
-
 def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type,
               argv: Sequence[str] | None = None, with_context: bool = False) -> None:
     """Entry point shared by the scripts in ``nodes/``.
@@ -385,10 +360,11 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
-        before = _threads()
+        before = threads()
         logic = make_logic(cfg, ctx) if with_context else make_logic(cfg)
         # the main thread and those the logic started (ONNX Runtime's pool), not its sockets' I/O
-        step_threads = {threading.get_native_id()} | {t for t in _threads() - before if not _comm(t).startswith("ZMQ")}
+        started = {t for t in threads() - before if not thread_name(t).startswith("ZMQ")}
+        step_threads = {threading.get_native_id()} | started
     except (ConfigError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {args.name}: {e}", file=sys.stderr)
         sys.exit(2)
