@@ -156,11 +156,12 @@ def test_cpu_plan_keeps_every_other_thread_off_the_isolated_cpus() -> None:
     assert plan.of("recorder") == NodeCpus((0, 1), (2,))
     assert plan.of("replay") == NodeCpus((0, 1))  # everything else on the rest
     assert plan.of("tracker") == NodeCpus((0,))  # an explicit cpus: wins
+    assert plan.rest == (0, 1)
     # nothing left for the rest: no isolation, and the plan says why
     small = plan_cpus(nodes, [0, 1, 2])
     assert small.of("segmenter") == NodeCpus() and small.of("tracker") == NodeCpus((0,))
     assert "need 3 CPUs of their own and one more for the rest, but this process may use 3" in str(small.warning)
-    assert plan_cpus([N("a"), N("b")], [0, 1]).nodes == {}
+    assert plan_cpus([N("a"), N("b")], [0, 1]).nodes == {} and small.rest == ()
 
 
 def test_an_isolated_node_runs_its_step_alone_and_its_sockets_on_the_rest(tmp_path: Path, run_dir: str) -> None:
@@ -180,8 +181,10 @@ def test_an_isolated_node_runs_its_step_alone_and_its_sockets_on_the_rest(tmp_pa
     sup = Supervisor(spec, run_dir)
     try:
         cmd, other = sup._command(spec.nodes[0]), sup._command(spec.nodes[1])
+        assert os.sched_getaffinity(0) == set(here[:-1])  # the supervisor (and its caller) off it too
     finally:
         sup.shutdown()
+    assert os.sched_getaffinity(0) == set(here)  # given back
     rest = ",".join(map(str, here[:-1]))
     assert cmd[cmd.index("--step-cpus") + 1] == str(here[-1]) and cmd[cmd.index("--cpus") + 1] == rest
     assert other[other.index("--cpus") + 1] == rest and "--step-cpus" not in other

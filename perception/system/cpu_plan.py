@@ -40,6 +40,9 @@ class CpuPlan:
     nodes: dict[str, NodeCpus] = field(default_factory=dict)
     #: why ``isolate:`` could not be honoured (too few CPUs), or None
     warning: str | None = None
+    #: the CPUs left for everything not isolated, the supervisor's own threads too (empty:
+    #: nothing is isolated)
+    rest: tuple[int, ...] = ()
 
     def of(self, name: str) -> NodeCpus:
         return self.nodes.get(name, NodeCpus())
@@ -71,4 +74,4 @@ def plan_cpus(nodes: Sequence[_Node], available: Sequence[int]) -> CpuPlan:
     for n in nodes:
         if n.name not in plan:
             plan[n.name] = own.get(n.name, NodeCpus(rest))
-    return CpuPlan(plan)
+    return CpuPlan(plan, rest=rest)

@@ -35,6 +35,7 @@ from perception.bus import codec, schema
 from perception.bus.pubsub import Publisher
 from perception.bus.schema import Envelope, Status
 from perception.bus.shm_ring import remove_stale
+from perception.node.affinity import pin
 from perception.system.cpu_plan import plan_cpus
 from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
 from perception.system.sched import SchedSample, read_schedstat, verdict
@@ -81,6 +82,12 @@ class Supervisor:
         self.cpus = plan_cpus(spec.nodes, sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
         if self.cpus.warning:
             log.warning("%s", self.cpus.warning)
+        #: this process's CPUs before the run, when isolation moved it (and the subscribers
+        #: of an in-process run) off the isolated CPUs; restored at shutdown
+        self._cpus_before: set[int] | None = None
+        if self.cpus.rest:
+            self._cpus_before = os.sched_getaffinity(0)
+            pin(set(self.cpus.rest))
         self.run_dir = run_dir
         self.out = out or sys.stdout
         self.cfg = spec.supervisor
@@ -280,6 +287,9 @@ class Supervisor:
         self.zctx.term()
         for name in remove_stale(self.run_dir):  # a node killed with -9 leaves its ring
             log.info("removed the shared memory %s of a node that did not close it", name)
+        if self._cpus_before is not None:
+            pin(self._cpus_before)
+            self._cpus_before = None
         try:
             os.unlink(os.path.join(self.run_dir, "supervisor.pid"))
         except FileNotFoundError:
