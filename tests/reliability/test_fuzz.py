@@ -312,3 +312,13 @@ def test_a_drive_with_a_bad_frame_count_is_a_drive_error() -> None:
     path = Path(__file__).parents[1] / "data" / "fuzz" / "drive-bad-frame-count.mcap"
     with pytest.raises(DriveError, match="drive-bad-frame-count.mcap"):
         DriveReader(path)
+
+
+def test_only_messages_without_masks_skip_the_mask_check() -> None:
+    """Frame headers and status are decoded without the masks' bookkeeping; every type that
+    can hold a mask, however deep, keeps it (found by walking the types, not listed)."""
+    from perception.bus.codec import _WITHOUT_MASKS, _holds_masks
+
+    assert all(_holds_masks(t) for t in (schema.Detections, schema.Tracks, schema.GroundTruth, schema.Instance))
+    assert not any(_holds_masks(t) for t in (schema.FrameHeader, schema.Status, schema.Source))
+    assert _WITHOUT_MASKS == {t.name for t in schema.TOPICS if t.msg_type in (schema.FrameHeader, schema.Status)}
