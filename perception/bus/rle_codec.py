@@ -30,6 +30,13 @@ except ImportError:  # (another version without it: the NumPy and Python checks 
     _native_runs: Callable[[list[dict]], list[dict]] | None = None  # type: ignore[no-redef]
 
 MAX_MASK_PIXELS = 8192 * 8192
+#: the most 6-bit groups a value may take. pycocotools' ``rleFrString`` shifts each group and
+#: the sign in C ``int``: up to six groups (30 bits with the sign) it reads a value exactly,
+#: past that the shifts overflow and it reads another value than this module does, which
+#: a crafted string turns into counts that cover more than the mask, and a decode that
+#: writes past its buffer (``tests/reliability/test_fuzz.py`` holds one). Every run of a mask
+#: of up to ``MAX_MASK_PIXELS`` fits in six groups, as pycocotools writes it.
+MAX_GROUPS = 6
 
 
 def _runs(text: bytes, firsts: np.ndarray, check: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +58,8 @@ def _runs(text: bytes, firsts: np.ndarray, check: bool) -> tuple[np.ndarray, np.
     starts = np.empty_like(ends)
     starts[0], starts[1:] = 0, ends[:-1] + 1
     groups = ends - starts + 1
-    if check and groups.max() > 12:
-        raise ValueError("RLE counts hold a value longer than 12 groups")
+    if check and groups.max() > MAX_GROUPS:
+        raise ValueError(f"RLE counts hold a value longer than {MAX_GROUPS} groups")
     k = np.arange(raw.size) - np.repeat(starts, groups)
     values = np.add.reduceat((raw & 0x1F) << (5 * k), starts)
     values -= ((raw[ends] & 0x10) != 0).astype(np.int64) << (5 * groups)  # sign extension
@@ -118,8 +125,8 @@ PLAIN_PYTHON_CHARS = 3000
 
 
 #: What the native decoder is never given: a character outside '0'..'o', or a value of more
-#: than six 6-bit groups (six continuation characters 'P'..'o' in a row). Within six groups
-#: (30 bits with the sign) its ``int64`` arithmetic is exact and free of undefined shifts.
+#: than ``MAX_GROUPS`` 6-bit groups (six continuation characters 'P'..'o' in a row), which
+#: the full checks reject anyway.
 #: Screened with ``bytes.translate`` (a table lookup per byte in C; a regular expression
 #: took 0.1 ms for 2 000 characters): the valid characters deleted leave nothing, and with
 #: every continuation character made ``P`` and every other ``0`` no ``PPPPPP`` is left.
@@ -165,8 +172,8 @@ def _check_plain(masks: Sequence[tuple[tuple[int, int], str]]) -> None:
             x |= (c & 0x1F) << (5 * k)
             k += 1
             if c & 0x20:  # more groups follow
-                if k == 12:
-                    raise ValueError("RLE counts hold a value longer than 12 groups")
+                if k == MAX_GROUPS:
+                    raise ValueError(f"RLE counts hold a value longer than {MAX_GROUPS} groups")
                 continue
             if c & 0x10:  # sign extension
                 x -= 1 << (5 * k)

@@ -149,11 +149,11 @@ def test_both_mask_checks_on_the_edges_of_the_format() -> None:
     from perception.bus.rle_codec import _check_plain, _check_vectorised
 
     good = encode_mask(np.random.default_rng(1).random((30, 40)) > 0.5)
-    value_of_12_groups = "P" * 11 + "0"  # 0 in twelve groups: long, but a value
+    value_of_6_groups = "P" * 5 + "0"  # 0 in six groups: long, but a value
     for check in (_check_plain, _check_vectorised):
         check([(good.size, good.counts), ((0, 0), ""), ((2, 2), "4")])  # "4": one run of 4 pixels
-        check([((0, 5), value_of_12_groups)])
-        for bad, why in ([((1, 1), "P" * 12 + "1")], "longer than 12 groups"), ([((2, 2), "4P")], "middle"), \
+        check([((0, 5), value_of_6_groups)])
+        for bad, why in ([((1, 1), "P" * 6 + "1")], "longer than 6 groups"), ([((2, 2), "4P")], "middle"), \
                 ([((2, 2), "3")], "cover"), ([((1, 1), "@")], "negative"), ([((1, 1), "1~")], "outside"):
             with pytest.raises(ValueError, match=why):
                 check(bad)
@@ -169,7 +169,8 @@ def test_the_native_mask_check_leaves_what_it_cannot_read_exactly_to_the_others(
     assert _check_native([(good.size, good.counts), ((0, 0), ""), ((2, 2), "4")])
     zero_in_seven_groups = "P" * 6 + "0"
     assert not _check_native([((0, 5), zero_in_seven_groups)])
-    validate_rles([((0, 5), zero_in_seven_groups)])  # valid: decided by the other checks
+    with pytest.raises(ValueError, match="longer than 6 groups"):  # decided by the other checks
+        validate_rles([((0, 5), zero_in_seven_groups)])
     # runs 0, -2, 0, then +8 against the -2: natively (32 bits) -2 is 2**32 - 2 and the last
     # run 6, the sum of the runs far from 2 x 3; the full checks see the negative run
     negative = "0N08"
@@ -178,6 +179,27 @@ def test_the_native_mask_check_leaves_what_it_cannot_read_exactly_to_the_others(
     for size, counts in (((2, 3), negative), (good.size, good.counts[:-1]), (good.size, good.counts + "~"),
                          (good.size, good.counts + "P"), (good.size, good.counts + "\u00e9")):
         assert not _check_native([(size, counts)]), counts
+
+
+def test_a_value_pycocotools_would_read_otherwise_is_rejected() -> None:
+    """Runs 0, 2**25 + 10, 0, then -2**25 - 5 against the second: 5, which covers the 1 x
+    (2**25 + 15) mask exactly, but the last value is written in seven groups, past what
+    pycocotools' C int shifts read exactly: it reads -5 there, and runs that cover 2**25 more
+    pixels than the mask (its decode would write them past its buffer; its area shows it)."""
+    from pycocotools import mask as mask_utils
+
+    def groups(x: int, n: int) -> str:  # x in n groups, as rleFrString reads them
+        return "".join(chr(((x >> 5 * k) & 0x1F | (0x20 if k < n - 1 else 0)) + 48) for k in range(n))
+
+    runs = 2**25 + 10
+    counts = groups(0, 1) + groups(runs, 6) + groups(0, 1) + groups(-(2**25) - 5, 7)
+    size = (1, 2**25 + 15)
+    # the foreground as this module reads it is runs + 5; as pycocotools reads it, runs + (runs - 5)
+    assert int(mask_utils.area({"size": list(size), "counts": counts.encode()})) == 2 * runs - 5
+    with pytest.raises(ValueError, match="longer than 6 groups"):
+        validate_rles([(size, counts)])
+    with pytest.raises(ValueError, match="longer than 6 groups"):
+        Rle(size=size, counts=counts)
 
 
 def test_a_bad_mask_among_many_in_a_message_is_named() -> None:
