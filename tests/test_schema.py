@@ -118,3 +118,19 @@ def test_rle_is_pycocotools_compatible() -> None:
     rle = encode_mask(m)
     env = codec.decode(codec.encode(Envelope("gt", 0, 0, None, GroundTruth(32, 24, (GtInstance(0, 0, (3, 5, 20, 15), rle),)))))
     assert np.array_equal(decode_mask(env.payload.instances[0].mask), m)
+
+
+def test_a_record_made_without_init_equals_one_made_with_it_and_needs_every_field() -> None:
+    from perception.bus import codec
+    from perception.bus.schema import Track, record
+
+    fields = dict(track_id=3, state="lost", class_id=2, score=0.8, box_xyxy=(1.0, 2.0, 30.0, 40.0), mask=None,
+                  velocity_px_s=(5.0, -1.0), age_s=1.5, hits=7, predicted=True, ground_xy_m=(3.0, 0.5),
+                  ground_above_horizon=False)
+    fast = record(Track, **fields)
+    assert fast == Track(**fields) and hash(fast) == hash(Track(**fields))  # type: ignore[arg-type]
+    assert codec.to_plain(fast) == codec.to_plain(Track(**fields))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="needs exactly the fields"):
+        record(Track, **{k: v for k, v in fields.items() if k != "hits"})
+    with pytest.raises(TypeError, match="needs exactly the fields"):
+        record(Track, **fields, extra=1)

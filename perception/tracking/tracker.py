@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from perception.bus.schema import Box, Detections, Instance, Rle, Track, Tracks
+from perception.bus.schema import Box, Detections, Instance, Rle, Track, Tracks, record
 from perception.calibration.ground_plane import GroundPosition
 from perception.tracking import box_motion, mask_ops
 from perception.tracking.tracker_config import TrackerConfig
@@ -367,8 +367,8 @@ class Tracker:
         mask = t.out_mask
         g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
         vx, vy = t.motion[box_motion.VEL, :2].tolist()
-        return Track(track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,  # type: ignore[arg-type]
-                     box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
-                     age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,
-                     ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
-                     ground_above_horizon=bool(g.above_horizon) if g is not None else False)
+        return record(Track, track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,
+                      box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
+                      age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,
+                      ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
+                      ground_above_horizon=bool(g.above_horizon) if g is not None else False)
