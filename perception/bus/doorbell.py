@@ -112,19 +112,23 @@ class DoorbellServer:
         #: envelopes a reader missed because its queue was full
         self.full = 0
 
-    def _accept(self) -> None:
+    def _accept(self) -> list[socket.socket]:
+        """The readers that connected since the last call, now in ``peers``."""
+        new: list[socket.socket] = []
         while self._pending.poll(0):
             try:
                 peer, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             peer.setblocking(False)
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, QUEUE_BYTES)
             self._rank[peer] = OBSERVER
             self._unranked.append(peer)
-            self.peers.append(peer)
+            new.append(peer)
+        self.peers += new
         if self._unranked:
             self._hellos()
+        return new
 
     def _hellos(self) -> None:
         """Read the hellos that came: each reader's rank, and the order rung in."""
@@ -157,10 +161,16 @@ class DoorbellServer:
         return len(data) <= MAX_MESSAGE
 
     def ring(self, data: bytes) -> int:
-        """Send ``data`` to every reader, never blocking; returns how many got it."""
-        self._accept()
+        """Send ``data`` to every reader, never blocking; returns how many got it. The
+        readers connected already get it first, with no system call before them; then
+        those that connected since the last message are accepted and get it too."""
+        sent = self._send(list(self.peers), data)
+        new = self._accept()
+        return sent + self._send(new, data) if new else sent
+
+    def _send(self, peers: list[socket.socket], data: bytes) -> int:
         sent = 0
-        for peer in list(self.peers):
+        for peer in peers:
             try:
                 peer.send(data)
                 sent += 1
@@ -192,6 +202,8 @@ class DoorbellClient:
         self.retry_s = retry_s
         self.stage = stage
         self.sock: socket.socket | None = None
+        self._buf = bytearray(MAX_MESSAGE)
+        self._view = memoryview(self._buf)
         self._next_try = 0.0
 
     @property
@@ -229,16 +241,16 @@ class DoorbellClient:
             return [], False
         out: list[bytes] = []
         while True:
-            try:
-                data = self.sock.recv(MAX_MESSAGE)
+            try:  # into a buffer kept for it: recv(MAX_MESSAGE) allocates (mmaps) 256 kB per call
+                n = self.sock.recv_into(self._buf)
             except (BlockingIOError, InterruptedError):
                 return out, True
             except OSError:
-                data = b""
-            if not data:  # end of stream: the producer closed or died
+                n = 0
+            if not n:  # end of stream: the producer closed or died
                 self.close()
                 return out, False
-            out.append(data)
+            out.append(bytes(self._view[:n]))
 
     def close(self) -> None:
         if self.sock is not None:

@@ -38,7 +38,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from perception.bus.schema import FrameHeader, ShmSlot
+from perception.bus.schema import FrameHeader, ShmSlot, record
 
 #: bytes before each slot's pixels: the generation counter (uint64), padded to a cache line
 SLOT_HEADER = 64
@@ -152,7 +152,7 @@ class FrameRing:
     def _commit(self, k: int, n: int) -> ShmSlot:
         gen = self.gens[k]
         gen[0] += 1  # even: complete
-        return ShmSlot(segment=self.name, slot=k, generation=int(gen[0]), nbytes=n, slot_stride=self.stride)
+        return record(ShmSlot, segment=self.name, slot=k, generation=int(gen[0]), nbytes=n, slot_stride=self.stride)
 
     def claim(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The next slot as a writable uint8 array of ``shape`` to render or capture a frame

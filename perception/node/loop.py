@@ -26,7 +26,7 @@ import zmq
 
 from perception.bus import schema
 from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, LOSSLESS_WINDOW, Publisher, Received, Subscriber
-from perception.bus.schema import Envelope, Source, Status
+from perception.bus.schema import Envelope, Source, Status, record
 from perception.bus.shm_ring import FrameRing, segment_name
 from perception.node.affinity import pin, thread_name, threads
 from perception.node.config import ConfigError, build_config
@@ -239,8 +239,8 @@ class NodeLoop:
         self.stats.frames_in -= 1
 
     def send(self, out: Outgoing) -> None:
-        env = Envelope(topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),
-                       source=out.source, payload=out.payload, valid=out.valid)
+        env = record(Envelope, topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),
+                     source=out.source, payload=out.payload, valid=out.valid, schema_version=schema.SCHEMA_VERSION)
         self.seq[out.topic] += 1
         if not self.pubs[out.topic].send(env, out.pixels):
             return  # a lossless send given up: the node is stopping
