@@ -42,10 +42,14 @@ from pathlib import Path
 import boxmot_peers
 from iou_baseline import IouBaselineTracker
 
+from perception.bus.pubsub import Received
+from perception.bus.schema import Envelope, Source
 from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import CROWD, SCENARIOS, GtFrame, generate
 from perception.evaluation.tracking import TrackingScores, evaluate_tracking, mots_from_gt, mots_from_tracks
 from perception.tracking.tracker import Tracker
+from perception.tracking.tracker_config import TrackerConfig
+from perception.tracking.tracker_logic import TrackerLogic
 
 TRACKERS: dict[str, Callable[[float], object]] = {
     "ours": lambda fps: Tracker(epoch=0),
@@ -62,23 +66,21 @@ def add_peers() -> list[str]:
 
 
 def worked_ahead(frames: list[NoisyFrame]) -> tuple[list[float], list[float]]:
-    """Our tracker as the node runs it: ``prepare`` for the expected next stamp (the last one
-    plus the median spacing) while it waits, then ``update``. Times (ms) of each, per frame.
-    The scenes' stamps jitter like a camera's, so the prediction (kept for that very stamp
-    only) is rarely taken and a share of the masks moves again; a replay's stamps are exact."""
-    tracker = Tracker(epoch=0)
-    updates, prepares = [], []
-    for i, f in enumerate(frames):
-        if i >= 2:
-            recent = frames[max(0, i - 9):i]
-            spacing = statistics.median(b.stamp_ns - a.stamp_ns for a, b in zip(recent, recent[1:]))
-            t0 = time.perf_counter()
-            tracker.prepare(frames[i - 1].stamp_ns + int(spacing))
-            prepares.append((time.perf_counter() - t0) * 1e3)
+    """Our tracker as the node runs it (:class:`TrackerLogic`): ``prepare`` for the expected
+    next stamp while it waits, then the step with the detections. Times (ms) of each, per
+    frame. The scenes' stamps jitter like a camera's, so the prediction (kept for that very
+    stamp only) is rarely taken and a share of the masks moves again; a replay's stamps are
+    exact."""
+    logic = TrackerLogic(TrackerConfig())
+    steps, prepares = [], []
+    for f in frames:
         t0 = time.perf_counter()
-        tracker.update(f.detections, f.stamp_ns)
-        updates.append((time.perf_counter() - t0) * 1e3)
-    return updates, prepares
+        logic.prepare(0)
+        t1 = time.perf_counter()
+        logic.step(0, Received(Envelope("detections", f.index, 0, Source("bench", f.index, f.stamp_ns), f.detections)))
+        steps.append((time.perf_counter() - t1) * 1e3)
+        prepares.append((t1 - t0) * 1e3)
+    return steps, prepares[2:]  # the first two frames have no spacing to expect the next from
 
 
 def run_tracker(make: Callable[[float], object], frames: list[NoisyFrame], fps: float) -> tuple[list, list[float]]:

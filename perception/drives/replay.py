@@ -79,7 +79,6 @@ class ReplayLogic:
         self.t0_wall_ns: int | None = None
         self.published = 0
         self.loops = 0
-        self.finished = self.pending is None
         self.started_ns: int | None = None
         self._decoded: tuple[RecordedFrame, np.ndarray | None] | None = None  # the pending frame, decoded ahead
         self._decode_ns = 0  # how long the last decode ahead took
@@ -107,6 +106,12 @@ class ReplayLogic:
             return 0
         return self.t0_wall_ns + int((rec.source.capture_ns - self.t0_drive_ns) / self.cfg.rate)
 
+    @property
+    def finished(self) -> bool:
+        """The drive went out whole: no frame left (none waiting for the node to move on
+        from it) and no ground truth still to send."""
+        return self.pending is None and self._gt_out is None and not self._went_out
+
     def _advance(self) -> None:
         """Move on from the frame that went out. Done while waiting for the next frame, not
         between a frame's capture stamp and its send: reading the next record may mean
@@ -121,7 +126,6 @@ class ReplayLogic:
             self.pending = next(self.records, None)
             self.t0_drive_ns = None  # the next loop starts its own timeline
             self._last_capture_ns = None
-        self.finished = self.pending is None and self._gt_out is None
 
     def next_wakeup_ns(self, now_ns: int) -> int | None:
         self._advance()
@@ -181,7 +185,6 @@ class ReplayLogic:
             return self._frame(rec, now_ns)
         if self._gt_out is not None and now_ns >= self._gt_out[0]:
             out, self._gt_out = [self._gt_out[1]], None
-            self.finished = self.pending is None
             return out
         return []
 
