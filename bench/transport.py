@@ -2,7 +2,9 @@
 ZeroMQ path, and raw pyzmq, beside an in-process copy.
 
 For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transport:
-- added latency publish -> receive across processes (p50/p99, frames paced at 30 fps);
+- added latency publish -> receive across processes (p50/p99, frames paced at 30 fps), of
+  the frames after the first ``--warmup`` (30: one second of a stream's start, when the
+  reader maps the ring's slots and runs its code for the first time; every row alike);
 - back-to-back throughput (frames/s received whole; shared memory drops what the reader
   could not copy before the ring came round, and says how many);
 - the baseline: an in-process copy of the same buffer (``np.copyto``).
@@ -13,12 +15,14 @@ put in the slot it claimed before the frame is stamped (as a camera capturing in
 the publisher only commits the slot, and the reader uses the pixels in place and checks the
 slot's generation afterwards (``--shm-copy``: the copying path instead, the frame written
 into the ring at publish and copied out by the reader), its envelope by the doorbell
-(:mod:`perception.bus.doorbell`); ``shm_zeromq``: the same with the envelope over ZeroMQ
+(:mod:`perception.bus.doorbell`); ``shm_spin``: the same with a reader that spins (checks
+without sleeping) from ``SPIN_US`` before each expected frame (``Subscriber(spin_us=...)``,
+the launch file's ``spin_us:``), its CPU time printed per frame; ``shm_zeromq``: the same with the envelope over ZeroMQ
 (a subscriber without doorbells, as a remote-capable one reads it); ``zmq``: the
 same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
 multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
 
-Usage: ``uv run python bench/transport.py [--frames N] [--json out.json]``
+Usage: ``uv run python bench/transport.py [--frames N] [--warmup N] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -39,13 +43,16 @@ from perception.bus.pubsub import Publisher, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, segment_name
 
-TRANSPORTS = ("shm", "shm_zeromq", "zmq", "raw_pyzmq")
+TRANSPORTS = ("shm", "shm_spin", "shm_zeromq", "zmq", "raw_pyzmq")
+#: the ``shm_spin`` reader's ``spin_us`` (a window of twice this around each expected frame)
+SPIN_US = 500
 
 
 def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> None:
     ctx = zmq.Context()
-    lat_ms, stamps = [], []
+    lat_ms, stamps, seqs = [], [], []
     dropped = 0
+    spun_s = 0.0
     address = schema.endpoint("frames", run_dir)
     if kind == "raw_pyzmq":
         sock = ctx.socket(zmq.SUB)
@@ -65,11 +72,12 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> Non
             last = seq
             lat_ms.append((recv - stamp) / 1e6)
             stamps.append(recv)
+            seqs.append(seq)
         sock.close(0)
     else:
         in_ring = kind.startswith("shm")
         sub = Subscriber(ctx, {"frames": address}, keep_newest=False, shm_views=in_ring and not copy,
-                         doorbells=kind == "shm")
+                         doorbells=kind in ("shm", "shm_spin"), spin_us=SPIN_US if kind == "shm_spin" else 0)
         ready.set()
         idle = time.monotonic()
         torn = 0
@@ -82,13 +90,18 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> Non
                     continue
                 lat_ms.append((m.recv_ns - m.envelope.stamp_ns) / 1e6)
                 stamps.append(m.recv_ns)
+                seqs.append(m.envelope.seq)
         dropped = sub.dropped + torn
+        spun_s = sub.spun_s
         sub.close()
-    result.put((lat_ms, stamps, dropped))
+    result.put((lat_ms, stamps, seqs, dropped, spun_s))
     ctx.term()
 
 
-def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool = False) -> tuple[np.ndarray, float, int]:
+def _run(kind: str, width: int, height: int, n: int, pace_s: float,
+         copy: bool = False, warmup: int = 0) -> tuple[np.ndarray, float, int, float]:
+    """Latencies (ms) and frames/s of the ``n`` frames after ``warmup`` more (sent first, not
+    measured), frames dropped of all, and the reader's time spent spinning per frame (ms)."""
     run_dir = tempfile.mkdtemp(prefix="bt-", dir="/tmp")
     ctx = zmq.Context()
     address = schema.endpoint("frames", run_dir)
@@ -103,13 +116,13 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool =
         pub = Publisher(ctx, address, hwm=0, ring=ring)
     mpctx = mp.get_context("spawn")
     ready, result = mpctx.Event(), mpctx.Queue()
-    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, n, ready, result, copy))
+    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, warmup + n, ready, result, copy))
     proc.start()
     ready.wait()
     time.sleep(0.5)
     header = header_for(image)
     zero_copy = kind.startswith("shm") and not copy
-    for i in range(n):
+    for i in range(warmup + n):
         frame = image
         if zero_copy:  # the frame is captured into the slot it will go out in
             frame = pub.ring.claim(image.shape)  # type: ignore[union-attr]
@@ -121,7 +134,10 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool =
             pub.send(Envelope("frames", i, now, Source("bench", i, now), header), frame)  # type: ignore[union-attr]
         if pace_s:
             time.sleep(pace_s)
-    lat, stamps, dropped = result.get(timeout=120)
+    lat, stamps, seqs, dropped, spun_s = result.get(timeout=120)
+    spin_ms = spun_s * 1e3 / max(len(lat), 1)
+    measured = np.asarray(seqs) >= warmup
+    lat, stamps = np.asarray(lat)[measured], np.asarray(stamps)[measured]
     proc.join()
     if pub is not None:
         pub.close()
@@ -129,7 +145,7 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool =
         sock.close(0)
     ctx.term()
     fps = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) if len(stamps) > 1 else 0.0
-    return np.asarray(lat), fps, dropped
+    return lat, fps, dropped, spin_ms
 
 
 def _copy_baseline(width: int, height: int, n: int) -> np.ndarray:
@@ -146,29 +162,36 @@ def _copy_baseline(width: int, height: int, n: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30,
+                    help="frames sent first and not measured, in every row (a stream's start: first maps, first runs)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--shm-copy", action="store_true", help="the shared-memory path with a copy on each side")
     args = ap.parse_args()
     out: dict[str, dict] = {}
-    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}")
+    print(f"{args.frames} frames after {args.warmup} not measured, per row")
+    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}"
+          f"{'spun ms/frame':>14}")
     for w, h in ((640, 480), (1920, 1080)):
         size = f"{w}x{h}"
         out[size] = {}
         for kind in TRANSPORTS:
-            lat, _, d1 = _run(kind, w, h, args.frames, 1 / 30, args.shm_copy)
-            _, fps, d2 = _run(kind, w, h, args.frames, 0.0, args.shm_copy)
+            lat, _, d1, spin_ms = _run(kind, w, h, args.frames, 1 / 30, args.shm_copy, args.warmup)
+            _, fps, d2, _ = _run(kind, w, h, args.frames, 0.0, args.shm_copy, args.warmup)
             row = {"p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)), "fps": fps,
-                   "dropped_paced": int(d1), "dropped_back_to_back": int(d2)}
+                   "dropped_paced": int(d1), "dropped_back_to_back": int(d2), "spin_ms_per_frame": spin_ms}
             out[size][kind] = row
-            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}")
+            spin = f"{spin_ms:>14.3f}" if kind == "shm_spin" else ""
+            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}{spin}")
         base = _copy_baseline(w, h, args.frames)
         out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
         print(f"{size:<11}{'copy':<12}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
               f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)")
-        s, b, z = out[size]["shm"], out[size]["shm_zeromq"], out[size]["zmq"]
+        s, b, z, sp = out[size]["shm"], out[size]["shm_zeromq"], out[size]["zmq"], out[size]["shm_spin"]
         print(f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
               f"{s['fps'] / max(z['fps'], 1e-9):.2f}x; doorbell vs envelope over ZeroMQ: p50 "
-              f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms")
+              f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms; reader spinning "
+              f"{SPIN_US} us around each frame vs sleeping: p99 {sp['p99_ms']:.3f} vs {s['p99_ms']:.3f} ms, for "
+              f"{sp['spin_ms_per_frame']:.3f} ms of CPU a frame")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -31,6 +31,7 @@ import numpy as np
 import zmq
 
 from perception.bus import codec, schema
+from perception.bus.arrivals import Arrivals
 from perception.bus.doorbell import OVER_ZEROMQ, BellReader, bell_path
 from perception.bus.newest import NewestReceiver, SeqTracker
 from perception.bus.publisher import DEFAULT_HWM, LOSSLESS_WINDOW, Publisher, header_for
@@ -117,7 +118,8 @@ class Subscriber:
     to the ones the bell marked only, and when the publisher goes away the subscription
     returns to everything on ZeroMQ. ``stage``: this reader makes outputs of its own from
     what it reads (a node with output topics), and its producers' bells ring it before the
-    readers that only relay or record (:mod:`perception.bus.doorbell`).
+    readers that only relay or record (:mod:`perception.bus.doorbell`). ``spin_us``: spin
+    this long around a steady topic's next message (:mod:`perception.bus.arrivals`); 0: sleep.
     """
 
     def __init__(
@@ -133,8 +135,12 @@ class Subscriber:
         doorbells: bool = True,
         backlog: int = DETERMINISTIC_HWM,
         stage: bool = False,
+        spin_us: int = 0,
     ) -> None:
         self.keep_newest = keep_newest
+        self.arrivals = Arrivals(spin_us * 1000)
+        self.spun_s = 0.0  # time spent spinning (``spin_us``), and the times a message came meanwhile
+        self.spin_caught = 0
         self.shm_views = shm_views
         self.topics = set(endpoints)
         self.socks: list[zmq.Socket] = []
@@ -300,7 +306,38 @@ class Subscriber:
         return dict(self._seq.first)
 
     def poll(self, timeout_ms: int) -> list[Received]:
-        """Wait up to ``timeout_ms`` for messages and return them decoded."""
+        """Wait up to ``timeout_ms`` (-1: no limit) for messages and return them decoded."""
+        if not self.arrivals.spin_ns:
+            return self._poll(timeout_ms)
+        window = self.arrivals.window(time.monotonic_ns())
+        out = self._poll(timeout_ms) if window is None else self._poll_spinning(timeout_ms, *window)
+        for m in out:
+            if m.envelope.topic != "status":
+                self.arrivals.add(m.envelope.topic, m.recv_ns)
+        return out
+
+    def _poll_spinning(self, timeout_ms: int, start_ns: int, end_ns: int) -> list[Received]:
+        """:meth:`poll`, sleeping until ``start_ns`` and then checking without sleeping
+        until ``end_ns`` (or a message), then sleeping again for what is left of the timeout."""
+        now = time.monotonic_ns()
+        until = now + timeout_ms * 1_000_000 if timeout_ms >= 0 else None
+        if start_ns > now:  # whole milliseconds, so a little early rather than late
+            wait_ms = (start_ns - now) // 1_000_000
+            out = self._poll(wait_ms if until is None else min(wait_ms, timeout_ms))
+            now = time.monotonic_ns()
+            if out or (until is not None and now >= until):
+                return out
+        end_ns = end_ns if until is None else min(end_ns, until)
+        t0 = now
+        while not (out := self._poll(0)) and now < end_ns:
+            now = time.monotonic_ns()
+        self.spun_s += (now - t0) / 1e9
+        if out:
+            self.spin_caught += 1
+            return out
+        return self._poll(-1 if until is None else max(0, (until - now) // 1_000_000))
+
+    def _poll(self, timeout_ms: int) -> list[Received]:
         out: list[Received] = []
         if self.bells:
             self._ring_bells(time.monotonic())

@@ -98,6 +98,8 @@ class NodeContext:
     #: frames published through shared-memory rings of this many slots (0: over the socket)
     shm_slots: int = 0
     shm_slot_bytes: int = 0
+    #: spin for the inputs' next message (the launch file's ``spin_us:``; 0: sleep)
+    spin_us: int = 0
 
 
 @dataclass
@@ -126,7 +128,7 @@ class NodeLoop:
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)),
                        backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
-                       stage=bool(logic.outputs))
+                       stage=bool(logic.outputs), spin_us=ctx.spin_us)
             if logic.inputs else None
         )
         #: frame topics whose shared-memory ring could not be made (reported in status)
@@ -264,6 +266,9 @@ class NodeLoop:
             last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
             counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
                       **({"shm_unavailable": ",".join(self.shm_unavailable)} if self.shm_unavailable else {}),
+                      # spin_us: CPU time spent spinning for inputs, and the messages caught so
+                      **({"spun_ms": round(self.sub.spun_s * 1e3, 1), "spin_caught": self.sub.spin_caught}
+                         if self.sub is not None and self.ctx.spin_us else {}),
                       # deterministic runs: sends held back by a slow reader, and for how long
                       **{f"held.{t}": p.held for t, p in self.pubs.items() if p.lossless},
                       **{f"held_ms.{t}": round(p.held_ms, 1) for t, p in self.pubs.items() if p.lossless},
@@ -348,6 +353,7 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--shm-slots", type=int, default=0)
     ap.add_argument("--shm-slot-bytes", type=int, default=0)
+    ap.add_argument("--spin-us", type=int, default=0, help="the launch file's spin_us:")
     ap.add_argument("--cpus", default="", help="comma-separated CPUs to run on (the launch file's cpus:)")
     ap.add_argument("--step-cpus", default="",
                     help="comma-separated CPUs for the step threads alone: the main thread and the threads the "
@@ -357,7 +363,7 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
         pin({int(c) for c in args.cpus.split(",")})
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes)
+    ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes, args.spin_us)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")
         before = threads()

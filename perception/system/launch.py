@@ -10,7 +10,8 @@ Layout::
       camera:                   # node name; its type is the name unless `type:` says otherwise
         source: frames/
         fps: 15
-      preprocess: {width: 640, height: 384}
+      preprocess: {width: 640, height: 384, spin_us: 500}  # spin_us: optional on any node,
+                                # it spins for its inputs' next message (see NodeSpec)
       segmenter: {isolate: true} # optional on any node: its step threads on CPUs of their own
       tracker: {cpus: [0]}      # optional on any node: pin its process to these CPUs
       publisher: {}
@@ -95,6 +96,10 @@ class NodeSpec:
     #: CPUs of its own for the node's step threads (``isolate:``; 0: none), every other
     #: thread of the run kept off them (:mod:`perception.system.cpu_plan`)
     isolate: int = 0
+    #: how long before (and after) an input's next message is due the node stops sleeping
+    #: and checks for it without sleeping (``spin_us:``; 0: never;
+    #: :mod:`perception.bus.arrivals`): less latency per hop for CPU time
+    spin_us: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class LaunchSpec:
     shm: ShmConfig = field(default_factory=ShmConfig)
 
 
+#: the longest ``spin_us:`` (a window of twice this a frame; more is a core spinning)
+MAX_SPIN_US = 10_000
 _TOP_KEYS = ("run", "deterministic", "supervisor", "shm", "nodes")
 
 
@@ -166,6 +173,7 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             continue
         cpus = _cpus(params.pop("cpus", []), f"{where}: node {name!r}")
         isolate = params.pop("isolate", False)
+        spin_us = _spin_us(params.pop("spin_us", 0), f"{where}: node {name!r}")
         type_name = str(params.pop("type", name))
         if type_name not in NODE_TYPES:
             raise ConfigError(
@@ -177,7 +185,7 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             # its runtime's default pool is one thread a core; on CPUs of its own it gets one a CPU
             params["threads"] = n_isolated
             cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
-        nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated))
+        nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated, spin_us))
     sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
     run = str(doc.get("run") or p.stem)
     shm = build_config(ShmConfig, shm_doc, where=f"{where}: shm")
@@ -196,6 +204,14 @@ def _cpus(value: Any, where: str) -> tuple[int, ...]:
         raise ConfigError(f"{where}: key 'cpus': CPU {', '.join(map(str, missing))} not available to this process "
                           f"(available: {', '.join(map(str, available)) or 'none: no CPU affinity here'})")
     return tuple(sorted(set(value)))
+
+
+def _spin_us(value: Any, where: str) -> int:
+    """A node's ``spin_us:``: microseconds, 0 to :data:`MAX_SPIN_US`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPIN_US:
+        raise ConfigError(f"{where}: key 'spin_us' must be a whole number of microseconds from 0 to {MAX_SPIN_US}, "
+                          f"e.g. 500, got {value!r}")
+    return value
 
 
 def _isolate(value: Any, cpus: tuple[int, ...], threads: int | None, where: str) -> int:
@@ -222,7 +238,8 @@ def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: st
     t = type_name or (existing.type if existing else name)
     merged = {**(existing.params if existing else {}), **params}
     node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged,
-                    existing.cpus if existing else (), existing.isolate if existing else 0)
+                    existing.cpus if existing else (), existing.isolate if existing else 0,
+                    existing.spin_us if existing else 0)
     nodes = [node if n.name == name else n for n in nodes] if existing else [*nodes, node]
     return replace(spec, nodes=tuple(nodes))
 

@@ -131,6 +131,8 @@ class Supervisor:
             cmd += ["--cpus", ",".join(map(str, cpus.cpus))]
         if cpus.step:
             cmd += ["--step-cpus", ",".join(map(str, cpus.step))]
+        if spec.spin_us:
+            cmd += ["--spin-us", str(spec.spin_us)]
         if self.spec.deterministic:
             cmd.append("--deterministic")
         elif self.spec.shm.slots:
