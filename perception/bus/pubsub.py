@@ -215,8 +215,9 @@ class Subscriber:
         for e in errors:
             self._bad(e)
         self._release(name, bell, out, flush=not alive)
-        if not alive:
+        if not alive:  # its producer went away: so did its ring (a new one may reuse the name)
             bell.reader.reset()
+            self.shm.forget()
             self.poller.unregister(bell.fd)
             bell.fd = None
             self._subscribe(name, bell, False)

@@ -23,7 +23,11 @@ subscribers (the external publisher sends pixels, never slot references).
 Cleanup: the producer unlinks its segment on close; Python's resource tracker unlinks it when
 the producer dies without closing (``kill -9``); :func:`remove_stale` removes what is left of
 a run (the supervisor calls it at start and at shutdown). A restarted producer creates a
-segment of a new name (its pid), so a reader never mistakes a new ring for the old one.
+segment of a new name (its pid), so a reader never mistakes a new ring for the old one; a
+reader lets go of the old one's mapping (whose memory stays taken while mapped) when it maps
+the new one. Should a new producer get the pid of an old one, the generations of its ring
+(which start at a random number) do not match the old mapping, and the reader maps the
+segment again when the name is found to be another file.
 """
 
 from __future__ import annotations
@@ -139,6 +143,11 @@ class FrameRing:
         self.buf = np.ndarray((size,), np.uint8, self.shm.buf)
         self.buf[:] = 0  # touch every page now: a first write into fresh pages costs page faults, 3x its copy
         self.gens = [np.ndarray((1,), np.uint64, self.shm.buf, offset=k * self.stride) for k in range(slots)]
+        # every ring counts from its own random even start: a reader still mapping an old ring
+        # of the same name (a producer that got its pid) never finds a counter it expects there
+        start = int.from_bytes(os.urandom(7), "little") * 2
+        for gen in self.gens:
+            gen[0] = start
         self.next = 0
         self._claimed: tuple[int, np.ndarray] | None = None
 
@@ -203,19 +212,45 @@ class ShmReader:
 
     def __init__(self) -> None:
         self._maps: dict[str, mmap.mmap] = {}
+        self._inodes: dict[str, int] = {}
         self._views: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.torn = 0
 
     def _map(self, name: str) -> mmap.mmap:
         mm = self._maps.get(name)
         if mm is None:
+            # a producer that restarted makes a segment of a new name (its pid) and unlinks
+            # the old one, whose memory stays taken while mapped: let go of it
+            self.forget(_older_of(name, self._maps))
             fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
             try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                self._inodes[name] = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
             self._maps[name] = mm
         return mm
+
+    def forget(self, names: list[str] | None = None) -> None:
+        """Let go of the mappings of ``names`` (all when None): mapped again when a frame
+        names them. A mapping goes when the last array made from it does (a frame still in
+        use keeps its own)."""
+        for name in list(self._maps) if names is None else names:
+            self._maps.pop(name, None)
+            self._inodes.pop(name, None)
+        self._views = {k: v for k, v in self._views.items() if k[0] in self._maps}
+
+    def _replaced(self, name: str) -> bool:
+        """Whether ``name`` is now another segment than the one mapped (a new producer
+        that got the old one's pid); then the old mapping is let go of."""
+        try:
+            inode = os.stat(os.path.join(SHM_DIR, name)).st_ino
+        except FileNotFoundError:
+            return False
+        if inode == self._inodes.get(name, inode):
+            return False
+        self.forget([name])
+        return True
 
     def _slot(self, ref: ShmSlot, header: FrameHeader) -> tuple[np.ndarray, np.ndarray]:
         """The generation counter and the pixel bytes of ``ref``, as views of the mapping."""
@@ -234,6 +269,8 @@ class ShmReader:
         ``FileNotFoundError`` when the segment is gone, ``ValueError`` when ``ref`` does not
         fit the header or the segment."""
         gen, pixels = self._slot(ref, header)
+        if int(gen[0]) != ref.generation and self._replaced(ref.segment):
+            gen, pixels = self._slot(ref, header)
         if int(gen[0]) != ref.generation:
             self.torn += 1
             return None
@@ -262,6 +299,8 @@ class ShmReader:
             got = self._views[key] = (gen, shape(pixels))
         gen, image = got
         expected = ref.generation
+        if int(gen[0]) != expected and self._replaced(ref.segment):
+            return self.image(ref, header, shape)
         if int(gen[0]) != expected:
             self.torn += 1
             return None
@@ -279,3 +318,11 @@ class ShmReader:
             except BufferError:  # a view of it is still alive somewhere; the mapping goes with it
                 pass
         self._maps.clear()
+        self._inodes.clear()
+
+
+def _older_of(name: str, mapped: dict[str, mmap.mmap]) -> list[str]:
+    """The mapped segments of the same run and topic as ``name`` made by other processes
+    (names differ only in their pid, :func:`segment_name`)."""
+    stem = name.rpartition("-")[0]
+    return [n for n in mapped if n != name and n.rpartition("-")[0] == stem]

@@ -4,6 +4,7 @@ behind after its restart or after the run."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import tempfile
@@ -292,3 +293,41 @@ def test_a_logic_that_finds_its_frame_overwritten_has_it_counted_dropped_not_as_
     assert loop.sub.dropped == 1 and loop.sub.shm.torn == 1
     loop.close()
     ctx.term()
+
+
+def _mapped(name: str) -> bool:
+    with open("/proc/self/maps") as f:
+        return name in f.read()
+
+
+def test_a_reader_lets_go_of_a_restarted_producers_ring_and_never_reads_an_old_one_of_its_name() -> None:
+    """A restarted producer's ring has a new name (its pid); the reader unmaps the old one,
+    whose memory would stay taken while mapped, when it maps the new one. A producer that got
+    an old one's pid makes a ring of the old name: the reader finds its frames, not the old ones."""
+    run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
+    img = np.zeros((8, 8, 3), np.uint8)
+    header = header_for(img)
+    reader = ShmReader()
+
+    def frame(ring: FrameRing, value: int) -> int:
+        img[:] = value
+        got = reader.image(ring.write(img), header, lambda b: b.reshape(img.shape))  # type: ignore[arg-type]
+        assert got is not None
+        return int(got[0][0, 0, 0])
+
+    old = FrameRing(segment_name(run_dir, "frames", pid=2**22 + 1), 2, img.nbytes)
+    assert frame(old, 7) == 7
+    old.close()  # the producer is gone; the reader still maps its segment
+    assert _mapped(old.name)
+    new = FrameRing(segment_name(run_dir, "frames", pid=2**22 + 2), 2, img.nbytes)
+    assert frame(new, 9) == 9
+    gc.collect()
+    assert not _mapped(old.name) and _mapped(new.name)
+    # a producer of the same pid, while the reader maps the ring of the one before
+    for k in range(3):
+        assert frame(new, 10 + k) == 10 + k
+    new.close()
+    again = FrameRing(new.name, 2, img.nbytes)
+    assert [frame(again, 20 + k) for k in range(3)] == [20, 21, 22] and reader.torn == 0
+    again.close()
+    reader.close()
