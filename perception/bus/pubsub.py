@@ -23,7 +23,6 @@ too large for the bell).
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import numpy as np
 import zmq
 
 from perception.bus import codec, schema
-from perception.bus.arrivals import Arrivals
+from perception.bus.arrivals import Arrivals, poll_spinning
 from perception.bus.doorbell import OVER_ZEROMQ, BellReader, bell_path
 from perception.bus.newest import NewestReceiver, SeqTracker
 from perception.bus.publisher import DEFAULT_HWM, LOSSLESS_WINDOW, Publisher, header_for
@@ -312,32 +311,17 @@ class Subscriber:
         if not self.arrivals.spin_ns:
             return self._poll(timeout_ms)
         window = self.arrivals.window(time.monotonic_ns())
-        out = self._poll(timeout_ms) if window is None else self._poll_spinning(timeout_ms, *window)
+        if window is None:
+            out = self._poll(timeout_ms)
+        else:
+            out, spun_s, caught = poll_spinning(self._poll, [b.fd for b in self.bells.values() if b.fd is not None],
+                                                timeout_ms, *window)
+            self.spun_s += spun_s
+            self.spin_caught += caught
         for m in out:
             if m.envelope.topic != "status":
                 self.arrivals.add(m.envelope.topic, m.recv_ns)
         return out
-
-    def _poll_spinning(self, timeout_ms: int, start_ns: int, end_ns: int) -> list[Received]:
-        """:meth:`poll`, sleeping until ``start_ns``, checking without sleeping until ``end_ns``."""
-        now = time.monotonic_ns()
-        until = now + timeout_ms * 1_000_000 if timeout_ms >= 0 else None
-        if start_ns > now:  # whole milliseconds (ZeroMQ's), then to the microsecond on the bells,
-            wait_ms = (start_ns - now) // 1_000_000  # which announce every message of their topics
-            out = self._poll(wait_ms if until is None else min(wait_ms, timeout_ms))
-            now = time.monotonic_ns()
-            if out or (until is not None and now >= until):
-                return out
-            if bells := [b.fd for b in self.bells.values() if b.fd is not None]:
-                select.select(bells, [], [], max(0, min(start_ns, until or start_ns) - now) / 1e9)
-                now = time.monotonic_ns()
-        end_ns = end_ns if until is None else min(end_ns, until)
-        t0 = now
-        while not (out := self._poll(0)) and now < end_ns:
-            now = time.monotonic_ns()
-        self.spun_s += (now - t0) / 1e9
-        self.spin_caught += bool(out)
-        return out or self._poll(-1 if until is None else max(0, (until - now) // 1_000_000))
 
     def _poll(self, timeout_ms: int) -> list[Received]:
         out: list[Received] = []
