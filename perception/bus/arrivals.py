@@ -12,7 +12,7 @@ reader's ``spun_s``), and is worth it only with a CPU to spare: on a machine who
 all run the network it takes time from the network. While it spins it yields its CPU at
 each check (``sched_yield``): a producer woken on the same CPU then sends at once, instead
 of waiting for the spinner's time slice (measured without it: a sender's stamp to its send
-took a whole millisecond, the scheduler's tick, for a few frames in most runs).
+took a whole millisecond, the scheduler's tick, for a few frames in half the runs).
 
 When is "due": the last message's arrival plus the median spacing of the last few, per
 topic (a camera's frames come at a steady rate; a stream that paused or stopped is not

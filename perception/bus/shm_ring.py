@@ -221,7 +221,8 @@ class ShmReader:
         if mm is None:
             # a producer that restarted makes a segment of a new name (its pid) and unlinks
             # the old one, whose memory stays taken while mapped: let go of it
-            self.forget(_older_of(name, self._maps))
+            if older := _older_of(name, self._maps):
+                self.forget(older)
             fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
             try:
                 mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
