@@ -122,7 +122,8 @@ def test_rle_is_pycocotools_compatible() -> None:
 
 def test_a_record_made_without_init_equals_one_made_with_it_and_needs_every_field() -> None:
     from perception.bus import codec
-    from perception.bus.schema import Track, record
+    from perception.bus.records import record
+    from perception.bus.schema import Track
 
     fields = dict(track_id=3, state="lost", class_id=2, score=0.8, box_xyxy=(1.0, 2.0, 30.0, 40.0), mask=None,
                   velocity_px_s=(5.0, -1.0), age_s=1.5, hits=7, predicted=True, ground_xy_m=(3.0, 0.5),
@@ -134,3 +135,16 @@ def test_a_record_made_without_init_equals_one_made_with_it_and_needs_every_fiel
         record(Track, **{k: v for k, v in fields.items() if k != "hits"})
     with pytest.raises(TypeError, match="needs exactly the fields"):
         record(Track, **fields, extra=1)
+
+
+def test_replaced_equals_dataclasses_replace_and_leaves_the_original() -> None:
+    from perception.bus.records import replaced
+    from perception.bus.schema import FrameHeader, ShmSlot
+
+    header = FrameHeader(width=64, height=48, encoding="bgr8", stride=192)
+    ref = ShmSlot(segment="perception-abc-frames-7", slot=1, generation=4, nbytes=9216, slot_stride=9280)
+    fast = replaced(header, shm=ref)
+    assert fast == dataclasses.replace(header, shm=ref) and header.shm is None
+    assert codec.to_plain(fast) == codec.to_plain(dataclasses.replace(header, shm=ref))
+    with pytest.raises(TypeError, match=r"FrameHeader has no field \['shmem'\]"):
+        replaced(header, shmem=ref)

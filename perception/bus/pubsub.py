@@ -215,7 +215,7 @@ class Subscriber:
         for e in errors:
             self._bad(e)
         self._release(name, bell, out, flush=not alive)
-        if not alive:  # its producer went away: so did its ring (a new one may reuse the name)
+        if not alive:  # its producer went away: let go of its ring, whose memory is freed once unmapped
             bell.reader.reset()
             self.shm.forget()
             self.poller.unregister(bell.fd)

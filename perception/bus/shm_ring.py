@@ -42,7 +42,8 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
-from perception.bus.schema import FrameHeader, ShmSlot, record
+from perception.bus.records import record
+from perception.bus.schema import FrameHeader, ShmSlot
 
 #: bytes before each slot's pixels: the generation counter (uint64), padded to a cache line
 SLOT_HEADER = 64

@@ -26,7 +26,8 @@ import zmq
 
 from perception.bus import schema
 from perception.bus.pubsub import DEFAULT_HWM, DETERMINISTIC_HWM, LOSSLESS_WINDOW, Publisher, Received, Subscriber
-from perception.bus.schema import Envelope, Source, Status, record
+from perception.bus.records import record
+from perception.bus.schema import Envelope, Source, Status
 from perception.bus.shm_ring import FrameRing, segment_name
 from perception.node.affinity import pin, thread_name, threads
 from perception.node.config import ConfigError, build_config

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from perception.bus.schema import Box, Detections, Instance, Rle, Track, Tracks, record
+from perception.bus.records import record
+from perception.bus.schema import Box, Detections, Instance, Rle, Track, Tracks
 from perception.calibration.ground_plane import GroundPosition
 from perception.tracking import box_motion, mask_ops
 from perception.tracking.tracker_config import TrackerConfig
