@@ -2,9 +2,11 @@
 ZeroMQ path, and raw pyzmq, beside an in-process copy.
 
 For 640x480 and 1920x1080 BGR frames it prints, in one run and for each transport:
-- added latency publish -> receive across processes (p50/p99, frames paced at 30 fps), of
-  the frames after the first ``--warmup`` (30: one second of a stream's start, when the
-  reader maps the ring's slots and runs its code for the first time; every row alike);
+- added latency publish -> receive across processes (p50/p99, frames paced at 30 fps): from
+  the envelope's stamp, taken and put in the envelope as a node's loop does it
+  (``NodeLoop.send``), to the message decoded in the reader; of the frames after the first
+  ``--warmup`` (30: one second of a stream's start, when the reader maps the ring's slots
+  and runs its code for the first time; every row alike);
 - back-to-back throughput (frames/s received whole; shared memory drops what the reader
   could not copy before the ring came round, and says how many);
 - the baseline: an in-process copy of the same buffer (``np.copyto``).
@@ -40,6 +42,7 @@ import zmq
 
 from perception.bus import schema
 from perception.bus.pubsub import Publisher, Subscriber, header_for
+from perception.bus.records import record
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, segment_name
 
@@ -127,11 +130,14 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float,
         if zero_copy:  # the frame is captured into the slot it will go out in
             frame = pub.ring.claim(image.shape)  # type: ignore[union-attr]
             np.copyto(frame, image)
+        source = Source("bench", i, time.monotonic_ns())  # the capture, which the step's output carries
         now = time.monotonic_ns()
         if sock is not None:
             sock.send_multipart([b"frames", struct.pack("<qq", i, now), image], copy=False)
-        else:
-            pub.send(Envelope("frames", i, now, Source("bench", i, now), header), frame)  # type: ignore[union-attr]
+        else:  # stamped and sent as a node's loop sends a step's output (NodeLoop.send)
+            env = record(Envelope, topic="frames", seq=i, stamp_ns=now, source=source, payload=header, valid=True,
+                         schema_version=schema.SCHEMA_VERSION)
+            pub.send(env, frame)  # type: ignore[union-attr]
         if pace_s:
             time.sleep(pace_s)
     lat, stamps, seqs, dropped, spun_s = result.get(timeout=120)

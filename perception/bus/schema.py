@@ -156,9 +156,11 @@ Encoding = Literal["bgr8", "rgb8", "mono8"]
 class ShmSlot:
     """Where a frame's pixels are when they travel in shared memory
     (:mod:`perception.bus.shm_ring`): ``slot`` of the ring ``segment`` (``slot_stride`` bytes
-    apart), written as ``generation``, ``nbytes`` long."""
+    apart), written as ``generation``, ``nbytes`` long. The segment's name is checked by the
+    reader when it maps a segment (:data:`perception.bus.shm_ring.SEGMENT`), once per ring,
+    not at every frame's decode."""
 
-    segment: Annotated[str, msgspec.Meta(max_length=120, pattern=r"^perception-[A-Za-z0-9_.-]+$")]
+    segment: Annotated[str, msgspec.Meta(max_length=120)]
     slot: Annotated[int, msgspec.Meta(ge=0, le=255)]
     generation: Annotated[int, msgspec.Meta(ge=0)]
     nbytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_PIXELS_BYTES)]

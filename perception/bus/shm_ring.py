@@ -36,6 +36,7 @@ import glob
 import hashlib
 import mmap
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -49,6 +50,8 @@ from perception.bus.schema import FrameHeader, ShmSlot
 SLOT_HEADER = 64
 PREFIX = "perception-"
 SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory
+#: the names of our segments (:func:`segment_name`): a reader maps nothing else, and no path
+SEGMENT = re.compile(PREFIX + r"[A-Za-z0-9_.-]+")
 
 
 class SlotError(ValueError):
@@ -128,7 +131,9 @@ class FrameRing:
         if slots < 1 or slot_bytes < 1:
             raise ValueError(f"a frame ring needs slots >= 1 and slot_bytes >= 1, got {slots}, {slot_bytes}")
         self.name, self.slots, self.slot_bytes = name, slots, slot_bytes
-        self.stride = SLOT_HEADER + slot_bytes
+        # slots start on a cache line: the counter's 8-byte stores are then atomic, and a
+        # slot's pixels start aligned
+        self.stride = SLOT_HEADER + -(-slot_bytes // SLOT_HEADER) * SLOT_HEADER
         try:  # a segment of this name is a leftover of a process that had our pid
             SharedMemory(name).unlink()
         except FileNotFoundError:
@@ -143,7 +148,9 @@ class FrameRing:
             raise
         self.buf = np.ndarray((size,), np.uint8, self.shm.buf)
         self.buf[:] = 0  # touch every page now: a first write into fresh pages costs page faults, 3x its copy
-        self.gens = [np.ndarray((1,), np.uint64, self.shm.buf, offset=k * self.stride) for k in range(slots)]
+        # the counters as memoryviews, not NumPy arrays: a NumPy scalar's arithmetic is a
+        # tenth of a frame's send on a sender that just woke up
+        self.gens = [_counter(self.shm.buf, k * self.stride) for k in range(slots)]
         # every ring counts from its own random even start: a reader still mapping an old ring
         # of the same name (a producer that got its pid) never finds a counter it expects there
         start = int.from_bytes(os.urandom(7), "little") * 2
@@ -162,7 +169,7 @@ class FrameRing:
     def _commit(self, k: int, n: int) -> ShmSlot:
         gen = self.gens[k]
         gen[0] += 1  # even: complete
-        return record(ShmSlot, segment=self.name, slot=k, generation=int(gen[0]), nbytes=n, slot_stride=self.stride)
+        return record(ShmSlot, segment=self.name, slot=k, generation=gen[0], nbytes=n, slot_stride=self.stride)
 
     def claim(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The next slot as a writable uint8 array of ``shape`` to render or capture a frame
@@ -214,12 +221,14 @@ class ShmReader:
     def __init__(self) -> None:
         self._maps: dict[str, mmap.mmap] = {}
         self._inodes: dict[str, int] = {}
-        self._views: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._views: dict[tuple, tuple[memoryview, np.ndarray]] = {}
         self.torn = 0
 
     def _map(self, name: str) -> mmap.mmap:
         mm = self._maps.get(name)
         if mm is None:
+            if not SEGMENT.fullmatch(name):
+                raise SlotError(f"shared-memory segment {name!r} is not one of ours ({SEGMENT.pattern})")
             # a producer that restarted makes a segment of a new name (its pid) and unlinks
             # the old one, whose memory stays taken while mapped: let go of it
             if older := _older_of(name, self._maps):
@@ -254,7 +263,7 @@ class ShmReader:
         self.forget([name])
         return True
 
-    def _slot(self, ref: ShmSlot, header: FrameHeader) -> tuple[np.ndarray, np.ndarray]:
+    def _slot(self, ref: ShmSlot, header: FrameHeader) -> tuple[memoryview, np.ndarray]:
         """The generation counter and the pixel bytes of ``ref``, as views of the mapping."""
         mm = self._map(ref.segment)
         need = header.height * header.stride
@@ -263,7 +272,7 @@ class ShmReader:
                 or offset + SLOT_HEADER + ref.nbytes > len(mm):
             raise SlotError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
                              f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})")
-        return np.frombuffer(mm, np.uint64, 1, offset), np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER)
+        return _counter(mm, offset), np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER)
 
     def read(self, ref: ShmSlot, header: FrameHeader) -> np.ndarray | None:
         """The pixel bytes of ``ref`` (a copy, 1-D uint8), or None when the slot was
@@ -271,13 +280,13 @@ class ShmReader:
         ``FileNotFoundError`` when the segment is gone, ``ValueError`` when ``ref`` does not
         fit the header or the segment."""
         gen, pixels = self._slot(ref, header)
-        if int(gen[0]) != ref.generation and self._replaced(ref.segment):
+        if gen[0] != ref.generation and self._replaced(ref.segment):
             gen, pixels = self._slot(ref, header)
-        if int(gen[0]) != ref.generation:
+        if gen[0] != ref.generation:
             self.torn += 1
             return None
         data = pixels.copy()
-        if int(gen[0]) != ref.generation:  # overwritten while we copied
+        if gen[0] != ref.generation:  # overwritten while we copied
             self.torn += 1
             return None
         return data
@@ -301,12 +310,12 @@ class ShmReader:
             got = self._views[key] = (gen, shape(pixels))
         gen, image = got
         expected = ref.generation
-        if int(gen[0]) != expected and self._replaced(ref.segment):
+        if gen[0] != expected and self._replaced(ref.segment):
             return self.image(ref, header, shape)
-        if int(gen[0]) != expected:
+        if gen[0] != expected:
             self.torn += 1
             return None
-        return image, lambda: int(gen[0]) == expected
+        return image, lambda: gen[0] == expected
 
     def count_torn(self) -> None:
         """Count a frame whose slot :meth:`image`'s check found overwritten after use."""
@@ -321,6 +330,11 @@ class ShmReader:
                 pass
         self._maps.clear()
         self._inodes.clear()
+
+
+def _counter(buf: mmap.mmap | memoryview, offset: int) -> memoryview:
+    """The slot's generation counter at ``offset`` of ``buf``: ``[0]`` reads or writes it as an int."""
+    return memoryview(buf)[offset:offset + 8].cast("Q")
 
 
 def _older_of(name: str, mapped: dict[str, mmap.mmap]) -> list[str]:

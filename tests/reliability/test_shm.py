@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -21,7 +22,7 @@ import zmq
 from perception.bus import schema
 from perception.bus.pubsub import Publisher, Received, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
-from perception.bus.shm_ring import FrameRing, ShmConfig, ShmReader, segment_name, segments
+from perception.bus.shm_ring import FrameRing, ShmConfig, ShmReader, SlotError, segment_name, segments
 from perception.node.loop import NodeContext, NodeLoop, Outgoing
 
 from .conftest import next_external, pipeline_spec, start_pipeline
@@ -191,6 +192,11 @@ def test_a_frame_too_large_for_a_slot_goes_over_the_socket() -> None:
         raise AssertionError("a slot reference that does not fit its header must be refused")
     except ValueError as e:
         assert "does not fit" in str(e)
+    ref = msgs[0].envelope.payload.shm
+    for name in ("perception-../../etc/passwd", "other-segment"):  # a path, or a segment not of ours
+        with pytest.raises(SlotError, match=rf"shared-memory segment '{re.escape(name)}' is not one of ours"):
+            reader.read(replace(ref, segment=name), msgs[0].envelope.payload)
+    assert list(reader._maps) == [ref.segment]  # neither was opened
     pub.close()
     sub.close()
     ctx.term()
