@@ -19,7 +19,10 @@ slot's generation afterwards (``--shm-copy``: the copying path instead, the fram
 into the ring at publish and copied out by the reader), its envelope by the doorbell
 (:mod:`perception.bus.doorbell`); ``shm_spin``: the same with a reader that spins (checks
 without sleeping) from ``SPIN_US`` before each expected frame (``Subscriber(spin_us=...)``,
-the launch file's ``spin_us:``), its CPU time printed per frame; ``shm_zeromq``: the same with the envelope over ZeroMQ
+the launch file's ``spin_us:``), its CPU time printed per frame; ``shm_spin_pinned``: the
+same with the sender on one CPU and the reader on another (as ``cpus:`` in a launch file
+places nodes), the setting ``spin_us`` is for: a spinning reader with a core of its own,
+which never takes the sender's; ``shm_zeromq``: the same with the envelope over ZeroMQ
 (a subscriber without doorbells, as a remote-capable one reads it); ``zmq``: the
 same publisher without a ring (pixels through the ipc socket); ``raw_pyzmq``: a bare
 multipart ``[topic, seq+stamp, pixels]`` with ``copy=False`` and no envelope.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import struct
 import tempfile
 import time
@@ -46,12 +50,14 @@ from perception.bus.records import record
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, segment_name
 
-TRANSPORTS = ("shm", "shm_spin", "shm_zeromq", "zmq", "raw_pyzmq")
+TRANSPORTS = ("shm", "shm_spin", "shm_spin_pinned", "shm_zeromq", "zmq", "raw_pyzmq")
 #: the ``shm_spin`` reader's ``spin_us`` (a window of twice this around each expected frame)
 SPIN_US = 500
 
 
-def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> None:
+def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool, cpu: int | None) -> None:
+    if cpu is not None:  # before ZeroMQ starts its I/O thread, which inherits it
+        os.sched_setaffinity(0, {cpu})
     ctx = zmq.Context()
     lat_ms, stamps, seqs = [], [], []
     dropped = 0
@@ -104,7 +110,21 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool) -> Non
 def _run(kind: str, width: int, height: int, n: int, pace_s: float,
          copy: bool = False, warmup: int = 0) -> tuple[np.ndarray, float, int, float]:
     """Latencies (ms) and frames/s of the ``n`` frames after ``warmup`` more (sent first, not
-    measured), frames dropped of all, and the reader's time spent spinning per frame (ms)."""
+    measured), frames dropped of all, and the reader's time spent spinning per frame (ms).
+    A ``*_pinned`` kind runs the sender on the first CPU and the reader on the second."""
+    kind, pinned = kind.removesuffix("_pinned"), kind.endswith("_pinned")
+    allowed = os.sched_getaffinity(0)
+    cpus = sorted(allowed)[:2] if pinned and len(allowed) >= 2 else [None, None]  # one CPU: nothing to pin
+    if cpus[0] is not None:
+        os.sched_setaffinity(0, {cpus[0]})
+    try:
+        return _run_on(kind, width, height, n, pace_s, copy, warmup, cpus[1])
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _run_on(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool, warmup: int,
+            reader_cpu: int | None) -> tuple[np.ndarray, float, int, float]:
     run_dir = tempfile.mkdtemp(prefix="bt-", dir="/tmp")
     ctx = zmq.Context()
     address = schema.endpoint("frames", run_dir)
@@ -119,7 +139,7 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float,
         pub = Publisher(ctx, address, hwm=0, ring=ring)
     mpctx = mp.get_context("spawn")
     ready, result = mpctx.Event(), mpctx.Queue()
-    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, warmup + n, ready, result, copy))
+    proc = mpctx.Process(target=_receiver, args=(kind, run_dir, warmup + n, ready, result, copy, reader_cpu))
     proc.start()
     ready.wait()
     time.sleep(0.5)
@@ -175,7 +195,7 @@ def main() -> None:
     args = ap.parse_args()
     out: dict[str, dict] = {}
     print(f"{args.frames} frames after {args.warmup} not measured, per row")
-    print(f"{'size':<11}{'transport':<12}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}"
+    print(f"{'size':<11}{'transport':<17}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}"
           f"{'spun ms/frame':>14}")
     for w, h in ((640, 480), (1920, 1080)):
         size = f"{w}x{h}"
@@ -186,18 +206,19 @@ def main() -> None:
             row = {"p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)), "fps": fps,
                    "dropped_paced": int(d1), "dropped_back_to_back": int(d2), "spin_ms_per_frame": spin_ms}
             out[size][kind] = row
-            spin = f"{spin_ms:>14.3f}" if kind == "shm_spin" else ""
-            print(f"{size:<11}{kind:<12}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}{spin}")
+            spin = f"{spin_ms:>14.3f}" if kind.startswith("shm_spin") else ""
+            print(f"{size:<11}{kind:<17}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}{spin}")
         base = _copy_baseline(w, h, args.frames)
         out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
-        print(f"{size:<11}{'copy':<12}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
+        print(f"{size:<11}{'copy':<17}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
               f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)")
         s, b, z, sp = out[size]["shm"], out[size]["shm_zeromq"], out[size]["zmq"], out[size]["shm_spin"]
+        pp = out[size]["shm_spin_pinned"]
         print(f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
               f"{s['fps'] / max(z['fps'], 1e-9):.2f}x; doorbell vs envelope over ZeroMQ: p50 "
               f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms; reader spinning "
               f"{SPIN_US} us around each frame vs sleeping: p99 {sp['p99_ms']:.3f} vs {s['p99_ms']:.3f} ms, for "
-              f"{sp['spin_ms_per_frame']:.3f} ms of CPU a frame")
+              f"{sp['spin_ms_per_frame']:.3f} ms of CPU a frame, {pp['p99_ms']:.3f} ms with a CPU of its own")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 
