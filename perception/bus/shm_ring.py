@@ -157,7 +157,7 @@ class FrameRing:
         for gen in self.gens:
             gen[0] = start
         self.next = 0
-        self._claimed: tuple[int, np.ndarray] | None = None
+        self._claimed: tuple[int, np.ndarray, ShmSlot] | None = None
 
     def _open_slot(self) -> int:
         """The next slot, its generation made odd (being written)."""
@@ -166,10 +166,14 @@ class FrameRing:
         self.gens[k][0] += 1
         return k
 
-    def _commit(self, k: int, n: int) -> ShmSlot:
-        gen = self.gens[k]
-        gen[0] += 1  # even: complete
-        return record(ShmSlot, segment=self.name, slot=k, generation=gen[0], nbytes=n, slot_stride=self.stride)
+    def _ref(self, k: int, n: int) -> ShmSlot:
+        """The reference to slot ``k`` (being written) once it is committed, ``n`` bytes long."""
+        return record(ShmSlot, segment=self.name, slot=k, generation=self.gens[k][0] + 1, nbytes=n,
+                      slot_stride=self.stride)
+
+    def _commit(self, k: int, ref: ShmSlot) -> ShmSlot:
+        self.gens[k][0] += 1  # even: complete
+        return ref
 
     def claim(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The next slot as a writable uint8 array of ``shape`` to render or capture a frame
@@ -182,7 +186,8 @@ class FrameRing:
         k = self._open_slot()
         start = k * self.stride + SLOT_HEADER
         view = self.buf[start:start + n].reshape(shape)
-        self._claimed = (k, view)
+        # its reference made now, while the frame is captured or rendered, not after its stamp
+        self._claimed = (k, view, self._ref(k, n))
         return view
 
     def write(self, pixels: np.ndarray) -> ShmSlot | None:
@@ -190,14 +195,14 @@ class FrameRing:
         last :meth:`claim`); None when they do not fit."""
         claimed, self._claimed = self._claimed, None
         if claimed is not None and pixels is claimed[1]:
-            return self._commit(claimed[0], pixels.nbytes)
+            return self._commit(claimed[0], claimed[2])
         n = pixels.nbytes
         if n > self.slot_bytes:
             return None
         k = self._open_slot()
         start = k * self.stride + SLOT_HEADER
         self.buf[start:start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
-        return self._commit(k, n)
+        return self._commit(k, self._ref(k, n))
 
     def close(self) -> None:
         del self.buf, self.gens, self._claimed
