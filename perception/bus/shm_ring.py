@@ -171,9 +171,8 @@ class FrameRing:
         return record(ShmSlot, segment=self.name, slot=k, generation=self.gens[k][0] + 1, nbytes=n,
                       slot_stride=self.stride)
 
-    def _commit(self, k: int, ref: ShmSlot) -> ShmSlot:
+    def _commit(self, k: int) -> None:
         self.gens[k][0] += 1  # even: complete
-        return ref
 
     def claim(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The next slot as a writable uint8 array of ``shape`` to render or capture a frame
@@ -195,14 +194,18 @@ class FrameRing:
         last :meth:`claim`); None when they do not fit."""
         claimed, self._claimed = self._claimed, None
         if claimed is not None and pixels is claimed[1]:
-            return self._commit(claimed[0], claimed[2])
+            k, _, ref = claimed
+            self._commit(k)
+            return ref
         n = pixels.nbytes
         if n > self.slot_bytes:
             return None
         k = self._open_slot()
         start = k * self.stride + SLOT_HEADER
         self.buf[start:start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
-        return self._commit(k, self._ref(k, n))
+        ref = self._ref(k, n)
+        self._commit(k)
+        return ref
 
     def close(self) -> None:
         del self.buf, self.gens, self._claimed
