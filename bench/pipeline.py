@@ -19,8 +19,11 @@ in one run.
   free to run anywhere (``throughput_ratio_shared``), where the scheduler puts the other
   nodes' wake-ups on the segmenter's CPU too. Each ratio is the median over ``--rounds`` of
   pipeline / bare, each round running the bare segmenter right before and right after the
-  pipeline runs and taking the mean of the two (this machine's speed drifts by 10-20 %
-  within minutes, so a ratio of two runs far apart measures the drift).
+  pipeline run and taking the mean of the two: bare, isolated, bare, shared, bare (this
+  machine's speed drifts by 10-20 % within minutes, so a ratio of two runs far apart
+  measures the drift). Beside it, the isolated run's segmenter busy share (its frames/s times
+  its mean inference time): how much of the loss is the segmenter waiting for frames, and how
+  much the network itself running slower beside the other nodes.
 - **Overhead per frame**: the same drive replayed at its own rate (15 fps, the live mode:
   newest frame kept; frames through shared memory as the launch file says, or
   ``--shm-slots N``, 0 for the socket), per frame capture -> tracks minus the segmenter's
@@ -161,22 +164,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} thread(s); work folder {work}"
           + (f"; bare segmenter and isolated segmenter step on CPU {cpus[0]}" if cpus else ""))
 
-    bare_runs, pipe_runs, shared_runs, timeline, live_p50 = [], [], [], [], []
+    bare_runs, bare_shared_runs, pipe_runs, shared_runs, timeline, live_p50 = [], [], [], [], [], []
+    busy: list[float] = []
     bare_ms: list[float] = []
     live: dict[str, list[Envelope]] = {}
     for r in range(args.rounds):
-        # bare, pipeline, bare again in each round, the two bare runs averaged: the machine's
-        # speed drifts within minutes, and a drift that is linear over the round cancels
+        # each pipeline run between two bare runs, the two averaged: the machine's speed
+        # drifts within minutes (by 10 % between two bare runs half a minute apart on a
+        # noisy day), and a drift that is linear over the bracket cancels
         fps0, ms0 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0,
                        isolate=bool(cpus), overrides=sets)
+        fps1, ms1 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         shared = pipeline(drive, args.card, args.threads, work, f"shared{r}", deterministic=True, rate=0.0,
                           overrides=sets)
-        fps1, ms1 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
-        fps = (fps0 + fps1) / 2
+        fps2, ms2 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
+        fps, fps_shared = (fps0 + fps1) / 2, (fps1 + fps2) / 2
         bare_runs.append(fps)
-        bare_ms += ms0 + ms1
+        bare_shared_runs.append(fps_shared)
+        bare_ms += ms0 + ms1 + ms2
         pipe_runs.append(fps_of(det["tracks"]))
+        # the share of the run's time the segmenter spent inferring: 1.0 means it never
+        # waited for a frame, and what the pipeline lost against the bare loop is the network
+        # itself running slower beside the other nodes (caches and memory shared with them)
+        busy.append(pipe_runs[-1] * statistics.mean(d.payload.inference_ms for d in det["detections"]) / 1000)
         shared_runs.append(fps_of(shared["tracks"]))
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
                         shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus), overrides=sets)
@@ -186,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         timeline += got
         live_p50.append(float(np.median([f.tracks_ms - f.inference_ms for f in got])))  # type: ignore[operator]
         print(f"round {r + 1}: bare {fps:.1f} frames/s ({fps0:.1f} before, {fps1:.1f} after), "
-              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}), "
-              f"shared {shared_runs[-1]:.1f} ({shared_runs[-1] / fps:.3f}); "
+              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}, segmenter busy {busy[-1]:.3f}), "
+              f"shared {shared_runs[-1]:.1f} ({shared_runs[-1] / fps_shared:.3f}, bare {fps_shared:.1f}, {fps2:.1f} after); "
               f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms")
     ratios = [pf / bf for pf, bf in zip(pipe_runs, bare_runs, strict=True)]
-    shared_ratios = [pf / bf for pf, bf in zip(shared_runs, bare_runs, strict=True)]
+    shared_ratios = [pf / bf for pf, bf in zip(shared_runs, bare_shared_runs, strict=True)]
     t = timeline
     overhead = [f.tracks_ms - f.inference_ms for f in t]  # type: ignore[operator]
     before = [f.detections_ms - f.inference_ms for f in t if f.detections_ms is not None]  # type: ignore[operator]
@@ -205,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     shared_fps = statistics.median(shared_runs)
     print(f"\n{'medians of ' + str(args.rounds) + ' rounds':<42}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
     print(f"{'throughput, segmenter isolated (frames/s)':<42}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
-    print(f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{bare_fps:>16.1f}{shared_ratio:>8.3f}")
+    print(f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{statistics.median(bare_shared_runs):>16.1f}"
+          f"{shared_ratio:>8.3f}")
+    print(f"{'segmenter busy share, isolated run':<42}{statistics.median(busy):>10.3f}"
+          "   (its frames/s x its mean inference time: 1.0 = never waited for a frame)")
     print(f"{'inference p50 ms (live / bare)':<42}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
           f"{statistics.median(bare_ms):>16.2f}")
     print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
@@ -224,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
            "throughput_ratios": ratios, "throughput_ratio_shared": shared_ratio, "throughput_ratios_shared": shared_ratios,
            "overhead_p50_ms_per_round": live_p50, "rounds": args.rounds, "pipeline_fps": pipe_fps,
-           "pipeline_fps_shared": shared_fps, "bare_fps": bare_fps, "bare_inference_p50_ms": statistics.median(bare_ms),
+           "pipeline_fps_shared": shared_fps, "bare_fps": bare_fps, "bare_fps_shared": statistics.median(bare_shared_runs),
+           "segmenter_busy_share": statistics.median(busy), "segmenter_busy_shares": busy, "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
            "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads,
            "shm_slots": args.shm_slots, "isolated": bool(cpus), "live_isolated": args.live_isolated and bool(cpus),
