@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{statistics.median(bare_shared_runs):>16.1f}"
           f"{shared_ratio:>8.3f}")
     print(f"{'segmenter busy share, isolated run':<42}{statistics.median(busy):>10.3f}"
-          "   (its frames/s x its mean inference time: 1.0 = never waited for a frame)")
+          "   (its frames/s x its mean inference time: about 1.0 = never waited for a frame; "
+          "the first and last frames make it a little above 1 on short drives)")
     print(f"{'inference p50 ms (live / bare)':<42}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
           f"{statistics.median(bare_ms):>16.2f}")
     print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
