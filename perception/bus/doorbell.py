@@ -48,7 +48,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import zmq
@@ -278,12 +278,15 @@ class BellReader:
     over ZeroMQ (:meth:`add_carried`), a little later, and the messages after it wait for it
     (at most ``wait_s``). With ``keep_newest`` (frame topics of a keep-newest reader) only
     the newest of each :meth:`take` is kept (the reader counts the rest by their ``seq`` gap).
-    ``stage``: see :class:`DoorbellClient`.
+    ``stage``: see :class:`DoorbellClient`. ``decode``: how an envelope is decoded
+    (:func:`perception.bus.codec.decode_relay` for a reader that passes them on unchanged).
     """
 
     def __init__(self, topic: str, path: str, keep_newest: bool, retry_s: float = 0.5,
-                 wait_s: float = CARRIED_WAIT_S, stage: bool = False) -> None:
+                 wait_s: float = CARRIED_WAIT_S, stage: bool = False,
+                 decode: Callable[[bytes | memoryview, str], Envelope] = codec.decode) -> None:
         self.topic = topic
+        self.decode = decode
         self.client = DoorbellClient(path, retry_s, stage)
         self.keep_newest = keep_newest
         self.wait_s = wait_s
@@ -308,7 +311,7 @@ class BellReader:
                         raise MalformedMessage(f"doorbell of {self.topic!r}: a marker of {len(data)} bytes")
                     self.waiting.append((_MARKER.unpack(data)[1], None, now))
                 else:
-                    env = codec.decode(data, expected_topic=self.topic)
+                    env = self.decode(data, self.topic)
                     self.waiting.append((env.seq, env, now))
             except SchemaError as e:
                 errors.append(e)
@@ -317,7 +320,7 @@ class BellReader:
     def add_carried(self, parts: Sequence[zmq.Frame]) -> SchemaError | None:
         """Keep a message that came over ZeroMQ until the bell reaches it."""
         try:
-            env = codec.decode(parts[1].buffer, expected_topic=self.topic)
+            env = self.decode(parts[1].buffer, self.topic)
         except SchemaError as e:
             return e
         self.carried[env.seq] = (env, list(parts))

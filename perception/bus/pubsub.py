@@ -120,6 +120,8 @@ class Subscriber:
     what it reads (a node with output topics), and its producers' bells ring it before the
     readers that only relay or record (:mod:`perception.bus.doorbell`). ``spin_us``: spin
     this long around a steady topic's next message (:mod:`perception.bus.arrivals`); 0: sleep.
+    ``relay``: messages other than frames keep their payload as received
+    (:func:`~perception.bus.codec.decode_relay`), for a reader that passes them on unchanged.
     """
 
     def __init__(
@@ -136,8 +138,10 @@ class Subscriber:
         backlog: int = DETERMINISTIC_HWM,
         stage: bool = False,
         spin_us: int = 0,
+        relay: bool = False,
     ) -> None:
         self.keep_newest = keep_newest
+        self.decode = codec.decode_relay if relay else codec.decode
         self.arrivals = Arrivals(spin_us * 1000)
         self.spun_s = 0.0  # time spent spinning (``spin_us``), and the times a message came meanwhile
         self.spin_caught = 0
@@ -162,7 +166,7 @@ class Subscriber:
             frames = schema.topic(names[0]).kind == "frame"
             # a deterministic reader takes other topics from ZeroMQ, whose queue has no limit
             if doorbells and not bind and path is not None and len(names) == 1 and (frames or keep_newest):
-                bell = _Bell(BellReader(names[0], path, keep_newest and frames, stage=stage), s)
+                bell = _Bell(BellReader(names[0], path, keep_newest and frames, stage=stage, decode=self.decode), s)
                 self.bells[names[0]] = bell
             for n in names:
                 s.setsockopt(zmq.SUBSCRIBE, n.encode())
@@ -262,7 +266,7 @@ class Subscriber:
         ZeroMQ part (None for a frame in shared memory that came by a doorbell)."""
         try:
             if env is None:
-                env = codec.decode(data, expected_topic=name)
+                env = self.decode(data, name)
             kind = schema.topic(name).kind
             pixels = None
             unchanged = None

@@ -70,6 +70,8 @@ class Logic(Protocol):
     logic checks ``msg.unchanged()`` itself once it no longer reads the pixels (the segmenter,
     right after making its network input: a ring lapped during the inference that follows
     costs nothing) and raises :class:`FrameOverwritten` when it finds the slot overwritten.
+    ``relays = True``: the step passes messages on unchanged, and gets them with their
+    payload undecoded (``Subscriber(relay=True)``; frames as ever).
     ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
     the next step (a replay decodes its next frame there, so that the frame goes out on time
     instead of a decode later); it may return a monotonic time in ns at which it wants to
@@ -129,7 +131,7 @@ class NodeLoop:
             Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
                        keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)),
                        backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
-                       stage=bool(logic.outputs), spin_us=ctx.spin_us)
+                       stage=bool(logic.outputs), spin_us=ctx.spin_us, relay=bool(getattr(logic, "relays", False)))
             if logic.inputs else None
         )
         #: frame topics whose shared-memory ring could not be made (reported in status)

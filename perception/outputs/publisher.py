@@ -71,9 +71,15 @@ class PublisherConfig:
 class PublisherLogic:
     """Forwards every received message of ``topics`` unchanged (same seq, stamps, pixels)
     to the external endpoint. A slow external subscriber loses messages at its high water
-    mark; it never slows the pipeline."""
+    mark; it never slows the pipeline.
+
+    Messages other than frames are relayed as the bytes they came in: their envelope is
+    checked (topic, schema version), their payload is not decoded here, and its masks are
+    not decoded and encoded again on the way out; the external subscriber checks it when it
+    decodes it (:func:`perception.bus.codec.decode_relay`)."""
 
     outputs: tuple[str, ...] = ()
+    relays = True
 
     def __init__(self, cfg: PublisherConfig, ctx: zmq.Context | None = None) -> None:
         self.cfg = cfg
