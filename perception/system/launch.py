@@ -81,6 +81,10 @@ class SupervisorConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 8.0
     grace_s: float = 3.0
+    #: CPUs kept from halting while the run lasts, by an idle-priority poll loop on each
+    #: (:mod:`perception.system.idle_poll`): the light nodes' CPUs, for less latency per frame
+    #: on machines whose idle CPUs halt, for the power of CPUs that never rest. Empty: none
+    poll_idle: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,10 +160,14 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
         raw_nodes[str(name)] = dict(params)
     shm_doc = dict(doc.get("shm") or {}) if isinstance(doc.get("shm") or {}, dict) else doc.get("shm")
+    sup_doc = dict(doc.get("supervisor") or {}) if isinstance(doc.get("supervisor") or {}, dict) else doc.get("supervisor")
     for text in overrides:
         node, key, value = parse_override(text)
         if node == "shm" and node not in raw_nodes and isinstance(shm_doc, dict):  # --set shm.slots=0
             shm_doc[key] = value
+            continue
+        if node == "supervisor" and node not in raw_nodes and isinstance(sup_doc, dict):  # --set supervisor.poll_idle=[0]
+            sup_doc[key] = value
             continue
         if node not in raw_nodes:
             raise ConfigError(f"{where}: --set {text!r}: no node {node!r}; nodes: {', '.join(raw_nodes)}")
@@ -186,22 +194,24 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             params["threads"] = n_isolated
             cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
         nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated, spin_us))
-    sup = build_config(SupervisorConfig, doc.get("supervisor") or {}, where=f"{where}: supervisor")
+    sup = build_config(SupervisorConfig, sup_doc, where=f"{where}: supervisor")
+    _cpus(list(sup.poll_idle), f"{where}: supervisor", "poll_idle")
     run = str(doc.get("run") or p.stem)
     shm = build_config(ShmConfig, shm_doc, where=f"{where}: shm")
     return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
 
 
-def _cpus(value: Any, where: str) -> tuple[int, ...]:
-    """A node's ``cpus:`` as CPU ids this process may run on (checked here, where it runs)."""
+def _cpus(value: Any, where: str, key: str = "cpus") -> tuple[int, ...]:
+    """A node's ``cpus:`` (or another ``key`` of CPUs) as CPU ids this process may run on
+    (checked here, where it runs)."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in value):
-        raise ConfigError(f"{where}: key 'cpus' must be a list of CPU numbers, e.g. [1], got {value!r}")
+        raise ConfigError(f"{where}: key {key!r} must be a list of CPU numbers, e.g. [1], got {value!r}")
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     missing = [c for c in value if c not in available]
     if missing:
-        raise ConfigError(f"{where}: key 'cpus': CPU {', '.join(map(str, missing))} not available to this process "
+        raise ConfigError(f"{where}: key {key!r}: CPU {', '.join(map(str, missing))} not available to this process "
                           f"(available: {', '.join(map(str, available)) or 'none: no CPU affinity here'})")
     return tuple(sorted(set(value)))
 

@@ -37,6 +37,7 @@ from perception.bus.schema import Envelope, Status
 from perception.bus.shm_ring import remove_stale
 from perception.node.affinity import pin
 from perception.system.cpu_plan import plan_cpus
+from perception.system.idle_poll import IdlePollers
 from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
 from perception.system.sched import SchedSample, read_schedstat, verdict
 
@@ -82,6 +83,17 @@ class Supervisor:
         self.cpus = plan_cpus(spec.nodes, sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [])
         if self.cpus.warning:
             log.warning("%s", self.cpus.warning)
+        inferring = {c: name for name, n in self.cpus.nodes.items() for c in n.step}
+        if busy := [f"CPU {c} ({inferring[c]}'s step)" for c in spec.supervisor.poll_idle if c in inferring]:
+            raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' names {', '.join(busy)}, isolated for a "
+                               "node's step: a poll loop there would share it with that node; name the other CPUs")
+        if spec.supervisor.poll_idle and not self.cpus.rest:
+            # a network free to run on a polled CPU shares it with the loop (schedulers weigh
+            # sessions first): 0.81 of its speed in bench/pipeline.py's shared runs
+            raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' needs a node isolated (isolate: true on the "
+                               "segmenter), so that the network never runs on a polled CPU"
+                               + (f" ({self.cpus.warning})" if self.cpus.warning else ""))
+        self.pollers = IdlePollers()
         #: this process's CPUs before the run, when isolation moved it (and the subscribers
         #: of an in-process run) off the isolated CPUs; restored at shutdown
         self._cpus_before: set[int] | None = None
@@ -155,6 +167,7 @@ class Supervisor:
     def start(self) -> None:
         """Start every node: consumers first; sources once the others have sent their
         first heartbeat (or after ``startup_timeout_s``)."""
+        self.pollers.start(self.cfg.poll_idle)
         sources = [n for n in self.nodes if NODE_TYPES[n.spec.type].source]
         for node in self.nodes:
             if node not in sources:
@@ -284,6 +297,7 @@ class Supervisor:
                 log.warning("%s did not stop in %.1f s; killing it", node.spec.name, self.cfg.grace_s)
                 node.proc.kill()
                 node.proc.wait()
+        self.pollers.stop()
         self.status_in.close(0)
         self.status_out.close()
         self.zctx.term()
