@@ -15,7 +15,8 @@ The system-wide cures are the kernel's ``idle=poll`` or a PM QoS request of 0 us
 good. ``poll_idle`` keeps only the CPUs named, only while the run lasts: one process on each
 spins at ``SCHED_IDLE`` priority, which the kernel runs only when nothing else wants that CPU
 and preempts at once when something does. The price is the power of a CPU that never rests
-(``top`` shows it busy). Never name the CPU an isolated segmenter infers on (the launch is
+(``top`` shows it busy), and on a kernel with autogroups a share of the CPU from a node that
+wants all of it (see :meth:`IdlePollers.start`): it is for CPUs with room to spare. Never name the CPU an isolated segmenter infers on (the launch is
 refused): its loop would share that CPU with the network. Each loop ends when the supervisor
 that started it does, however it ends.
 """
@@ -55,11 +56,14 @@ class IdlePollers:
     def start(self, cpus: Iterable[int]) -> None:
         for cpu in cpus:
             if cpu not in self.procs:
-                # in the supervisor's session, unlike the nodes: with autogroups (on in most
-                # kernels) each session is scheduled as a whole first, and a loop in a session
-                # of its own took CPU from the tracker: detections -> tracks p50 2.30-3.15 ms,
-                # 2.04-2.53 with that session at nice 19, against 1.56-2.05 in the supervisor's
-                # session (three live runs each)
+                # in the supervisor's session, unlike the nodes. With autogroups (on in most
+                # kernels, this one too) a CPU is shared between sessions first, and a loop in a
+                # session of its own delayed the nodes' wake-ups: detections -> tracks p50
+                # 2.04-3.15 ms (2.27-2.31 in bench/pipeline.py --poll-idle runs) with that
+                # session at default weight or nice 19, against 1.54-2.05 in the supervisor's
+                # session; a loop that yields at each turn starved them (throughput 0.57). The
+                # price: under contention the supervisor's session (this loop) and a busy
+                # node's share the CPU; a CPU-bound process kept 0.59-0.99 of it (three runs)
                 self.procs[cpu] = subprocess.Popen([sys.executable, "-m", __name__, str(cpu), str(os.getpid())])
         if self.procs:
             log.info("CPU %s kept from halting (poll_idle) by pid %s", ", ".join(map(str, self.procs)),

@@ -88,8 +88,10 @@ class Supervisor:
             raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' names {', '.join(busy)}, isolated for a "
                                "node's step: a poll loop there would share it with that node; name the other CPUs")
         if spec.supervisor.poll_idle and not self.cpus.rest:
-            # a network free to run on a polled CPU shares it with the loop (schedulers weigh
-            # sessions first): 0.81 of its speed in bench/pipeline.py's shared runs
+            # the loops are for the CPUs an isolation leaves to the light nodes: with both CPUs
+            # polled and nothing isolated the overhead did not move (2.84 against 2.80 ms p50)
+            # and the network, free to run on a polled CPU, ran at 0.81-0.89 of its speed in
+            # bench/pipeline.py's shared runs (the loop then in the supervisor's session)
             raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' needs a node isolated (isolate: true on the "
                                "segmenter), so that the network never runs on a polled CPU"
                                + (f" ({self.cpus.warning})" if self.cpus.warning else ""))
