@@ -7,8 +7,9 @@ an idle vCPU halts), the preprocess's letterbox after a 40 ms sleep took 0.83-0.
 against 0.36 ms back to back, and still 0.57-0.91 ms after 2-20 ms of busy-waiting in the
 same process; with a ``SCHED_IDLE`` loop on its CPU, so that the CPU never halted, 0.47-0.63
 ms. In the live pipeline (segmenter isolated on CPU 1, the light nodes on CPU 0 with such a
-loop), capture -> tracks minus inference p50 was 3.17, 3.51 and 3.04 ms against 3.41, 3.86
-and 3.69 ms as shipped, three runs of each in turn (``bench/pipeline.py --poll-idle``).
+loop), capture -> tracks minus inference p50 was 3.17, 3.51, 3.04, 3.03 and 2.98 ms against
+3.41, 3.86, 3.69, 3.35 and 3.07 ms as shipped, five runs of each in turn
+(``bench/pipeline.py --poll-idle``).
 
 The system-wide cures are the kernel's ``idle=poll`` or a PM QoS request of 0 us held on
 ``/dev/cpu_dma_latency`` (where a cpuidle driver honours it): they keep every CPU busy for
