@@ -35,6 +35,11 @@ def _ended(pid: int, timeout_s: float) -> bool:
     return False
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User and system CPU time of process ``pid``, in clock ticks."""
+    return sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+
+
 def test_a_poll_loop_spins_at_idle_priority_on_its_cpu_until_stopped() -> None:
     pollers = IdlePollers()
     pollers.start([CPUS[0]])
@@ -45,9 +50,9 @@ def test_a_poll_loop_spins_at_idle_priority_on_its_cpu_until_stopped() -> None:
             time.sleep(0.05)  # until the child has set itself up
         assert os.sched_getscheduler(pid) == os.SCHED_IDLE
         assert os.sched_getaffinity(pid) == {CPUS[0]}
-        before = sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+        before = _cpu_ticks(pid)
         time.sleep(0.5)
-        after = sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+        after = _cpu_ticks(pid)
         assert after > before  # it runs (clock ticks of CPU time) while the CPU has nothing else to do
     finally:
         pollers.stop()

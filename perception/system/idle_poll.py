@@ -17,9 +17,10 @@ good. ``poll_idle`` keeps only the CPUs named, only while the run lasts: one pro
 spins at ``SCHED_IDLE`` priority, which the kernel runs only when nothing else wants that CPU
 and preempts at once when something does. The price is the power of a CPU that never rests
 (``top`` shows it busy), and on a kernel with autogroups a share of the CPU from a node that
-wants all of it (see :meth:`IdlePollers.start`): it is for CPUs with room to spare. Never name the CPU an isolated segmenter infers on (the launch is
-refused): its loop would share that CPU with the network. Each loop ends when the supervisor
-that started it does, however it ends.
+wants all of it (see :meth:`IdlePollers.start`): it is for CPUs with room to spare. Never
+name the CPU an isolated segmenter infers on (the launch is refused): its loop would share
+that CPU with the network. Each loop ends when the supervisor that started it does, however
+it ends.
 """
 
 from __future__ import annotations

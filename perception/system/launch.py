@@ -159,15 +159,14 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         if not isinstance(params, dict):
             raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
         raw_nodes[str(name)] = dict(params)
-    shm_doc = dict(doc.get("shm") or {}) if isinstance(doc.get("shm") or {}, dict) else doc.get("shm")
-    sup_doc = dict(doc.get("supervisor") or {}) if isinstance(doc.get("supervisor") or {}, dict) else doc.get("supervisor")
+    # the top-level sections --set reaches too (--set shm.slots=0, --set supervisor.poll_idle=[0])
+    sections = {name: dict(doc.get(name) or {}) if isinstance(doc.get(name) or {}, dict) else doc.get(name)
+                for name in ("shm", "supervisor")}
+    shm_doc, sup_doc = sections["shm"], sections["supervisor"]
     for text in overrides:
         node, key, value = parse_override(text)
-        if node == "shm" and node not in raw_nodes and isinstance(shm_doc, dict):  # --set shm.slots=0
-            shm_doc[key] = value
-            continue
-        if node == "supervisor" and node not in raw_nodes and isinstance(sup_doc, dict):  # --set supervisor.poll_idle=[0]
-            sup_doc[key] = value
+        if node in sections and node not in raw_nodes and isinstance(sections[node], dict):
+            sections[node][key] = value
             continue
         if node not in raw_nodes:
             raise ConfigError(f"{where}: --set {text!r}: no node {node!r}; nodes: {', '.join(raw_nodes)}")
