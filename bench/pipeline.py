@@ -2,7 +2,8 @@
 in one run.
 
     uv run python bench/pipeline.py [--frames 150] [--card models/yolact_fast.toml]
-        [--threads 1] [--shm-slots N] [--rounds 3] [--live-isolated] [--poll-idle] [--set NODE.KEY=VALUE]
+        [--threads 1] [--shm-slots N] [--rounds 3] [--live-isolated] [--poll-idle] [--tracker-beside]
+        [--set NODE.KEY=VALUE]
         [--json out.json]
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
@@ -36,7 +37,11 @@ The segmenter's policy is the one model of ``--card`` (no switching), so both si
 same network. The live run uses the launch file as shipped (no isolation: a live
 segmenter is idle between frames, and the light nodes then have both CPUs);
 ``--live-isolated`` isolates it too; ``--poll-idle`` as well, and keeps the other CPUs from
-halting in the isolated runs (``supervisor.poll_idle``, :mod:`perception.system.idle_poll`).
+halting in the isolated runs (``supervisor.poll_idle``, :mod:`perception.system.idle_poll`);
+``--tracker-beside`` isolates it too, and pins the tracker to the segmenter's step CPU in
+the live run (``tracker.cpus``): its step then runs right after the network's, on a CPU
+that is awake, while the network waits for the next frame (in the throughput runs, where
+the network never waits, the tracker stays off that CPU).
 ``--set`` overrides a launch-file key in every pipeline
 run. ``--json`` writes ``{"throughput_ratio", "overhead_p50_ms", ...}``.
 """
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds of bare segmenter, throughput run and live run; figures are medians over them")
     ap.add_argument("--poll-idle", action="store_true",
                     help="isolated runs (the live one isolated too) with every CPU but the segmenter's kept from halting")
+    ap.add_argument("--tracker-beside", action="store_true",
+                    help="the live run isolated, with the tracker on the segmenter's step CPU")
     ap.add_argument("--live-isolated", action="store_true",
                     help="the live run with the segmenter's step alone on the last CPU too")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
@@ -160,10 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cpus = step_cpu()
     sets = tuple(args.overrides)
-    args.live_isolated = args.live_isolated or args.poll_idle
+    args.live_isolated = args.live_isolated or args.poll_idle or args.tracker_beside
     rest = [c for c in sorted(os.sched_getaffinity(0)) if c not in cpus]
     # the CPUs of the light nodes kept awake, in the runs where the segmenter infers apart
     awake = (f"supervisor.poll_idle=[{','.join(map(str, rest))}]",) if args.poll_idle and cpus else ()
+    # the tracker beside the network in the live run only: there the network waits between frames
+    beside = (f"tracker.cpus=[{cpus[0]}]",) if args.tracker_beside and cpus else ()
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
@@ -201,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         busy.append(pipe_runs[-1] * statistics.mean(d.payload.inference_ms for d in det["detections"]) / 1000)
         shared_runs.append(fps_of(shared["tracks"]))
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
-                        shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus), overrides=sets + awake)
+                        shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus),
+                        overrides=sets + awake + beside)
         seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
         stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
         got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
@@ -242,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
           f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}; "
           f"segmenter {'isolated' if args.live_isolated and cpus else 'not isolated'}"
-          f"{', the other CPUs kept from halting' if awake else ''}):")
+          f"{', the other CPUs kept from halting' if awake else ''}"
+          f"{', the tracker on its step CPU' if beside else ''}):")
     print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
     print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
           f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
@@ -265,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
            "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads,
            "shm_slots": args.shm_slots, "isolated": bool(cpus), "live_isolated": args.live_isolated and bool(cpus),
-           "poll_idle": bool(awake),
+           "poll_idle": bool(awake), "tracker_beside": bool(beside),
            "overrides": list(sets), "model": card.name}
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
