@@ -48,8 +48,10 @@ class MotionNoise:
 def xyxy_to_cxcywh(boxes_xyxy: np.ndarray) -> np.ndarray:
     """``(n, 4)`` xyxy -> ``(n, 4)`` float64 ``cx, cy, w, h``."""
     b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
-                     b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+    out = np.empty_like(b)
+    out[:, :2] = (b[:, :2] + b[:, 2:]) / 2
+    out[:, 2:] = b[:, 2:] - b[:, :2]
+    return out
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

@@ -122,7 +122,7 @@ def _assign(sim: np.ndarray, rows: list[int], cols: list[int], min_sim: float) -
     similarity at least ``min_sim`` (and above 0). Returns (row, col) index pairs of ``sim``."""
     if not rows or not cols:
         return []
-    sub = sim[np.ix_(rows, cols)]
+    sub = sim.take(rows, 0).take(cols, 1)  # what sim[np.ix_(rows, cols)] is, in 1.5 instead of 7 us
     r, c = linear_sum_assignment(-sub)
     floor = max(min_sim, 1e-9)
     return [(rows[i], cols[j]) for i, j in zip(r, c) if sub[i, j] >= floor]
@@ -242,7 +242,8 @@ class Tracker:
         det_boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
         sim = mask_ops.box_iou(pred_boxes, det_boxes)
         # masks only where the boxes meet at all: carrying a mask forward costs ~0.1 ms
-        ti = [i for i, t in enumerate(tracks) if t.mask is not None and sim[i].max() > 0 and self.cfg.use_masks]
+        near = sim.max(1) > 0
+        ti = [i for i, t in enumerate(tracks) if t.mask is not None and near[i]] if self.cfg.use_masks else []
         dj = [j for j, d in enumerate(dets) if d.mask is not None]
         if ti and dj:
             track_masks = [tracks[i].carried_mask() for i in ti]
@@ -253,8 +254,9 @@ class Tracker:
             # weight 0.25 was chosen on scenes 100-104 of both scenarios (bench/tracking.py
             # reports scenes 0-4): HOTA crowd 0.669 -> 0.675, urban 0.720 -> 0.727 against
             # 0.5; box IoU alone (0) and 0.75 were worse in crowd
-            box = sim[np.ix_(ti, dj)]
-            sim[np.ix_(ti, dj)] = self.cfg.mask_weight * iou + (1.0 - self.cfg.mask_weight) * box
+            rows = np.asarray(ti)[:, None]  # with dj: the (ti x dj) block, without np.ix_'s cost
+            box = sim[rows, dj]
+            sim[rows, dj] = self.cfg.mask_weight * iou + (1.0 - self.cfg.mask_weight) * box
         track_cls = np.array([t.class_id for t in tracks])[:, None]
         det_cls = np.array([d.class_id for d in dets])[None, :]
         sim[(track_cls != det_cls) & (sim < self.cfg.class_switch_iou)] = 0.0
