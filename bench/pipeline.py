@@ -30,8 +30,10 @@ in one run.
   ``--shm-slots N``, 0 for the socket), per frame capture -> tracks minus the segmenter's
   own inference time (what the plumbing adds: letterbox, three hops, the tracker,
   queueing), pooled over the rounds. Also given per stage (medians): queue wait before
-  inference, capture -> detections minus inference, detections -> tracks, and each node's
-  step time.
+  inference, capture -> detections minus inference, detections -> tracks, each node's
+  step time, and a frame's path piece by piece from the nodes' heartbeats (``path_ms``:
+  each hop's transit, the sender's send stamp to the message decoded by its reader, and
+  the light nodes' steps).
 
 The segmenter's policy is the one model of ``--card`` (no switching), so both sides run the
 same network. The live run uses the launch file as shipped (no isolation: a live
@@ -76,6 +78,26 @@ from perception.system.launch import load_launch  # noqa: E402
 from perception.system.runner import run_pipeline  # noqa: E402
 
 NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
+#: a frame's path through the live run, piece by piece, from the nodes' heartbeats: (node,
+#: what of its status, label). A transit is the sender's send stamp to the message decoded
+#: by the node (the sender's send, the wake-up, the read, the decode with its checks).
+HOPS = (("preprocess", "transit_p50_ms.frames", "frames -> preprocess"),
+        ("preprocess", "step", "preprocess step"),
+        ("segmenter", "transit_p50_ms.frames.rect", "frames.rect -> segmenter"),
+        ("tracker", "transit_p50_ms.detections", "detections -> tracker"),
+        ("tracker", "step", "tracker step"))
+
+
+def hops_of(status: list[Envelope]) -> dict[str, float]:
+    """The pieces of :data:`HOPS` (median ms) from each node's last heartbeat of a run."""
+    last = {e.payload.node: e.payload for e in status if isinstance(e.payload, Status)}
+    out = {}
+    for node, key, label in HOPS:
+        st = last.get(node)
+        value = None if st is None else st.step_p50_ms if key == "step" else st.counters.get(key)
+        if isinstance(value, int | float):
+            out[label] = float(value)
+    return out
 
 
 def step_cpu() -> list[int]:
@@ -188,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     bare_inference: list[float] = []
     bare_ms: list[float] = []
     live: dict[str, list[Envelope]] = {}
+    hops: list[dict[str, float]] = []
     for r in range(args.rounds):
         # each pipeline run between two bare runs, the two averaged: the machine's speed
         # drifts within minutes (by 10 % between two bare runs half a minute apart on a
@@ -212,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
                         shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus),
                         overrides=sets + awake + beside)
+        hops.append(hops_of(live["status"]))
         seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
         stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
         got = [f for f in stats.timeline if f.tracks_ms is not None and f.inference_ms is not None]
@@ -264,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             steps[st.node] = st.step_p50_ms
     print("  step time per node (median ms, from the heartbeats): "
           + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
+    # per piece, the median over the rounds (each round's value a median of its own)
+    path = {label: statistics.median(h[label] for h in hops if label in h)
+            for _, _, label in HOPS if any(label in h for h in hops)}
+    print("  a frame's path (median ms of the rounds, from the heartbeats; transit: send stamp to decoded): "
+          + ", ".join(f"{label} {v:.2f}" for label, v in path.items()))
     out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
            "throughput_ratios": ratios, "throughput_ratio_shared": shared_ratio,
            "throughput_ratios_shared": shared_ratios, "overhead_p50_ms_per_round": live_p50,
@@ -274,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
            "segmenter_busy_share": statistics.median(busy), "segmenter_busy_shares": busy,
            "bare_inference_p50_ms": statistics.median(bare_ms),
            "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
-           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "frames": args.frames, "threads": args.threads,
+           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "path_ms": path, "frames": args.frames, "threads": args.threads,
            "shm_slots": args.shm_slots, "isolated": bool(cpus), "live_isolated": args.live_isolated and bool(cpus),
            "poll_idle": bool(awake), "tracker_beside": bool(beside),
            "overrides": list(sets), "model": card.name}

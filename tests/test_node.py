@@ -87,10 +87,41 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     st = loop.status()
     assert logic.calls == 4 and st.errors == 2
     assert "model blew up on frame 2" in st.last_error
-    # the logic's, the first and last frame seq received, and (deterministic: lossless) how
-    # often its sends were held back by a slow reader
+    # the logic's, the first and last frame seq received, the frames' median transit (send
+    # stamp to decoded here), and (deterministic: lossless) how often its sends were held back
+    # by a slow reader
+    transit = st.counters.pop("transit_p50_ms.frames")
+    assert isinstance(transit, float) and 0.0 <= transit < 3000.0
     assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0,
                            "held.frames.rect": 0, "held_ms.frames.rect": 0.0}
+    loop.close(); camera.close(0); zctx.term()
+
+
+def test_status_reports_each_input_topics_transit_from_its_send_stamp(run_dir: str) -> None:
+    """``transit_p50_ms.<topic>``: the median of (decoded here - the sender's send stamp);
+    frames stamped 40 ms before they were sent show at least that, and a stamp ahead of
+    this clock (another machine's) is left out rather than counted as a negative time."""
+    zctx = zmq.Context()
+    camera = zctx.socket(zmq.PUB)
+    camera.bind(schema.endpoint("frames", run_dir))
+    logic = _Exploding()
+    loop = NodeLoop(NodeContext("x", run_dir, deterministic=True), logic, zctx)
+    time.sleep(0.3)
+    image = np.zeros((4, 4, 3), np.uint8)
+
+    def frame(seq: int, stamp_ns: int) -> list[bytes]:
+        env = Envelope("frames", seq, stamp_ns, Source("cam0", seq, stamp_ns), header_for(image))
+        return [b"frames", codec.encode(env), image.tobytes()]
+
+    for i in range(3):
+        camera.send_multipart(frame(i, time.monotonic_ns() - 40_000_000))
+    camera.send_multipart(frame(3, time.monotonic_ns() + 10**12))  # 1000 s ahead
+    deadline = time.monotonic() + 3
+    while logic.calls < 4 and time.monotonic() < deadline:
+        loop.run_once(max_wait_ms=20)
+    assert logic.calls == 4
+    assert len(loop.stats.transit_ms["frames"]) == 3
+    assert 40.0 <= loop.status().counters["transit_p50_ms.frames"] < 1000.0
     loop.close(); camera.close(0); zctx.term()
 
 

@@ -114,6 +114,18 @@ class _Stats:
     frames_out: int = 0
     errors: int = 0
     last_error: str = ""
+    #: per input topic: ms from the sender's send stamp to the message decoded here (the
+    #: sender's send, the wake-up, the read and the decode with its checks); the two stamps
+    #: are the same machine's monotonic clock
+    transit_ms: dict[str, deque[float]] = field(default_factory=dict)
+
+    def note_transit(self, msg: Received) -> None:
+        ms = (msg.recv_ns - msg.envelope.stamp_ns) / 1e6
+        if msg.recv_ns and ms >= 0:  # (a stamp from another clock is left out)
+            q = self.transit_ms.get(msg.topic)
+            if q is None:
+                q = self.transit_ms[msg.topic] = deque(maxlen=512)
+            q.append(ms)
 
 
 class NodeLoop:
@@ -202,6 +214,7 @@ class NodeLoop:
             for msg in self.sub.poll(wait_ms):
                 if msg.topic != "status":  # heartbeats are not data
                     self.stats.frames_in += 1
+                    self.stats.note_transit(msg)
                 self._step(msg)
                 if time.monotonic_ns() >= self._next_heartbeat:  # a long backlog must not stop heartbeats
                     self._heartbeat()
@@ -275,6 +288,8 @@ class NodeLoop:
                       # deterministic runs: sends held back by a slow reader, and for how long
                       **{f"held.{t}": p.held for t, p in self.pubs.items() if p.lossless},
                       **{f"held_ms.{t}": round(p.held_ms, 1) for t, p in self.pubs.items() if p.lossless},
+                      # per input topic: its sender's send stamp to decoded here, median ms
+                      **{f"transit_p50_ms.{t}": round(float(np.median(q)), 3) for t, q in s.transit_ms.items() if q},
                       # the first and last seq received per input topic: frames before the first
                       # and after the last are invisible to gap counting (sent before this node
                       # was connected, or lost at the sender's queue before any later one arrived)
