@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import zmq
@@ -15,8 +17,10 @@ from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
 from perception.node.loop import NodeContext, NodeLoop
 
 
-def _frame(seq: int, image: np.ndarray) -> list[bytes]:
-    env = Envelope("frames", seq, time.monotonic_ns(), Source("cam0", seq, time.monotonic_ns()), header_for(image))
+def _frame(seq: int, image: np.ndarray, offset_ns: int = 0) -> list[bytes]:
+    """A frame message stamped now (plus ``offset_ns``)."""
+    stamp = time.monotonic_ns() + offset_ns
+    env = Envelope("frames", seq, stamp, Source("cam0", seq, stamp), header_for(image))
     return [b"frames", codec.encode(env), image.tobytes()]
 
 
@@ -71,20 +75,31 @@ class _Exploding:
         return {"calls": self.calls}
 
 
-def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
+@contextmanager
+def _fed(run_dir: str, offsets_ns: list[int]) -> Iterator[tuple[NodeLoop, _Exploding]]:
+    """A deterministic loop of :class:`_Exploding` that has stepped one frame per offset
+    (each frame stamped now plus its offset)."""
     zctx = zmq.Context()
     camera = zctx.socket(zmq.PUB)
     camera.bind(schema.endpoint("frames", run_dir))
     logic = _Exploding()
     loop = NodeLoop(NodeContext("x", run_dir, deterministic=True), logic, zctx)
-    time.sleep(0.3)
-    image = np.zeros((4, 4, 3), np.uint8)
-    for i in range(4):
-        camera.send_multipart(_frame(i, image))
-    deadline = time.monotonic() + 3
-    while logic.calls < 4 and time.monotonic() < deadline:
-        loop.run_once(max_wait_ms=20)
-    st = loop.status()
+    try:
+        time.sleep(0.3)
+        image = np.zeros((4, 4, 3), np.uint8)
+        for i, offset in enumerate(offsets_ns):
+            camera.send_multipart(_frame(i, image, offset))
+        deadline = time.monotonic() + 3
+        while logic.calls < len(offsets_ns) and time.monotonic() < deadline:
+            loop.run_once(max_wait_ms=20)
+        yield loop, logic
+    finally:
+        loop.close(); camera.close(0); zctx.term()
+
+
+def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
+    with _fed(run_dir, [0, 0, 0, 0]) as (loop, logic):
+        st = loop.status()
     assert logic.calls == 4 and st.errors == 2
     assert "model blew up on frame 2" in st.last_error
     # the logic's, the first and last frame seq received, the frames' median transit (send
@@ -94,35 +109,16 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     assert isinstance(transit, float) and 0.0 <= transit < 3000.0
     assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0,
                            "held.frames.rect": 0, "held_ms.frames.rect": 0.0}
-    loop.close(); camera.close(0); zctx.term()
 
 
 def test_status_reports_each_input_topics_transit_from_its_send_stamp(run_dir: str) -> None:
     """``transit_p50_ms.<topic>``: the median of (decoded here - the sender's send stamp);
     frames stamped 40 ms before they were sent show at least that, and a stamp ahead of
     this clock (another machine's) is left out rather than counted as a negative time."""
-    zctx = zmq.Context()
-    camera = zctx.socket(zmq.PUB)
-    camera.bind(schema.endpoint("frames", run_dir))
-    logic = _Exploding()
-    loop = NodeLoop(NodeContext("x", run_dir, deterministic=True), logic, zctx)
-    time.sleep(0.3)
-    image = np.zeros((4, 4, 3), np.uint8)
-
-    def frame(seq: int, stamp_ns: int) -> list[bytes]:
-        env = Envelope("frames", seq, stamp_ns, Source("cam0", seq, stamp_ns), header_for(image))
-        return [b"frames", codec.encode(env), image.tobytes()]
-
-    for i in range(3):
-        camera.send_multipart(frame(i, time.monotonic_ns() - 40_000_000))
-    camera.send_multipart(frame(3, time.monotonic_ns() + 10**12))  # 1000 s ahead
-    deadline = time.monotonic() + 3
-    while logic.calls < 4 and time.monotonic() < deadline:
-        loop.run_once(max_wait_ms=20)
-    assert logic.calls == 4
-    assert len(loop.stats.transit_ms["frames"]) == 3
-    assert 40.0 <= loop.status().counters["transit_p50_ms.frames"] < 1000.0
-    loop.close(); camera.close(0); zctx.term()
+    with _fed(run_dir, [-40_000_000] * 3 + [10**12]) as (loop, logic):  # the last 1000 s ahead
+        assert logic.calls == 4
+        assert len(loop.stats.transit_ms["frames"]) == 3
+        assert 40.0 <= loop.status().counters["transit_p50_ms.frames"] < 1000.0
 
 
 def test_numpy_counters_do_not_break_the_heartbeat(run_dir: str) -> None:

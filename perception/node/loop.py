@@ -114,18 +114,14 @@ class _Stats:
     frames_out: int = 0
     errors: int = 0
     last_error: str = ""
-    #: per input topic: ms from the sender's send stamp to the message decoded here (the
-    #: sender's send, the wake-up, the read and the decode with its checks); the two stamps
-    #: are the same machine's monotonic clock
+    #: per input topic: ms from the sender's send stamp to the message decoded here (its send,
+    #: the wake-up, the read, the decode and its checks), both on this machine's monotonic clock
     transit_ms: dict[str, deque[float]] = field(default_factory=dict)
 
     def note_transit(self, msg: Received) -> None:
         ms = (msg.recv_ns - msg.envelope.stamp_ns) / 1e6
         if msg.recv_ns and ms >= 0:  # (a stamp from another clock is left out)
-            q = self.transit_ms.get(msg.topic)
-            if q is None:
-                q = self.transit_ms[msg.topic] = deque(maxlen=512)
-            q.append(ms)
+            self.transit_ms.setdefault(msg.topic, deque(maxlen=512)).append(ms)
 
 
 class NodeLoop:
