@@ -88,9 +88,14 @@ HOPS = (("preprocess", "transit_p50_ms.frames", "frames -> preprocess"),
         ("tracker", "step", "tracker step"))
 
 
+def last_heartbeats(status: list[Envelope]) -> dict[str, Status]:
+    """Each node's last heartbeat of a run."""
+    return {e.payload.node: e.payload for e in status if isinstance(e.payload, Status)}
+
+
 def hops_of(status: list[Envelope]) -> dict[str, float]:
     """The pieces of :data:`HOPS` (median ms) from each node's last heartbeat of a run."""
-    last = {e.payload.node: e.payload for e in status if isinstance(e.payload, Status)}
+    last = last_heartbeats(status)
     out = {}
     for node, key, label in HOPS:
         st = last.get(node)
@@ -281,11 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
     print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
           f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
-    steps = {}
-    for env in live["status"]:
-        st = env.payload
-        if isinstance(st, Status) and st.node in NODES:
-            steps[st.node] = st.step_p50_ms
+    steps = {n: st.step_p50_ms for n, st in last_heartbeats(live["status"]).items() if n in NODES}
     print("  step time per node (median ms, from the heartbeats): "
           + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
     # per piece, the median over the rounds (each round's value a median of its own)

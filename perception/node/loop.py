@@ -119,9 +119,9 @@ class _Stats:
     transit_ms: dict[str, deque[float]] = field(default_factory=dict)
 
     def note_transit(self, msg: Received) -> None:
-        ms = (msg.recv_ns - msg.envelope.stamp_ns) / 1e6
-        if msg.recv_ns and ms >= 0:  # (a stamp from another clock is left out)
-            self.transit_ms.setdefault(msg.topic, deque(maxlen=512)).append(ms)
+        ms, q = (msg.recv_ns - msg.envelope.stamp_ns) / 1e6, self.transit_ms.get(msg.topic)
+        if q is not None and msg.recv_ns and ms >= 0:  # (a stamp from another clock is left out)
+            q.append(ms)
 
 
 class NodeLoop:
@@ -151,7 +151,7 @@ class NodeLoop:
                                     bind=False, hwm=16)
         self.seq = {t: 0 for t in logic.outputs}
         self.status_seq = 0
-        self.stats = _Stats()
+        self.stats = _Stats(transit_ms={t: deque(maxlen=512) for t in logic.inputs})
         self.running = True
         self._next_heartbeat = 0
         self._parent = os.getppid()
