@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="SPEC[,SPEC...]",
                    help="train on these sources instead of the card's [data]: synth, yolo-seg:DIR, coco:FILE.json, "
                         "drive:FILE.mcap, each optionally @WEIGHT for the mix (e.g. synth@3,yolo-seg:data/robot@1)")
+    p.add_argument("--val", default=None, metavar="SPEC[,SPEC...]",
+                   help="validate (and keep the best weights) on these sets instead of held-out parts of the training "
+                        "sources, e.g. yolo-seg:../shared/data/cityscapes/val,synth (synth: the synthetic held-out drives)")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="folder the COCO JSON's file_name entries are relative to (default: the JSON's folder)")
     p.add_argument("--init", default=None, metavar="PATH",
@@ -50,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
                    continue_from_card=args.continue_from_card, cpu_minutes=args.cpu_minutes,
                    snapshot_minutes=tuple(args.snapshot_minutes),
                    settings={k: v for k, v in settings.items() if v is not None},
-                   data=args.data, images_dir=args.images, init=args.init)
+                   data=args.data, images_dir=args.images, init=args.init, val=args.val)
     print(json.dumps(result, indent=2))
     return 0

@@ -36,7 +36,8 @@ import torchvision
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, poolers, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from perception.segmentation.backbone import BACKBONES, Backbone
+from perception.segmentation.backbone import BACKBONES, Backbone, input_normalisation
+from perception.segmentation.pretrained import check_card_fields
 
 #: ``[architecture] backbone`` value that selects torchvision's published ResNet-50-FPN v2.
 RESNET50_FPN_V2 = "resnet50_fpn_v2"
@@ -67,11 +68,20 @@ class MaskRCNNConfig:
     rpn_pre_nms_top_n_test: int = 500
     rpn_post_nms_top_n_test: int = 300
     box_batch_size_per_image: int = 256
+    #: where the trunk's weights start (a :data:`perception.segmentation.pretrained.PRETRAINED`
+    #: key, loaded when a new training run starts), "" for random init
+    pretrained: str = ""
+    #: normalisation of RGB in [0, 1] (the transform's); empty: the backbone entry's
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
 
     def validate(self) -> None:
         if self.backbone != RESNET50_FPN_V2 and self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be {RESNET50_FPN_V2!r} or one of {', '.join(BACKBONES)}, "
                              f"got {self.backbone!r}")
+        if self.backbone != RESNET50_FPN_V2:
+            input_normalisation(self.backbone, self.input_mean, self.input_std)
+            check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
         if len(self.anchor_sizes) != 4 or not all(self.anchor_sizes):
             raise ValueError(f"anchor_sizes needs 4 non-empty lists (levels P3, P4, P5, P6), got {self.anchor_sizes}")
         if len({len(s) for s in self.anchor_sizes}) != 1:
@@ -155,8 +165,9 @@ def maskrcnn_light(cfg: MaskRCNNConfig, num_classes: int, width: int, height: in
     levels = ["c3", "c4", "c5"]
     anchors = AnchorGenerator(tuple(tuple(s) for s in cfg.anchor_sizes),
                               (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
+    mean, std = input_normalisation(cfg.backbone, cfg.input_mean, cfg.input_std)
     return MaskRCNN(
-        backbone, num_classes=None, **fixed_size(width, height),
+        backbone, num_classes=None, **fixed_size(width, height), image_mean=list(mean), image_std=list(std),
         rpn_anchor_generator=anchors, rpn_head=RPNHead(c, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,

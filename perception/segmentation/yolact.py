@@ -26,12 +26,11 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from perception.segmentation.backbone import BACKBONES, Backbone
+from perception.segmentation.backbone import BACKBONES, Backbone, input_normalisation
+from perception.segmentation.pretrained import check_card_fields
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 MAX_DWH = math.log(1000.0 / 16)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,18 @@ class YolactConfig:
     anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, 256.0)
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
     semantic_aux: bool = True
+    #: where the trunk's weights start (:data:`perception.segmentation.pretrained.PRETRAINED`
+    #: key, loaded when a new training run starts), "" for random init
+    pretrained: str = ""
+    #: normalisation of RGB in [0, 1] inside the graph; empty: the backbone entry's
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
 
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        input_normalisation(self.backbone, self.input_mean, self.input_std)
+        check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
         levels = 5 if self.extra_levels else 3
         if len(self.anchor_sizes) != levels:
             raise ValueError(f"anchor_sizes needs {levels} values (one per level P3..P{levels + 2}), "
@@ -146,8 +153,9 @@ class Yolact(nn.Module):
     def __init__(self, cfg: YolactConfig, num_classes: int) -> None:
         super().__init__()
         self.cfg, self.num_classes = cfg, num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = input_normalisation(cfg.backbone, cfg.input_mean, cfg.input_std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.backbone = Backbone(cfg.backbone)
         f = cfg.fpn_channels
         self.fpn = FeaturePyramidNetwork(list(self.backbone.out_channels), f,

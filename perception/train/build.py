@@ -103,6 +103,54 @@ def freeze(module: nn.Module) -> int:
     return n
 
 
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Freeze every BatchNorm layer under ``module`` (statistics held, affine parameters not
+    learning); returns how many layers."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        freeze(m)
+    return len(layers)
+
+
+def freeze_prefixes(model: nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Freeze the parameters (and hold the BatchNorm statistics) of the submodules whose
+    name starts with one of ``prefixes``; returns the number of parameters frozen. Raises
+    :class:`CardError` when a prefix names nothing (a typo would silently train all)."""
+    n = 0
+    for prefix in prefixes:
+        hits = [m for name, m in model.named_modules() if name == prefix or name.startswith(prefix + ".")]
+        if not hits:
+            raise CardError(f"[training] frozen_prefixes: {prefix!r} names no module of the model")
+        top = [m for name, m in model.named_modules() if name == prefix] or hits
+        n += sum(freeze(m) for m in top)
+    return n
+
+
+def load_pretrained_trunk(model: nn.Module, card: ModelCard) -> str:
+    """Load the card's ``[architecture] pretrained`` trunk (when set) into ``model``; returns
+    a line saying what was loaded ("" when the card has none). Raises :class:`CardError`."""
+    from perception.segmentation.pretrained import PretrainedError, load_pretrained, trunk_of
+
+    name = str(card.architecture.get("pretrained", ""))
+    if not name:
+        return ""
+    try:
+        report = load_pretrained(trunk_of(model), name)
+    except PretrainedError as e:
+        raise CardError(f"{card.path}: [architecture] pretrained: {e}") from None
+    return f"{len(report.loaded)} trunk tensors from {name} ({report.file})"
+
+
+def param_groups(model: nn.Module, card: ModelCard, trunk_lr_scale: float) -> list[dict[str, object]]:
+    """The optimiser's parameter groups: the trunk's learning parameters at ``trunk_lr_scale``
+    times the base rate (``lr_scale``), the rest at 1."""
+    inner = {id(p) for p in trunk(model, card).parameters()}
+    learn = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in learn if id(p) not in inner], "lr_scale": 1.0},
+              {"params": [p for p in learn if id(p) in inner], "lr_scale": trunk_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
 def _hold_statistics(module: nn.Module, _inputs: object) -> None:
     module.eval()  # returns the module: a pre-hook that returned it would replace the inputs
 

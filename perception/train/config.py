@@ -40,6 +40,15 @@ class TrainConfig:
     #: fine-tuning: train without the trunk (the backbone's feature extractor; FPN and heads
     #: still learn)
     freeze_trunk: bool = False
+    #: pretrained trunks: the trunk's BatchNorm layers keep their (ImageNet) statistics and
+    #: affine parameters, as detectron2's FrozenBatchNorm does (batches of 2-8 images give
+    #: statistics too noisy to learn); ``frozen_prefixes``: parameter name prefixes that do
+    #: not learn at all (the stem and the stride-2/4 blocks, as detectron2's FREEZE_AT)
+    freeze_trunk_bn: bool = False
+    frozen_prefixes: tuple[str, ...] = ()
+    #: the trunk's learning rate relative to ``lr`` (pretrained trunks learn slower than the
+    #: new heads)
+    trunk_lr_scale: float = 1.0
     #: validation: keep the weights of the best held-out mask AP of the run (evaluated every
     #: ``eval_every`` steps and at the end) rather than the last ones; stop after
     #: ``patience`` evaluations without a better one (0 = never stop early)
@@ -62,6 +71,8 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1 or self.ema_ramp_steps < 1:
             raise ValueError(f"ema_decay must be in [0, 1) and ema_ramp_steps >= 1, got {self.ema_decay}, "
                              f"{self.ema_ramp_steps}")
+        if not 0 < self.trunk_lr_scale <= 10:
+            raise ValueError(f"trunk_lr_scale must be in (0, 10], got {self.trunk_lr_scale}")
         if self.patience < 0 or self.eval_every < 1:
             raise ValueError(f"patience must be >= 0 and eval_every >= 1, got {self.patience}, {self.eval_every}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):

@@ -70,6 +70,10 @@ class DataConfig:
     #: ``"yolo-seg:DIR@0.5"``, ``"coco:FILE.json"``, ``"drive:FILE.mcap"``; paths relative
     #: to the card's folder); empty: ``source`` alone. ``--data`` overrides it.
     sources: tuple[str, ...] = ()
+    #: validation sets of their own (same spec syntax; ``synth`` = the synthetic held-out
+    #: drives): when given, held-out samples come from these only and the training sources
+    #: are not split. ``--val`` overrides it.
+    val_sources: tuple[str, ...] = ()
     #: share of each file source's images held out for validation (a stable split by name)
     val_fraction: float = 0.1
     #: a dataset's class names (or ids) to ours, ``""`` to drop one (``[data.classes]``);

@@ -25,7 +25,18 @@ from tqdm import tqdm
 
 from perception.node.config import build_config
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
-from perception.train.build import build_model, freeze, init_from, load_weights, save_weights, trunk
+from perception.train.build import (
+    build_model,
+    freeze,
+    freeze_batchnorm,
+    freeze_prefixes,
+    init_from,
+    load_pretrained_trunk,
+    load_weights,
+    param_groups,
+    save_weights,
+    trunk,
+)
 from perception.train.config import TrainConfig
 from perception.train.data import DataConfig, DataSource
 from perception.train.sources import SourceSpec, build_training_data, parse_specs
@@ -59,8 +70,17 @@ def precise_bn(model: torch.nn.Module, card: ModelCard, source: DataSource, n_im
             with torch.no_grad():
                 yield model.transform(list(images))[0].tensors if maskrcnn else images  # type: ignore[operator]
 
+    # frozen BatchNorm layers (a pretrained trunk's) keep their statistics: update_bn resets
+    # every layer's, and a frozen one, held in eval mode, would not gather new ones
+    held = {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in module.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
+            and not m.weight.requires_grad and m.running_mean is not None}
     was_training = model.training
     update_bn(inputs(), module)
+    for name, m in module.named_modules():
+        if name in held:
+            m.running_mean.copy_(held[name][0])
+            m.running_var.copy_(held[name][1])
     model.train(was_training)
     return steps * batch_size
 
@@ -100,11 +120,19 @@ def data_specs(card: ModelCard, data_cfg: DataConfig, data: str | None) -> tuple
     return (SourceSpec(data_cfg.source),)
 
 
+def val_specs(card: ModelCard, data_cfg: DataConfig, val: str | None) -> tuple[SourceSpec, ...]:
+    """The run's own validation sets: ``--val``, else the card's ``[data] val_sources``
+    (relative to the card), else none (held-out parts of the training sources)."""
+    if val:
+        return parse_specs(val)
+    return parse_specs(data_cfg.val_sources, base=card.path.parent) if data_cfg.val_sources else ()
+
+
 def train(card_path: str | Path, steps: int | None = None, resume: bool = False, coco_root: str | None = None,
           run_dir: str | None = None, progress: bool = True, continue_from_card: bool = False,
           cpu_minutes: float | None = None, snapshot_minutes: tuple[float, ...] = (),
           settings: dict[str, object] | None = None, data: str | None = None, images_dir: str | None = None,
-          init: str | None = None) -> dict[str, object]:
+          init: str | None = None, val: str | None = None) -> dict[str, object]:
     """Train the model of ``card_path``; returns the final losses and evaluation.
 
     ``resume``: pick up the interrupted run from its checkpoint (same schedule, same result
@@ -116,7 +144,7 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     ``data``: source specs (:mod:`perception.train.sources`) instead of the card's; COCO
     images are looked up in ``images_dir`` when given. The held-out samples are evaluated
     every ``eval_every`` steps and at the end; with ``keep_best`` the weights of the best
-    evaluation are the ones saved.
+    evaluation are the ones saved. ``val``: validation specs of their own (``--val``).
 
     ``cpu_minutes``: a budget of this process's CPU time instead of a step count (learning
     curves): the cosine schedule runs over the budget's fraction spent, the run stops when it
@@ -146,18 +174,25 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         path, rename = (Path(init), {}) if init else (card.path.parent / cfg.init.weights, cfg.init.rename)
         copied, total = init_from(model, card, path, rename, "--init" if init else "[training.init] weights")
         log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, path)
+    elif not resume and (loaded := load_pretrained_trunk(model, card)):
+        log.info("pretrained trunk: %s", loaded)
     if cfg.freeze_trunk:
         log.info("trunk frozen: %d parameters do not learn", freeze(trunk(model, card)))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    if cfg.freeze_trunk_bn:
+        log.info("trunk BatchNorm frozen: %d layers", freeze_batchnorm(trunk(model, card)))
+    if cfg.frozen_prefixes:
+        log.info("frozen %s: %d parameters", ", ".join(cfg.frozen_prefixes), freeze_prefixes(model, cfg.frozen_prefixes))
+    opt = torch.optim.AdamW(param_groups(model, card, cfg.trunk_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda s, k=g["lr_scale"]: k * _lr_factor(s, cfg)
+                                                    for g in opt.param_groups])
     ema = make_ema(model, cfg)
     keeper = BestKeeper(ckpt.parent / "best.pt", cfg.patience)
     start = 0
     if resume:
         start, prior_steps = _resume(ckpt, card, model, opt, sched, ema, keeper, device, prior_steps)
     run_data = build_training_data(data_cfg, specs, card.input_width, card.input_height, card.classes,
-                                   cache_dir=str(root / "frame_bank"), images_dir=images_dir)
+                                   cache_dir=str(root / "frame_bank"), images_dir=images_dir,
+                                   val_specs=val_specs(card, data_cfg, val))
     for line in run_data.summary:
         log.info("data: %s", line)
     source = run_data.train
@@ -217,7 +252,7 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
             spent_s = time.process_time() - t0_cpu
             factor = min(1.0, (step + 2) / cfg.warmup_steps) * _cosine(spent_s / budget_s)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * factor
+                group["lr"] = cfg.lr * group["lr_scale"] * factor
             while pending and spent_s >= pending[0] * 60.0:
                 snap = ckpt.parent / "snapshots" / f"cpu-{pending.pop(0):g}.pt"
                 save_weights(final(), card, snap, prior_steps + step + 1)

@@ -165,34 +165,45 @@ class TrainingData:
     summary: tuple[str, ...]
 
 
+def _read_images(spec: SourceSpec, class_map: object, images_dir: str | None) -> list[LabelledImage]:
+    from perception.train.labelled import read_coco, read_drive, read_yolo_seg
+
+    if spec.kind == "coco":
+        return read_coco(spec.path, class_map, images_dir)  # type: ignore[arg-type]
+    if spec.kind == "yolo-seg":
+        return read_yolo_seg(spec.path, class_map)  # type: ignore[arg-type]
+    return read_drive(spec.path)
+
+
 def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int, height: int,
                         classes: tuple[str, ...], cache_dir: str | None = None,
-                        images_dir: str | None = None) -> TrainingData:
+                        images_dir: str | None = None, val_specs: Sequence[SourceSpec] = ()) -> TrainingData:
     """The sources of ``specs`` at the model input size, mixed, with their held-out parts
-    (``cfg.eval_images`` held-out samples shared among the sources)."""
-    from perception.train.labelled import ClassMap, read_coco, read_drive, read_yolo_seg
+    (``cfg.eval_images`` held-out samples shared among the sources). With ``val_specs``
+    (a validation set of its own, such as ``yolo-seg:cityscapes/val``) the held-out samples
+    come from those instead and the training sources are used whole; a ``synth`` validation
+    spec is the synthetic held-out drives (``eval_seed``)."""
+    from perception.train.labelled import ClassMap
 
     class_map = ClassMap(cfg.classes)
     train: list[DataSource] = []
     held: list[DataSource] = []
     counts: list[int] = []
     lines: list[str] = []
-    per_source = max(1, cfg.eval_images // len(specs))
+    own_val = bool(val_specs)
+    per_source = max(1, cfg.eval_images // len(val_specs or specs))
     for spec in specs:
         if spec.kind in ("synth", "shapes"):
             sub = replace(cfg, source=spec.kind)
             train.append(make_source(sub, width, height, cfg.train_seed, classes, cache_dir))
-            held.append(make_source(sub, width, height, cfg.eval_seed, classes, cache_dir, held_out=True))
-            counts.append(per_source)
-            lines.append(f"{spec.kind} (weight {spec.weight:g}): generated; {per_source} held-out samples")
+            if not own_val:
+                held.append(make_source(sub, width, height, cfg.eval_seed, classes, cache_dir, held_out=True))
+                counts.append(per_source)
+            lines.append(f"{spec.kind} (weight {spec.weight:g}): generated"
+                         + ("" if own_val else f"; {per_source} held-out samples"))
             continue
-        if spec.kind == "coco":
-            images = read_coco(spec.path, class_map, images_dir)
-        elif spec.kind == "yolo-seg":
-            images = read_yolo_seg(spec.path, class_map)
-        else:
-            images = read_drive(spec.path)
-        fit, val = split(images, cfg.val_fraction)
+        images = _read_images(spec, class_map, images_dir)
+        fit, val = (images, []) if own_val else split(images, cfg.val_fraction)
         if not fit:
             raise DataError(f"{spec.kind}:{spec.path}: {len(images)} image(s), none left to train on after the "
                             f"validation split (val_fraction {cfg.val_fraction})")
@@ -202,5 +213,17 @@ def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int
             counts.append(min(len(val), per_source))
         lines.append(f"{spec.kind}:{spec.path} (weight {spec.weight:g}): {len(fit)} training and {len(val)} "
                      f"validation images")
+    for spec in val_specs:
+        if spec.kind in ("synth", "shapes"):
+            held.append(make_source(replace(cfg, source=spec.kind), width, height, cfg.eval_seed, classes, cache_dir,
+                                    held_out=True))
+            counts.append(per_source)
+        else:
+            images = _read_images(spec, class_map, images_dir)
+            # evenly spaced over the (sorted) set, so every city / sequence of it is in
+            picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), per_source)).round().astype(int))
+            held.append(FileSource([images[i] for i in picks], width, height, cfg.eval_seed, shuffle=False))
+            counts.append(len(picks))
+        lines.append(f"validation {spec.kind}{':' + spec.path if spec.path else ''}: {counts[-1]} samples")
     mixed = train[0] if len(train) == 1 else MixedSource(train, [s.weight for s in specs], cfg.train_seed)
     return TrainingData(mixed, HeldOut(held, counts), tuple(lines))
