@@ -97,7 +97,8 @@ def load_torch_file(path: Path, what: str, error: type[Exception]) -> object:
     except FileNotFoundError:
         raise error(f"{what} {str(path)!r} does not exist") from None
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise error(f"{what} {str(path)!r} cannot be read: {e}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise error(f"{what} {str(path)!r} cannot be read: {first}") from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -112,8 +112,9 @@ def load_pretrained(backbone: Backbone, name: str, path: str | Path | None = Non
     what = f"pretrained weights file {str(file)!r}"
     try:
         source = torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
-        raise PretrainedError(f"{what}: cannot be read: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # torch raises several types for missing, corrupt or foreign files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PretrainedError(f"{what} cannot be read: {first}") from None
     if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
         raise PretrainedError(f"{what}: not a state dict of tensors")
     import timm
