@@ -376,3 +376,26 @@ def test_bad_data_on_the_command_line_is_one_line(tiny_card: Path, tmp_path: Pat
         assert main(["train", "--card", str(tiny_card), "--data", spec, "--steps", "1", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("perception train: error:") and problem in err[0], err
+
+
+def test_a_validation_set_of_its_own_is_all_that_is_held_out(tmp_path: Path) -> None:
+    """``--val``: the training folder is used whole (no split), the held-out samples are the
+    validation folder's images at the model size, unaugmented, then the synthetic held-out ones."""
+    from perception.bus.classes import CLASSES
+    from perception.train.data import DataConfig
+    from perception.train.sources import build_training_data, parse_specs
+
+    root, _, _ = write_yolo(tmp_path / "train")
+    val_root, _, val_truth = write_yolo(tmp_path / "val")
+    cfg = DataConfig(eval_images=8, scale_min=0.5, scale_max=2.0, flip=0.5, photometric=1.0)
+    data = build_training_data(cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES,
+                               val_specs=parse_specs(f"yolo-seg:{val_root},shapes"))
+    assert data.summary[0] == f"yolo-seg:{root} (weight 1): 3 training and 0 validation images"
+    assert data.summary[1:] == (f"validation yolo-seg:{val_root}: 3 samples", "validation shapes: 4 samples")
+    assert len(data.held_out) == 7
+    for i, truth in enumerate(val_truth):  # the images as written, no augmentation
+        _, target = data.held_out.sample(i)
+        assert np.array_equal(target["masks"].numpy().astype(np.uint8), np.stack(truth)), i
+    with pytest.raises(Exception, match="not a YOLO-seg folder"):
+        build_training_data(cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES,
+                            val_specs=parse_specs(f"yolo-seg:{tmp_path}"))
