@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibrate", "camera intrinsics from checkerboard images (pinhole or fisheye)"),
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
     "doctor": ("doctor", "versions, ONNX Runtime providers, GPU, cameras, model files, free space; checks a launch file"),
-    "eval": ("eval", "score a recorded run: mask AP, tracking, latency, drops -> report.json/.md"),
+    "eval": ("eval", "score a recorded run, or a model card on labelled images: mask AP, tracking, latency"),
     "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
     "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),
     "import-bag": ("import_bag", "turn a ROS 2 bag's camera topic into a drive (camera_info into a calib file)"),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from perception.evaluation.latency import Percentiles, summed_counter
 
 if TYPE_CHECKING:
+    from perception.evaluation.masks import MaskScores
     from perception.evaluation.report import Report
 
 
@@ -43,6 +44,33 @@ def _drops(report: Report) -> dict[str, int]:
             "errors": summed_counter(c, "errors")}
 
 
+def image_lines(images: Mapping[str, str]) -> list[str]:
+    """Markdown image links, ``{caption: PNG file name}``, each followed by a blank line."""
+    return [line for caption, name in images.items() for line in (f"![{caption}]({name})", "")]
+
+
+def mask_ap_section(m: MaskScores, unit: str = "frames") -> list[str]:
+    """The Markdown section of mask AP: the COCO figures and a table per class."""
+    lines = ["## Mask AP (COCO segm: COCOeval via faster-coco-eval; fractions in [0, 1])", "",
+             (f"{m.images} {unit}, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore "
+              f"regions scored as crowd), {m.detections} detections."), ""]
+    lines += _table(["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
+                    [[_frac(m.ap), _frac(m.ap50), _frac(m.ap75), _frac(m.ap_small), _frac(m.ap_medium),
+                      _frac(m.ap_large), _frac(m.ar100)]])
+    lines += ["", "Per class:", ""]
+    lines += _table(["class", "AP", "AP50", "AP75", "GT instances", "detections"],
+                    [[k, _frac(v.ap), _frac(v.ap50), _frac(v.ap75), str(v.gt_instances), str(v.detections)]
+                     for k, v in m.per_class.items()])
+    return [*lines, ""]
+
+
+def mask_ap_summary(m: MaskScores) -> list[str]:
+    """Two terminal lines: AP, AP50, AP75 and by size; AP per class."""
+    return [f"  mask AP {_frac(m.ap)}  AP50 {_frac(m.ap50)}  AP75 {_frac(m.ap75)}  "
+            f"(S {_frac(m.ap_small)} M {_frac(m.ap_medium)} L {_frac(m.ap_large)})",
+            "  per class: " + "  ".join(f"{k} {_frac(v.ap)}" for k, v in m.per_class.items() if v.ap is not None)]
+
+
 def report_markdown(report: Report, images: Mapping[str, str]) -> str:
     """The Markdown report; ``images`` maps a caption to a PNG file name beside it."""
     s, m, t = report.stats, report.masks, report.tracking
@@ -59,17 +87,7 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         lines.append(f"- {n}")
     lines.append("")
     if m is not None:
-        lines += ["## Mask AP (COCO segm: COCOeval via faster-coco-eval; fractions in [0, 1])", "",
-                  (f"{m.images} frames, {m.gt_instances} ground-truth instances (+{m.ignored_instances} ignore "
-                   f"regions scored as crowd), {m.detections} detections."), ""]
-        lines += _table(["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
-                        [[_frac(m.ap), _frac(m.ap50), _frac(m.ap75), _frac(m.ap_small), _frac(m.ap_medium),
-                          _frac(m.ap_large), _frac(m.ar100)]])
-        lines += ["", "Per class:", ""]
-        lines += _table(["class", "AP", "AP50", "AP75", "GT instances", "detections"],
-                        [[k, _frac(v.ap), _frac(v.ap50), _frac(v.ap75), str(v.gt_instances), str(v.detections)]
-                         for k, v in m.per_class.items()])
-        lines.append("")
+        lines += mask_ap_section(m)
     if t is not None:
         lines += ["## Tracking (TrackEval; fractions in [0, 1])", ""]
         lines += _table(["HOTA", "DetA", "AssA", "MOTA", "IDF1", "ID switches", "GT dets", "predicted dets"],
@@ -98,10 +116,7 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         lines += ["", "Node counters (last heartbeat of each process, summed per node):", ""]
         lines += _table(["node", "counters"], [[n, ", ".join(f"{k}={v}" for k, v in c.items())]
                                                for n, c in s.node_counters.items()])
-    lines.append("")
-    for caption, name in images.items():
-        lines += [f"![{caption}]({name})", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *image_lines(images)])
 
 
 def summary_text(report: Report) -> str:
@@ -111,9 +126,7 @@ def summary_text(report: Report) -> str:
     if not report.has_ground_truth:
         out.append("  no ground truth: latency and counts only")
     if m is not None:
-        out.append(f"  mask AP {_frac(m.ap)}  AP50 {_frac(m.ap50)}  AP75 {_frac(m.ap75)}  "
-                   f"(S {_frac(m.ap_small)} M {_frac(m.ap_medium)} L {_frac(m.ap_large)})")
-        out.append("  per class: " + "  ".join(f"{k} {_frac(v.ap)}" for k, v in m.per_class.items() if v.ap is not None))
+        out += mask_ap_summary(m)
     if t is not None:
         out.append(f"  HOTA {_frac(t['hota'])}  DetA {_frac(t['deta'])}  AssA {_frac(t['assa'])}  "
                    f"MOTA {_frac(t['mota'])}  IDF1 {_frac(t['idf1'])}  IDSW {t['idsw']}")

@@ -108,6 +108,14 @@ def run_cocoeval(gt_dataset: dict[str, object], results: list[dict[str, object]]
 def evaluate_masks(ground_truth: Mapping[int, GroundTruth], detections: Mapping[int, Detections]) -> MaskScores:
     """Score ``{frame_seq: Detections}`` against ``{frame_seq: GroundTruth}`` (only frames
     with ground truth count; detections of other frames are left out)."""
+    return score_masks(ground_truth, detections)[0]
+
+
+def score_masks(ground_truth: Mapping[int, GroundTruth],
+                detections: Mapping[int, Detections]) -> tuple[MaskScores, COCOeval_faster]:
+    """:func:`evaluate_masks` and the evaluation it read them from (its ``eval["precision"]``,
+    ``(T IoU thresholds, R recall points, K classes, A areas, M maxDets)``, holds the
+    precision-recall curves)."""
     frames = sorted(ground_truth.items())
     dataset = coco_dataset(frames)
     scored = {seq: det for seq, det in detections.items() if seq in ground_truth}
@@ -125,9 +133,33 @@ def evaluate_masks(ground_truth: Mapping[int, GroundTruth], detections: Mapping[
             ap=_mean_valid(p), ap50=_mean_valid(p[iou.index(0.5)]), ap75=_mean_valid(p[iou.index(0.75)]),
             gt_instances=sum(1 for a in anns if a["category_id"] == cat and not a["iscrowd"]),
             detections=sum(1 for r in results if r["category_id"] == cat))
-    return MaskScores(
+    scores = MaskScores(
         ap=_stat(s[0]), ap50=_stat(s[1]), ap75=_stat(s[2]), ap_small=_stat(s[3]), ap_medium=_stat(s[4]),
         ap_large=_stat(s[5]), ar100=_stat(s[8]), images=len(frames),
         gt_instances=sum(1 for a in anns if not a["iscrowd"]), ignored_instances=sum(1 for a in anns if a["iscrowd"]),
         detections=len(results), frames_without_detections=sum(1 for seq, _ in frames if seq not in detections),
         per_class=per_class)
+    return scores, ev
+
+
+def precision_recall(ev: COCOeval_faster) -> dict[str, list[float | None]]:
+    """The precision-recall curves of an evaluation of :func:`score_masks` (all object sizes,
+    100 detections per image): ``"recall"``, COCO's R = 101 recall points; ``"IoU 0.50"``,
+    ``"IoU 0.75"`` and ``"IoU 0.50:0.95"``, the precision at each point averaged over the
+    classes with ground truth (and over the thresholds for the last); ``"<class> IoU 0.50"``
+    for each class with ground truth. ``None`` where nothing has ground truth."""
+    prec = np.asarray(ev.eval["precision"])[:, :, :, 0, -1]  # (T, R, K)
+    iou = list(np.round(ev.params.iouThrs, 2))
+
+    def curve(p: np.ndarray) -> list[float | None]:  # (R, ...) -> mean of the valid entries per point
+        flat = p.reshape(p.shape[0], -1)
+        return [_mean_valid(row) for row in flat]
+
+    out: dict[str, list[float | None]] = {"recall": [float(r) for r in ev.params.recThrs]}
+    out["IoU 0.50"] = curve(prec[iou.index(0.5)])
+    out["IoU 0.75"] = curve(prec[iou.index(0.75)])
+    out["IoU 0.50:0.95"] = curve(prec.transpose(1, 0, 2))
+    for k, cat in enumerate(ev.params.catIds):
+        if (prec[:, :, k] > -1).any():
+            out[f"{CLASSES[COCO_CATEGORY_IDS.index(cat)]} IoU 0.50"] = curve(prec[iou.index(0.5), :, k])
+    return out

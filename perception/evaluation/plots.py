@@ -105,6 +105,30 @@ def class_ap(per_class: Mapping[str, tuple[float | None, float | None]], path: s
     return _save(fig, path)
 
 
+def precision_recall(curves: Mapping[str, Sequence[float | None]], path: str | Path) -> Path:
+    """Precision against recall: ``curves["recall"]`` is the x axis and every other entry a
+    curve over it (``None`` points left out); the ``"IoU ..."`` curves (averages over classes)
+    are drawn bold, the per-class ones thin and dashed."""
+    recall = np.asarray(curves["recall"], dtype=np.float64)
+    fig = Figure(figsize=(7, 5), dpi=DPI)
+    ax = fig.add_subplot()
+    for name, values in curves.items():
+        if name == "recall":
+            continue
+        p = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        overall = name.startswith("IoU")
+        ax.plot(recall, p, lw=2.0 if overall else 1.0, ls="-" if overall else "--", alpha=1.0 if overall else 0.7,
+                label=name if overall else name.replace(" IoU 0.50", " (IoU 0.50)"))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Mask precision-recall (mean over classes; per class at IoU 0.50)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save(fig, path)
+
+
 def model_usage(timeline: Sequence[FrameTiming], path: str | Path) -> Path:
     """Which model ran on each frame over time (one row per model), with the switches."""
     fig = Figure(figsize=(10, 2.8), dpi=DPI)

@@ -26,16 +26,13 @@ import numpy as np
 import torch
 
 from perception.bus.classes import CLASSES
+from perception.train.errors import DataError as DataError  # re-exported: raised by every source
 
 if TYPE_CHECKING:
     from perception.train.augment import Augment
 
 Target = dict[str, torch.Tensor]
 Sample = tuple[torch.Tensor, Target]
-
-
-class DataError(ValueError):
-    """A data source that cannot be built; names the card key or path."""
 
 
 class DataSource(Protocol):

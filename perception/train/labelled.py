@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 
 from perception.bus.classes import CLASSES, COCO80_NAMES
 from perception.bus.rle_codec import validate_rle
-from perception.train.data import DataError
+from perception.train.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ class DataIssues:
     log_first: int = 5
     skipped: Counter[str] = field(default_factory=Counter)
     dropped_classes: Counter[str] = field(default_factory=Counter)
+    first: str = ""  # the first entry skipped and why, for the error of a set with no usable image
 
     def skip(self, where: str, problem: str) -> None:
+        self.first = self.first or f"{where}: {problem}"
         if sum(self.skipped.values()) < self.log_first:
             log.warning("%s: %s; skipped", where, problem)
         self.skipped[problem.split(":")[0]] += 1
@@ -196,7 +198,8 @@ def _rle(seg: dict, height: int, width: int) -> dict:
 
 
 def _no_images(source: str, entries: int, issues: DataIssues) -> DataError:
-    return DataError(f"{source}: empty dataset: no usable labelled image among {entries} entries ({issues.summary()})")
+    return DataError(f"{source}: empty dataset: no usable labelled image among {entries} entries ({issues.summary()})"
+                     + (f"; the first: {issues.first}" if issues.first else ""))
 
 
 def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir: str | Path | None = None,

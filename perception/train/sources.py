@@ -23,59 +23,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from perception.train.augment import Augment, augment_image
 from perception.train.data import DataConfig, DataError, DataSource, Sample, make_source, to_sample
+from perception.train.datasets import FILE_KINDS as FILE_KINDS
+from perception.train.datasets import KINDS as KINDS
+from perception.train.datasets import SourceSpec, evenly_spaced, read_images
+from perception.train.datasets import parse_specs as parse_specs
 from perception.train.labelled import LabelledImage
-
-KINDS = ("synth", "shapes", "yolo-seg", "coco", "drive")
-FILE_KINDS = ("yolo-seg", "coco", "drive")
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One source of a run: ``kind`` (one of :data:`KINDS`), ``path`` for the file kinds,
-    and its mixing ``weight``."""
-
-    kind: str
-    path: str = ""
-    weight: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str, base: Path | None = None) -> SourceSpec:
-        """``KIND[:PATH][@WEIGHT]``; a relative ``PATH`` is taken from ``base`` when given
-        (the card's folder for specs written in a card)."""
-        body, weight = text.strip(), 1.0
-        if "@" in body:
-            head, _, tail = body.rpartition("@")
-            try:
-                weight = float(tail)
-            except ValueError:
-                raise DataError(f"data source {text!r}: the weight after '@' must be a number, got {tail!r}") from None
-            body = head
-        kind, _, path = body.partition(":")
-        if kind not in KINDS:
-            raise DataError(f"data source {text!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        if (kind in FILE_KINDS) != bool(path):
-            raise DataError(f"data source {text!r}: " + (f"{kind} needs a path ({kind}:PATH)" if kind in FILE_KINDS
-                                                        else f"{kind} takes no path"))
-        if not (weight > 0 and np.isfinite(weight)):
-            raise DataError(f"data source {text!r}: the weight must be > 0, got {weight}")
-        if path and base is not None and not Path(path).is_absolute():
-            path = str(base / path)
-        return cls(kind, path, weight)
-
-
-def parse_specs(specs: str | Sequence[str], base: Path | None = None) -> tuple[SourceSpec, ...]:
-    """Comma-separated specs (a string) or a list of them (the card's ``sources``)."""
-    items = [s for s in (specs.split(",") if isinstance(specs, str) else specs) if s.strip()]
-    if not items:
-        raise DataError("no data source given (expected SPEC[,SPEC...], e.g. synth or yolo-seg:DIR)")
-    return tuple(SourceSpec.parse(s, base) for s in items)
 
 
 def split(images: Sequence[LabelledImage], val_fraction: float) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -165,16 +123,6 @@ class TrainingData:
     summary: tuple[str, ...]
 
 
-def _read_images(spec: SourceSpec, class_map: object, images_dir: str | None) -> list[LabelledImage]:
-    from perception.train.labelled import read_coco, read_drive, read_yolo_seg
-
-    if spec.kind == "coco":
-        return read_coco(spec.path, class_map, images_dir)  # type: ignore[arg-type]
-    if spec.kind == "yolo-seg":
-        return read_yolo_seg(spec.path, class_map)  # type: ignore[arg-type]
-    return read_drive(spec.path)
-
-
 def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int, height: int,
                         classes: tuple[str, ...], cache_dir: str | None = None,
                         images_dir: str | None = None, val_specs: Sequence[SourceSpec] = ()) -> TrainingData:
@@ -202,7 +150,7 @@ def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int
             lines.append(f"{spec.kind} (weight {spec.weight:g}): generated"
                          + ("" if own_val else f"; {per_source} held-out samples"))
             continue
-        images = _read_images(spec, class_map, images_dir)
+        images = read_images(spec, class_map, images_dir)
         fit, val = (images, []) if own_val else split(images, cfg.val_fraction)
         if not fit:
             raise DataError(f"{spec.kind}:{spec.path}: {len(images)} image(s), none left to train on after the "
@@ -219,9 +167,8 @@ def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int
                                     held_out=True))
             counts.append(per_source)
         else:
-            images = _read_images(spec, class_map, images_dir)
-            # evenly spaced over the (sorted) set, so every city / sequence of it is in
-            picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), per_source)).round().astype(int))
+            images = read_images(spec, class_map, images_dir)
+            picks = evenly_spaced(len(images), per_source)  # so every city / sequence of the set is in
             held.append(FileSource([images[i] for i in picks], width, height, cfg.eval_seed, shuffle=False))
             counts.append(len(picks))
         lines.append(f"validation {spec.kind}{':' + spec.path if spec.path else ''}: {counts[-1]} samples")
