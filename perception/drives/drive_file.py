@@ -159,11 +159,15 @@ class DriveWriter:
     first use. Messages are buffered in chunks of about ``chunk_bytes`` (uncompressed),
     compressed with ``compression``; a completed chunk is flushed to the file at once, and
     :meth:`flush` completes the current one early. ``meta`` may be replaced before
-    :meth:`close` (a recorder learns the frame size from the first frame).
+    :meth:`close` (a recorder learns the frame size from the first frame). MCAP log times
+    are put on the wall clock, anchored at the first message: ``wall_anchor_ns`` is the
+    wall clock there (default: the time it is written, as a recording has it; a generated
+    drive gives a fixed one, so that the same drive is the same file).
     """
 
     def __init__(self, path: str | Path | IO[bytes], meta: DriveMeta, jpeg_quality: int = 90,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, compression: Compression = "zstd") -> None:
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, compression: Compression = "zstd",
+                 wall_anchor_ns: int | None = None) -> None:
         if compression not in COMPRESSION_TYPES:
             raise SchemaError(f"compression must be one of {', '.join(COMPRESSION_TYPES)}, got {compression!r}")
         self.path = str(path) if isinstance(path, (str, Path)) else "<stream>"
@@ -180,6 +184,7 @@ class DriveWriter:
         self._channels: dict[str, int] = {}
         self._seq: dict[str, int] = {}
         self._anchor: tuple[int, int] | None = None  # (wall, monotonic) at the first message
+        self._wall_anchor_ns = wall_anchor_ns
         self.frames_written = 0
         self.messages_written = 0
         self._closed = False
@@ -218,7 +223,8 @@ class DriveWriter:
         seq = self._seq.get(name, 0)
         self._seq[name] = seq + 1
         if self._anchor is None:  # viewers show log times as dates: put them on the wall clock
-            self._anchor = (time.time_ns(), int(log_time_ns))
+            wall = time.time_ns() if self._wall_anchor_ns is None else self._wall_anchor_ns
+            self._anchor = (wall, int(log_time_ns))
         shift = self._anchor[0] - self._anchor[1]
         self._writer.add_message(channel_id=self._channel(name), log_time=max(0, int(log_time_ns) + shift), data=data,
                                  publish_time=max(0, int(publish_time_ns) + shift), sequence=seq)

@@ -152,6 +152,11 @@ def generate(cfg: SynthConfig, bank: CutoutBank | None = None) -> Iterator[tuple
         yield f.image, f.ground_truth()
 
 
+#: the wall clock of a synthetic drive's first frame (2024-01-01T00:00:00Z): a generated
+#: drive has no wall clock of its own, and a fixed one keeps a seed's drive the same file
+SYNTH_EPOCH_NS = 1_704_067_200 * 10**9
+
+
 def drive_meta(cfg: SynthConfig, look: str = "") -> DriveMeta:
     return DriveMeta(camera_id=cfg.camera_id, width=cfg.width, height=cfg.height, fps=cfg.fps, generator="synth",
                      generator_version=GENERATOR_VERSION, scenario=cfg.scenario, seed=cfg.seed,
@@ -167,7 +172,7 @@ def write_drive(cfg: SynthConfig, path: str | Path, bank: CutoutBank | None = No
     meta = drive_meta(cfg, sim.look.time_of_day)
     kept: list[SynthFrame] = []
     every = max(1, cfg.frames // keep) if keep else 0
-    with DriveWriter(path, meta) as w:
+    with DriveWriter(path, meta, wall_anchor_ns=SYNTH_EPOCH_NS) as w:
         for _ in range(cfg.frames):
             f = sim.next()
             src = Source(camera_id=cfg.camera_id, frame_seq=f.frame_seq, capture_ns=f.capture_ns)
