@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,22 +60,53 @@ class FileRef:
     card: Path
 
     def verify(self) -> Path:
-        """The path, after checking that it exists and its sha256 matches the card.
+        """The path, after checking that it is a readable file whose sha256 matches the card.
 
         Raises :class:`CardError` naming the card, the section and the file.
         """
-        where = f"{self.card}: [{self.section}]"
-        if not self.path.is_file():
-            raise CardError(f"{where} file {str(self.path)!r} does not exist")
+        where = f"{self.card}: [{self.section}] file {_shown(str(self.path))}"
+        _check_regular_file(self.path, where)
         if not self.sha256:
-            raise CardError(f"{where} has no sha256 for {self.path.name}; run `perception export --card {self.card}`")
-        actual = sha256_of(self.path)
+            raise CardError(f"{self.card}: [{self.section}] has no sha256 for {_shown(self.path.name)}; "
+                            f"run `perception export --card {self.card}`")
+        try:
+            actual = sha256_of(self.path)
+        except OSError as e:
+            raise CardError(f"{where} cannot be read: {_reason(e)}") from None
         if actual != self.sha256.lower():
             raise CardError(
-                f"{where} sha256 mismatch for {str(self.path)!r}: card says {self.sha256}, file has {actual} "
+                f"{where} sha256 mismatch: card says {self.sha256}, file has {actual} "
                 "(wrong or corrupt file, or the card was not updated after export)"
             )
         return self.path
+
+
+#: longest file reference quoted whole in an error message
+SHOWN_CHARS = 120
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a one-line message (escapes made visible, a long one cut short)."""
+    return repr(text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...")
+
+
+def _reason(e: OSError | ValueError | RuntimeError) -> str:
+    """What the operating system (or pathlib) said, without the path it repeats."""
+    return (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).splitlines()[0]
+
+
+def _check_regular_file(path: Path, where: str) -> None:
+    """:class:`CardError` (``where`` + what is wrong) unless ``path`` is a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise CardError(f"{where} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise CardError(f"{where} cannot be read: {_reason(e)}") from None
+    if stat.S_ISDIR(mode):
+        raise CardError(f"{where} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise CardError(f"{where} is not a regular file (a device, pipe or socket)")
 
 
 @dataclass(frozen=True)
@@ -137,18 +169,23 @@ def _file_ref(doc: Mapping[str, Any], section: str, card: Path) -> FileRef | Non
     sha = table.get("sha256", "")
     if not isinstance(sha, str) or (sha and not re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
         raise CardError(f"{where}: sha256 must be 64 hex digits or empty, got {sha!r}")
-    return FileRef(path=(card.parent / file).resolve(), sha256=sha, section=section, card=card)
+    try:
+        path = (card.parent / file).resolve()
+    except (OSError, ValueError, RuntimeError) as e:  # a name no file system holds, a link loop (3.11)
+        raise CardError(f"{where}: file {_shown(file)} is not a usable path: {_reason(e)}") from None
+    return FileRef(path=path, sha256=sha, section=section, card=card)
 
 
 def load_card(path: str | Path) -> ModelCard:
     """Read and check a model card. Raises :class:`CardError` naming the file and field."""
     path = Path(path)
+    _check_regular_file(path, f"model card {_shown(str(path))}")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CardError(f"model card {str(path)!r} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise CardError(f"{path}: not a valid TOML model card: {e}") from None
+    except OSError as e:
+        raise CardError(f"model card {_shown(str(path))} cannot be read: {_reason(e)}") from None
     where = str(path)
     family = _get(doc, "family", str, where)
     if family not in FAMILIES:

@@ -81,3 +81,42 @@ def test_set_card_value_keeps_other_lines(tiny_card: Path) -> None:
     assert changed == [('sha256 = ""', f'sha256 = "{"f" * 64}"')]
     assert load_card(tiny_card).weights.sha256 == "f" * 64  # type: ignore[union-attr]
     assert load_card(tiny_card).onnx.sha256 == ""  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        ("x" * 300 + ".onnx", "File name too long"),  # the fuzzer's finding (bench/fuzz.py, card target)
+        ("sub", "is a directory, not a file"),
+        ("/dev/zero", "is not a regular file"),
+        ("tiny\\u0000.onnx", "null"),
+        ("tiny.onnx/inside", "cannot be read: Not a directory"),
+        ("nope.onnx", "does not exist"),
+    ],
+)
+def test_a_bad_file_reference_is_one_line_naming_card_and_field(tiny_card: Path, file: str, expected: str) -> None:
+    (tiny_card.parent / "sub").mkdir()
+    (tiny_card.parent / "tiny.onnx").write_bytes(b"x")
+    text = tiny_card.read_text()
+    tiny_card.write_text(text.replace('[onnx]\nfile = "tiny.onnx"', f'[onnx]\nfile = "{file}"'))
+    with pytest.raises(CardError, match=expected) as err:
+        load_card(tiny_card).onnx.verify()  # type: ignore[union-attr]
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{tiny_card}: [onnx]") and len(message) < 400
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_an_unreadable_file_is_a_card_error(tiny_card: Path) -> None:
+    # a regular file that cannot be read, whoever runs the test (root reads a chmod 0 file)
+    tiny_card.write_text(tiny_card.read_text().replace('[onnx]\nfile = "tiny.onnx"\nsha256 = ""',
+                                                       f'[onnx]\nfile = "/proc/self/mem"\nsha256 = "{"0" * 64}"'))
+    with pytest.raises(CardError, match=r"\[onnx\] file '/proc/.*/mem' cannot be read: Input/output error"):
+        load_card(tiny_card).onnx.verify()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("card", "expected"), [("folder", "is a directory"), ("/dev/zero", "not a regular file"),
+                                                 ("c" * 300 + ".toml", "File name too long")])
+def test_a_bad_card_path_is_one_line(tmp_path: Path, card: str, expected: str) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CardError, match=f"model card .* {expected}"):
+        load_card(tmp_path / card)
