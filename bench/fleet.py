@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,10 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# workers use this environment (Ray would otherwise rebuild a `uv run` driver's environment)
-os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-
-from perception.fleet.run import FleetConfig, run_fleet  # noqa: E402
+from perception.fleet.run import FleetConfig, run_fleet, start_ray  # noqa: E402
 from perception.synth import SynthConfig, write_drive  # noqa: E402
 
 LAUNCH = str(ROOT / "launch" / "replay.yaml")
@@ -72,7 +68,7 @@ def main() -> int:
     reports = {"serial": serial}
     for cpus in (1, 2):
         t0 = time.perf_counter()
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING")
+        start_ray(num_cpus=cpus)
         start_s = time.perf_counter() - t0
         wall, reports[f"ray{cpus}"] = timed(drives, work, f"ray{cpus}")
         ray.shutdown()

@@ -1,13 +1,15 @@
 """``perception fleet``: drives as Ray tasks give the figures of ``perception replay
 --deterministic --record`` + ``perception eval`` drive by drive, pooled figures equal to
 scoring all outputs together; results cached by content; a killed worker is retried; a
-corrupt drive is a failed row."""
+corrupt drive is a failed row; the workers run this environment's ONNX Runtime build (also
+under `uv run --extra fleet`), and without one the command says at once what to add."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,8 @@ pytest.importorskip("ray")
 
 from perception.cli import main  # noqa: E402
 from perception.evaluation.report import read_run, score_runs  # noqa: E402
-from perception.fleet.run import FleetConfig, run_fleet  # noqa: E402
+from perception.fleet.job import _extras_of, runtime_build  # noqa: E402
+from perception.fleet.run import FleetConfig, _no_uv_run_hook, _task_error, run_fleet, worker_env  # noqa: E402
 from perception.synth import SynthConfig, write_drive  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -131,3 +134,46 @@ def test_a_corrupt_drive_is_a_failed_row_and_the_rest_complete(drives: list[Path
     assert rows[drives[1].name]["status"] == "ok" and report["drives"][0]["drive"] == "corrupt.mcap"
     assert "FAILED corrupt.mcap: " in text
     assert main(["fleet", str(tmp_path / "nothing-*.mcap"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_the_workers_get_this_environments_onnxruntime_build() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    assert runtime_build() in (f"onnxruntime=={ort.__version__}", f"onnxruntime-gpu[cuda,cudnn]=={ort.__version__}")
+    assert _extras_of("onnxruntime-gpu") == "[cuda,cudnn]" and _extras_of("onnxruntime") == ""
+    assert worker_env(None) == {"py_executable": sys.executable}
+    assert set(worker_env("auto")) == {"py_modules"}
+
+
+def test_under_uv_run_the_workers_still_run_this_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Ray's `uv run` integration would start the workers with `uv run --extra fleet`, an
+    environment without ONNX Runtime (issue 40); the fleet's ray.init turns it off."""
+    from ray._private import ray_constants, worker
+    from ray._private.runtime_env import uv_runtime_env_hook
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(uv_runtime_env_hook, "_get_uv_run_cmdline",
+                        lambda: ["uv", "run", "--extra", "fleet", "perception", "fleet", "d.mcap"])
+    monkeypatch.setattr(ray_constants, "RAY_ENABLE_UV_RUN_RUNTIME_ENV", True)
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "1")
+    assert worker._maybe_modify_runtime_env(worker_env(None), False)["py_executable"].startswith("uv run --extra fleet")
+    _no_uv_run_hook()
+    assert worker._maybe_modify_runtime_env(worker_env(None), False) == {"py_executable": sys.executable}
+
+
+def test_without_onnxruntime_the_command_says_at_once_what_to_add(drives: list[Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("perception.fleet.run.runtime_build", lambda: None)
+    assert main(["fleet", str(drives[0]), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --extra cpu (or --extra gpu)" in err
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_cluster_that_cannot_install_the_build_says_what_to_install() -> None:
+    import ray
+
+    error = ray.exceptions.RuntimeEnvSetupError("Failed to set up runtime environment.")
+    assert _task_error(error, {}) == "RuntimeEnvSetupError: Failed to set up runtime environment."
+    text = _task_error(error, {"pip": ["onnxruntime==1.31.1"]})
+    assert "\n" not in text and "install those, or onnxruntime==1.31.1 itself, there" in text

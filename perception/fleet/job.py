@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from importlib import metadata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,31 @@ def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "")
                                node=node, pid=os.getpid())
         return DriveResult(name, key, report, run=run_path.read_bytes(), data=data, frames=len(data.frame_seqs),
                            wall_s=time.monotonic() - t0, node=node, pid=os.getpid())
+
+
+def runtime_build() -> str | None:
+    """The pip requirement of the ONNX Runtime build this Python has, pinned to its version
+    (``onnxruntime==1.31.1``; ``onnxruntime-gpu[cuda,cudnn]==1.23.2``, with the extras the
+    package's own requirement of that build names), or None when it has none."""
+    dists = sorted(set(metadata.packages_distributions().get("onnxruntime", [])))
+    if not dists:
+        return None
+    return f"{dists[0]}{_extras_of(dists[0])}=={metadata.version(dists[0])}"
+
+
+def _extras_of(dist: str) -> str:
+    """``[a,b]``: the extras with which this package requires ``dist`` (``""`` if none)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        requires = metadata.requires("perception") or []
+    except metadata.PackageNotFoundError:
+        return ""
+    for req in map(Requirement, requires):
+        if canonicalize_name(req.name) == canonicalize_name(dist) and req.extras:
+            return f"[{','.join(sorted(req.extras))}]"
+    return ""
 
 
 def cache_key(drive: bytes, bundle: Bundle) -> str:

@@ -3,9 +3,10 @@ results cached by content, a report that pools them.
 
 Ray starts locally when no address is given (nothing to set up); with ``address`` (``auto``,
 ``ray://host:10001``) the same run goes to an existing cluster, the package itself shipped in
-the job's runtime environment. A task whose worker dies is retried by Ray (``max_retries``);
-since a drive's replay is deterministic the retried result is the one an undisturbed run
-gives. A drive that fails on its own (corrupt, unreadable) is a failed row and the others go
+the job's runtime environment. The workers run this environment's ONNX Runtime build: here
+they run this interpreter; on a cluster Ray installs the build where its workers lack it. A
+task whose worker dies is retried by Ray (``max_retries``); since a drive's replay is
+deterministic the retried result is the one an undisturbed run gives. A drive that fails on its own (corrupt, unreadable) is a failed row and the others go
 on. ``OUT/cache/<key>.json`` and ``OUT/runs/<drive>.mcap`` hold each drive's result, keyed by
 the drive's bytes, the launch parameters and the model files, so a re-run only does what
 changed.
@@ -17,6 +18,7 @@ import glob
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +28,8 @@ from typing import Any
 from tqdm import tqdm
 
 from perception.evaluation.report import read_run, score_runs
-from perception.fleet.job import Bundle, DriveResult, FleetError, cache_key, make_bundle, run_drive
+from perception.fleet.job import (Bundle, DriveResult, FleetError, cache_key, make_bundle, run_drive,
+                                  runtime_build)
 from perception.node.config import ConfigError
 from perception.system.launch import load_launch
 
@@ -131,38 +134,31 @@ def run_fleet(drives: Sequence[Path], cfg: FleetConfig,
         if on_result is not None:
             on_result(result)
 
+    build = require_runtime() if todo else ""
     if todo and cfg.executor == "serial":
         for name, key, data in todo:
             done(run_drive(name, key, data, bundle))
     elif todo:
-        _run_on_ray(todo, bundle, cfg, done)
+        _run_on_ray(todo, bundle, cfg, build, done)
     bar.close()
     report = _report([results[n] for n in _names(drives)], out, cfg, time.monotonic() - t0, cached_n, frames)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
 
 
-def _run_on_ray(todo: list[tuple[str, str, bytes]], bundle: Bundle, cfg: FleetConfig,
+def _run_on_ray(todo: list[tuple[str, str, bytes]], bundle: Bundle, cfg: FleetConfig, build: str,
                 done: Callable[[DriveResult], None]) -> None:
+    """The drives as Ray tasks, whose workers get this environment's ONNX Runtime ``build``."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        import perception
-
-        # Ray rebuilds a `uv run` driver's environment for its workers from the working
-        # directory; the workers here use this environment, and a cluster gets the package
-        # as a py_module below
-        os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-        if cfg.address:
-            kwargs["runtime_env"] = {"py_modules": [str(Path(perception.__file__).parent)]}
-            ray.init(address=cfg.address, **kwargs)
-        else:
-            ray.init(num_cpus=cfg.num_cpus, **kwargs)
+        start_ray(cfg.address, cfg.num_cpus)
     try:
-        task = ray.remote(max_retries=cfg.retries, retry_exceptions=False)(_ray_task).options(
-            num_cpus=cfg.cpus_per_drive, num_gpus=cfg.gpus_per_drive, name="fleet_drive")
+        task_env = _cluster_runtime(build) if started and cfg.address else {}
+        options: dict[str, Any] = {"num_cpus": cfg.cpus_per_drive, "num_gpus": cfg.gpus_per_drive,
+                                   "name": "fleet_drive", **({"runtime_env": task_env} if task_env else {})}
+        task = ray.remote(max_retries=cfg.retries, retry_exceptions=False)(_ray_task).options(**options)
         bundle_ref = ray.put(bundle)
         pending = {task.remote(name, key, data, bundle_ref): (name, key) for name, key, data in todo}
         while pending:
@@ -170,12 +166,85 @@ def _run_on_ray(todo: list[tuple[str, str, bytes]], bundle: Bundle, cfg: FleetCo
             name, key = pending.pop(ready[0])
             try:
                 result = ray.get(ready[0])
-            except ray.exceptions.RayError as e:  # the task's workers died more often than the retries allow
-                result = DriveResult(name, key, None, f"{type(e).__name__}: {str(e).splitlines()[0]}")
+            except ray.exceptions.RayError as e:  # workers died more often than the retries allow, or no environment
+                result = DriveResult(name, key, None, _task_error(e, task_env))
             done(result)
     finally:
         if started:
             ray.shutdown()
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """``ray.init`` for fleet runs: a Ray of ``num_cpus`` here, or the cluster at
+    ``address``, the job's workers in :func:`worker_env` (this environment's ONNX Runtime)."""
+    import ray
+
+    _no_uv_run_hook()
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                              "runtime_env": worker_env(address)}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:  # "local": a Ray of its own, even where `ray start` left a cluster to connect to
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+
+
+def _task_error(e: Exception, task_env: dict[str, Any]) -> str:
+    """A failed task's row error, in one line; where Ray could not build the runtime
+    environment that installs the ONNX Runtime build, what to do instead."""
+    import ray
+
+    text = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    if task_env.get("pip") and isinstance(e, ray.exceptions.RuntimeEnvSetupError):
+        text += (f" (Ray's pip environment for {task_env['pip'][0]} needs pip and virtualenv on the cluster's "
+                 f"nodes: install those, or {task_env['pip'][0]} itself, there)")
+    return text
+
+
+def require_runtime() -> str:
+    """The ONNX Runtime build of this environment (:func:`runtime_build`), which the drives'
+    workers get too; :class:`FleetError` saying what to add when there is none."""
+    build = runtime_build()
+    if build is None:
+        raise FleetError("ONNX Runtime is not installed in this environment, and the fleet's workers run its build: "
+                         "add --extra cpu (or --extra gpu), as in `uv run --extra cpu --extra fleet perception fleet ...`")
+    return build
+
+
+def worker_env(address: str | None) -> dict[str, Any]:
+    """The runtime environment of the job. Here: this interpreter (``sys.executable``), so
+    the workers import this environment's packages, its ONNX Runtime build among them. On a
+    cluster: the package as a ``py_module`` (the cluster's Python brings the rest)."""
+    if not address:
+        return {"py_executable": sys.executable}
+    import perception
+
+    return {"py_modules": [str(Path(perception.__file__).parent)]}
+
+
+def _cluster_runtime(build: str) -> dict[str, Any]:
+    """The drive tasks' own runtime environment on a cluster: nothing when a worker there
+    already has this environment's ONNX Runtime ``build``, else a ``pip`` environment that
+    installs it (Ray builds it on each node before the first task)."""
+    import ray
+
+    theirs = ray.get(ray.remote(num_cpus=0)(runtime_build).remote())
+    if theirs == build:
+        return {}
+    log.warning("the cluster's workers have %s, this environment %s: Ray installs %s for the drives",
+                theirs or "no ONNX Runtime", build, build)
+    return {"pip": [build]}
+
+
+def _no_uv_run_hook() -> None:
+    """Turn off Ray's ``uv run`` integration for this process's ``ray.init``. Under ``uv
+    run`` it would start each worker with ``uv run`` and the command's own options in a copy
+    of the project, an environment of the extras the command named (``uv run --extra fleet``:
+    no ONNX Runtime); :func:`worker_env` gives the workers their environment instead. Ray
+    reads the switch when it is first imported, so an already imported Ray gets it set too."""
+    os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 
 
 def _ray_task(name: str, key: str, drive: bytes, bundle: Bundle) -> DriveResult:
