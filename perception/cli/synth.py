@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import cv2
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}")
         return 2
     out = args.out or "/dev/null"
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # `--out drives/d21.mcap` in a new folder
     t0 = time.perf_counter()
     meta, kept = write_drive(cfg, out, bank=bank, keep=args.preview_frames if args.preview else 0)
     dt = time.perf_counter() - t0

@@ -58,7 +58,9 @@ def render_run(run: str | Path, out: str | Path, fps: float = 0.0) -> int:
     tracks_env = {e.source.frame_seq: e for e in reader.messages("tracks") if e.source} if "tracks" in reader.counts else {}
     dets = {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source} \
         if "detections" in reader.counts else {}
-    rate = fps or reader.meta.fps or 10.0
+    # MPEG-4's time base holds a rate of two decimals (66.679 frames/s, a run recorded at
+    # --max, makes OpenCV's writer refuse to open); a video's rate needs no more
+    rate = max(0.01, round(fps or reader.meta.fps or 10.0, 2))
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial{out.suffix}")
     writer = None
