@@ -1,25 +1,38 @@
-"""Learning curve: held-out mask AP against CPU-minutes of training, for our recipe and a
-peer's, trained side by side in one run on the same training frames.
+"""Learning curve: mask AP on a validation set against CPU-minutes of training, for our recipe
+from the pretrained trunk, the same from random init, and a peer's, trained in one run on
+the same training frames for the same CPU time.
 
-    uv run --extra train --group bench python bench/learning_curve.py [--minutes 20]
-        [--cards models/yolact_fast.toml ...] [--no-peer] [--json curve.json] [--plot curve.png]
+    uv run python bench/learning_curve.py [--data SPEC] [--val SPEC[,SPEC...]] [--minutes 20]
+        [--points 0.25 0.5 1] [--cards models/yolact_lite0.toml ...] [--jobs 2] [--val-images N]
+        [--no-random] [--no-peer] [--json curve.json] [--plot curve.png]
 
-- Training frames: the frame bank of the first card's ``[data]`` (``bank_drives`` synthetic
-  drives of all three scenarios, rendered once). Each of our cards trains on it with its
-  own recipe (``[training]``, ``[data]`` augmentation); the peer, Ultralytics YOLO11n-seg
-  from its ``.yaml`` (random init, its default recipe: mosaic, task-aligned assignment,
-  its loss balance and schedule), trains on the same frames exported as a YOLO-seg folder.
+e.g. ``--data yolo-seg:../shared/data/cityscapes/train --val yolo-seg:../shared/data/cityscapes/val
+--cards models/yolact_lite0.toml --minutes 60``. Without ``--data``/``--val``: ``synth``, the
+first card's synthetic frame bank, scored on six held-out drives (urban, highway, crowd; day
+and night; seeds 9100 and up, never trained on; :mod:`bench.heldout`).
+
+- Trainers (data: :mod:`bench.curve_data`; cards and scoring: :mod:`bench.curve_models`):
+  ``ours:<card>``, ``perception train --data SPEC --val SPEC`` on a copy of each card (its
+  ``[training]`` recipe and augmentation), from the card's pretrained trunk when it names
+  one; ``ours:<card>-random``, the same card from random init (not with ``--no-random``,
+  nor for a card without a pretrained trunk); ``peer:yolo11n-seg``, Ultralytics YOLO11n-seg
+  from its ``.yaml`` (random init, its default recipe: mosaic, task-aligned assignment, its
+  loss balance and schedule; batches of 8, its optimizer stepping every 64 images; ``imgsz``
+  the card's longer input side) on the same frames as a YOLO-seg folder of its own
+  (:mod:`bench.yolo_peer`); its steps are batches.
 - Budget: each trainer is one process on one thread with ``--minutes`` of its own CPU time
-  (time.process_time), all of them at once (one core each, so ``--jobs`` 2 on this 2-core
-  machine); snapshots of the weights are taken at the curve's points (``--points``,
-  fractions of the budget).
-- Scoring: held-out ``perception synth`` drives, one per scenario (urban, highway, crowd)
-  and time of day (day, night), seeds from 9100 up (training never uses 9000+), every frame
-  run through the torch-free runtime (ONNX Runtime) of each model and scored by the same
-  code as ``perception eval``.
+  (time.process_time, counted from its first batch; data loading in the same process, so
+  counted), ``--jobs`` of them at once (at most one per core: Ultralytics' schedule follows
+  the wall clock); weights snapshots at the ``--points`` (fractions of the budget). Our
+  trainers validate once, after the budget.
+- Scoring: every snapshot through the torch-free runtime (ONNX Runtime) on each image of
+  each ``--val`` set (``--val-images``: that many, evenly spaced) by the code of
+  ``perception eval --card --data``.
 
-Prints, per model and point: steps, images seen, mask AP per drive and their mean; then
-ours minus the peer's at each point and scenario. ``--json`` writes all figures.
+Prints, per model and point: steps, images seen, mask AP, AP50, AP of car and person (means
+over the sets, and AP per set when there are several); then the first card's run minus each
+other run. ``--json`` writes all figures, ``--plot`` the curves. ``--existing CARD FOLDER``
+scores the snapshots of an earlier ``perception train --cpu-minutes`` run instead.
 """
 
 from __future__ import annotations
@@ -30,145 +43,154 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
+import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.heldout import HeldOut, held_out_drives  # noqa: E402
-from perception.bus.classes import CLASSES  # noqa: E402
-from perception.evaluation.offline import evaluate_segmenter  # noqa: E402
-from perception.segmentation.card import load_card, set_card_value, sha256_of  # noqa: E402
+from bench.curve_data import ValSet, absolute_specs, training_spec, val_sets, yolo_dataset  # noqa: E402
+from bench.curve_models import FIGURES, score_ours, score_peer, trainer_card  # noqa: E402
+from perception.node.config import build_config  # noqa: E402
+from perception.segmentation.card import load_card  # noqa: E402
+from perception.train.config import TrainConfig  # noqa: E402
+from perception.train.labelled import ClassMap  # noqa: E402
+
+PEER = "peer:yolo11n-seg"
+PEER_BATCH = 8
+Results = dict[str, list[dict[str, Any]]]  # label -> one row per curve point
+TITLES = {f: f.upper() if f.startswith("ap") else f for f in FIGURES}
 
 
-def export_yolo_folder(card_path: Path, out: Path, cache: Path) -> Path:
-    """The card's frame bank as a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``):
-    one polygon per instance (its parts joined by Ultralytics' own ``merge_multi_segment``)."""
-    import cv2
-    from ultralytics.data.converter import merge_multi_segment
-
-    from perception.node.config import build_config
-    from perception.train.data import DataConfig
-    from perception.train.frame_bank import BankConfig, FrameBank
-
-    card = load_card(card_path)
-    d = build_config(DataConfig, card.data, card.where("data"))
-    bank = FrameBank(BankConfig(seed=d.train_seed, drives=d.bank_drives, frames_per_drive=d.bank_frames_per_drive,
-                                stride=d.bank_stride), cache)
-    yaml_path = out / "data.yaml"
-    if yaml_path.is_file():
-        return yaml_path
-    for split in ("train", "val"):
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in range(len(bank)):
-        image, ids, labels = bank.frame(i)
-        h, w = ids.shape
-        lines = []
-        for inst, cls, ignore in labels:
-            if ignore:
-                continue
-            contours, _ = cv2.findContours((ids == inst).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            parts = [c.reshape(-1, 2).astype(np.float64) for c in contours if len(c) >= 3]
-            if not parts:
-                continue
-            poly = np.concatenate(merge_multi_segment([p.reshape(-1).tolist() for p in parts]), 0) if len(parts) > 1 \
-                else parts[0]
-            poly = poly / [w, h]
-            lines.append(" ".join([str(int(cls))] + [f"{v:.5f}" for v in poly.reshape(-1)]))
-        split = "val" if i < 8 else "train"  # Ultralytics wants a val split; it validates once, at the end
-        cv2.imwrite(str(out / "images" / split / f"{i:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        (out / "labels" / split / f"{i:06d}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    names = "\n".join(f"  {i}: {c}" for i, c in enumerate(CLASSES))
-    yaml_path.write_text(f"path: {out}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    return yaml_path
+@dataclass(frozen=True)
+class Trainer:
+    label: str
+    cmd: list[str]
+    snapshots: Path  # folder of its cpu-<minutes>.pt
+    log: Path
+    batch: int
+    card: Path | None = None  # ours: the card its snapshots are scored with
+    cwd: Path | None = None
 
 
-def card_copy(card_path: Path, folder: Path, weights: str) -> Path:
-    """A copy of ``card_path`` in ``folder`` whose [weights] and [onnx] files live there
-    (bench runs never touch the bundled weights); [training.init] keeps pointing at the
-    original folder."""
+def batch_size(card: Path) -> int:
+    c = load_card(card)
+    return build_config(TrainConfig, c.training, c.where("training")).batch_size
+
+
+def our_trainers(a: argparse.Namespace, out: Path, points: list[float], data: str, val: str) -> list[Trainer]:
+    trainers = []
+    for card in a.cards:
+        pretrained = bool(load_card(card).architecture.get("pretrained"))
+        for stem, random_init in [(card.stem, False)] + ([(f"{card.stem}-random", True)]
+                                                         if pretrained and not a.no_random else []):
+            folder = out / "ours" / stem
+            tmp = trainer_card(card.resolve(), folder, random_init)
+            (folder / "run").mkdir(parents=True, exist_ok=True)
+            link = folder / "run" / "frame_bank"  # one synthetic frame bank for all
+            if not link.exists():
+                (out / "frame_bank").mkdir(exist_ok=True)
+                link.symlink_to(out / "frame_bank", target_is_directory=True)
+            cmd = [sys.executable, "-m", "perception", "train", "--card", str(tmp), "--run-dir", str(folder / "run"),
+                   "--no-progress", "--cpu-minutes", str(a.minutes), "--snapshot-minutes", *map(str, points),
+                   "--threads", "1", "--workers", "0", "--eval-every", str(10**9), "--data", data, "--val", val]
+            trainers.append(Trainer(f"ours:{stem}", cmd, folder / "run" / load_card(tmp).name / "snapshots",
+                                    folder / "train.log", batch_size(tmp), card=tmp))
+    return trainers
+
+
+def peer_trainer(a: argparse.Namespace, out: Path, points: list[float], yaml: Path, imgsz: int) -> Trainer:
+    folder = out / "peer"
     folder.mkdir(parents=True, exist_ok=True)
-    text = card_path.read_text()
-    init = load_card(card_path).training.get("init", {})
-    if isinstance(init, dict) and init.get("weights"):
-        text = text.replace(f'weights = "{init["weights"]}"', f'weights = "{(card_path.parent / init["weights"]).resolve()}"')
-    path = folder / card_path.name
-    path.write_text(text)
-    set_card_value(path, "weights", "file", weights)
-    set_card_value(path, "onnx", "file", Path(weights).with_suffix(".onnx").name)
-    return path
+    cmd = [sys.executable, str(ROOT / "bench" / "yolo_peer.py"), str(yaml), str(folder), "--minutes", str(a.minutes),
+           "--snapshots", *map(str, points), "--imgsz", str(imgsz), "--batch", str(PEER_BATCH)]
+    return Trainer(PEER, cmd, folder, out / "peer.log", PEER_BATCH, cwd=folder)
 
 
-def score(predict, drives: list[HeldOut]) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    out = {}
-    for d in drives:
-        s = evaluate_segmenter(predict, d.path)
-        out[d.name] = float(s.ap or 0.0)
-    return out
+def run_all(trainers: list[Trainer], jobs: int) -> list[str]:
+    """Run the trainers, ``jobs`` at once; returns the labels of those that failed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running, failed = list(trainers), {}, []
+    t0 = time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            t = pending.pop(0)
+            print(f"[{time.monotonic() - t0:6.0f} s] start {t.label} (log {t.log})", flush=True)
+            running[t.label] = subprocess.Popen(t.cmd, env=env, cwd=t.cwd, stdout=open(t.log, "w"),
+                                                stderr=subprocess.STDOUT)
+        time.sleep(2)
+        for label, p in list(running.items()):
+            if p.poll() is not None:
+                del running[label]
+                print(f"[{time.monotonic() - t0:6.0f} s] {label} " + ("done" if p.returncode == 0 else
+                                                                      f"FAILED (exit {p.returncode})"), flush=True)
+                if p.returncode != 0:
+                    failed.append(label)
+    return failed
 
 
-def score_ours(card: Path, snapshot: Path, drives: list[HeldOut], threads: int) -> dict[str, float]:
-    from perception.segmentation.runtime import load_segmenter
-    from perception.train.export import export_card
-
-    tmp = card_copy(card, snapshot.parent / f"{snapshot.stem}-card", str(snapshot.resolve()))
-    set_card_value(tmp, "weights", "sha256", sha256_of(snapshot))
-    export_card(tmp)
-    return score(load_segmenter(tmp, threads=threads).predict, drives)
-
-
-def score_peer(snapshot: Path, drives: list[HeldOut], threads: int, width: int, height: int) -> dict[str, float]:
-    import torch
-    from ultralytics.nn.tasks import SegmentationModel
-
-    from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
-
-    model = SegmentationModel("yolo11n-seg.yaml", nc=len(CLASSES), verbose=False)
-    model.load_state_dict(torch.load(snapshot, weights_only=True)["model"])
-    model = model.eval().fuse(verbose=False)
-    for m in model.modules():  # Ultralytics' own export path of its heads: concatenated outputs
-        if hasattr(m, "export"):
-            m.export, m.format = True, "onnx"
-    path = snapshot.with_suffix(".onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path), opset_version=17, dynamo=False,
-                          input_names=["images"], output_names=["output0", "output1"])
-    return score(UltralyticsSegmenter(path, threads=threads).predict, drives)
-
-
-def score_existing(a: argparse.Namespace) -> None:
-    """``--existing``: the curve of an earlier run from its snapshots."""
+def curve(t: Trainer, snaps: list[tuple[float, Path]], sets: list[ValSet], a: argparse.Namespace,
+          class_ids: set[int], size: tuple[int, int], work: Path) -> list[dict[str, object]]:
+    """One row per ``(CPU-minutes, snapshot file)`` there is: steps, images seen, scores (the
+    exported models in ``work``)."""
     import torch
 
-    card, folder = (p.resolve() for p in a.existing)
-    out = (a.out or Path(tempfile.mkdtemp(prefix="learning-curve-"))).resolve()
-    drives = held_out_drives(out / "heldout", a.frames)
-    snaps = sorted(folder.glob("cpu-*.pt"), key=lambda p: float(p.stem[4:]))
-    points = ([(0.0, a.start.resolve())] if a.start else []) + [(float(p.stem[4:]), p) for p in snaps]
     rows = []
-    for minutes, snap in points:
+    for m, snap in snaps:
+        if not snap.is_file():
+            print(f"{t.label}: no snapshot at {m:g} CPU-minutes")
+            continue
         steps = int(torch.load(snap, weights_only=True).get("step", 0))
-        aps = score_ours(card, snap, drives, a.threads)
-        rows.append({"cpu_minutes": a.offset_minutes + minutes, "steps": steps, "ap": aps,
-                     "mean_ap": float(np.mean(list(aps.values())))})
-    names = [d.name for d in drives]
-    print(f"{'CPU-min':>8}{'steps':>7}" + "".join(f"{n:>15}" for n in names) + f"{'mean':>8}")
-    for r in rows:
-        print(f"{r['cpu_minutes']:>8g}{r['steps']:>7}" + "".join(f"{r['ap'][n]:>15.3f}" for n in names)
-              + f"{r['mean_ap']:>8.3f}")
-    if a.json:
-        a.json.write_text(json.dumps({"card": str(card), "drives": [{"name": d.name, "seed": d.seed} for d in drives],
-                                      "results": {f"ours:{card.stem}": rows}}, indent=1))
-    if a.plot:
-        plot({f"ours:{card.stem}": rows}, a.plot)
+        where = work / t.label.replace(":", "-") / f"cpu-{m:g}"
+        scores = score_ours(t.card, snap, where, sets, a.threads, class_ids) if t.card else \
+            score_peer(snap, where, sets, a.threads, *size, class_ids)
+        rows.append({"cpu_minutes": m, "steps": steps, "images": steps * t.batch, **scores})
+        print(f"  scored {t.label} at {m:g} CPU-minutes: mask AP {rows[-1]['mean_ap']:.3f}", flush=True)
+    return rows
 
 
-def plot(results: dict[str, list[dict[str, object]]], path: Path) -> None:
+def fmt(v: float | None, scale: float = 1.0, sign: str = "") -> str:
+    return "-" if v is None else f"{v * scale:{sign}.{1 if scale > 1 else 3}f}"
+
+
+def print_table(results: Results, sets: list[ValSet]) -> None:
+    names = [s.name for s in sets] if len(sets) > 1 else []
+    print(f"\n{'model':<28}{'CPU-min':>8}{'steps':>7}{'images':>8}" + "".join(f"{TITLES[f]:>8}" for f in FIGURES)
+          + "".join(f"{n:>15}" for n in names))
+    for label, rows in results.items():
+        for r in rows:
+            print(f"{label:<28}{r['cpu_minutes']:>8g}{r['steps']:>7}{r['images']:>8}"
+                  + "".join(f"{fmt(r['mean'][f]):>8}" for f in FIGURES)
+                  + "".join(f"{fmt(r['sets'][n]['ap']):>15}" for n in names))
+    if len(sets) > 1:
+        print(f"(AP, AP50, car, person: means over the {len(sets)} validation sets; then AP per set)")
+
+
+def diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def print_differences(results: Results, sets: list[ValSet]) -> None:
+    """The first run minus each other run at each point, in mask AP points."""
+    ref_label, ref = next(iter(results.items()))
+    names = [s.name for s in sets] if len(sets) > 1 else []
+    for label, rows in list(results.items())[1:]:
+        print(f"\n{ref_label} minus {label} (mask AP points):")
+        other = {r["cpu_minutes"]: r for r in rows}
+        for r in ref:
+            if (o := other.get(r["cpu_minutes"])) is None:
+                continue
+            d = {f: diff(r["mean"][f], o["mean"][f]) for f in FIGURES}
+            per_set = {n: diff(r["sets"][n]["ap"], o["sets"][n]["ap"]) for n in names}
+            below = [k for k, v in {"AP": d["ap"], **per_set}.items() if v is not None and v < 0]
+            print(f"  {r['cpu_minutes']:>6g} min: " + "  ".join(f"{TITLES[f]} {fmt(v, 100, '+')}" for f, v in d.items())
+                  + "".join(f"  {n} {fmt(v, 100, '+')}" for n, v in per_set.items())
+                  + ("   (at or above)" if not below else "   (BELOW: " + ", ".join(below) + ")"))
+
+
+def plot(results: Results, sets: list[ValSet], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,21 +200,39 @@ def plot(results: dict[str, list[dict[str, object]]], path: Path) -> None:
     for label, rows in results.items():
         ax.plot([r["cpu_minutes"] for r in rows], [r["mean_ap"] for r in rows], marker="o", label=label)
     ax.set_xlabel("CPU-minutes of training (one core)")
-    ax.set_ylabel("mask AP, mean of 6 held-out drives")
+    ax.set_ylabel(f"mask AP, mean of {len(sets)} validation sets" if len(sets) > 1 else f"mask AP, {sets[0].name}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def report(a: argparse.Namespace, results: Results, sets: list[ValSet], **meta: object) -> None:
+    print_table(results, sets)
+    if len(results) > 1:
+        print_differences(results, sets)
+    if a.json:
+        a.json.write_text(json.dumps({"data": a.data, "val": a.val, **meta, "val_sets": [
+            {"name": s.name, "images": len(s.images)} for s in sets], "results": results}, indent=1))
+    if a.plot:
+        plot(results, sets, a.plot)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="synth", metavar="SPEC",
+                    help="training frames, one source as perception train --data reads it (default synth)")
+    ap.add_argument("--val", default="synth", metavar="SPEC[,SPEC...]",
+                    help="validation sets (synth: the six held-out drives); default synth")
     ap.add_argument("--cards", type=Path, nargs="+", default=[ROOT / "models" / "yolact_fast.toml"],
                     help="our recipes: model cards (their [training] and [data]); the first one's bank is shared")
     ap.add_argument("--minutes", type=float, default=20.0, help="CPU-minutes of training per model")
     ap.add_argument("--points", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="curve points (fractions)")
+    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="trainers at once (one core each)")
+    ap.add_argument("--no-random", action="store_true", help="skip our cards from random init")
     ap.add_argument("--no-peer", action="store_true", help="skip Ultralytics YOLO11n-seg")
-    ap.add_argument("--frames", type=int, default=40, help="frames per held-out drive")
+    ap.add_argument("--frames", type=int, default=40, help="frames per held-out drive (--val synth)")
+    ap.add_argument("--val-images", type=int, default=0, help="score this many images of each val set (0: all)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
@@ -204,88 +244,37 @@ def main() -> None:
     ap.add_argument("--offset-minutes", type=float, default=0.0,
                     help="with --existing: CPU-minutes the start weights had already had (added to each point)")
     a = ap.parse_args()
-    if a.existing:
-        score_existing(a)
-        return
     out = (a.out or Path(tempfile.mkdtemp(prefix="learning-curve-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache = out / "frame_bank"
+    first = load_card(a.existing[0] if a.existing else a.cards[0])
+    class_map, class_ids = ClassMap(first.data.get("classes", {})), set(first.class_ids)
+    sets = val_sets(a.val, class_map, out / "heldout", a.frames, a.val_images)
+    print(f"work folder {out}\nvalidation: " + ", ".join(f"{s.name} ({len(s.images)} images)" for s in sets))
+    size = (first.input_width, first.input_height)
+    if a.existing:
+        card, folder = (p.resolve() for p in a.existing)
+        snaps = ([(0.0, a.start.resolve())] if a.start else []) + sorted(
+            (float(p.stem[4:]), p) for p in folder.glob("cpu-*.pt"))
+        t = Trainer(f"ours:{card.stem}", [], folder, Path(), batch_size(card), card=card)
+        rows = curve(t, [(a.offset_minutes + m, p) for m, p in snaps], sets, a, class_ids, size, out / "scoring")
+        report(a, {t.label: rows}, sets, card=str(card))
+        return
+    spec = training_spec(a.data)
     points = [round(a.minutes * p, 3) for p in a.points]
-    drives = held_out_drives(out / "heldout", a.frames)
-    print(f"work folder {out}\nheld-out drives: " + ", ".join(f"{d.name} (seed {d.seed})" for d in drives))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    procs: dict[str, subprocess.Popen] = {}
-    runs: dict[str, tuple[str, Path, Path | None]] = {}  # label -> kind, snapshot folder, card
-    for card in a.cards:
-        c = load_card(card)
-        label = f"ours:{card.stem}"
-        folder = out / "ours" / card.stem
-        tmp = card_copy(card.resolve(), folder, f"{c.name}.pt")
-        cmd = [sys.executable, "-m", "perception", "train", "--card", str(tmp), "--run-dir", str(folder / "run"),
-               "--no-progress", "--cpu-minutes", str(a.minutes), "--snapshot-minutes", *map(str, points),
-               "--threads", "1", "--workers", "0"]
-        (folder / "run").mkdir(parents=True, exist_ok=True)
-        # the bank is shared: link the first card's cache folder into each run folder
-        link = folder / "run" / "frame_bank"
-        if not link.exists():
-            cache.mkdir(exist_ok=True)
-            link.symlink_to(cache, target_is_directory=True)
-        procs[label] = subprocess.Popen(cmd, env=env, stdout=open(folder / "train.log", "w"), stderr=subprocess.STDOUT)
-        runs[label] = ("ours", folder / "run" / c.name / "snapshots", card.resolve())
+    trainers = our_trainers(a, out, points, absolute_specs(a.data), absolute_specs(a.val))
     if not a.no_peer:
-        yolo = export_yolo_folder(a.cards[0].resolve(), out / "yolo_data", cache)
-        folder = out / "peer"
-        cmd = [sys.executable, str(ROOT / "bench" / "yolo_peer.py"), str(yolo), str(folder), "--minutes", str(a.minutes),
-               "--snapshots", *map(str, points)]
-        folder.mkdir(parents=True, exist_ok=True)
-        procs["peer:yolo11n-seg"] = subprocess.Popen(cmd, env=env, stdout=open(out / "peer.log", "w"),
-                                                     stderr=subprocess.STDOUT, cwd=folder)
-        runs["peer:yolo11n-seg"] = ("peer", folder, None)
-    failed = [label for label, p in procs.items() if p.wait() != 0]
-    for label in failed:
-        print(f"{label}: training failed (see its log in {out})")
-    first = load_card(a.cards[0])
-    results: dict[str, list[dict[str, object]]] = {}
-    for label, (kind, folder, card) in runs.items():
-        if label in failed:
-            continue
-        rows = []
-        for m in points:
-            snap = folder / f"cpu-{m:g}.pt"
-            if not snap.is_file():
-                print(f"{label}: no snapshot at {m:g} CPU-minutes")
-                continue
-            import torch
-
-            steps = int(torch.load(snap, weights_only=True).get("step", 0))
-            aps = score_ours(card, snap, drives, a.threads) if kind == "ours" and card else \
-                score_peer(snap, drives, a.threads, first.input_width, first.input_height)
-            rows.append({"cpu_minutes": m, "steps": steps, "ap": aps, "mean_ap": float(np.mean(list(aps.values())))})
-        results[label] = rows
-    names = [d.name for d in drives]
-    print(f"\n{'model':<28}{'CPU-min':>8}{'steps':>7}" + "".join(f"{n:>15}" for n in names) + f"{'mean':>8}")
-    for label, rows in results.items():
-        for r in rows:
-            print(f"{label:<28}{r['cpu_minutes']:>8g}{r['steps']:>7}" + "".join(f"{r['ap'][n]:>15.3f}" for n in names)
-                  + f"{r['mean_ap']:>8.3f}")
-    peer = results.get("peer:yolo11n-seg")
-    if peer:
-        for label, rows in results.items():
-            if not label.startswith("ours"):
-                continue
-            print(f"\n{label} minus peer (mask AP points):")
-            for r, p in zip(rows, peer, strict=False):
-                diffs = {n: (r["ap"][n] - p["ap"][n]) * 100 for n in names}
-                verdict = "at or above everywhere" if min(diffs.values()) >= 0 else "BELOW on " + ", ".join(
-                    n for n, v in diffs.items() if v < 0)
-                print(f"  {r['cpu_minutes']:>6g} min: " + "  ".join(f"{n} {v:+.1f}" for n, v in diffs.items())
-                      + f"   ({verdict})")
-    if a.json:
-        a.json.write_text(json.dumps({"minutes": a.minutes, "points": points,
-                                      "drives": [{"name": d.name, "seed": d.seed, "frames": a.frames} for d in drives],
-                                      "results": results}, indent=1))
-    if a.plot:
-        plot(results, a.plot)
+        yaml = yolo_dataset(out, spec, first, class_map, sets, out / "frame_bank")
+        trainers.append(peer_trainer(a, out, points, yaml, max(size)))
+    if a.jobs > len(os.sched_getaffinity(0)):
+        print(f"note: {a.jobs} trainers at once on {len(os.sched_getaffinity(0))} cores: Ultralytics' schedule "
+              "follows the wall clock and may end before its CPU budget is spent")
+    t0 = time.monotonic()
+    failed = run_all(trainers, a.jobs)
+    print(f"training: {time.monotonic() - t0:.0f} s wall" + "".join(f"\n{f}: training failed, see its log in {out}"
+                                                                  for f in failed))
+    results = {t.label: curve(t, [(m, t.snapshots / f"cpu-{m:g}.pt") for m in points], sets, a, class_ids, size,
+                              out / "scoring") for t in trainers if t.label not in failed}
+    report(a, results, sets, minutes=a.minutes, points=points)
 
 
 if __name__ == "__main__":

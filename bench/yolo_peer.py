@@ -7,9 +7,13 @@ Ultralytics itself saves) at given CPU-minutes.
         --minutes 20 --snapshots 5 10 20 [--threads 1]
 
 Snapshots go to ``OUT_DIR/cpu-<minutes>.pt`` (``{"model": state_dict, "step": batches}``)
-and ``OUT_DIR/curve.json`` lists them. Ultralytics' ``time`` argument (wall-clock hours)
-sets its schedule length; one thread per trainer keeps wall and CPU time close, and the
-snapshots themselves are taken by CPU time, as ours are.
+and ``OUT_DIR/curve.json`` lists them. The snapshots and the stop are taken by CPU time, as
+ours are, on a clock started when training does (``on_train_start``: model built, labels
+scanned, loaders made; ``perception train``'s starts after its set-up too). Ultralytics'
+``time`` argument (wall-clock hours) sets its schedule length and a stop of its own: after
+every batch it is set to the wall time at which the CPU budget will be spent at the pace so
+far, plus 10 %, so that a busy machine (wall time running ahead of CPU time) neither cuts
+the run short nor leaves its schedule off the budget.
 """
 
 from __future__ import annotations
@@ -37,10 +41,9 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     a.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.process_time()
     pending = sorted(a.snapshots)
     saved: list[dict[str, float]] = []
-    state = {"batches": 0}
+    state = {"batches": 0, "t0": time.process_time()}
 
     def snapshot(trainer, minutes: float) -> None:  # type: ignore[no-untyped-def]
         model = trainer.ema.ema if trainer.ema is not None else trainer.model
@@ -50,9 +53,14 @@ def main() -> None:
                       "file": path.name})
         (a.out / "curve.json").write_text(json.dumps(saved, indent=1))
 
+    def on_train_start(trainer) -> None:  # type: ignore[no-untyped-def]
+        state["t0"] = time.process_time()
+
     def on_batch_end(trainer) -> None:  # type: ignore[no-untyped-def]
         state["batches"] += 1
-        spent = (time.process_time() - t0) / 60.0
+        spent = (time.process_time() - state["t0"]) / 60.0
+        if spent > 0:
+            trainer.args.time = 1.1 * (time.time() - trainer.train_time_start) / 3600.0 * a.minutes / spent
         while pending and spent >= pending[0]:
             snapshot(trainer, pending.pop(0))
         if not pending:
@@ -63,6 +71,7 @@ def main() -> None:
             snapshot(trainer, pending.pop(0))
 
     model = YOLO("yolo11n-seg.yaml", task="segment")
+    model.add_callback("on_train_start", on_train_start)
     model.add_callback("on_train_batch_end", on_batch_end)
     model.add_callback("on_train_end", on_train_end)
     model.train(data=str(a.data), epochs=1000, time=a.minutes / 60.0 * 1.1, imgsz=a.imgsz, batch=a.batch, workers=0,
