@@ -22,8 +22,9 @@ and night; seeds 9100 and up, never trained on; :mod:`bench.heldout`).
   (:mod:`bench.yolo_peer`); its steps are batches.
 - Budget: each trainer is one process on one thread with ``--minutes`` of its own CPU time
   (time.process_time, counted from its first batch; data loading in the same process, so
-  counted), ``--jobs`` of them at once (at most one per core: Ultralytics' schedule follows
-  the wall clock); weights snapshots at the ``--points`` (fractions of the budget). Our
+  counted), ``--jobs`` of them at once (default one per core; more only stretches the wall
+  time: budgets and snapshots are CPU time, and the peer's wall-clock schedule is rescaled
+  to its CPU pace); weights snapshots at the ``--points`` (fractions of the budget). Our
   trainers validate once, after the budget.
 - Scoring: every snapshot through the torch-free runtime (ONNX Runtime) on each image of
   each ``--val`` set (``--val-images``: that many, evenly spaced) by the code of
@@ -265,9 +266,6 @@ def main() -> None:
     if not a.no_peer:
         yaml = yolo_dataset(out, spec, first, class_map, sets, out / "frame_bank")
         trainers.append(peer_trainer(a, out, points, yaml, max(size)))
-    if a.jobs > len(os.sched_getaffinity(0)):
-        print(f"note: {a.jobs} trainers at once on {len(os.sched_getaffinity(0))} cores: Ultralytics' schedule "
-              "follows the wall clock and may end before its CPU budget is spent")
     t0 = time.monotonic()
     failed = run_all(trainers, a.jobs)
     print(f"training: {time.monotonic() - t0:.0f} s wall" + "".join(f"\n{f}: training failed, see its log in {out}"
