@@ -22,7 +22,6 @@ than hand-written checks.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -375,9 +374,4 @@ def topic(name: str) -> Topic:
 def endpoint(name: str, run_dir: str) -> str:
     """The endpoint of topic ``name`` in run directory ``run_dir``."""
     return topic(name).endpoint.format(run_dir=run_dir)
-
-
-def replace(obj, **changes):  # type: ignore[no-untyped-def]
-    """``dataclasses.replace`` re-exported for message records."""
-    return dataclasses.replace(obj, **changes)
 

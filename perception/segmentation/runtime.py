@@ -23,7 +23,6 @@ from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
 from perception.segmentation.providers import (
-    PREFERENCE,
     SessionRunner,
     choose,
     describe,
@@ -34,7 +33,6 @@ from perception.segmentation.providers import (
 
 log = logging.getLogger(__name__)
 
-PROVIDER_PREFERENCE = PREFERENCE
 #: Output names of an exported one-stage model, in order.
 YOLACT_OUTPUTS = ("boxes", "scores", "coefs", "protos")
 
@@ -76,11 +74,6 @@ def check_bgr(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {got}")
-
-
-def choose_providers(available: Sequence[str] | None = None) -> list[str]:
-    """The available providers in the order TensorRT > CUDA > CPU."""
-    return choose((), available)
 
 
 def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None,

@@ -114,8 +114,3 @@ def update(state: np.ndarray, boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.
 def boxes_xyxy(state: np.ndarray) -> np.ndarray:
     """Box estimates of ``(n, 5, 4)`` states -> ``(n, 4)`` float64 xyxy."""
     return cxcywh_to_xyxy(state[:, POS])
-
-
-def centre_velocity_px_s(state: np.ndarray) -> np.ndarray:
-    """Velocity of the box centre of ``(n, 5, 4)`` states -> ``(n, 2)`` px/s."""
-    return state[:, VEL, :2].copy()

@@ -9,14 +9,35 @@ import numpy as np
 import pytest
 
 from perception.segmentation.card import CardError, set_card_value, sha256_of
-from perception.segmentation.runtime import ModelFileError, YolactSegmenter, choose_providers, open_session
+from perception.segmentation.runtime import ModelFileError, YolactSegmenter, open_session
 
 
-def test_provider_preference_order() -> None:
+def test_open_session_prefers_tensorrt_then_cuda_then_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without providers asked for, open_session opens the available ones in the order
+    TensorRT > CUDA > CPU (others left out); ONNX Runtime reports them all here."""
+    from perception.segmentation import providers
+
+    ort = providers.onnxruntime()
+    opened: list[list[str]] = []
+
+    class Session:
+        def __init__(self, path: str, opts: object, providers: list) -> None:
+            opened.append([p[0] if isinstance(p, tuple) else p for p in providers])
+
+        def get_providers(self) -> list[str]:
+            return ["CPUExecutionProvider"]
+
     every = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "AzureExecutionProvider"]
-    assert choose_providers(every) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
-    assert choose_providers(["AzureExecutionProvider"]) == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: every)
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    monkeypatch.setattr(providers, "TRT_CACHE", tmp_path / "trt")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: the session is faked")
+    open_session(model)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider"])
+    open_session(model)
+    assert opened == [["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                      ["CPUExecutionProvider"]]
 
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:
