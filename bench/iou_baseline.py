@@ -43,14 +43,14 @@ class IouBaselineTracker:
         dets = [d for d in detections.instances if d.score >= self.score_threshold]
         if self.tracks:
             states = box_motion.predict(np.stack([t.motion for t in self.tracks]), self.dt_s, self.noise)
-            for t, s in zip(self.tracks, states):
+            for t, s in zip(self.tracks, states, strict=True):
                 t.motion = s
         matches: list[tuple[int, int]] = []
         if self.tracks and dets:
             iou = mask_ops.box_iou(box_motion.boxes_xyxy(np.stack([t.motion for t in self.tracks])),
                                   np.array([d.box_xyxy for d in dets]))
             rows, cols = linear_sum_assignment(-iou)
-            matches = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= self.match_iou]
+            matches = [(r, c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= self.match_iou]
         out = []
         matched_t, matched_d = {r for r, _ in matches}, {c for _, c in matches}
         for r, c in matches:

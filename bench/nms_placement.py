@@ -91,11 +91,11 @@ def main() -> None:
     for case, thr in (("busy", 0.0), ("typical", float(np.quantile(scores, 0.999)))):
         p = NmsParams(thr, post.iou_threshold, post.top_k, post.max_detections)
 
-        def numpy_nms() -> None:
+        def numpy_nms(p: NmsParams = p) -> None:  # p bound now: each case times its own
             b, s, _, _ = s_plain.run(None, blob)
             fast_nms_np(b[0], s[0], p)
 
-        def graph_nms() -> None:
+        def graph_nms(p: NmsParams = p) -> None:
             top, idx, _, _, _ = s_graph.run(None, blob_g)
             select(top, idx, p)
 

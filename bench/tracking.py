@@ -206,7 +206,7 @@ def print_quality(title: str, scores: GroupScores) -> None:
     print(f"HOTA fall with {dropped}, per sequence (mean +- sd over {n}):")
     for name in TRACKERS:
         print(f"  {name:<14}{_mean_sd(fall[name])}   [{' '.join(f'{v:+.3f}' for v in fall[name])}]")
-    diff = [b - o for o, b in zip(fall["ours"], fall["iou-baseline"])]
+    diff = [b - o for o, b in zip(fall["ours"], fall["iou-baseline"], strict=True)]
     print(f"  baseline's fall - ours: {statistics.mean(diff):+.3f} +- {statistics.stdev(diff) / n ** 0.5:.3f} (standard error); "
           f"ours falls less in {sum(d > 0 for d in diff)}/{n} sequences")
     for cond in (full, dropped):

@@ -70,14 +70,14 @@ def compare(ref: list[dict], new: list[dict]) -> list[str]:
     problems = []
     if len(ref) != len(new):
         return [f"{len(new)} frames, references have {len(ref)}"]
-    for r, n in zip(ref, new):
+    for r, n in zip(ref, new, strict=True):
         seq = r["frame_seq"]
         for kind, items, key in (("detections", "instances", "class_id"), ("tracks", "tracks", "track_id")):
             a, b = r[kind][items], n[kind][items]
             if len(a) != len(b):
                 problems.append(f"frame {seq}: {len(b)} {items}, references have {len(a)}")
                 continue
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 where = f"frame {seq} {items}[{i}]"
                 if x[key] != y[key] or x["class_id"] != y["class_id"]:
                     problems.append(f"{where}: {key} {y[key]} class {y['class_id']}, references {x[key]} class {x['class_id']}")

@@ -48,7 +48,7 @@ def test_frames_gt_and_topics_round_trip(tmp_path: Path) -> None:
     assert r.counts == {"frames": 3, "gt": 3, "detections": 3}
     frames = list(r.frames())
     assert [f.source.frame_seq for f in frames] == [0, 1, 2]
-    for f, img in zip(frames, images):
+    for f, img in zip(frames, images, strict=True):
         assert np.array_equal(f.image, img)  # PNG is lossless
         assert f.gt == _gt(mask)
     dets = list(r.messages("detections"))

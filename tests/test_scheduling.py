@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_no_flapping_near_the_edge() -> None:
     ages = [33, 42, 35, 41, 36, 43, 34, 40] * 5  # remaining 57..67 ms vs 60 ms needed
     models = [_run(p, a, lat) for a in ages]
     assert p.switches <= 4
-    changes = sum(1 for a, b in zip(models, models[1:]) if a != b)
+    changes = sum(1 for a, b in pairwise(models) if a != b)
     assert changes <= 4
 
 

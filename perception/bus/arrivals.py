@@ -28,6 +28,7 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Arrivals:
         times = self._times.get(topic)
         if times is None or len(times) < 3:
             return None
-        spacing = statistics.median(b - a for a, b in zip(times, list(times)[1:]))
+        spacing = statistics.median(b - a for a, b in pairwise(times))
         if spacing <= 0 or 2 * self.spin_ns > MAX_SHARE * spacing:
             return None
         return times[-1] + int(spacing)

@@ -48,7 +48,7 @@ def coco_dataset(frames: Sequence[tuple[int, GroundTruth]], file_prefix: str = "
                 "area": area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(inst.ignore),
                 "track_id": inst.instance_id, "occlusion": inst.occlusion,
             })
-    cats = [{"id": cid, "name": name, "supercategory": "road"} for cid, name in zip(COCO_CATEGORY_IDS, CLASSES)]
+    cats = [{"id": cid, "name": name, "supercategory": "road"} for cid, name in zip(COCO_CATEGORY_IDS, CLASSES, strict=True)]
     return {"info": {"description": "perception drive ground truth"}, "images": images, "annotations": anns,
             "categories": cats}
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -178,7 +179,7 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
     by_model = {m: {"inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
                     "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m)}
                 for m in sorted(usage)}
-    switch_frames = [seq for (seq, m), (_, prev) in zip(models[1:], models[:-1]) if m != prev]
+    switch_frames = [seq for (_, prev), (seq, m) in pairwise(models) if m != prev]
     hits = sum(1 for f in timeline if f.output_ms is not None and f.output_ms <= budget_ms)
     return RunStats(
         frames_total=len(seqs), frames_with_detections=len(dets), frames_with_tracks=len(trks),

@@ -150,7 +150,7 @@ def prepare_sequence(gt: Frames, pred: Frames, class_id: int, name: str = "seq")
             inside = _mask_iou(p_rle, [region], ioa=True)[:, 0] > 0.5 + eps
             keep = ~(unmatched & inside)
         data["gt_ids"].append(np.array([o.track_id for o in g], dtype=int))
-        data["tracker_ids"].append(np.array([o.track_id for o, k in zip(p, keep) if k], dtype=int))
+        data["tracker_ids"].append(np.array([o.track_id for o, k in zip(p, keep, strict=True) if k], dtype=int))
         data["similarity_scores"].append(sim[:, keep])
     data["gt_ids"], data["num_gt_ids"] = _relabel(data["gt_ids"])
     data["tracker_ids"], data["num_tracker_ids"] = _relabel(data["tracker_ids"])

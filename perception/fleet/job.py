@@ -19,8 +19,8 @@ import json
 import os
 import tempfile
 import time
-from importlib import metadata
 from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

@@ -28,8 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from perception.evaluation.report import read_run, score_runs
-from perception.fleet.job import (Bundle, DriveResult, FleetError, cache_key, make_bundle, run_drive,
-                                  runtime_build)
+from perception.fleet.job import Bundle, DriveResult, FleetError, cache_key, make_bundle, run_drive, runtime_build
 from perception.node.config import ConfigError
 from perception.system.launch import load_launch
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from perception.bus.pubsub import Received
-from perception.bus.schema import Detections, Status, Tracks
+from perception.bus.schema import Detections, Tracks
 from perception.node.loop import Outgoing
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+import torchvision
 from torch import nn
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -32,7 +33,6 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
-import torchvision
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, poolers, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -150,7 +150,7 @@ class GatherRoIAlign(MultiScaleRoIAlign):
         rois = poolers._convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         pooled, order = [], []
-        for level, (feat, scale) in enumerate(zip(feats, self.scales)):
+        for level, (feat, scale) in enumerate(zip(feats, self.scales, strict=True)):
             idx = torch.where(levels == level)[0]
             pooled.append(roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio))
             order.append(idx)

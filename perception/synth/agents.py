@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -51,9 +52,9 @@ class Agent:
 
     def footprint(self) -> np.ndarray:
         """``(4, 2)`` ground corners ``(x, z)`` in metres."""
-        w, l, _ = self.dims()
+        w, length, _ = self.dims()
         c, s = math.cos(self.heading_rad), math.sin(self.heading_rad)
-        loc = np.array([[-w / 2, -l / 2], [w / 2, -l / 2], [w / 2, l / 2], [-w / 2, l / 2]])
+        loc = np.array([[-w / 2, -length / 2], [w / 2, -length / 2], [w / 2, length / 2], [-w / 2, length / 2]])
         return np.stack([self.x_m + loc[:, 0] * c + loc[:, 1] * s, self.z_m - loc[:, 0] * s + loc[:, 1] * c], 1)
 
 
@@ -172,7 +173,7 @@ class Traffic:
         for lane_agents in by_lane.values():  # car following: never drive into the one ahead
             fwd = self.scene.lanes[lane_agents[0].lane].direction
             lane_agents.sort(key=lambda a: a.z_m * fwd)
-            for back, front in zip(lane_agents, lane_agents[1:]):
+            for back, front in pairwise(lane_agents):
                 gap = (front.z_m - back.z_m) * fwd - (back.dims()[1] + front.dims()[1]) / 2
                 if gap < 4.0 + back.speed_mps * 1.2:
                     back.speed_mps = max(0.0, min(back.desired_mps, front.speed_mps) - (0.5 if gap < 4 else 0.0))

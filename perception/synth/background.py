@@ -9,6 +9,7 @@ Roadside props that can hide objects (trees, poles) live in :mod:`perception.syn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -197,7 +198,7 @@ class Scenery:
         lanes = sorted(sc.lanes, key=lambda ln: ln.x_m)
         period, dash = 9.0, 3.0
         z_dash = np.arange(np.floor(cam.z_m / period) * period, zf, period)
-        for a, b in zip(lanes, lanes[1:]):
+        for a, b in pairwise(lanes):
             x = (a.x_m + b.x_m) / 2
             if a.direction != b.direction:
                 if sc.median_barrier:

@@ -74,7 +74,7 @@ def _skeleton(h: float, phase: float, riding: str | None) -> dict[str, np.ndarra
     else:
         seat_y, bar_z, bar_y = (0.95, 0.5, 1.05) if riding == "bicycle" else (0.85, 0.55, 1.0)
         hip_y = seat_y + 0.05
-        for side, sgn in (("l", 1.0), ("r", -1.0)):
+        for side in ("l", "r"):
             x = (0.12 if side == "l" else -0.12) * k
             ped = phase + (0 if side == "l" else math.pi)
             if riding == "bicycle":
@@ -103,7 +103,7 @@ def draw_person(p: Painter, pr: Projector, st: PersonStyle, phase: float, riding
     joints = _skeleton(st.height_m, phase, riding)
     names = list(joints)
     uv, depth = pr.uv(np.stack([joints[n] for n in names]))
-    F = dict(zip(names, uv))
+    F = dict(zip(names, uv, strict=True))
     ppm = pr.ppm(float(depth.mean()))
     k = st.height_m / 1.75
     cl = pr.cam_local
@@ -125,7 +125,7 @@ def draw_person(p: Painter, pr: Projector, st: PersonStyle, phase: float, riding
                       belt - across * half * 0.86])
     xnames = list(extra)
     pts = p.to_int(np.concatenate([uv, np.stack([extra[n] for n in xnames]), torso]))
-    P = {n: (int(q[0]), int(q[1])) for n, q in zip(names + xnames, pts.tolist())}
+    P = {n: (int(q[0]), int(q[1])) for n, q in zip(names + xnames, pts.tolist(), strict=False)}  # torso unnamed
     tp = pts[-8:]
 
     def leg(side: str) -> None:
@@ -179,7 +179,7 @@ def draw_bicycle(p: Painter, pr: Projector, st: RideStyle, phase: float) -> None
            "head": (0.0, 0.95, 0.38), "bar_l": (0.26, 1.02, 0.45), "bar_r": (-0.26, 1.02, 0.45)}
     names = list(pts)
     uv, depth = pr.uv((np.array([pts[n] for n in names])))
-    P = dict(zip(names, uv))
+    P = dict(zip(names, uv, strict=True))
     ppm = pr.ppm(float(depth.mean()))
     for hub in ("rear", "front"):
         c = np.array(pts[hub])

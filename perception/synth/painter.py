@@ -163,19 +163,19 @@ class Box3:
     cz: float
     w: float
     h: float
-    l: float
+    length: float
 
     @cached_property
     def corners(self) -> np.ndarray:
         x0, x1 = self.cx - self.w / 2, self.cx + self.w / 2
-        z0, z1 = self.cz - self.l / 2, self.cz + self.l / 2
+        z0, z1 = self.cz - self.length / 2, self.cz + self.length / 2
         y0, y1 = self.y0, self.y0 + self.h
         return np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0],
                          [x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]], float)
 
     def visible_faces(self, cam_local: np.ndarray) -> list[str]:
         c = np.array([self.cx, self.y0 + self.h / 2, self.cz])
-        half = np.array([self.w / 2, self.h / 2, self.l / 2])
+        half = np.array([self.w / 2, self.h / 2, self.length / 2])
         out = []
         for name, (n, _) in _FACES.items():
             nv = np.array(n, float)

@@ -47,9 +47,9 @@ def random_style(cls: str, rng: np.random.Generator) -> VehicleStyle:
         paint = tuple(np.clip(base * jitter, 0, 255))
         kind = str(rng.choice(["sedan", "hatch", "suv", "van"], p=[0.4, 0.25, 0.28, 0.07]))
         dims = {"sedan": (1.8, 4.6, 1.45), "hatch": (1.75, 4.0, 1.5), "suv": (1.9, 4.7, 1.75), "van": (1.95, 5.0, 2.0)}
-        w, l, h = dims[kind]
+        w, length, h = dims[kind]
         s = rng.uniform(0.94, 1.06)
-        return VehicleStyle(kind, w * s, l * s, h * rng.uniform(0.96, 1.04), paint, paint, rng.uniform(0.6, 1.2))
+        return VehicleStyle(kind, w * s, length * s, h * rng.uniform(0.96, 1.04), paint, paint, rng.uniform(0.6, 1.2))
     if cls == "bus":
         base = np.array(BUS_PAINT[int(rng.integers(len(BUS_PAINT)))], float)
         paint = tuple(np.clip(base * jitter, 0, 255))
@@ -87,15 +87,15 @@ def _finish(p: Painter, pr: Projector, items: list, n_light_items: int, light_co
 
 
 def draw_car(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -> None:
-    w, l, h = st.width_m, st.length_m, st.height_m
+    w, length, h = st.width_m, st.length_m, st.height_m
     clear = 0.18
     if detail:
-        _wheels(p, pr, w / 2, [-l * 0.33, l * 0.33], 0.33)
+        _wheels(p, pr, w / 2, [-length * 0.33, length * 0.33], 0.33)
     belt = {"sedan": 0.56, "hatch": 0.55, "suv": 0.6, "van": 0.45}[st.kind] * h
-    body = Box3(0, clear, 0, w, belt - clear, l)
+    body = Box3(0, clear, 0, w, belt - clear, length)
     faces = draw_box(p, pr, body, st.paint)
-    cab_l = {"sedan": 0.5, "hatch": 0.58, "suv": 0.62, "van": 0.8}[st.kind] * l
-    cab_z = {"sedan": -0.04, "hatch": -0.1, "suv": -0.08, "van": -0.05}[st.kind] * l
+    cab_l = {"sedan": 0.5, "hatch": 0.58, "suv": 0.62, "van": 0.8}[st.kind] * length
+    cab_z = {"sedan": -0.04, "hatch": -0.1, "suv": -0.08, "van": -0.05}[st.kind] * length
     cabin = Box3(0, belt, cab_z, w * 0.86, h - belt, cab_l)
     cfaces = draw_box(p, pr, cabin, st.paint)
     items: list = []
@@ -117,10 +117,10 @@ def draw_car(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -
 
 
 def draw_bus(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -> None:
-    w, l, h = st.width_m, st.length_m, st.height_m
+    w, length, h = st.width_m, st.length_m, st.height_m
     if detail:
-        _wheels(p, pr, w / 2, [-l * 0.3, l * 0.32], 0.5)
-    body = Box3(0, 0.32, 0, w, h - 0.32, l)
+        _wheels(p, pr, w / 2, [-length * 0.3, length * 0.32], 0.5)
+    body = Box3(0, 0.32, 0, w, h - 0.32, length)
     faces = draw_box(p, pr, body, st.paint)
     items: list = []
     colors = _lights(pr, body, faces, (0.1, 0.2), items)
@@ -138,14 +138,14 @@ def draw_bus(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -
 
 
 def draw_truck(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -> None:
-    w, l, h = st.width_m, st.length_m, st.height_m
+    w, length, h = st.width_m, st.length_m, st.height_m
     cab_l = 2.3
-    zs = [l / 2 - 1.4, -l / 2 + 1.3, -l / 2 + 2.6] if st.kind == "semi" else [l / 2 - 1.3, -l / 2 + 1.5]
+    zs = [length / 2 - 1.4, -length / 2 + 1.3, -length / 2 + 2.6] if st.kind == "semi" else [length / 2 - 1.3, -length / 2 + 1.5]
     if detail:
         _wheels(p, pr, w / 2, zs, 0.5)
-    cab = Box3(0, 0.45, l / 2 - cab_l / 2, w * 0.98, 2.6, cab_l)
-    cargo = Box3(0, 0.95, -cab_l / 2 - 0.15, w, h - 0.95, l - cab_l - 0.3)
-    chassis = Box3(0, 0.55, 0, w * 0.8, 0.4, l * 0.98)
+    cab = Box3(0, 0.45, length / 2 - cab_l / 2, w * 0.98, 2.6, cab_l)
+    cargo = Box3(0, 0.95, -cab_l / 2 - 0.15, w, h - 0.95, length - cab_l - 0.3)
+    chassis = Box3(0, 0.55, 0, w * 0.8, 0.4, length * 0.98)
     # Draw the part farther from the camera first (the two boxes do not interpenetrate).
     order = [cargo, cab] if pr.cam_local[2] > 0 else [cab, cargo]
     draw_box(p, pr, chassis, (45, 45, 48))

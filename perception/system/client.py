@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import zmq
-from pycocotools import mask as mask_utils
 
 from perception.bus import schema
 from perception.bus.masks import decode_mask, encode_mask
 from perception.bus.pubsub import Received, Subscriber
-from perception.bus.schema import EXTERNAL_ENDPOINT, Envelope, Rle
+from perception.bus.schema import EXTERNAL_ENDPOINT, Envelope
 from perception.bus.security import secure_client
 from perception.system.launch import default_run_dir
 

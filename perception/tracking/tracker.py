@@ -125,7 +125,7 @@ def _assign(sim: np.ndarray, rows: list[int], cols: list[int], min_sim: float) -
     sub = sim.take(rows, 0).take(cols, 1)  # what sim[np.ix_(rows, cols)] is, in 1.5 instead of 7 us
     r, c = linear_sum_assignment(-sub)
     floor = max(min_sim, 1e-9)
-    return [(rows[i], cols[j]) for i, j in zip(r, c) if sub[i, j] >= floor]
+    return [(rows[i], cols[j]) for i, j in zip(r, c, strict=True) if sub[i, j] >= floor]
 
 
 def boxes_near(a_xyxy: np.ndarray, b_xyxy: np.ndarray, grow: float) -> np.ndarray:
@@ -180,7 +180,7 @@ class Tracker:
                 states, shifts = ahead[2], ahead[3]  # predicted by prepare for this very stamp
             else:
                 states, shifts = self._predict(tracks, dt_s)
-            for t, s, shift in zip(tracks, states, shifts):
+            for t, s, shift in zip(tracks, states, shifts, strict=True):
                 t.motion, t._carried, t._shift = s, None, shift
         dets = [d for d in detections.instances if d.score >= self.cfg.low_score]
         sim = self._similarity(tracks, dets)
@@ -198,7 +198,7 @@ class Tracker:
         born = [d for j, d in enumerate(dets) if j not in matched_d and d.score >= self.cfg.new_track_score]
         if born:
             isolated = self._isolated(born)
-            for d, alone in zip(born, isolated):
+            for d, alone in zip(born, isolated, strict=True):
                 self._start(d, stamp_ns, confirmed=bool(alone) and d.score >= self.cfg.confirm_score)
         out = [self._to_msg(t, stamp_ns) for t in self._tracks] + [self._to_msg(t, stamp_ns) for t in removed]
         return Tracks(image_width=detections.image_width, image_height=detections.image_height,
@@ -218,7 +218,7 @@ class Tracker:
             return
         states, shifts = self._predict(tracks, (stamp_ns - self._last_ns) / 1e9)
         self._predicted = (stamp_ns, [id(t) for t in tracks], states, shifts)
-        for t, shift in zip(tracks, shifts):
+        for t, shift in zip(tracks, shifts, strict=True):
             if t.mask is not None:
                 t._ahead = (t.mask, shift, mask_ops.translate(t.mask.to_coco(), *shift))
 
@@ -306,14 +306,14 @@ class Tracker:
         same = np.array([tracks[i].class_id for i in lost])[:, None] == np.array([dets[j].class_id for j in free])[None, :]
         cost = np.where(same & (d2 <= self.cfg.recovery_gate), d2, 1e6)
         r, c = linear_sum_assignment(cost)
-        return [(lost[a], free[b]) for a, b in zip(r, c) if cost[a, b] < 1e6]
+        return [(lost[a], free[b]) for a, b in zip(r, c, strict=True) if cost[a, b] < 1e6]
 
     # ------------------------------------------------------------------ life cycle
     def _observe(self, tracks: list[_Track], dets: list[Instance], stamp_ns: int) -> None:
         boxes = np.array([d.box_xyxy for d in dets], dtype=np.float64)
         states = box_motion.update(np.stack([t.motion for t in tracks]), boxes, self.noise)
         centres = box_motion.xyxy_to_cxcywh(boxes)[:, :2]
-        for t, d, s, box, centre in zip(tracks, dets, states, boxes.tolist(), centres):
+        for t, d, s, box, centre in zip(tracks, dets, states, boxes.tolist(), centres, strict=True):
             if d.class_id != t.class_id:
                 self.stats.class_switches += 1
             if t.state == "lost":

@@ -41,6 +41,11 @@ class Augment:
             raise ValueError("flip must be in [0, 1], photometric >= 0 and night_weight > 0")
 
 
+#: No augmentation: every sample is the letterboxed image the node would see (a frozen
+#: instance, so that it can be a default argument)
+NO_AUGMENT = Augment()
+
+
 def layout(src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float,
            rng: np.random.Generator) -> tuple[int, int, int, int]:
     """Size ``(nw, nh)`` and offset ``(ox, oy)`` of ``src`` letterboxed into ``dst`` times

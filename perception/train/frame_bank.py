@@ -34,7 +34,7 @@ import numpy as np
 
 from perception.synth import DriveSimulator, SynthConfig, time_of_day
 from perception.synth.config import GENERATOR_VERSION
-from perception.train.augment import Augment, augment_image
+from perception.train.augment import NO_AUGMENT, Augment, augment_image
 from perception.train.data import Sample, to_sample
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class BankSource:
     ``(seed, index)``, at the model input ``width x height``; with ``shuffle=False`` it is
     frame ``index`` (held-out sets: every frame once)."""
 
-    def __init__(self, bank: FrameBank, width: int, height: int, seed: int, augment: Augment = Augment(),
+    def __init__(self, bank: FrameBank, width: int, height: int, seed: int, augment: Augment = NO_AUGMENT,
                  pad_value: int = 114, shuffle: bool = True) -> None:
         augment.validate()
         self.bank, self.width, self.height, self.seed, self.augment = bank, width, height, seed, augment

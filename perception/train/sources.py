@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from perception.train.augment import Augment, augment_image
+from perception.train.augment import NO_AUGMENT, Augment, augment_image
 from perception.train.data import DataConfig, DataError, DataSource, Sample, make_source, to_sample
 from perception.train.datasets import FILE_KINDS as FILE_KINDS
 from perception.train.datasets import KINDS as KINDS
@@ -58,7 +58,7 @@ class FileSource:
     not trained on."""
 
     def __init__(self, images: Sequence[LabelledImage], width: int, height: int, seed: int,
-                 augment: Augment = Augment(), shuffle: bool = True, pad_value: int = 114) -> None:
+                 augment: Augment = NO_AUGMENT, shuffle: bool = True, pad_value: int = 114) -> None:
         if not images:
             raise DataError("a file source needs at least one labelled image")
         augment.validate()

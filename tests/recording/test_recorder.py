@@ -196,6 +196,6 @@ def test_a_recording_replays_like_a_drive(tmp_path: Path) -> None:
     frames = [o for o in outs if o.topic == "frames"]
     gts = [o for o in outs if o.topic == "gt"]
     assert len(frames) == len(gts) == 5 and replay.camera_id == "cam7"
-    for i, (f, g) in enumerate(zip(frames, gts)):
+    for i, (f, g) in enumerate(zip(frames, gts, strict=True)):
         assert np.array_equal(f.pixels, _image(i)) and g.source == f.source
         assert g.payload.instances[0].occlusion == 0.5

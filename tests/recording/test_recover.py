@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def test_cut_short_file_recovers_every_complete_chunk(tmp_path: Path) -> None:
     marks = _write(full, 60)
     assert len(marks) > 5  # header + many chunks
     data = full.read_bytes()
-    for (size, counts), (next_size, _) in zip(marks[1:], marks[2:]):
+    for (size, counts), (next_size, _) in pairwise(marks[1:]):
         frames = counts["frames"]
         for cut in (size, (size + next_size) // 2):  # right after a chunk, and inside the next one
             cut_path = tmp_path / "cut.mcap"

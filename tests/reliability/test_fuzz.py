@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from perception.bus import codec, schema
 from perception.bus.masks import decode_mask, encode_mask
-from perception.bus.rle_codec import validate_rle, validate_rles
 from perception.bus.pubsub import frame_pixels
+from perception.bus.rle_codec import validate_rle, validate_rles
 from perception.bus.schema import Envelope, FrameHeader, MalformedMessage, Rle, SchemaError
 from perception.node.config import ConfigError
 from perception.system.launch import load_launch

@@ -145,7 +145,7 @@ def test_stuck_subscriber_does_not_slow_the_pipeline(small_drive: Path, fast_car
                 dead.connect(external)
             _drained(p, 45)
             seg_out = p.status["segmenter"].counters["published"]
-            p.wait_status("tracker", lambda st: st.frames_in + st.dropped >= seg_out, 20)
+            p.wait_status("tracker", lambda st, n=seg_out: st.frames_in + st.dropped >= n, 20)
             sent = p.status["tracker"].frames_out
             deadline = time.monotonic() + 10  # the last tracks on their way to the healthy subscriber
             while len(healthy.out) < sent and time.monotonic() < deadline:

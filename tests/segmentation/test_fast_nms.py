@@ -58,7 +58,7 @@ def test_class_aware_and_cross_class() -> None:
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
     scores = np.array([[0.9, 0.0], [0.0, 0.8], [0.1, 0.7]], np.float32)
     aware = fast_nms_np(boxes, scores, NmsParams(score_threshold=0.5))
-    assert sorted(zip(aware[0].tolist(), aware[1].tolist())) == [(0, 0), (1, 1), (2, 1)]
+    assert sorted(zip(aware[0].tolist(), aware[1].tolist(), strict=True)) == [(0, 0), (1, 1), (2, 1)]
     cross = fast_nms_np(boxes, scores, NmsParams(score_threshold=0.5, class_aware=False))
     assert cross[0].tolist() == [0, 2] and cross[1].tolist() == [0, 1]
     np.testing.assert_allclose(cross[2], [0.9, 0.7])

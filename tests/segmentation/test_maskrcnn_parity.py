@@ -28,7 +28,7 @@ def spread_outputs(model, probe, score_std: float = 1.5, mask_std: float = 4.0) 
     layers = [model.roi_heads.box_predictor.cls_score, model.roi_heads.mask_predictor.mask_fcn_logits]
     for layer, std in zip(layers, (score_std, mask_std), strict=True):
         seen = []
-        hook = layer.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        hook = layer.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out))
         model.roi_heads.score_thresh = 0.0
         with torch.no_grad():
             raw_detections(model.eval(), probe[None])

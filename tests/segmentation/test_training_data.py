@@ -30,7 +30,7 @@ def _images(folder: Path) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in OBJECTS]
-    for name, img in zip("abc", images):
+    for name, img in zip("abc", images, strict=True):
         cv2.imwrite(str(folder / f"{name}.png"), img)
     return images
 

@@ -43,7 +43,7 @@ def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_d
 
     # the same images as a COCO instances JSON (masks as RLE, road categories)
     doc: dict = {"images": [], "annotations": [],
-                 "categories": [{"id": i, "name": n} for n, i in zip(CLASSES, COCO_CATEGORY_IDS)]}
+                 "categories": [{"id": i, "name": n} for n, i in zip(CLASSES, COCO_CATEGORY_IDS, strict=True)]}
     for k, rec in enumerate(records):
         doc["images"].append({"id": k, "file_name": str(rec.path.relative_to(root / "images")),  # type: ignore[union-attr]
                               "width": rec.width, "height": rec.height})

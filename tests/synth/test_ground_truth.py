@@ -20,7 +20,7 @@ def test_same_arguments_give_identical_frames_and_ground_truth(small_cfg: SynthC
     a = list(generate(small_cfg))
     b = list(generate(small_cfg))
     assert len(a) == small_cfg.frames
-    for (ia, ga), (ib, gb) in zip(a, b):
+    for (ia, ga), (ib, gb) in zip(a, b, strict=True):
         assert np.array_equal(ia, ib)
         assert ga == gb
     other = next(generate(SynthConfig(**{**small_cfg.__dict__, "seed": small_cfg.seed + 1})))

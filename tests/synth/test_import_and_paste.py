@@ -43,7 +43,7 @@ def test_import_frames_with_instance_masks(tmp_path: Path) -> None:
                  "--class", "person"]) == 0
     r = DriveReader(out)
     assert r.meta.fps == 20 and r.frame_count == 4
-    for f, m in zip(r.frames(), truth):
+    for f, m in zip(r.frames(), truth, strict=True):
         assert f.source.capture_ns == f.source.frame_seq * 50_000_000
         assert f.gt is not None and [i.instance_id for i in f.gt.instances] == [1, 2]
         for inst in f.gt.instances:
