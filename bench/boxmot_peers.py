@@ -56,7 +56,15 @@ class BoxmotTracker:
         tracks = []
         for x0, y0, x1, y1, tid, score, cls, det in out:
             d = dets[int(det)]
-            tracks.append(Track(track_id=int(tid) + 1, state="confirmed", class_id=int(cls),
-                                score=float(min(max(score, 0.0), 1.0)), box_xyxy=(float(x0), float(y0), float(x1), float(y1)),
-                                mask=d.mask, hits=1))
+            tracks.append(
+                Track(
+                    track_id=int(tid) + 1,
+                    state="confirmed",
+                    class_id=int(cls),
+                    score=float(min(max(score, 0.0), 1.0)),
+                    box_xyxy=(float(x0), float(y0), float(x1), float(y1)),
+                    mask=d.mask,
+                    hits=1,
+                )
+            )
         return Tracks(image_width=w, image_height=h, tracks=tuple(tracks))

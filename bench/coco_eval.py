@@ -92,8 +92,10 @@ def main() -> None:
     gts, dets = make_run(args.frames, args.seed)
     dataset = coco_dataset(sorted(gts.items()))
     results = coco_results(dets)
-    print(f"{len(gts)} frames 640x360, {len(dataset['annotations'])} gt annotations, {len(results)} detections; "
-          f"one core, median of {args.repeat}")
+    print(
+        f"{len(gts)} frames 640x360, {len(dataset['annotations'])} gt annotations, {len(results)} detections; "
+        f"one core, median of {args.repeat}"
+    )
     t_base, ev_base = timed(baseline, dataset, results, args.repeat)
     t_fast, ev_fast = timed(run_cocoeval, dataset, results, args.repeat)
     print(f"pycocotools (baseline) {t_base * 1e3:8.1f} ms  AP {ev_base.stats[0]:.6f}")
@@ -101,8 +103,10 @@ def main() -> None:
     stats_diff = float(np.max(np.abs(np.asarray(ev_base.stats) - np.asarray(ev_fast.stats))))
     pb, pf = ev_base.eval["precision"], ev_fast.eval["precision"]
     prec_diff = float(np.max(np.abs(pb - pf))) if pb.shape == pf.shape else float("inf")
-    print(f"largest difference: summary stats {stats_diff:.3g}, precision array {prec_diff:.3g} "
-          f"(shapes {pb.shape} vs {pf.shape})")
+    print(
+        f"largest difference: summary stats {stats_diff:.3g}, precision array {prec_diff:.3g} "
+        f"(shapes {pb.shape} vs {pf.shape})"
+    )
 
 
 if __name__ == "__main__":

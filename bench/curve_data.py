@@ -52,8 +52,10 @@ def training_spec(text: str) -> SourceSpec:
     """The one training spec of ``--data`` (both trainers must see the same frames, so no mix)."""
     specs = parse_specs(text)
     if len(specs) != 1 or specs[0].kind == "shapes":
-        raise DataError(f"--data {text!r}: give one source, synth or a labelled set (yolo-seg:DIR, coco:FILE.json, "
-                        "drive:FILE.mcap), so that every trainer sees the same frames")
+        raise DataError(
+            f"--data {text!r}: give one source, synth or a labelled set (yolo-seg:DIR, coco:FILE.json, "
+            "drive:FILE.mcap), so that every trainer sees the same frames"
+        )
     return specs[0]
 
 
@@ -82,12 +84,20 @@ def bank_images(card: ModelCard, cache: Path) -> Iterator[LabelledImage]:
     d = build_config(DataConfig, card.data, card.where("data"))
     if d.bank_drives < 1:
         raise DataError(f"{card.path}: --data synth needs a frame bank ([data] bank_drives > 0) to share with the peer")
-    bank = FrameBank(BankConfig(seed=d.train_seed, drives=d.bank_drives, frames_per_drive=d.bank_frames_per_drive,
-                                stride=d.bank_stride), cache)
+    bank = FrameBank(
+        BankConfig(
+            seed=d.train_seed, drives=d.bank_drives, frames_per_drive=d.bank_frames_per_drive, stride=d.bank_stride
+        ),
+        cache,
+    )
     for i in range(len(bank)):
         image, ids, labels = bank.frame(i)
-        objs = tuple(LabelledObject(int(cls), "rle", mask_utils.encode(np.asfortranarray((ids == inst).astype(np.uint8))),
-                                    bool(ignore)) for inst, cls, ignore in labels)
+        objs = tuple(
+            LabelledObject(
+                int(cls), "rle", mask_utils.encode(np.asfortranarray((ids == inst).astype(np.uint8))), bool(ignore)
+            )
+            for inst, cls, ignore in labels
+        )
         jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         yield LabelledImage(f"bank frame {i}", image.shape[1], image.shape[0], objs, data=jpeg)
 
@@ -103,8 +113,9 @@ def polygon(obj: LabelledObject, width: int, height: int) -> np.ndarray | None:
     parts = [c.reshape(-1, 2).astype(np.float64) for c in contours if len(c) >= 3]
     if not parts:
         return None
-    poly = np.concatenate(merge_multi_segment([p.reshape(-1).tolist() for p in parts]), 0) if len(parts) > 1 \
-        else parts[0]
+    poly = (
+        np.concatenate(merge_multi_segment([p.reshape(-1).tolist() for p in parts]), 0) if len(parts) > 1 else parts[0]
+    )
     return poly / [width, height]
 
 
@@ -130,8 +141,9 @@ def write_split(root: Path, split: str, images: Iterable[LabelledImage]) -> int:
     return n
 
 
-def yolo_dataset(out: Path, spec: SourceSpec, card: ModelCard, class_map: ClassMap, sets: Sequence[ValSet],
-                 cache: Path) -> Path:
+def yolo_dataset(
+    out: Path, spec: SourceSpec, card: ModelCard, class_map: ClassMap, sets: Sequence[ValSet], cache: Path
+) -> Path:
     """The Ultralytics ``data.yaml`` of the training frames of ``spec`` (built once per spec
     under ``out`` for each spec and card), its val split a few images of ``sets``."""
     root = out / f"yolo-{spec.kind}-{zlib.crc32(f'{spec.path}|{card.path}'.encode()):08x}"

@@ -32,8 +32,10 @@ from perception.segmentation.card import load_card, set_card_value, sha256_of
 FOCUS = ("car", "person")
 FIGURES = ("ap", "ap50", *FOCUS)
 #: keys a random trunk does without (see the module's text)
-PRETRAINED_ONLY = {"architecture": ("pretrained",),
-                   "training": ("freeze_trunk", "freeze_trunk_bn", "frozen_prefixes", "trunk_lr_scale")}
+PRETRAINED_ONLY = {
+    "architecture": ("pretrained",),
+    "training": ("freeze_trunk", "freeze_trunk_bn", "frozen_prefixes", "trunk_lr_scale"),
+}
 #: held-out images each trainer validates on once, after its budget (wall time only; the
 #: curve is scored here, on the whole --val sets)
 TRAINER_EVAL_IMAGES = 8
@@ -47,7 +49,9 @@ def card_copy(card_path: Path, folder: Path, weights: str) -> Path:
     text = card_path.read_text()
     init = load_card(card_path).training.get("init", {})
     if isinstance(init, dict) and init.get("weights"):
-        text = text.replace(f'weights = "{init["weights"]}"', f'weights = "{(card_path.parent / init["weights"]).resolve()}"')
+        text = text.replace(
+            f'weights = "{init["weights"]}"', f'weights = "{(card_path.parent / init["weights"]).resolve()}"'
+        )
     path = folder / card_path.name
     path.write_text(text)
     set_card_value(path, "weights", "file", weights)
@@ -85,7 +89,7 @@ def trainer_card(card_path: Path, folder: Path, random_init: bool) -> Path:
     from random init when asked (:data:`PRETRAINED_ONLY` removed)."""
     path = card_copy(card_path, folder, f"{load_card(card_path).name}.pt")
     edit_table(path, "data", put={"eval_images": str(TRAINER_EVAL_IMAGES)})
-    for table, keys in (PRETRAINED_ONLY.items() if random_init else ()):
+    for table, keys in PRETRAINED_ONLY.items() if random_init else ():
         edit_table(path, table, drop=keys)
     return path
 
@@ -103,16 +107,21 @@ def score(predict: Predict, sets: Sequence[ValSet], class_ids: Collection[int]) 
 
     per_set = {}
     for s in sets:
-        m = evaluate_image_set(labelled_frames(s.images, class_ids), predict, ImageSetEvaluator(CLASSES, sheet_frames=0),
-                               log_every=0).masks
-        per_set[s.name] = {"ap": m.ap, "ap50": m.ap50, **{c: m.per_class[c].ap if c in m.per_class else None
-                                                          for c in FOCUS}}
+        m = evaluate_image_set(
+            labelled_frames(s.images, class_ids), predict, ImageSetEvaluator(CLASSES, sheet_frames=0), log_every=0
+        ).masks
+        per_set[s.name] = {
+            "ap": m.ap,
+            "ap50": m.ap50,
+            **{c: m.per_class[c].ap if c in m.per_class else None for c in FOCUS},
+        }
     mean = {f: _mean([v[f] for v in per_set.values()]) for f in FIGURES}
     return {"sets": per_set, "mean": mean, "mean_ap": mean["ap"] or 0.0}
 
 
-def score_ours(card: Path, snapshot: Path, work: Path, sets: Sequence[ValSet], threads: int,
-               class_ids: Collection[int]) -> dict[str, object]:
+def score_ours(
+    card: Path, snapshot: Path, work: Path, sets: Sequence[ValSet], threads: int, class_ids: Collection[int]
+) -> dict[str, object]:
     """Score ``snapshot`` of ``card``'s model; its card copy and ONNX file go to ``work``."""
     from perception.segmentation.runtime import load_segmenter
     from perception.train.export import export_card
@@ -123,8 +132,15 @@ def score_ours(card: Path, snapshot: Path, work: Path, sets: Sequence[ValSet], t
     return score(load_segmenter(tmp, threads=threads).predict, sets, class_ids)
 
 
-def score_peer(snapshot: Path, work: Path, sets: Sequence[ValSet], threads: int, width: int, height: int,
-               class_ids: Collection[int]) -> dict[str, object]:
+def score_peer(
+    snapshot: Path,
+    work: Path,
+    sets: Sequence[ValSet],
+    threads: int,
+    width: int,
+    height: int,
+    class_ids: Collection[int],
+) -> dict[str, object]:
     """Score a snapshot of YOLO11n-seg (input ``width x height``); its ONNX file goes to ``work``."""
     import torch
     from ultralytics.nn.tasks import SegmentationModel
@@ -141,6 +157,13 @@ def score_peer(snapshot: Path, work: Path, sets: Sequence[ValSet], threads: int,
     path = work / snapshot.with_suffix(".onnx").name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path), opset_version=17, dynamo=False,
-                          input_names=["images"], output_names=["output0", "output1"])
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, height, width),),
+            str(path),
+            opset_version=17,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["output0", "output1"],
+        )
     return score(UltralyticsSegmenter(path, threads=threads).predict, sets, class_ids)

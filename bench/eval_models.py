@@ -39,13 +39,24 @@ def main() -> None:
     ap.add_argument("--drive", type=Path, help="one drive with ground truth instead of the held-out set")
     ap.add_argument("--frames", type=int, default=120, help="frames per held-out drive")
     ap.add_argument("--out", type=Path, default=None, help="folder for the held-out drives (default: temporary)")
-    ap.add_argument("--cards", nargs="*", default=[str(ROOT / "models" / "yolact_fast.toml"),
-                                                   str(ROOT / "models" / "maskrcnn_accurate.toml")])
+    ap.add_argument(
+        "--cards",
+        nargs="*",
+        default=[str(ROOT / "models" / "yolact_fast.toml"), str(ROOT / "models" / "maskrcnn_accurate.toml")],
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--first-seed", type=int, default=9100,
-                    help="held-out seeds start here (9100: the reported set; another range to choose settings on)")
-    ap.add_argument("--score-threshold", type=float, default=None,
-                    help="score with this [postprocess] score_threshold instead of the card's")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=9100,
+        help="held-out seeds start here (9100: the reported set; another range to choose settings on)",
+    )
+    ap.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="score with this [postprocess] score_threshold instead of the card's",
+    )
     ap.add_argument("--write-card", action="store_true", help="store the figures in each card's [accuracy]")
     args = ap.parse_args()
     if args.drive is not None:
@@ -75,13 +86,16 @@ def main() -> None:
         mean = float(np.mean(list(aps.values())))
         means[card.family] = mean
         print(f"{card.name:<20}" + "".join(f"{aps[n]:>15.3f}" for n in names) + f"{mean:>8.3f}{dt:6.0f}s")
-        per_class = {c: [s.per_class[c].ap for s in scores.values() if c in s.per_class and s.per_class[c].ap is not None]
-                     for c in CLASSES}
+        per_class = {
+            c: [s.per_class[c].ap for s in scores.values() if c in s.per_class and s.per_class[c].ap is not None]
+            for c in CLASSES
+        }
         classes = "  ".join(f"{c} {np.mean(v):.3f}" for c, v in per_class.items() if v)
         print(f"{'':<20}per class (mean over drives): {classes}")
         for n, s in scores.items():
-            line = "  ".join(f"{c} {s.per_class[c].ap:.3f}" for c in CLASSES
-                             if c in s.per_class and s.per_class[c].ap is not None)
+            line = "  ".join(
+                f"{c} {s.per_class[c].ap:.3f}" for c in CLASSES if c in s.per_class and s.per_class[c].ap is not None
+            )
             print(f"{'':<20}{n:<15} AP50 {s.ap50 or 0:.3f}  {line}")
         if args.write_card:
             set_card_value(card.path, "accuracy", "mask_ap", f"{mean:.4f}")
@@ -93,8 +107,10 @@ def main() -> None:
             set_card_value(card.path, "accuracy", "status", "measured")
     if {"yolact", "maskrcnn"} <= set(means):
         gap = (means["maskrcnn"] - means["yolact"]) * 100
-        print(f"two-stage minus one-stage mask AP (mean over drives): {gap:+.1f} points "
-              "(the model swap is worth having at >= 5)")
+        print(
+            f"two-stage minus one-stage mask AP (mean over drives): {gap:+.1f} points "
+            "(the model swap is worth having at >= 5)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,16 @@ LAUNCH = str(ROOT / "launch" / "replay.yaml")
 
 
 def figures(report: dict) -> list[tuple]:
-    return [(r["drive"], r["status"], (r.get("masks") or {}).get("ap"), (r.get("tracking") or {}).get("hota"),
-             (r.get("stats") or {}).get("frames_total")) for r in sorted(report["drives"], key=lambda r: r["drive"])]
+    return [
+        (
+            r["drive"],
+            r["status"],
+            (r.get("masks") or {}).get("ap"),
+            (r.get("tracking") or {}).get("hota"),
+            (r.get("stats") or {}).get("frames_total"),
+        )
+        for r in sorted(report["drives"], key=lambda r: r["drive"])
+    ]
 
 
 def timed(drives: list[Path], work: Path, tag: str, **kw: object) -> tuple[float, dict]:
@@ -59,8 +67,17 @@ def main() -> int:
     drives = []
     for k in range(args.drives):
         path = work / f"drive-{k}.mcap"
-        write_drive(SynthConfig(frames=args.frames, seed=700 + k, width=640, height=360, fps=10.0,
-                                scenario=("urban", "highway", "crowd")[k % 3]), path)
+        write_drive(
+            SynthConfig(
+                frames=args.frames,
+                seed=700 + k,
+                width=640,
+                height=360,
+                fps=10.0,
+                scenario=("urban", "highway", "crowd")[k % 3],
+            ),
+            path,
+        )
         drives.append(path)
     rows: dict[str, dict] = {}
     serial_s, serial = timed(drives, work, "serial", executor="serial")
@@ -81,13 +98,17 @@ def main() -> int:
             ray_cmd("start", f"--address={address}", "--num-cpus=1")
         start_s = time.perf_counter() - t0
         wall, reports["cluster"] = timed(drives, work, "cluster", address=address)
-        rows["local cluster: head + 2 nodes x 1 CPU"] = {"wall_s": wall, "ray_start_s": start_s,
-                                                         "nodes_used": len(reports["cluster"]["fleet"]["nodes"])}
+        rows["local cluster: head + 2 nodes x 1 CPU"] = {
+            "wall_s": wall,
+            "ray_start_s": start_s,
+            "nodes_used": len(reports["cluster"]["fleet"]["nodes"]),
+        }
     finally:
         ray_cmd("stop", "--force")
     frames = sum(r["stats"]["frames_total"] for r in serial["drives"] if r["status"] == "ok")
-    print(f"{args.drives} drives x {args.frames} frames (640x360, fast model, 1 thread per drive); "
-          f"{frames} frames in all")
+    print(
+        f"{args.drives} drives x {args.frames} frames (640x360, fast model, 1 thread per drive); {frames} frames in all"
+    )
     print(f"{'run':42s} {'wall s':>8s} {'speed-up':>9s} {'frames/s':>9s} {'Ray start s':>12s}")
     for name, row in rows.items():
         row["speedup"] = serial_s / row["wall_s"]
@@ -96,11 +117,16 @@ def main() -> int:
         print(f"{name:42s} {row['wall_s']:8.1f} {row['speedup']:8.2f}x {row['fps']:9.1f} {start:>12s}")
     same = all(figures(r) == figures(serial) for r in reports.values())
     done = all(r["fleet"]["ok"] == args.drives for r in reports.values())
-    print(f"every drive done in every run: {done}; figures identical in every run: {same}; "
-          f"multi-node work spread over {rows['local cluster: head + 2 nodes x 1 CPU']['nodes_used']} nodes")
+    print(
+        f"every drive done in every run: {done}; figures identical in every run: {same}; "
+        f"multi-node work spread over {rows['local cluster: head + 2 nodes x 1 CPU']['nodes_used']} nodes"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"runs": rows, "all_done": done, "identical": same,
-                                         "drives": args.drives, "frames": frames}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"runs": rows, "all_done": done, "identical": same, "drives": args.drives, "frames": frames}, indent=1
+            )
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 0 if same and done else 1
 

@@ -56,6 +56,7 @@ def _file(data: bytes, name: str, folder: Path) -> Path:
 def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
     """``test(data: bytes)`` for one decoder (imports inside, so atheris instruments them)."""
     from perception.bus import codec, schema
+
     if name == "envelope":
         topics = [t.name for t in schema.TOPICS]
 
@@ -67,8 +68,8 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
 
         def test(data: bytes) -> None:
             n = data[0] if data else 0
-            env = codec.decode(data[1:1 + n * 4], expected_topic="frames")
-            frame_pixels(env.payload, memoryview(data[1 + n * 4:]))  # type: ignore[arg-type]
+            env = codec.decode(data[1 : 1 + n * 4], expected_topic="frames")
+            frame_pixels(env.payload, memoryview(data[1 + n * 4 :]))  # type: ignore[arg-type]
     elif name == "rle":
         from perception.bus.masks import decode_mask
         from perception.bus.schema import Rle
@@ -126,7 +127,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
             bag = work / "bag"
             split = data.find(b"\0MCAP")
             (bag / "metadata.yaml").write_bytes(data[:split] if split >= 0 else data)
-            (bag / "bag_0.mcap").write_bytes(data[split + 1:] if split >= 0 else b"")
+            (bag / "bag_0.mcap").write_bytes(data[split + 1 :] if split >= 0 else b"")
             out = work / "imported.mcap"
             out.unlink(missing_ok=True)
             import_bag(bag, "/cam/image_raw", out)
@@ -142,8 +143,13 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
 
         def test(data: bytes) -> None:
             v = list(data[:12]) + [0] * (12 - len(data[:12]))
-            ref = ShmSlot(segment=ring.name, slot=v[0] % 4, generation=v[1], nbytes=v[2] * 64 + v[3],
-                          slot_stride=v[4] * 256 + v[5])
+            ref = ShmSlot(
+                segment=ring.name,
+                slot=v[0] % 4,
+                generation=v[1],
+                nbytes=v[2] * 64 + v[3],
+                slot_stride=v[4] * 256 + v[5],
+            )
             header = FrameHeader(width=v[6] + 1, height=v[7] + 1, encoding="bgr8", stride=v[8] * 3 + v[9])
             reader.read(ref, header)
     else:
@@ -155,6 +161,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
         except Exception as e:  # the contract: decoded, or a project error
             if not _expected(e):
                 raise
+
     return guarded
 
 
@@ -174,8 +181,12 @@ def seeds(name: str, folder: Path) -> None:
 
         img = np.zeros((4, 5, 3), np.uint8)
         env = codec.encode(Envelope("frames", 3, 10, Source("c", 3, 9), header_for(img)))
-        put(0, bytes([0]) + env if name == "envelope" else bytes([(len(env) + 3) // 4]) + env.ljust(
-            ((len(env) + 3) // 4) * 4, b"\0") + img.tobytes())
+        put(
+            0,
+            bytes([0]) + env
+            if name == "envelope"
+            else bytes([(len(env) + 3) // 4]) + env.ljust(((len(env) + 3) // 4) * 4, b"\0") + img.tobytes(),
+        )
     elif name == "rle":
         put(0, bytes([4, 4]) + b"04")
     elif name == "launch":
@@ -195,10 +206,24 @@ def seeds(name: str, folder: Path) -> None:
         put(0, path.read_bytes())
         path.unlink()
     elif name == "coco":
-        put(0, json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-                           "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0,
-                                            "segmentation": [[1, 1, 20, 1, 20, 20]]}],
-                           "categories": [{"id": 3, "name": "car"}]}).encode())
+        put(
+            0,
+            json.dumps(
+                {
+                    "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+                    "annotations": [
+                        {
+                            "id": 1,
+                            "image_id": 1,
+                            "category_id": 3,
+                            "iscrowd": 0,
+                            "segmentation": [[1, 1, 20, 1, 20, 20]],
+                        }
+                    ],
+                    "categories": [{"id": 3, "name": "car"}],
+                }
+            ).encode(),
+        )
     elif name == "yolo":
         put(0, b"2 0.1 0.1 0.5 0.1 0.5 0.5\n0 0.2 0.2 0.3 0.2 0.3 0.4\n")
     elif name == "bag":
@@ -228,8 +253,18 @@ def worker(name: str, inputs: int, corpus: Path, seed: int) -> None:
 
     with atheris.instrument_imports(include=["perception"]):
         test = make_target(name, _work(name))
-    atheris.Setup([sys.argv[0], f"-runs={inputs}", f"-seed={seed}", "-print_final_stats=1", "-max_len=65536",
-                   "-rss_limit_mb=4096", str(corpus)], test)
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-runs={inputs}",
+            f"-seed={seed}",
+            "-print_final_stats=1",
+            "-max_len=65536",
+            "-rss_limit_mb=4096",
+            str(corpus),
+        ],
+        test,
+    )
     atheris.Fuzz()
 
 
@@ -237,8 +272,23 @@ def run(name: str, inputs: int, seed: int) -> dict[str, object]:
     corpus = Path(tempfile.mkdtemp(prefix=f"corpus-{name}-"))
     seeds(name, corpus)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--worker", name, "--inputs", str(inputs), "--corpus",
-                           str(corpus), "--seed", str(seed)], capture_output=True, text=True, cwd=corpus)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--inputs",
+            str(inputs),
+            "--corpus",
+            str(corpus),
+            "--seed",
+            str(seed),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=corpus,
+    )
     wall = time.perf_counter() - t0
     log = proc.stderr
     done = [ln for ln in log.splitlines() if re.search(r"#\d+\s+(DONE|pulse|NEW|REDUCE|INITED)", ln)]
@@ -250,9 +300,15 @@ def run(name: str, inputs: int, seed: int) -> dict[str, object]:
     if crashed:
         m = re.search(r"(=== Uncaught Python exception: ===\n.*?)\n==\d+==", log, re.S)
         finding = (m.group(1) if m else log[-1500:]).strip()
-    return {"target": name, "inputs": int(runs.group(1)) if runs else 0, "cov": int(cov.group(1)) if cov else 0,
-            "ft": int(ft.group(1)) if ft else 0, "crashes": int(crashed), "seconds": round(wall, 1),
-            "finding": finding}
+    return {
+        "target": name,
+        "inputs": int(runs.group(1)) if runs else 0,
+        "cov": int(cov.group(1)) if cov else 0,
+        "ft": int(ft.group(1)) if ft else 0,
+        "crashes": int(crashed),
+        "seconds": round(wall, 1),
+        "finding": finding,
+    }
 
 
 def main() -> int:

@@ -29,8 +29,14 @@ class _BoxTrack:
 
 
 class IouBaselineTracker:
-    def __init__(self, fps: float = 30.0, score_threshold: float = 0.5, match_iou: float = 0.3,
-                 max_age_frames: int = 30, min_hits: int = 2) -> None:
+    def __init__(
+        self,
+        fps: float = 30.0,
+        score_threshold: float = 0.5,
+        match_iou: float = 0.3,
+        max_age_frames: int = 30,
+        min_hits: int = 2,
+    ) -> None:
         self.dt_s = 1.0 / fps
         self.score_threshold, self.match_iou = score_threshold, match_iou
         self.max_age_frames, self.min_hits = max_age_frames, min_hits
@@ -47,8 +53,9 @@ class IouBaselineTracker:
                 t.motion = s
         matches: list[tuple[int, int]] = []
         if self.tracks and dets:
-            iou = mask_ops.box_iou(box_motion.boxes_xyxy(np.stack([t.motion for t in self.tracks])),
-                                  np.array([d.box_xyxy for d in dets]))
+            iou = mask_ops.box_iou(
+                box_motion.boxes_xyxy(np.stack([t.motion for t in self.tracks])), np.array([d.box_xyxy for d in dets])
+            )
             rows, cols = linear_sum_assignment(-iou)
             matches = [(r, c) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= self.match_iou]
         out = []
@@ -58,8 +65,17 @@ class IouBaselineTracker:
             t.motion = box_motion.update(t.motion[None], np.array([d.box_xyxy]), self.noise)[0]
             t.hits, t.misses, t.class_id = t.hits + 1, 0, d.class_id
             if t.hits >= self.min_hits:
-                out.append(Track(track_id=t.track_id, state="confirmed", class_id=d.class_id, score=d.score,
-                                 box_xyxy=d.box_xyxy, mask=d.mask, hits=t.hits))
+                out.append(
+                    Track(
+                        track_id=t.track_id,
+                        state="confirmed",
+                        class_id=d.class_id,
+                        score=d.score,
+                        box_xyxy=d.box_xyxy,
+                        mask=d.mask,
+                        hits=t.hits,
+                    )
+                )
         for i, t in enumerate(self.tracks):
             if i not in matched_t:
                 t.misses += 1

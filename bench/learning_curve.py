@@ -85,8 +85,9 @@ def our_trainers(a: argparse.Namespace, out: Path, points: list[float], data: st
     trainers = []
     for card in a.cards:
         pretrained = bool(load_card(card).architecture.get("pretrained"))
-        for stem, random_init in [(card.stem, False)] + ([(f"{card.stem}-random", True)]
-                                                         if pretrained and not a.no_random else []):
+        for stem, random_init in [(card.stem, False)] + (
+            [(f"{card.stem}-random", True)] if pretrained and not a.no_random else []
+        ):
             folder = out / "ours" / stem
             tmp = trainer_card(card.resolve(), folder, random_init)
             (folder / "run").mkdir(parents=True, exist_ok=True)
@@ -94,19 +95,61 @@ def our_trainers(a: argparse.Namespace, out: Path, points: list[float], data: st
             if not link.exists():
                 (out / "frame_bank").mkdir(exist_ok=True)
                 link.symlink_to(out / "frame_bank", target_is_directory=True)
-            cmd = [sys.executable, "-m", "perception", "train", "--card", str(tmp), "--run-dir", str(folder / "run"),
-                   "--no-progress", "--cpu-minutes", str(a.minutes), "--snapshot-minutes", *map(str, points),
-                   "--threads", "1", "--workers", "0", "--eval-every", str(10**9), "--data", data, "--val", val]
-            trainers.append(Trainer(f"ours:{stem}", cmd, folder / "run" / load_card(tmp).name / "snapshots",
-                                    folder / "train.log", batch_size(tmp), card=tmp))
+            cmd = [
+                sys.executable,
+                "-m",
+                "perception",
+                "train",
+                "--card",
+                str(tmp),
+                "--run-dir",
+                str(folder / "run"),
+                "--no-progress",
+                "--cpu-minutes",
+                str(a.minutes),
+                "--snapshot-minutes",
+                *map(str, points),
+                "--threads",
+                "1",
+                "--workers",
+                "0",
+                "--eval-every",
+                str(10**9),
+                "--data",
+                data,
+                "--val",
+                val,
+            ]
+            trainers.append(
+                Trainer(
+                    f"ours:{stem}",
+                    cmd,
+                    folder / "run" / load_card(tmp).name / "snapshots",
+                    folder / "train.log",
+                    batch_size(tmp),
+                    card=tmp,
+                )
+            )
     return trainers
 
 
 def peer_trainer(a: argparse.Namespace, out: Path, points: list[float], yaml: Path, imgsz: int) -> Trainer:
     folder = out / "peer"
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(ROOT / "bench" / "yolo_peer.py"), str(yaml), str(folder), "--minutes", str(a.minutes),
-           "--snapshots", *map(str, points), "--imgsz", str(imgsz), "--batch", str(PEER_BATCH)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "yolo_peer.py"),
+        str(yaml),
+        str(folder),
+        "--minutes",
+        str(a.minutes),
+        "--snapshots",
+        *map(str, points),
+        "--imgsz",
+        str(imgsz),
+        "--batch",
+        str(PEER_BATCH),
+    ]
     return Trainer(PEER, cmd, folder, out / "peer.log", PEER_BATCH, cwd=folder)
 
 
@@ -119,21 +162,32 @@ def run_all(trainers: list[Trainer], jobs: int) -> list[str]:
         while pending and len(running) < jobs:
             t = pending.pop(0)
             print(f"[{time.monotonic() - t0:6.0f} s] start {t.label} (log {t.log})", flush=True)
-            running[t.label] = subprocess.Popen(t.cmd, env=env, cwd=t.cwd, stdout=open(t.log, "w"),
-                                                stderr=subprocess.STDOUT)
+            running[t.label] = subprocess.Popen(
+                t.cmd, env=env, cwd=t.cwd, stdout=open(t.log, "w"), stderr=subprocess.STDOUT
+            )
         time.sleep(2)
         for label, p in list(running.items()):
             if p.poll() is not None:
                 del running[label]
-                print(f"[{time.monotonic() - t0:6.0f} s] {label} " + ("done" if p.returncode == 0 else
-                                                                      f"FAILED (exit {p.returncode})"), flush=True)
+                print(
+                    f"[{time.monotonic() - t0:6.0f} s] {label} "
+                    + ("done" if p.returncode == 0 else f"FAILED (exit {p.returncode})"),
+                    flush=True,
+                )
                 if p.returncode != 0:
                     failed.append(label)
     return failed
 
 
-def curve(t: Trainer, snaps: list[tuple[float, Path]], sets: list[ValSet], a: argparse.Namespace,
-          class_ids: set[int], size: tuple[int, int], work: Path) -> list[dict[str, object]]:
+def curve(
+    t: Trainer,
+    snaps: list[tuple[float, Path]],
+    sets: list[ValSet],
+    a: argparse.Namespace,
+    class_ids: set[int],
+    size: tuple[int, int],
+    work: Path,
+) -> list[dict[str, object]]:
     """One row per ``(CPU-minutes, snapshot file)`` there is: steps, images seen, scores (the
     exported models in ``work``)."""
     import torch
@@ -145,8 +199,11 @@ def curve(t: Trainer, snaps: list[tuple[float, Path]], sets: list[ValSet], a: ar
             continue
         steps = int(torch.load(snap, weights_only=True).get("step", 0))
         where = work / t.label.replace(":", "-") / f"cpu-{m:g}"
-        scores = score_ours(t.card, snap, where, sets, a.threads, class_ids) if t.card else \
-            score_peer(snap, where, sets, a.threads, *size, class_ids)
+        scores = (
+            score_ours(t.card, snap, where, sets, a.threads, class_ids)
+            if t.card
+            else score_peer(snap, where, sets, a.threads, *size, class_ids)
+        )
         rows.append({"cpu_minutes": m, "steps": steps, "images": steps * t.batch, **scores})
         print(f"  scored {t.label} at {m:g} CPU-minutes: mask AP {rows[-1]['mean_ap']:.3f}", flush=True)
     return rows
@@ -158,13 +215,18 @@ def fmt(v: float | None, scale: float = 1.0, sign: str = "") -> str:
 
 def print_table(results: Results, sets: list[ValSet]) -> None:
     names = [s.name for s in sets] if len(sets) > 1 else []
-    print(f"\n{'model':<28}{'CPU-min':>8}{'steps':>7}{'images':>8}" + "".join(f"{TITLES[f]:>8}" for f in FIGURES)
-          + "".join(f"{n:>15}" for n in names))
+    print(
+        f"\n{'model':<28}{'CPU-min':>8}{'steps':>7}{'images':>8}"
+        + "".join(f"{TITLES[f]:>8}" for f in FIGURES)
+        + "".join(f"{n:>15}" for n in names)
+    )
     for label, rows in results.items():
         for r in rows:
-            print(f"{label:<28}{r['cpu_minutes']:>8g}{r['steps']:>7}{r['images']:>8}"
-                  + "".join(f"{fmt(r['mean'][f]):>8}" for f in FIGURES)
-                  + "".join(f"{fmt(r['sets'][n]['ap']):>15}" for n in names))
+            print(
+                f"{label:<28}{r['cpu_minutes']:>8g}{r['steps']:>7}{r['images']:>8}"
+                + "".join(f"{fmt(r['mean'][f]):>8}" for f in FIGURES)
+                + "".join(f"{fmt(r['sets'][n]['ap']):>15}" for n in names)
+            )
     if len(sets) > 1:
         print(f"(AP, AP50, car, person: means over the {len(sets)} validation sets; then AP per set)")
 
@@ -186,9 +248,12 @@ def print_differences(results: Results, sets: list[ValSet]) -> None:
             d = {f: diff(r["mean"][f], o["mean"][f]) for f in FIGURES}
             per_set = {n: diff(r["sets"][n]["ap"], o["sets"][n]["ap"]) for n in names}
             below = [k for k, v in {"AP": d["ap"], **per_set}.items() if v is not None and v < 0]
-            print(f"  {r['cpu_minutes']:>6g} min: " + "  ".join(f"{TITLES[f]} {fmt(v, 100, '+')}" for f, v in d.items())
-                  + "".join(f"  {n} {fmt(v, 100, '+')}" for n, v in per_set.items())
-                  + ("   (at or above)" if not below else "   (BELOW: " + ", ".join(below) + ")"))
+            print(
+                f"  {r['cpu_minutes']:>6g} min: "
+                + "  ".join(f"{TITLES[f]} {fmt(v, 100, '+')}" for f, v in d.items())
+                + "".join(f"  {n} {fmt(v, 100, '+')}" for n, v in per_set.items())
+                + ("   (at or above)" if not below else "   (BELOW: " + ", ".join(below) + ")")
+            )
 
 
 def plot(results: Results, sets: list[ValSet], path: Path) -> None:
@@ -213,20 +278,43 @@ def report(a: argparse.Namespace, results: Results, sets: list[ValSet], **meta: 
     if len(results) > 1:
         print_differences(results, sets)
     if a.json:
-        a.json.write_text(json.dumps({"data": a.data, "val": a.val, **meta, "val_sets": [
-            {"name": s.name, "images": len(s.images)} for s in sets], "results": results}, indent=1))
+        a.json.write_text(
+            json.dumps(
+                {
+                    "data": a.data,
+                    "val": a.val,
+                    **meta,
+                    "val_sets": [{"name": s.name, "images": len(s.images)} for s in sets],
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     if a.plot:
         plot(results, sets, a.plot)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="synth", metavar="SPEC",
-                    help="training frames, one source as perception train --data reads it (default synth)")
-    ap.add_argument("--val", default="synth", metavar="SPEC[,SPEC...]",
-                    help="validation sets (synth: the six held-out drives); default synth")
-    ap.add_argument("--cards", type=Path, nargs="+", default=[ROOT / "models" / "yolact_fast.toml"],
-                    help="our recipes: model cards (their [training] and [data]); the first one's bank is shared")
+    ap.add_argument(
+        "--data",
+        default="synth",
+        metavar="SPEC",
+        help="training frames, one source as perception train --data reads it (default synth)",
+    )
+    ap.add_argument(
+        "--val",
+        default="synth",
+        metavar="SPEC[,SPEC...]",
+        help="validation sets (synth: the six held-out drives); default synth",
+    )
+    ap.add_argument(
+        "--cards",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "models" / "yolact_fast.toml"],
+        help="our recipes: model cards (their [training] and [data]); the first one's bank is shared",
+    )
     ap.add_argument("--minutes", type=float, default=20.0, help="CPU-minutes of training per model")
     ap.add_argument("--points", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="curve points (fractions)")
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="trainers at once (one core each)")
@@ -238,12 +326,22 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the curves")
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads when scoring")
-    ap.add_argument("--existing", nargs=2, metavar=("CARD", "SNAPSHOTS"), type=Path, default=None,
-                    help="train nothing: score the cpu-<minutes>.pt snapshots of an earlier run of CARD (a long "
-                         "`perception train --cpu-minutes M --snapshot-minutes ...`), plus --start weights")
+    ap.add_argument(
+        "--existing",
+        nargs=2,
+        metavar=("CARD", "SNAPSHOTS"),
+        type=Path,
+        default=None,
+        help="train nothing: score the cpu-<minutes>.pt snapshots of an earlier run of CARD (a long "
+        "`perception train --cpu-minutes M --snapshot-minutes ...`), plus --start weights",
+    )
     ap.add_argument("--start", type=Path, default=None, help="with --existing: the weights the run started from")
-    ap.add_argument("--offset-minutes", type=float, default=0.0,
-                    help="with --existing: CPU-minutes the start weights had already had (added to each point)")
+    ap.add_argument(
+        "--offset-minutes",
+        type=float,
+        default=0.0,
+        help="with --existing: CPU-minutes the start weights had already had (added to each point)",
+    )
     a = ap.parse_args()
     out = (a.out or Path(tempfile.mkdtemp(prefix="learning-curve-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +353,8 @@ def main() -> None:
     if a.existing:
         card, folder = (p.resolve() for p in a.existing)
         snaps = ([(0.0, a.start.resolve())] if a.start else []) + sorted(
-            (float(p.stem[4:]), p) for p in folder.glob("cpu-*.pt"))
+            (float(p.stem[4:]), p) for p in folder.glob("cpu-*.pt")
+        )
         t = Trainer(f"ours:{card.stem}", [], folder, Path(), batch_size(card), card=card)
         rows = curve(t, [(a.offset_minutes + m, p) for m, p in snaps], sets, a, class_ids, size, out / "scoring")
         report(a, {t.label: rows}, sets, card=str(card))
@@ -268,10 +367,17 @@ def main() -> None:
         trainers.append(peer_trainer(a, out, points, yaml, max(size)))
     t0 = time.monotonic()
     failed = run_all(trainers, a.jobs)
-    print(f"training: {time.monotonic() - t0:.0f} s wall" + "".join(f"\n{f}: training failed, see its log in {out}"
-                                                                  for f in failed))
-    results = {t.label: curve(t, [(m, t.snapshots / f"cpu-{m:g}.pt") for m in points], sets, a, class_ids, size,
-                              out / "scoring") for t in trainers if t.label not in failed}
+    print(
+        f"training: {time.monotonic() - t0:.0f} s wall"
+        + "".join(f"\n{f}: training failed, see its log in {out}" for f in failed)
+    )
+    results = {
+        t.label: curve(
+            t, [(m, t.snapshots / f"cpu-{m:g}.pt") for m in points], sets, a, class_ids, size, out / "scoring"
+        )
+        for t in trainers
+        if t.label not in failed
+    }
     report(a, results, sets, minutes=a.minutes, points=points)
 
 

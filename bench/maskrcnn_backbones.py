@@ -72,8 +72,15 @@ def main() -> None:
                 opt.step()
                 if s:  # first step warms up
                     steps.append(time.perf_counter() - t0)
-            results[name] = {"params_m": params / 1e6, "trunk_m": trunk / 1e6, "weights_mb": params * 4 / 2**20,
-                             "train_s": float(np.median(steps)), "empty": [], "full": [], "n": 0}
+            results[name] = {
+                "params_m": params / 1e6,
+                "trunk_m": trunk / 1e6,
+                "weights_mb": params * 4 / 2**20,
+                "train_s": float(np.median(steps)),
+                "empty": [],
+                "full": [],
+                "n": 0,
+            }
         for i in range(a.runs + 2):
             for name, sess in sessions.items():
                 for key, thr in (("empty", 1.0), ("full", 0.0)):
@@ -84,14 +91,20 @@ def main() -> None:
                         results[name][key].append(dt)  # type: ignore[union-attr]
                         if key == "full":
                             results[name]["n"] = len(out[2])
-    print(f"\nlight Mask R-CNN at {w}x{h} (card {a.card}, random init), ONNX Runtime CPU {a.threads} threads, "
-          f"{a.runs} interleaved runs; training step: batch {a.train_batch}, 1 torch thread")
-    print(f"{'backbone':22s} {'params M':>9s} {'trunk M':>8s} {'fp32 MB':>8s} {'net ms (0 det)':>15s} "
-          f"{'p95':>7s} {'net ms (N det)':>15s} {'N':>4s} {'train s/step':>13s}")
+    print(
+        f"\nlight Mask R-CNN at {w}x{h} (card {a.card}, random init), ONNX Runtime CPU {a.threads} threads, "
+        f"{a.runs} interleaved runs; training step: batch {a.train_batch}, 1 torch thread"
+    )
+    print(
+        f"{'backbone':22s} {'params M':>9s} {'trunk M':>8s} {'fp32 MB':>8s} {'net ms (0 det)':>15s} "
+        f"{'p95':>7s} {'net ms (N det)':>15s} {'N':>4s} {'train s/step':>13s}"
+    )
     for name, r in results.items():
         e, f = r["empty"], r["full"]
-        print(f"{name:22s} {r['params_m']:9.2f} {r['trunk_m']:8.2f} {r['weights_mb']:8.1f} {np.median(e):15.1f} "
-              f"{np.percentile(e, 95):7.1f} {np.median(f):15.1f} {r['n']:4d} {r['train_s']:13.2f}")
+        print(
+            f"{name:22s} {r['params_m']:9.2f} {r['trunk_m']:8.2f} {r['weights_mb']:8.1f} {np.median(e):15.1f} "
+            f"{np.percentile(e, 95):7.1f} {np.median(f):15.1f} {r['n']:4d} {r['train_s']:13.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,9 @@ def card_copy(card_path: Path, tmp: Path, name: str, onnx_file: Path) -> Path:
     return copy
 
 
-def accurate_models(card_path: Path, tmp: Path, threads: int,
-                    with_r50: bool) -> tuple[MaskRCNNSegmenter, str, MaskRCNNSegmenter | None]:
+def accurate_models(
+    card_path: Path, tmp: Path, threads: int, with_r50: bool
+) -> tuple[MaskRCNNSegmenter, str, MaskRCNNSegmenter | None]:
     """The accurate model (bundled, or a random init of its card's architecture) and
     torchvision's ResNet-50-FPN v2 (random weights, road classes) at the same input size."""
     card = load_card(card_path)
@@ -135,8 +136,15 @@ def yolo_baseline(tmp: Path, width: int, height: int) -> Path | None:
     path = tmp / "yolo11n-seg.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), str(path), opset_version=17, dynamo=False,
-                          input_names=["images"], output_names=["output0", "output1"])
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, height, width),),
+            str(path),
+            opset_version=17,
+            dynamo=False,
+            input_names=["images"],
+            output_names=["output0", "output1"],
+        )
     return path
 
 
@@ -151,8 +159,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--detections", type=int, default=20)
-    p.add_argument("--levels", type=int, nargs="+", default=[0, 10, 20, 40],
-                   help="instance counts at which the accurate model is timed (cycled frame by frame)")
+    p.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=[0, 10, 20, 40],
+        help="instance counts at which the accurate model is timed (cycled frame by frame)",
+    )
     p.add_argument("--baseline-runs", type=int, default=5, help="frames of torchvision's R50-FPN v2 (0: skip)")
     p.add_argument("--camera", default="1280x720", help="camera frame WxH")
     a = p.parse_args()
@@ -202,15 +215,21 @@ def main() -> None:
                 n_inst = len(det.instances)
                 acc_runs[want].append((acc_det.inference_ms, dict(acc.timings_ms)))
                 assert len(acc_det.instances) == want, (len(acc_det.instances), want)
-    print(f"\nONNX Runtime CPU, {a.threads} intra-op threads, camera frame {cam_w}x{cam_h}, "
-          f"{a.runs} runs each, interleaved")
-    print(f"fast model {seg.name} ({seg.card.architecture.get('backbone')}, input {w}x{h}; {how}; "
-          f"{n_inst} instances/frame)")
+    print(
+        f"\nONNX Runtime CPU, {a.threads} intra-op threads, camera frame {cam_w}x{cam_h}, "
+        f"{a.runs} runs each, interleaved"
+    )
+    print(
+        f"fast model {seg.name} ({seg.card.architecture.get('backbone')}, input {w}x{h}; {how}; "
+        f"{n_inst} instances/frame)"
+    )
     print(f"  end to end        {stats(e2e)}")
     for k, v in stages.items():
         print(f"    {k:15s} {stats(v)}")
-    print(f"accurate model {acc.name} ({acc.card.architecture.get('backbone')}, input {acc.card.input_width}x"
-          f"{acc.card.input_height}; {acc_how}), end to end by instances/frame")
+    print(
+        f"accurate model {acc.name} ({acc.card.architecture.get('backbone')}, input {acc.card.input_width}x"
+        f"{acc.card.input_height}; {acc_how}), end to end by instances/frame"
+    )
     medians = []
     for n, runs in acc_runs.items():
         lat = [r[0] for r in runs]
@@ -224,15 +243,21 @@ def main() -> None:
     print(f"ratio accurate / fast end to end at {a.detections} instances: {acc_med / fast_med:.2f}")
     print(f"ratio fast / accurate end to end: {fast_med / acc_med:.2f} (target <= 0.5)")
     if r50_runs:
-        print(f"torchvision ResNet-50-FPN v2 Mask R-CNN (random weights, road classes, same input size and runtime), "
-              f"{a.detections} instances\n  end to end        {stats(r50_runs)}   ({len(r50_runs)} runs)")
+        print(
+            f"torchvision ResNet-50-FPN v2 Mask R-CNN (random weights, road classes, same input size and runtime), "
+            f"{a.detections} instances\n  end to end        {stats(r50_runs)}   ({len(r50_runs)} runs)"
+        )
         print(f"ratio accurate / torchvision R50-FPN v2 end to end: {acc_med / np.median(r50_runs):.2f}")
     if base:
-        print(f"YOLO11n-seg (random weights, input {w}x{h}; {yolo_inst} instances/frame end to end)\n"
-              f"  network           {stats(base)}\n  end to end        {stats(yolo_runs)}")
+        print(
+            f"YOLO11n-seg (random weights, input {w}x{h}; {yolo_inst} instances/frame end to end)\n"
+            f"  network           {stats(base)}\n  end to end        {stats(yolo_runs)}"
+        )
         print(f"ratio fast end-to-end / YOLO11n-seg network-only: {np.median(e2e) / np.median(base):.2f}")
-        print(f"ratio fast end-to-end / YOLO11n-seg end-to-end: {np.median(e2e) / np.median(yolo_runs):.2f} "
-              f"(target <= 0.7)")
+        print(
+            f"ratio fast end-to-end / YOLO11n-seg end-to-end: {np.median(e2e) / np.median(yolo_runs):.2f} "
+            f"(target <= 0.7)"
+        )
     else:
         print("YOLO11n-seg baseline skipped: install the bench group (uv sync --extra train --group bench)")
 

@@ -79,15 +79,18 @@ def main() -> None:
         warnings.simplefilter("ignore")
         plain, graph = Path(tmp) / "plain.onnx", Path(tmp) / "graph.onnx"
         torch.onnx.export(export, (x,), str(plain), opset_version=17, dynamo=False)
-        torch.onnx.export(GraphNms(export, post.top_k, post.iou_threshold), (x,), str(graph), opset_version=17,
-                          dynamo=False)
+        torch.onnx.export(
+            GraphNms(export, post.top_k, post.iou_threshold), (x,), str(graph), opset_version=17, dynamo=False
+        )
         s_plain = open_session(plain, a.threads, ["CPUExecutionProvider"])
         s_graph = open_session(graph, a.threads, ["CPUExecutionProvider"])
     blob = {s_plain.get_inputs()[0].name: x.numpy()}
     blob_g = {s_graph.get_inputs()[0].name: x.numpy()}
     scores = s_plain.run(None, blob)[1][0]
-    print(f"network + Fast NMS, ONNX Runtime CPU {a.threads} threads, input {card.input_width}x{card.input_height}, "
-          f"top_k {post.top_k}, {a.runs} runs")
+    print(
+        f"network + Fast NMS, ONNX Runtime CPU {a.threads} threads, input {card.input_width}x{card.input_height}, "
+        f"top_k {post.top_k}, {a.runs} runs"
+    )
     for case, thr in (("busy", 0.0), ("typical", float(np.quantile(scores, 0.999)))):
         p = NmsParams(thr, post.iou_threshold, post.top_k, post.max_detections)
 
@@ -105,8 +108,10 @@ def main() -> None:
             tb += timed(graph_nms, a.runs // 2)
         b, s, _, _ = s_plain.run(None, blob)
         alone = timed(lambda: fast_nms_np(b[0], s[0], p), a.runs)  # noqa: B023
-        print(f"  {case:8s} NMS in NumPy: median {np.median(ta):6.2f} ms   in graph: median {np.median(tb):6.2f} ms"
-              f"   (NumPy Fast NMS alone: {np.median(alone):5.2f} ms, {len(fast_nms_np(b[0], s[0], p)[0])} kept)")
+        print(
+            f"  {case:8s} NMS in NumPy: median {np.median(ta):6.2f} ms   in graph: median {np.median(tb):6.2f} ms"
+            f"   (NumPy Fast NMS alone: {np.median(alone):5.2f} ms, {len(fast_nms_np(b[0], s[0], p)[0])} kept)"
+        )
 
 
 if __name__ == "__main__":

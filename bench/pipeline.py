@@ -81,11 +81,13 @@ NODES = ("replay", "preprocess", "segmenter", "tracker", "publisher")
 #: a frame's path through the live run, piece by piece, from the nodes' heartbeats: (node,
 #: what of its status, label). A transit is the sender's send stamp to the message decoded
 #: by the node (the sender's send, the wake-up, the read, the decode with its checks).
-HOPS = (("preprocess", "transit_p50_ms.frames", "frames -> preprocess"),
-        ("preprocess", "step", "preprocess step"),
-        ("segmenter", "transit_p50_ms.frames.rect", "frames.rect -> segmenter"),
-        ("tracker", "transit_p50_ms.detections", "detections -> tracker"),
-        ("tracker", "step", "tracker step"))
+HOPS = (
+    ("preprocess", "transit_p50_ms.frames", "frames -> preprocess"),
+    ("preprocess", "step", "preprocess step"),
+    ("segmenter", "transit_p50_ms.frames.rect", "frames.rect -> segmenter"),
+    ("tracker", "transit_p50_ms.detections", "detections -> tracker"),
+    ("tracker", "step", "tracker step"),
+)
 
 
 def last_heartbeats(status: list[Envelope]) -> dict[str, Status]:
@@ -112,8 +114,9 @@ def step_cpu() -> list[int]:
     return [cpus[-1]] if len(cpus) >= 2 else []
 
 
-def bare_segmenter(drive: Path, card: Path, threads: int, width: int, height: int,
-                   cpus: list[int] | None = None) -> tuple[float, list[float]]:
+def bare_segmenter(
+    drive: Path, card: Path, threads: int, width: int, height: int, cpus: list[int] | None = None
+) -> tuple[float, list[float]]:
     """Frames per second and per-frame inference times (ms) of the segmenter alone (on
     ``cpus`` when given, restored afterwards)."""
     before = os.sched_getaffinity(0)
@@ -138,12 +141,30 @@ def _bare(drive: Path, card: Path, threads: int, width: int, height: int) -> tup
     return (len(ends) - 1) / (ends[-1] - ends[0]), times
 
 
-def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, deterministic: bool,
-             rate: float, shm_slots: int | None = None, isolate: bool = False,
-             overrides: tuple[str, ...] = ()) -> dict[str, list[Envelope]]:
+def pipeline(
+    drive: Path,
+    card: Path,
+    threads: int,
+    work: Path,
+    name: str,
+    *,
+    deterministic: bool,
+    rate: float,
+    shm_slots: int | None = None,
+    isolate: bool = False,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, list[Envelope]]:
     """Run the replay launch on ``drive`` and return its detections, tracks and status."""
-    sets = [*overrides, f"replay.drive={drive}", f"replay.rate={rate}", "segmenter.policy=fast", f"segmenter.fast={card}",
-            f"segmenter.threads={threads}", "segmenter.budget_ms=1000", "publisher.bind=tcp://127.0.0.1:17991"]
+    sets = [
+        *overrides,
+        f"replay.drive={drive}",
+        f"replay.rate={rate}",
+        "segmenter.policy=fast",
+        f"segmenter.fast={card}",
+        f"segmenter.threads={threads}",
+        "segmenter.budget_ms=1000",
+        "publisher.bind=tcp://127.0.0.1:17991",
+    ]
     if isolate:
         sets.append("segmenter.isolate=true")
     spec = load_launch(ROOT / "launch" / "replay.yaml", sets)
@@ -157,8 +178,15 @@ def pipeline(drive: Path, card: Path, threads: int, work: Path, name: str, *, de
         got[m.topic].append(m.envelope)
 
     with open(work / f"{name}.log", "w") as log:
-        result = run_pipeline(spec, str(work / name), topics=("detections", "tracks", "status"), on_message=on_message,
-                              drain_s=3.0, timeout_s=600, log_out=log)
+        result = run_pipeline(
+            spec,
+            str(work / name),
+            topics=("detections", "tracks", "status"),
+            on_message=on_message,
+            drain_s=3.0,
+            timeout_s=600,
+            log_out=log,
+        )
     if result.code:
         raise SystemExit(f"pipeline run {name} failed ({result.reason}); see {work / name}.log")
     return got
@@ -175,21 +203,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--scenario", default="urban")
     ap.add_argument("--card", type=Path, default=ROOT / "models" / "yolact_fast.toml")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)")
-    ap.add_argument("--shm-slots", type=int, default=None,
-                    help="frames through shared-memory rings of this many slots in the live run (0: the socket; "
-                         "default: the launch file's)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds of bare segmenter, throughput run and live run; figures are medians over them")
-    ap.add_argument("--poll-idle", action="store_true",
-                    help="isolated runs (the live one isolated too) with every CPU but the segmenter's kept from halting")
-    ap.add_argument("--tracker-beside", action="store_true",
-                    help="the live run isolated, with the tracker on the segmenter's step CPU")
-    ap.add_argument("--live-isolated", action="store_true",
-                    help="the live run with the segmenter's step alone on the last CPU too")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
-                    help="a launch-file key for every pipeline run, e.g. replay.gt=false")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="ONNX Runtime threads of the segmenter, both sides (1 leaves a core to the other nodes)",
+    )
+    ap.add_argument(
+        "--shm-slots",
+        type=int,
+        default=None,
+        help="frames through shared-memory rings of this many slots in the live run (0: the socket; "
+        "default: the launch file's)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of bare segmenter, throughput run and live run; figures are medians over them",
+    )
+    ap.add_argument(
+        "--poll-idle",
+        action="store_true",
+        help="isolated runs (the live one isolated too) with every CPU but the segmenter's kept from halting",
+    )
+    ap.add_argument(
+        "--tracker-beside",
+        action="store_true",
+        help="the live run isolated, with the tracker on the segmenter's step CPU",
+    )
+    ap.add_argument(
+        "--live-isolated", action="store_true", help="the live run with the segmenter's step alone on the last CPU too"
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.KEY=VALUE",
+        help="a launch-file key for every pipeline run, e.g. replay.gt=false",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     cpus = step_cpu()
@@ -204,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario=args.scenario), drive)
     card = load_card(args.card)
-    print(f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
-          f"{args.threads} thread(s); work folder {work}"
-          + (f"; bare segmenter and isolated segmenter step on CPU {cpus[0]}" if cpus else ""))
+    print(
+        f"drive: {args.frames} frames, {args.scenario} seed {args.seed}; model {card.name}, "
+        f"{args.threads} thread(s); work folder {work}"
+        + (f"; bare segmenter and isolated segmenter step on CPU {cpus[0]}" if cpus else "")
+    )
 
     bare_runs, bare_shared_runs, pipe_runs, shared_runs, timeline, live_p50 = [], [], [], [], [], []
     busy: list[float] = []
@@ -221,11 +276,21 @@ def main(argv: list[str] | None = None) -> int:
         # drifts within minutes (by 10 % between two bare runs half a minute apart on a
         # noisy day), and a drift that is linear over the bracket cancels
         fps0, ms0 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
-        det = pipeline(drive, args.card, args.threads, work, f"throughput{r}", deterministic=True, rate=0.0,
-                       isolate=bool(cpus), overrides=sets + awake)
+        det = pipeline(
+            drive,
+            args.card,
+            args.threads,
+            work,
+            f"throughput{r}",
+            deterministic=True,
+            rate=0.0,
+            isolate=bool(cpus),
+            overrides=sets + awake,
+        )
         fps1, ms1 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
-        shared = pipeline(drive, args.card, args.threads, work, f"shared{r}", deterministic=True, rate=0.0,
-                          overrides=sets)
+        shared = pipeline(
+            drive, args.card, args.threads, work, f"shared{r}", deterministic=True, rate=0.0, overrides=sets
+        )
         fps2, ms2 = bare_segmenter(drive, args.card, args.threads, card.input_width, card.input_height, cpus)
         fps, fps_shared = (fps0 + fps1) / 2, (fps1 + fps2) / 2
         bare_runs.append(fps)
@@ -237,9 +302,18 @@ def main(argv: list[str] | None = None) -> int:
         # itself running slower beside the other nodes (caches and memory shared with them)
         busy.append(pipe_runs[-1] * statistics.mean(d.payload.inference_ms for d in det["detections"]) / 1000)
         shared_runs.append(fps_of(shared["tracks"]))
-        live = pipeline(drive, args.card, args.threads, work, f"live{r}", deterministic=False, rate=1.0,
-                        shm_slots=args.shm_slots, isolate=args.live_isolated and bool(cpus),
-                        overrides=sets + awake + beside)
+        live = pipeline(
+            drive,
+            args.card,
+            args.threads,
+            work,
+            f"live{r}",
+            deterministic=False,
+            rate=1.0,
+            shm_slots=args.shm_slots,
+            isolate=args.live_isolated and bool(cpus),
+            overrides=sets + awake + beside,
+        )
         hops.append(hops_of(live["status"]))
         seqs = [e.source.frame_seq for e in live["detections"] if e.source is not None]
         stats = run_stats(live["detections"], live["tracks"], live["status"], seqs, budget_ms=1000.0)
@@ -248,13 +322,15 @@ def main(argv: list[str] | None = None) -> int:
         live_p50.append(float(np.median([f.tracks_ms - f.inference_ms for f in got])))  # type: ignore[operator]
         live_inference.append(float(np.median([f.inference_ms for f in got])))
         bare_inference.append(statistics.median(ms0 + ms1 + ms2))
-        print(f"round {r + 1}: bare {fps:.1f} frames/s ({fps0:.1f} before, {fps1:.1f} after), "
-              f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}, segmenter busy {busy[-1]:.3f}), "
-              f"shared {shared_runs[-1]:.1f} ({shared_runs[-1] / fps_shared:.3f}, bare {fps_shared:.1f}, "
-              f"{fps2:.1f} after); "
-              f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms (its inference p50 "
-              f"{live_inference[-1]:.1f} ms against {bare_inference[-1]:.1f} bare: "
-              "how fast the machine ran then)")
+        print(
+            f"round {r + 1}: bare {fps:.1f} frames/s ({fps0:.1f} before, {fps1:.1f} after), "
+            f"pipeline {pipe_runs[-1]:.1f} ({pipe_runs[-1] / fps:.3f}, segmenter busy {busy[-1]:.3f}), "
+            f"shared {shared_runs[-1]:.1f} ({shared_runs[-1] / fps_shared:.3f}, bare {fps_shared:.1f}, "
+            f"{fps2:.1f} after); "
+            f"live capture -> tracks minus inference p50 {live_p50[-1]:.2f} ms (its inference p50 "
+            f"{live_inference[-1]:.1f} ms against {bare_inference[-1]:.1f} bare: "
+            "how fast the machine ran then)"
+        )
     ratios = [pf / bf for pf, bf in zip(pipe_runs, bare_runs, strict=True)]
     shared_ratios = [pf / bf for pf, bf in zip(shared_runs, bare_shared_runs, strict=True)]
     t = timeline
@@ -271,43 +347,79 @@ def main(argv: list[str] | None = None) -> int:
     shared_fps = statistics.median(shared_runs)
     print(f"\n{'medians of ' + str(args.rounds) + ' rounds':<42}{'pipeline':>10}{'bare segmenter':>16}{'ratio':>8}")
     print(f"{'throughput, segmenter isolated (frames/s)':<42}{pipe_fps:>10.1f}{bare_fps:>16.1f}{ratio:>8.3f}")
-    print(f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{statistics.median(bare_shared_runs):>16.1f}"
-          f"{shared_ratio:>8.3f}")
-    print(f"{'segmenter busy share, isolated run':<42}{statistics.median(busy):>10.3f}"
-          "   (its frames/s x its mean inference time: about 1.0 = never waited for a frame; "
-          "the first and last frames make it a little above 1 on short drives)")
-    print(f"{'inference p50 ms (live / bare)':<42}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
-          f"{statistics.median(bare_ms):>16.2f}")
-    print(f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
-          f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}; "
-          f"segmenter {'isolated' if args.live_isolated and cpus else 'not isolated'}"
-          f"{', the other CPUs kept from halting' if awake else ''}"
-          f"{', the tracker on its step CPU' if beside else ''}):")
+    print(
+        f"{'throughput, all processes anywhere':<42}{shared_fps:>10.1f}{statistics.median(bare_shared_runs):>16.1f}"
+        f"{shared_ratio:>8.3f}"
+    )
+    print(
+        f"{'segmenter busy share, isolated run':<42}{statistics.median(busy):>10.3f}"
+        "   (its frames/s x its mean inference time: about 1.0 = never waited for a frame; "
+        "the first and last frames make it a little above 1 on short drives)"
+    )
+    print(
+        f"{'inference p50 ms (live / bare)':<42}{p([f.inference_ms for f in t], 50):>10.2f}"  # type: ignore[misc]
+        f"{statistics.median(bare_ms):>16.2f}"
+    )
+    print(
+        f"\nlive at the drive's rate, {len(t)} frames with tracks of {args.rounds} x {args.frames}"
+        f" (shared memory: {'the launch file' if args.shm_slots is None else args.shm_slots or 'off'}; "
+        f"segmenter {'isolated' if args.live_isolated and cpus else 'not isolated'}"
+        f"{', the other CPUs kept from halting' if awake else ''}"
+        f"{', the tracker on its step CPU' if beside else ''}):"
+    )
     print(f"  capture -> tracks minus inference: p50 {p(overhead, 50):.2f} ms, p95 {p(overhead, 95):.2f} ms")
-    print(f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
-          f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms")
+    print(
+        f"  of which: capture -> detections minus inference p50 {p(before, 50):.2f} ms "
+        f"(queue wait before inference p50 {p(queue, 50):.2f} ms), detections -> tracks p50 {p(tracker, 50):.2f} ms"
+    )
     steps = {n: st.step_p50_ms for n, st in last_heartbeats(live["status"]).items() if n in NODES}
-    print("  step time per node (median ms, from the heartbeats): "
-          + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps))
+    print(
+        "  step time per node (median ms, from the heartbeats): "
+        + ", ".join(f"{n} {steps[n]:.2f}" for n in NODES if n in steps)
+    )
     # per piece, the median over the rounds (each round's value a median of its own)
-    path = {label: statistics.median(h[label] for h in hops if label in h)
-            for _, _, label in HOPS if any(label in h for h in hops)}
-    print("  a frame's path (median ms of the rounds, from the heartbeats; transit: send stamp to decoded): "
-          + ", ".join(f"{label} {v:.2f}" for label, v in path.items()))
-    out = {"throughput_ratio": ratio, "overhead_p50_ms": p(overhead, 50), "overhead_p95_ms": p(overhead, 95),
-           "throughput_ratios": ratios, "throughput_ratio_shared": shared_ratio,
-           "throughput_ratios_shared": shared_ratios, "overhead_p50_ms_per_round": live_p50,
-           "live_inference_p50_ms_per_round": live_inference,
-           "bare_inference_p50_ms_per_round": bare_inference, "rounds": args.rounds, "pipeline_fps": pipe_fps,
-           "pipeline_fps_shared": shared_fps, "bare_fps": bare_fps,
-           "bare_fps_shared": statistics.median(bare_shared_runs),
-           "segmenter_busy_share": statistics.median(busy), "segmenter_busy_shares": busy,
-           "bare_inference_p50_ms": statistics.median(bare_ms),
-           "before_inference_p50_ms": p(before, 50), "queue_wait_p50_ms": p(queue, 50),
-           "tracker_p50_ms": p(tracker, 50), "step_p50_ms": steps, "path_ms": path, "frames": args.frames, "threads": args.threads,
-           "shm_slots": args.shm_slots, "isolated": bool(cpus), "live_isolated": args.live_isolated and bool(cpus),
-           "poll_idle": bool(awake), "tracker_beside": bool(beside),
-           "overrides": list(sets), "model": card.name}
+    path = {
+        label: statistics.median(h[label] for h in hops if label in h)
+        for _, _, label in HOPS
+        if any(label in h for h in hops)
+    }
+    print(
+        "  a frame's path (median ms of the rounds, from the heartbeats; transit: send stamp to decoded): "
+        + ", ".join(f"{label} {v:.2f}" for label, v in path.items())
+    )
+    out = {
+        "throughput_ratio": ratio,
+        "overhead_p50_ms": p(overhead, 50),
+        "overhead_p95_ms": p(overhead, 95),
+        "throughput_ratios": ratios,
+        "throughput_ratio_shared": shared_ratio,
+        "throughput_ratios_shared": shared_ratios,
+        "overhead_p50_ms_per_round": live_p50,
+        "live_inference_p50_ms_per_round": live_inference,
+        "bare_inference_p50_ms_per_round": bare_inference,
+        "rounds": args.rounds,
+        "pipeline_fps": pipe_fps,
+        "pipeline_fps_shared": shared_fps,
+        "bare_fps": bare_fps,
+        "bare_fps_shared": statistics.median(bare_shared_runs),
+        "segmenter_busy_share": statistics.median(busy),
+        "segmenter_busy_shares": busy,
+        "bare_inference_p50_ms": statistics.median(bare_ms),
+        "before_inference_p50_ms": p(before, 50),
+        "queue_wait_p50_ms": p(queue, 50),
+        "tracker_p50_ms": p(tracker, 50),
+        "step_p50_ms": steps,
+        "path_ms": path,
+        "frames": args.frames,
+        "threads": args.threads,
+        "shm_slots": args.shm_slots,
+        "isolated": bool(cpus),
+        "live_isolated": args.live_isolated and bool(cpus),
+        "poll_idle": bool(awake),
+        "tracker_beside": bool(beside),
+        "overrides": list(sets),
+        "model": card.name,
+    }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0

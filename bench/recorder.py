@@ -45,15 +45,17 @@ def _messages(i: int, img: np.ndarray) -> list[Received]:
     h, w = img.shape[:2]
     src = Source("cam0", i, 10**9 + i * 33_000_000)
     mask = np.zeros((h, w), bool)
-    mask[h // 3: h // 2, w // 4: w // 2] = True
+    mask[h // 3 : h // 2, w // 4 : w // 2] = True
     rle = encode_mask(mask)
     det = Detections("fast", w, h, tuple(Instance(2, 0.9, (1.0, 2.0, 90.0, 80.0), rle) for _ in range(5)))
     trk = Tracks(w, h, tuple(Track(k, "confirmed", 2, 0.9, (1.0, 2.0, 90.0, 80.0), rle) for k in range(5)))
     gt = GroundTruth(w, h, tuple(GtInstance(k, 2, (1.0, 2.0, 90.0, 80.0), rle) for k in range(5)))
-    return [Received(Envelope("frames", i, src.capture_ns, src, header_for(img)), img),
-            Received(Envelope("detections", i, src.capture_ns, src, det)),
-            Received(Envelope("tracks", i, src.capture_ns, src, trk)),
-            Received(Envelope("gt", i, src.capture_ns, src, gt))]
+    return [
+        Received(Envelope("frames", i, src.capture_ns, src, header_for(img)), img),
+        Received(Envelope("detections", i, src.capture_ns, src, det)),
+        Received(Envelope("tracks", i, src.capture_ns, src, trk)),
+        Received(Envelope("gt", i, src.capture_ns, src, gt)),
+    ]
 
 
 def main() -> None:
@@ -88,8 +90,10 @@ def main() -> None:
             logic.close()
             med = statistics.median(per)
             mb = Path(logic.files[0]).stat().st_size / 1e6 / args.frames
-            print(f"{'recorder ' + comp:<22}{med:>10.2f}{statistics.mean(per):>9.2f}{1e3 / med:>7.0f}"
-                  f"{med / base:>8.2f}{mb:>10.3f}")
+            print(
+                f"{'recorder ' + comp:<22}{med:>10.2f}{statistics.mean(per):>9.2f}{1e3 / med:>7.0f}"
+                f"{med / base:>8.2f}{mb:>10.3f}"
+            )
         full = Path(d) / "zstd.mcap"
         data = full.read_bytes()
         cut = Path(d) / "cut.mcap"
@@ -103,8 +107,10 @@ def main() -> None:
         t_rec = time.perf_counter() - t0
         mb = len(data) / 1e6
         print(f"read complete file: {n_read} messages, {t_read * 1e3:.0f} ms ({mb / t_read:.0f} MB/s)")
-        print(f"recover 90% cut:    {sum(rec.counts.values())} messages, {t_rec * 1e3:.0f} ms "
-              f"({mb * 0.9 / t_rec:.0f} MB/s), {t_rec / t_read:.2f}x the read")
+        print(
+            f"recover 90% cut:    {sum(rec.counts.values())} messages, {t_rec * 1e3:.0f} ms "
+            f"({mb * 0.9 / t_rec:.0f} MB/s), {t_rec / t_read:.2f}x the read"
+        )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     msgs = messages(args.frames, args.seed, args.card)
     modes = {"full": full, "relay": relay}
     result: dict[str, dict] = {}
-    print(f"{args.frames} frames, urban seed {args.seed}; median ms per message "
-          f"(after a {IDLE_S * 1e3:.0f} ms sleep / back to back)")
+    print(
+        f"{args.frames} frames, urban seed {args.seed}; median ms per message "
+        f"(after a {IDLE_S * 1e3:.0f} ms sleep / back to back)"
+    )
     print(f"{'topic':<12}{'bytes':>8}{'decode+encode':>22}{'relay':>18}{'ratio':>16}")
     for topic, datas in msgs.items():
         assert all(relay(d, topic) == d for d in datas)  # passed on byte for byte
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         size = statistics.median(len(d) for d in datas)
         result[topic] = {**med, "bytes": size}
         f, r = med["full"], med["relay"]
-        print(f"{topic:<12}{size:>8.0f}{f['idle_ms']:>12.3f} / {f['warm_ms']:.3f}{r['idle_ms']:>10.3f} / "
-              f"{r['warm_ms']:.3f}{f['idle_ms'] / r['idle_ms']:>9.1f}x / {f['warm_ms'] / r['warm_ms']:.1f}x")
+        print(
+            f"{topic:<12}{size:>8.0f}{f['idle_ms']:>12.3f} / {f['warm_ms']:.3f}{r['idle_ms']:>10.3f} / "
+            f"{r['warm_ms']:.3f}{f['idle_ms'] / r['idle_ms']:>9.1f}x / {f['warm_ms'] / r['warm_ms']:.1f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

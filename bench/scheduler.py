@@ -32,9 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(drive: Path, work: Path, policy: str, budget_ms: float, fast: str, accurate: str) -> dict:
     rec = work / f"{policy}-{budget_ms:g}.mcap"
-    spec = load_launch(ROOT / "launch" / "replay.yaml", [
-        f"replay.drive={drive}", "replay.rate=1", f"segmenter.policy={policy}", f"segmenter.budget_ms={budget_ms}",
-        f"segmenter.fast={fast}", f"segmenter.accurate={accurate}", "publisher.bind=tcp://127.0.0.1:17991"])
+    spec = load_launch(
+        ROOT / "launch" / "replay.yaml",
+        [
+            f"replay.drive={drive}",
+            "replay.rate=1",
+            f"segmenter.policy={policy}",
+            f"segmenter.budget_ms={budget_ms}",
+            f"segmenter.fast={fast}",
+            f"segmenter.accurate={accurate}",
+            "publisher.bind=tcp://127.0.0.1:17991",
+        ],
+    )
     spec = with_node(spec, "recorder", {"out": str(rec)}, "recorder")
     result = run_pipeline(spec, str(work / "run"), log_out=open(work / f"{rec.stem}.log", "w"))
     if result.code:
@@ -44,9 +53,14 @@ def run_once(drive: Path, work: Path, policy: str, budget_ms: float, fast: str, 
     # the segmenter's budget is capture -> published detections (the tracker comes after)
     hits = sum(1 for f in s.timeline if f.detections_ms is not None and f.detections_ms <= budget_ms)
     seg = s.node_counters.get("segmenter", {})
-    return {"hit": hits / s.frames_total, "hit_tracks": s.deadline_hit_rate or 0.0,
-            "ap": report.masks.ap if report.masks else None, "usage": s.model_usage,
-            "changes": s.model_switches, "switches": seg.get("switches", 0)}
+    return {
+        "hit": hits / s.frames_total,
+        "hit_tracks": s.deadline_hit_rate or 0.0,
+        "ap": report.masks.ap if report.masks else None,
+        "usage": s.model_usage,
+        "changes": s.model_switches,
+        "switches": seg.get("switches", 0),
+    }
 
 
 def main() -> None:
@@ -54,28 +68,42 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--seed", type=int, default=9001)
     ap.add_argument("--fps", type=float, default=10.0, help="camera rate of the drive")
-    ap.add_argument("--budgets", type=float, nargs=2, default=[80.0, 200.0],
-                    help="one the accurate model cannot meet here, one it can on sparse frames")
+    ap.add_argument(
+        "--budgets",
+        type=float,
+        nargs=2,
+        default=[80.0, 200.0],
+        help="one the accurate model cannot meet here, one it can on sparse frames",
+    )
     ap.add_argument("--fast", default=str(ROOT / "models" / "yolact_fast.toml"))
     ap.add_argument("--accurate", default=str(ROOT / "models" / "maskrcnn_accurate.toml"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sched-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario="urban", fps=args.fps), drive)
-    print(f"drive: perception synth --frames {args.frames} --seed {args.seed} --scenario urban --fps {args.fps:g}; "
-          f"work dir {work}")
-    print("hit rate: capture -> detections within the budget (a frame without output misses); tracks: the same to "
-          "the tracker's output; switches: the policy's mode changes; model changes: frames whose model differs "
-          "from the previous frame's")
-    print(f"{'budget':>7} {'policy':<9}{'hit rate':>9}{'tracks':>8}{'mask AP':>9}  {'usage':<40}{'switches':>9}"
-          f"{'model changes':>15}")
+    print(
+        f"drive: perception synth --frames {args.frames} --seed {args.seed} --scenario urban --fps {args.fps:g}; "
+        f"work dir {work}"
+    )
+    print(
+        "hit rate: capture -> detections within the budget (a frame without output misses); tracks: the same to "
+        "the tracker's output; switches: the policy's mode changes; model changes: frames whose model differs "
+        "from the previous frame's"
+    )
+    print(
+        f"{'budget':>7} {'policy':<9}{'hit rate':>9}{'tracks':>8}{'mask AP':>9}  {'usage':<40}{'switches':>9}"
+        f"{'model changes':>15}"
+    )
     for budget in args.budgets:
         for policy in ("fast", "accurate", "auto"):
             r = run_once(drive, work, policy, budget, args.fast, args.accurate)
             usage = ", ".join(f"{k} {v}" for k, v in r["usage"].items())
             ap_text = f"{r['ap']:.3f}" if r["ap"] is not None else "-"
-            print(f"{budget:>5g}ms {policy:<9}{r['hit'] * 100:>8.1f}%{r['hit_tracks'] * 100:>7.1f}%{ap_text:>9}  "
-                  f"{usage:<40}{r['switches']:>9}{r['changes']:>15}", flush=True)
+            print(
+                f"{budget:>5g}ms {policy:<9}{r['hit'] * 100:>8.1f}%{r['hit_tracks'] * 100:>7.1f}%{ap_text:>9}  "
+                f"{usage:<40}{r['switches']:>9}{r['changes']:>15}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def main() -> None:
     ap.add_argument("--every-s", type=float, default=60.0, help="sampling period")
     ap.add_argument("--warmup-s", type=float, default=20.0)
     ap.add_argument("--card", default=str(ROOT / "models" / "yolact_fast.toml"), help="the fast model's card")
-    ap.add_argument("--accurate", default=str(ROOT / "models" / "maskrcnn_accurate.toml"),
-                    help="the accurate model's card")
+    ap.add_argument(
+        "--accurate", default=str(ROOT / "models" / "maskrcnn_accurate.toml"), help="the accurate model's card"
+    )
     ap.add_argument("--policy", default="auto", choices=("fast", "accurate", "auto"))
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--json", type=Path, help="write the samples and the accounting here")
@@ -48,10 +49,17 @@ def main() -> None:
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=3), drive)
     repeat = max(1, round(args.minutes * 60 * 15 / args.frames))  # the drive is 15 fps, played at rate 1
-    spec = load_launch(ROOT / "launch" / "replay.yaml", [
-        f"replay.drive={drive}", f"replay.repeat={repeat}", f"segmenter.fast={args.card}",
-        f"segmenter.accurate={args.accurate}", f"segmenter.policy={args.policy}",
-        "publisher.bind=tcp://127.0.0.1:17990"])
+    spec = load_launch(
+        ROOT / "launch" / "replay.yaml",
+        [
+            f"replay.drive={drive}",
+            f"replay.repeat={repeat}",
+            f"segmenter.fast={args.card}",
+            f"segmenter.accurate={args.accurate}",
+            f"segmenter.policy={args.policy}",
+            "publisher.bind=tcp://127.0.0.1:17990",
+        ],
+    )
     samples: dict[str, list[tuple[float, float, int]]] = {n: [] for n in NODES}
     #: the segmenter over time: minutes, frames in, published, stale, deadline misses, usage
     segmenter: list[dict[str, float]] = []
@@ -88,12 +96,20 @@ def main() -> None:
     # stderr beside the samples; the nodes' output goes to nodes.log
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"soak for {args.minutes:g} min, sampling every {args.every_s:g} s after {args.warmup_s:g} s warm-up")
-    result = run_pipeline(spec, str(work / "run"), topics=("status",), on_message=on_message,
-                          timeout_s=args.minutes * 60 + 300, log_out=open(work / "nodes.log", "w"))
+    result = run_pipeline(
+        spec,
+        str(work / "run"),
+        topics=("status",),
+        on_message=on_message,
+        timeout_s=args.minutes * 60 + 300,
+        log_out=open(work / "nodes.log", "w"),
+    )
     print(f"\nended: {result.reason}; node logs in {work / 'nodes.log'}")
     table = {}
-    print(f"{'node':<12}{'RSS first':>10}{'RSS last':>10}{'growth':>9}{'fds first':>10}{'fds last':>9}{'restarts':>9}"
-          f"{'starved':>8}  last restart's reason")
+    print(
+        f"{'node':<12}{'RSS first':>10}{'RSS last':>10}{'growth':>9}{'fds first':>10}{'fds last':>9}{'restarts':>9}"
+        f"{'starved':>8}  last restart's reason"
+    )
     sup = latest["supervisor"].counters if "supervisor" in latest else {}
     for n in NODES:
         s = samples[n]
@@ -102,11 +118,21 @@ def main() -> None:
         growth = (s[-1][1] - s[0][1]) / s[0][1] * 100
         restarts, starved = sup.get(f"restarts.{n}", "?"), sup.get(f"starved.{n}", "?")
         reason = str(sup.get(f"last_restart.{n}", ""))
-        table[n] = {"rss_first_mb": s[0][1], "rss_last_mb": s[-1][1], "rss_growth_pct": growth,
-                    "fds_first": s[0][2], "fds_last": s[-1][2], "fds_max": max(x[2] for x in s), "restarts": restarts,
-                    "starved": starved, "last_restart": reason}
-        print(f"{n:<12}{s[0][1]:>9.1f}M{s[-1][1]:>9.1f}M{growth:>8.1f}%{s[0][2]:>10d}{s[-1][2]:>9d}{restarts:>9}"
-              f"{starved:>8}  {reason or '-'}")
+        table[n] = {
+            "rss_first_mb": s[0][1],
+            "rss_last_mb": s[-1][1],
+            "rss_growth_pct": growth,
+            "fds_first": s[0][2],
+            "fds_last": s[-1][2],
+            "fds_max": max(x[2] for x in s),
+            "restarts": restarts,
+            "starved": starved,
+            "last_restart": reason,
+        }
+        print(
+            f"{n:<12}{s[0][1]:>9.1f}M{s[-1][1]:>9.1f}M{growth:>8.1f}%{s[0][2]:>10d}{s[-1][2]:>9d}{restarts:>9}"
+            f"{starved:>8}  {reason or '-'}"
+        )
     st = latest
     published = int(st["replay"].counters.get("published", 0))
     dropped = st["preprocess"].dropped + st["segmenter"].dropped + int(st["segmenter"].counters.get("stale", 0))
@@ -115,14 +141,28 @@ def main() -> None:
     lost_seg = st["preprocess"].frames_out - st["segmenter"].frames_in - st["segmenter"].dropped
     lost_trk = seg_out - st["tracker"].frames_in - st["tracker"].dropped
     lost = max(0, lost_pre) + max(0, lost_seg) + max(0, lost_trk)
-    print(f"\nframes published {published} (expected {repeat * args.frames}), dropped (counted by the nodes) "
-          f"{dropped}, lost (accepted by a node, never accounted for) {lost}")
+    print(
+        f"\nframes published {published} (expected {repeat * args.frames}), dropped (counted by the nodes) "
+        f"{dropped}, lost (accepted by a node, never accounted for) {lost}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "minutes": args.minutes, "policy": args.policy, "ended": result.reason, "nodes": table,
-            "rss_fds": {n: [(round((t - t0) / 60, 2), r, f) for t, r, f in v] for n, v in samples.items()},
-            "segmenter": segmenter, "published": published, "expected": repeat * args.frames,
-            "dropped": dropped, "lost": lost}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "minutes": args.minutes,
+                    "policy": args.policy,
+                    "ended": result.reason,
+                    "nodes": table,
+                    "rss_fds": {n: [(round((t - t0) / 60, 2), r, f) for t, r, f in v] for n, v in samples.items()},
+                    "segmenter": segmenter,
+                    "published": published,
+                    "expected": repeat * args.frames,
+                    "dropped": dropped,
+                    "lost": lost,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

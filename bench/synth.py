@@ -30,7 +30,9 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     cv2.setNumThreads(1)
     print(f"one core, {args.frames} frames per size, scenario {args.scenario}, seed {args.seed}")
-    print(f"{'size':>10} {'gen+gt ms':>10} {'fps':>7} {'gen ms':>8} {'fps':>7} {'jpeg ms':>8} {'fps':>7} {'gen/jpeg':>9}")
+    print(
+        f"{'size':>10} {'gen+gt ms':>10} {'fps':>7} {'gen ms':>8} {'fps':>7} {'jpeg ms':>8} {'fps':>7} {'gen/jpeg':>9}"
+    )
     for w, h in ((640, 360), (1280, 720)):
         sim = DriveSimulator(SynthConfig(seed=args.seed, width=w, height=h, scenario=args.scenario, frames=0))
         sim.next()  # warm caches (sky, vignette, noise bank)

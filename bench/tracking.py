@@ -5,7 +5,8 @@ Usage::
     uv run python bench/tracking.py                       # urban + crowd, all frames and 30 % dropped
     uv run python bench/tracking.py --synth 3                # and 3 ``perception synth`` drives per scenario
     uv run python bench/tracking.py --davis ../shared/data/davis2016
-    uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic, grouped by scenario
+    uv run python bench/tracking.py --drive a.mcap b.mcap    # ground truth from drives' ``gt`` topic,
+                                                             # grouped by scenario
 
 Peers: boxmot's ByteTrack, BoT-SORT and OC-SORT (``bench`` dependency group; no ReID, no
 weights; each output box given the mask of the detection it matched, see
@@ -127,8 +128,17 @@ def score(sequences: Sequences, drop_rate: float, seed: int) -> GroupScores:
             for name, make in TRACKERS.items():
                 pred[cond][name][seq], _ = run_tracker(make, noisy, fps)
     pooled = {c: {name: evaluate_tracking(gt[c], pred[c][name]) for name in TRACKERS} for c in conds}
-    per_seq = {seq: {c: {name: evaluate_tracking({seq: gt[c][seq]}, {seq: pred[c][name][seq]}) for name in TRACKERS}
-                     for c in conds} for seq in sequences} if len(sequences) > 1 else {}
+    per_seq = (
+        {
+            seq: {
+                c: {name: evaluate_tracking({seq: gt[c][seq]}, {seq: pred[c][name][seq]}) for name in TRACKERS}
+                for c in conds
+            }
+            for seq in sequences
+        }
+        if len(sequences) > 1
+        else {}
+    )
     return GroupScores(pooled, per_seq)
 
 
@@ -143,8 +153,11 @@ def load_drive(path: Path) -> dict[str, tuple[list[GtFrame], float]]:
     from perception.drives.drive_file import DriveReader
 
     reader = DriveReader(path)
-    frames = [GtFrame(env.source.capture_ns, env.payload)  # type: ignore[arg-type, union-attr]
-              for env in reader.messages("gt") if env.source is not None]
+    frames = [
+        GtFrame(env.source.capture_ns, env.payload)  # type: ignore[arg-type, union-attr]
+        for env in reader.messages("gt")
+        if env.source is not None
+    ]
     if not frames:
         raise ValueError(f"{path}: no messages on topic 'gt'")
     return {path.stem: (frames, reader.meta.fps or 15.0)}
@@ -196,8 +209,10 @@ def print_quality(title: str, scores: GroupScores) -> None:
     full, dropped = list(results)
     for name in TRACKERS:
         a, b = results[full][name], results[dropped][name]
-        print(f"HOTA fall with {dropped}, pooled: {name:<14}{a.hota - b.hota:+.3f} ({a.hota:.3f} -> {b.hota:.3f}); "
-              f"DetA {a.deta - b.deta:+.3f}, AssA {a.assa - b.assa:+.3f}")
+        print(
+            f"HOTA fall with {dropped}, pooled: {name:<14}{a.hota - b.hota:+.3f} ({a.hota:.3f} -> {b.hota:.3f}); "
+            f"DetA {a.deta - b.deta:+.3f}, AssA {a.assa - b.assa:+.3f}"
+        )
     per = scores.per_seq
     if len(per) < 2:
         return
@@ -207,8 +222,11 @@ def print_quality(title: str, scores: GroupScores) -> None:
     for name in TRACKERS:
         print(f"  {name:<14}{_mean_sd(fall[name])}   [{' '.join(f'{v:+.3f}' for v in fall[name])}]")
     diff = [b - o for o, b in zip(fall["ours"], fall["iou-baseline"], strict=True)]
-    print(f"  baseline's fall - ours: {statistics.mean(diff):+.3f} +- {statistics.stdev(diff) / n ** 0.5:.3f} (standard error); "
-          f"ours falls less in {sum(d > 0 for d in diff)}/{n} sequences")
+    print(
+        f"  baseline's fall - ours: {statistics.mean(diff):+.3f} +- {statistics.stdev(diff) / n**0.5:.3f} "
+        "(standard error); "
+        f"ours falls less in {sum(d > 0 for d in diff)}/{n} sequences"
+    )
     for cond in (full, dropped):
         hota = sum(s[cond]["ours"].hota > s[cond]["iou-baseline"].hota for s in per.values())
         idsw = sum(s[cond]["ours"].idsw < s[cond]["iou-baseline"].idsw for s in per.values())
@@ -219,13 +237,18 @@ def bench_speed(sizes: list[int], frames_per_size: int, seed: int) -> dict[str, 
     """Median update time (ms) per tracker and number of objects in view."""
     names = list(TRACKERS)
     print("\n## update time per frame (median ms, 1280x720, same detections for all, one run)")
-    print(f"{'objects':>8}{'dets/frame':>12}" + "".join(f"{n:>14}" for n in names)
-          + f"{'ours/baseline':>15}" + (f"{'ours/bytetrack':>16}" if "bytetrack" in names else "")
-          + f"{'ours worked ahead':>19}{'(its prepare)':>15}")
+    print(
+        f"{'objects':>8}{'dets/frame':>12}"
+        + "".join(f"{n:>14}" for n in names)
+        + f"{'ours/baseline':>15}"
+        + (f"{'ours/bytetrack':>16}" if "bytetrack" in names else "")
+        + f"{'ours worked ahead':>19}{'(its prepare)':>15}"
+    )
     out: dict[str, dict[str, float]] = {_json_name(n): {} for n in [*names, "ours_worked_ahead", "ours_prepare"]}
     for n in sizes:
-        spec = replace(CROWD, name=f"n{n}", objects_in_view=n, width_px=1280, height_px=720,
-                       duration_s=frames_per_size / CROWD.fps)
+        spec = replace(
+            CROWD, name=f"n{n}", objects_in_view=n, width_px=1280, height_px=720, duration_s=frames_per_size / CROWD.fps
+        )
         frames = generate(spec, seed=seed)
         noisy = noisy_detections([(f.stamp_ns, f.gt) for f in frames], DetectionNoise(), seed=seed)
         ms = {name: statistics.median(run_tracker(make, noisy, spec.fps)[1][5:]) for name, make in TRACKERS.items()}
@@ -252,13 +275,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=list(SCENARIOS))
     ap.add_argument("--seeds", type=int, default=5, help="scenes per scenario (each also seeds its noise)")
     ap.add_argument("--drop", type=float, default=0.3, help="share of frames dropped in the second condition")
-    ap.add_argument("--drive", type=Path, nargs="*", default=[],
-                    help="drives (perception synth) whose ground truth replaces the built-in scenes")
-    ap.add_argument("--synth", type=int, default=0, metavar="N",
-                    help="also N `perception synth` drives per scenario, generated in memory "
-                         "(urban seeds 11, 21, ..., crowd 12, 22, ...; 150 frames at 15 fps)")
-    ap.add_argument("--synth-first-seed", type=int, metavar="S",
-                    help="seeds S, S + 10, ... for the --synth drives of every scenario")
+    ap.add_argument(
+        "--drive",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="drives (perception synth) whose ground truth replaces the built-in scenes",
+    )
+    ap.add_argument(
+        "--synth",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N `perception synth` drives per scenario, generated in memory "
+        "(urban seeds 11, 21, ..., crowd 12, 22, ...; 150 frames at 15 fps)",
+    )
+    ap.add_argument(
+        "--synth-first-seed",
+        type=int,
+        metavar="S",
+        help="seeds S, S + 10, ... for the --synth drives of every scenario",
+    )
     ap.add_argument("--davis", type=Path, help="folder of DAVIS-2016 sequences (<seq>/masks/*.png)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50, 200], help="objects in view for the speed table")
     ap.add_argument("--speed-frames", type=int, default=40)
@@ -273,24 +310,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         groups = group_drives(args.drive)
     else:
-        groups = {name: {f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
-                         for s in range(args.seeds)} for name in args.scenarios}
+        groups = {
+            name: {
+                f"{name}-{s}": (generate(SCENARIOS[name], seed=args.seed + s), SCENARIOS[name].fps)
+                for s in range(args.seeds)
+            }
+            for name in args.scenarios
+        }
     for name in args.scenarios if args.synth else []:
         first = SYNTH_FIRST_SEED[name] if args.synth_first_seed is None else args.synth_first_seed
         seeds = [first + 10 * i for i in range(args.synth)]
         groups[f"{name} drives (perception synth)"] = synth_sequences(name, seeds)
     if args.davis:
         groups["davis2016"] = load_davis_sequences(args.davis)
-    print("noise: jittered masks (~1 px shift, +-1 px edge), 10 % missed, 5 % false positives; "
-          "baseline: Hungarian on box IoU, one frame per update, score >= 0.5")
+    print(
+        "noise: jittered masks (~1 px shift, +-1 px edge), 10 % missed, 5 % false positives; "
+        "baseline: Hungarian on box IoU, one frame per update, score >= 0.5"
+    )
     quality: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for title, sequences in groups.items():
         scores = score(sequences, args.drop, args.seed)
-        print_quality(f"{title} ({len(sequences)} sequences, {sum(len(f) for f, _ in sequences.values())} frames)",
-                      scores)
-        quality[title] = {cond: {_json_name(name): {"hota": s.hota, "deta": s.deta, "assa": s.assa, "mota": s.mota,
-                                                    "idf1": s.idf1, "idsw": s.idsw} for name, s in by.items()}
-                          for cond, by in scores.pooled.items()}
+        print_quality(
+            f"{title} ({len(sequences)} sequences, {sum(len(f) for f, _ in sequences.values())} frames)", scores
+        )
+        quality[title] = {
+            cond: {
+                _json_name(name): {
+                    "hota": s.hota,
+                    "deta": s.deta,
+                    "assa": s.assa,
+                    "mota": s.mota,
+                    "idf1": s.idf1,
+                    "idsw": s.idsw,
+                }
+                for name, s in by.items()
+            }
+            for cond, by in scores.pooled.items()
+        }
     update_ms = bench_speed(args.sizes, args.speed_frames, args.seed) if args.sizes else {}
     if args.json:
         args.json.write_text(json.dumps({"update_ms": update_ms, "quality": quality}, indent=2))

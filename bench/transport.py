@@ -85,8 +85,14 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool, cpu: i
         sock.close(0)
     else:
         in_ring = kind.startswith("shm")
-        sub = Subscriber(ctx, {"frames": address}, keep_newest=False, shm_views=in_ring and not copy,
-                         doorbells=kind in ("shm", "shm_spin"), spin_us=SPIN_US if kind == "shm_spin" else 0)
+        sub = Subscriber(
+            ctx,
+            {"frames": address},
+            keep_newest=False,
+            shm_views=in_ring and not copy,
+            doorbells=kind in ("shm", "shm_spin"),
+            spin_us=SPIN_US if kind == "shm_spin" else 0,
+        )
         ready.set()
         idle = time.monotonic()
         torn = 0
@@ -107,8 +113,9 @@ def _receiver(kind: str, run_dir: str, n: int, ready, result, copy: bool, cpu: i
     ctx.term()
 
 
-def _run(kind: str, width: int, height: int, n: int, pace_s: float,
-         copy: bool = False, warmup: int = 0) -> tuple[np.ndarray, float, int, float]:
+def _run(
+    kind: str, width: int, height: int, n: int, pace_s: float, copy: bool = False, warmup: int = 0
+) -> tuple[np.ndarray, float, int, float]:
     """Latencies (ms) and frames/s of the ``n`` frames after ``warmup`` more (sent first, not
     measured), frames dropped of all, and the reader's time spent spinning per frame (ms).
     A ``*_pinned`` kind runs the sender on the first CPU and the reader on the second."""
@@ -123,8 +130,9 @@ def _run(kind: str, width: int, height: int, n: int, pace_s: float,
         os.sched_setaffinity(0, allowed)
 
 
-def _run_on(kind: str, width: int, height: int, n: int, pace_s: float, copy: bool, warmup: int,
-            reader_cpu: int | None) -> tuple[np.ndarray, float, int, float]:
+def _run_on(
+    kind: str, width: int, height: int, n: int, pace_s: float, copy: bool, warmup: int, reader_cpu: int | None
+) -> tuple[np.ndarray, float, int, float]:
     run_dir = tempfile.mkdtemp(prefix="bt-", dir="/tmp")
     ctx = zmq.Context()
     address = schema.endpoint("frames", run_dir)
@@ -155,8 +163,16 @@ def _run_on(kind: str, width: int, height: int, n: int, pace_s: float, copy: boo
         if sock is not None:
             sock.send_multipart([b"frames", struct.pack("<qq", i, now), image], copy=False)
         else:  # stamped and sent as a node's loop sends a step's output (NodeLoop.send)
-            env = record(Envelope, topic="frames", seq=i, stamp_ns=now, source=source, payload=header, valid=True,
-                         schema_version=schema.SCHEMA_VERSION)
+            env = record(
+                Envelope,
+                topic="frames",
+                seq=i,
+                stamp_ns=now,
+                source=source,
+                payload=header,
+                valid=True,
+                schema_version=schema.SCHEMA_VERSION,
+            )
             pub.send(env, frame)  # type: ignore[union-attr]
         if pace_s:
             time.sleep(pace_s)
@@ -188,37 +204,55 @@ def _copy_baseline(width: int, height: int, n: int) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30,
-                    help="frames sent first and not measured, in every row (a stream's start: first maps, first runs)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=30,
+        help="frames sent first and not measured, in every row (a stream's start: first maps, first runs)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--shm-copy", action="store_true", help="the shared-memory path with a copy on each side")
     args = ap.parse_args()
     out: dict[str, dict] = {}
     print(f"{args.frames} frames after {args.warmup} not measured, per row")
-    print(f"{'size':<11}{'transport':<17}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}"
-          f"{'spun ms/frame':>14}")
+    print(
+        f"{'size':<11}{'transport':<17}{'p50 ms':>9}{'p99 ms':>9}{'back-to-back fps':>18}{'dropped paced / b2b':>20}"
+        f"{'spun ms/frame':>14}"
+    )
     for w, h in ((640, 480), (1920, 1080)):
         size = f"{w}x{h}"
         out[size] = {}
         for kind in TRANSPORTS:
             lat, _, d1, spin_ms = _run(kind, w, h, args.frames, 1 / 30, args.shm_copy, args.warmup)
             _, fps, d2, _ = _run(kind, w, h, args.frames, 0.0, args.shm_copy, args.warmup)
-            row = {"p50_ms": float(np.median(lat)), "p99_ms": float(np.percentile(lat, 99)), "fps": fps,
-                   "dropped_paced": int(d1), "dropped_back_to_back": int(d2), "spin_ms_per_frame": spin_ms}
+            row = {
+                "p50_ms": float(np.median(lat)),
+                "p99_ms": float(np.percentile(lat, 99)),
+                "fps": fps,
+                "dropped_paced": int(d1),
+                "dropped_back_to_back": int(d2),
+                "spin_ms_per_frame": spin_ms,
+            }
             out[size][kind] = row
             spin = f"{spin_ms:>14.3f}" if kind.startswith("shm_spin") else ""
-            print(f"{size:<11}{kind:<17}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}{spin}")
+            print(
+                f"{size:<11}{kind:<17}{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{fps:>18.0f}{f'{d1} / {d2}':>20}{spin}"
+            )
         base = _copy_baseline(w, h, args.frames)
         out[size]["copy"] = {"p50_ms": float(np.median(base)), "p99_ms": float(np.percentile(base, 99))}
-        print(f"{size:<11}{'copy':<17}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
-              f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)")
+        print(
+            f"{size:<11}{'copy':<17}{np.median(base):>9.3f}{np.percentile(base, 99):>9.3f}"
+            f"{1000 / np.median(base):>18.0f}   (in-process np.copyto: the baseline)"
+        )
         s, b, z, sp = out[size]["shm"], out[size]["shm_zeromq"], out[size]["zmq"], out[size]["shm_spin"]
         pp = out[size]["shm_spin_pinned"]
-        print(f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
-              f"{s['fps'] / max(z['fps'], 1e-9):.2f}x; doorbell vs envelope over ZeroMQ: p50 "
-              f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms; reader spinning "
-              f"{SPIN_US} us around each frame vs sleeping: p99 {sp['p99_ms']:.3f} vs {s['p99_ms']:.3f} ms, for "
-              f"{sp['spin_ms_per_frame']:.3f} ms of CPU a frame, {pp['p99_ms']:.3f} ms with a CPU of its own")
+        print(
+            f"{size:<11}shm vs zmq: p99 {s['p99_ms']:.3f} vs {z['p99_ms']:.3f} ms, back-to-back "
+            f"{s['fps'] / max(z['fps'], 1e-9):.2f}x; doorbell vs envelope over ZeroMQ: p50 "
+            f"{s['p50_ms']:.3f} vs {b['p50_ms']:.3f}, p99 {s['p99_ms']:.3f} vs {b['p99_ms']:.3f} ms; reader spinning "
+            f"{SPIN_US} us around each frame vs sleeping: p99 {sp['p99_ms']:.3f} vs {s['p99_ms']:.3f} ms, for "
+            f"{sp['spin_ms_per_frame']:.3f} ms of CPU a frame, {pp['p99_ms']:.3f} ms with a CPU of its own"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

@@ -49,8 +49,9 @@ def main() -> None:
         model = trainer.ema.ema if trainer.ema is not None else trainer.model
         path = a.out / f"cpu-{minutes:g}.pt"
         torch.save({"model": {k: v.float() for k, v in model.state_dict().items()}, "step": state["batches"]}, path)
-        saved.append({"cpu_minutes": minutes, "steps": state["batches"], "images": state["batches"] * a.batch,
-                      "file": path.name})
+        saved.append(
+            {"cpu_minutes": minutes, "steps": state["batches"], "images": state["batches"] * a.batch, "file": path.name}
+        )
         (a.out / "curve.json").write_text(json.dumps(saved, indent=1))
 
     def on_train_start(trainer) -> None:  # type: ignore[no-untyped-def]
@@ -74,9 +75,25 @@ def main() -> None:
     model.add_callback("on_train_start", on_train_start)
     model.add_callback("on_train_batch_end", on_batch_end)
     model.add_callback("on_train_end", on_train_end)
-    model.train(data=str(a.data), epochs=1000, time=a.minutes / 60.0 * 1.1, imgsz=a.imgsz, batch=a.batch, workers=0,
-                device="cpu", pretrained=False, amp=False, plots=False, val=False, project=str(a.out),
-                name="ultralytics", exist_ok=True, verbose=False, seed=0, deterministic=False)
+    model.train(
+        data=str(a.data),
+        epochs=1000,
+        time=a.minutes / 60.0 * 1.1,
+        imgsz=a.imgsz,
+        batch=a.batch,
+        workers=0,
+        device="cpu",
+        pretrained=False,
+        amp=False,
+        plots=False,
+        val=False,
+        project=str(a.out),
+        name="ultralytics",
+        exist_ok=True,
+        verbose=False,
+        seed=0,
+        deterministic=False,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-refs", action="store_true",
-                     help="rewrite the process-replay reference outputs (tests/data/replay_refs.json)")
+    parser.addoption(
+        "--update-refs",
+        action="store_true",
+        help="rewrite the process-replay reference outputs (tests/data/replay_refs.json)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -42,7 +42,9 @@ def test_frame_round_trip_preserves_pixels(run_dir: str) -> None:
     assert np.array_equal(msg.pixels, image)
     assert not msg.pixels.flags.owndata and not msg.pixels.flags.writeable  # a view, not a copy
     assert msg.envelope.source.frame_seq == 0
-    sub.close(); pub.close(); ctx.term()
+    sub.close()
+    pub.close()
+    ctx.term()
 
 
 def test_strided_frames_are_viewed_correctly() -> None:
@@ -68,7 +70,9 @@ def test_keep_newest_drops_and_counts(run_dir: str) -> None:
     msgs = sub.poll(100)
     assert [m.envelope.seq for m in msgs] == [10]
     assert sub.dropped == 9
-    sub.close(); pub.close(); ctx.term()
+    sub.close()
+    pub.close()
+    ctx.term()
 
 
 def test_deterministic_keeps_every_message_in_order(run_dir: str) -> None:
@@ -79,7 +83,9 @@ def test_deterministic_keeps_every_message_in_order(run_dir: str) -> None:
     msgs = _drain(sub, 50)
     assert [m.envelope.seq for m in msgs] == list(range(50))
     assert sub.dropped == 0
-    sub.close(); pub.close(); ctx.term()
+    sub.close()
+    pub.close()
+    ctx.term()
 
 
 def test_seq_gaps_count_as_dropped(run_dir: str) -> None:
@@ -89,7 +95,9 @@ def test_seq_gaps_count_as_dropped(run_dir: str) -> None:
         pub.send(_frame_env(seq, image), image)
     msgs = _drain(sub, 6)
     assert len(msgs) == 6 and sub.dropped == 3
-    sub.close(); pub.close(); ctx.term()
+    sub.close()
+    pub.close()
+    ctx.term()
 
 
 def test_garbage_is_counted_and_skipped(run_dir: str) -> None:
@@ -106,7 +114,9 @@ def test_garbage_is_counted_and_skipped(run_dir: str) -> None:
     msgs = _drain(sub, 1)
     assert [m.envelope.seq for m in msgs] == [2]
     assert sub.errors == 3 and "bytes" in sub.last_error
-    sub.close(); raw.close(0); ctx.term()
+    sub.close()
+    raw.close(0)
+    ctx.term()
 
 
 def test_slow_subscriber_does_not_block_publisher(run_dir: str) -> None:
@@ -127,7 +137,10 @@ def test_slow_subscriber_does_not_block_publisher(run_dir: str) -> None:
     msgs = _drain(sub, 1, 1.0)
     assert msgs and msgs[-1].envelope.seq == n - 1, "the newest frame must reach the healthy subscriber"
     assert stuck.poll(0), "the stuck subscriber still has its (bounded) queue"
-    stuck.close(0); sub.close(); pub.close(); ctx.term()
+    stuck.close(0)
+    sub.close()
+    pub.close()
+    ctx.term()
 
 
 def test_lossless_publisher_is_held_back_by_a_slow_reader_and_loses_nothing(run_dir: str) -> None:
@@ -136,8 +149,13 @@ def test_lossless_publisher_is_held_back_by_a_slow_reader_and_loses_nothing(run_
     queueing without a limit or dropping; once it reads again it gets every message, in order."""
     ctx = zmq.Context()
     held_calls = []
-    pub = Publisher(ctx, schema.endpoint("frames", run_dir), hwm=2, lossless=True,
-                    on_held=lambda: held_calls.append(time.monotonic()) or len(held_calls) < 3)
+    pub = Publisher(
+        ctx,
+        schema.endpoint("frames", run_dir),
+        hwm=2,
+        lossless=True,
+        on_held=lambda: held_calls.append(time.monotonic()) or len(held_calls) < 3,
+    )
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False, backlog=2)
     time.sleep(0.2)
     image = np.zeros((240, 320, 3), np.uint8)  # 230 kB: a few fill the kernel's socket buffer
@@ -157,4 +175,6 @@ def test_lossless_publisher_is_held_back_by_a_slow_reader_and_loses_nothing(run_
         got += _drain(sub, 1)
     got += _drain(sub, sent + 20 - len(got))
     assert [m.envelope.seq for m in got] == list(range(sent + 20)) and sub.dropped == 0
-    sub.close(); pub.close(); ctx.term()
+    sub.close()
+    pub.close()
+    ctx.term()

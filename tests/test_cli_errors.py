@@ -13,17 +13,21 @@ from perception.cli import main, user_error
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "perception", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "perception", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "--card", "models/missing.toml"],
-    ["export", "--card", "models/missing.toml"],
-    ["eval", "missing.mcap", "--out", "rep"],
-    ["export-gt", "missing.mcap", "--coco", "gt.json"],
-    ["launch", "missing.yaml"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--card", "models/missing.toml"],
+        ["export", "--card", "models/missing.toml"],
+        ["eval", "missing.mcap", "--out", "rep"],
+        ["export-gt", "missing.mcap", "--coco", "gt.json"],
+        ["launch", "missing.yaml"],
+    ],
+)
 def test_missing_file_is_one_line_naming_it(args: list[str], tmp_path: Path) -> None:
     r = run_cli(args, tmp_path)
     assert r.returncode != 0

@@ -34,10 +34,19 @@ SETTINGS = ("segmenter.threads=1",)
 def _figures(report: dict) -> dict:
     """What must be identical between two ways of scoring a run."""
     m, t, s = report["masks"] or {}, report["tracking"] or {}, report["stats"]
-    return {"ap": m.get("ap"), "ap50": m.get("ap50"), "gt": m.get("gt_instances"), "det": m.get("detections"),
-            "hota": t.get("hota"), "idsw": t.get("idsw"), "pred_dets": t.get("pred_dets"),
-            "frames": s["frames_total"], "with_det": s["frames_with_detections"], "with_trk": s["frames_with_tracks"],
-            "models": s["model_usage"]}
+    return {
+        "ap": m.get("ap"),
+        "ap50": m.get("ap50"),
+        "gt": m.get("gt_instances"),
+        "det": m.get("detections"),
+        "hota": t.get("hota"),
+        "idsw": t.get("idsw"),
+        "pred_dets": t.get("pred_dets"),
+        "frames": s["frames_total"],
+        "with_det": s["frames_with_detections"],
+        "with_trk": s["frames_with_tracks"],
+        "models": s["model_usage"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +76,21 @@ def test_fleet_equals_replay_record_then_eval(drives: list[Path], fleet_report: 
     assert fleet_report["fleet"]["ok"] == 6 and fleet_report["fleet"]["replayed"] == 6
     for drive in drives:
         run = tmp_path / f"{drive.stem}-run.mcap"
-        assert main(["replay", str(drive), "--deterministic", "--record", str(run), "--run", drive.stem,
-                     *[a for s in SETTINGS for a in ("--set", s)]]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    str(drive),
+                    "--deterministic",
+                    "--record",
+                    str(run),
+                    "--run",
+                    drive.stem,
+                    *[a for s in SETTINGS for a in ("--set", s)],
+                ]
+            )
+            == 0
+        )
         assert main(["eval", str(run), "--out", str(tmp_path / drive.stem), "--no-plots"]) == 0
         single = json.loads((tmp_path / drive.stem / "report.json").read_text())
         assert _figures(rows[drive.name]) == _figures(single), drive.name
@@ -86,14 +108,24 @@ def test_a_rerun_takes_every_drive_from_the_cache(drives: list[Path], tmp_path: 
     again = run_fleet(drives[:2], cfg)
     assert again["fleet"]["cached"] == 2 and again["fleet"]["replayed"] == 0
     assert [_figures(r) for r in again["drives"]] == [_figures(r) for r in first["drives"]]
-    changed = run_fleet(drives[:2], FleetConfig(out=tmp_path, launch=LAUNCH, overrides=(*SETTINGS, "tracker.min_hits=1"),
-                                                executor="serial", progress=False, baseline=tmp_path / "report.json"))
+    changed = run_fleet(
+        drives[:2],
+        FleetConfig(
+            out=tmp_path,
+            launch=LAUNCH,
+            overrides=(*SETTINGS, "tracker.min_hits=1"),
+            executor="serial",
+            progress=False,
+            baseline=tmp_path / "report.json",
+        ),
+    )
     assert changed["fleet"]["replayed"] == 2  # another tracker setting: another cache key
     assert {m["drive"] for m in changed["moved"]} == {d.name for d in drives[:2]}
 
 
-def test_a_killed_worker_is_retried_and_the_report_is_identical(drives: list[Path], fleet_report: dict,
-                                                                tmp_path: Path) -> None:
+def test_a_killed_worker_is_retried_and_the_report_is_identical(
+    drives: list[Path], fleet_report: dict, tmp_path: Path
+) -> None:
     killed: list[int] = []
     stop = threading.Event()
 
@@ -109,23 +141,38 @@ def test_a_killed_worker_is_retried_and_the_report_is_identical(drives: list[Pat
     killer = threading.Thread(target=kill_one)
     killer.start()
     try:
-        report = run_fleet(drives, FleetConfig(out=tmp_path, launch=LAUNCH, overrides=SETTINGS, num_cpus=2,
-                                               progress=False))
+        report = run_fleet(
+            drives, FleetConfig(out=tmp_path, launch=LAUNCH, overrides=SETTINGS, num_cpus=2, progress=False)
+        )
     finally:
         stop.set()
         killer.join()
     assert killed, "no fleet worker was seen to kill"
     assert report["fleet"]["ok"] == 6
-    assert {k: _figures(r) for k, r in _rows(report).items()} == {k: _figures(r) for k, r in _rows(fleet_report).items()}
+    assert {k: _figures(r) for k, r in _rows(report).items()} == {
+        k: _figures(r) for k, r in _rows(fleet_report).items()
+    }
     assert _figures(report) == _figures(fleet_report)
 
 
-def test_a_corrupt_drive_is_a_failed_row_and_the_rest_complete(drives: list[Path], tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_corrupt_drive_is_a_failed_row_and_the_rest_complete(
+    drives: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "corrupt.mcap"
     bad.write_bytes(drives[0].read_bytes()[:5000])
-    code = main(["fleet", str(drives[1]), str(bad), "--out", str(tmp_path / "out"), "--num-cpus", "2",
-                 "--no-progress", *[a for s in SETTINGS for a in ("--set", s)]])
+    code = main(
+        [
+            "fleet",
+            str(drives[1]),
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+            "--num-cpus",
+            "2",
+            "--no-progress",
+            *[a for s in SETTINGS for a in ("--set", s)],
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -151,8 +198,11 @@ def test_under_uv_run_the_workers_still_run_this_interpreter(monkeypatch: pytest
     from ray._private.runtime_env import uv_runtime_env_hook
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(uv_runtime_env_hook, "_get_uv_run_cmdline",
-                        lambda: ["uv", "run", "--extra", "fleet", "perception", "fleet", "d.mcap"])
+    monkeypatch.setattr(
+        uv_runtime_env_hook,
+        "_get_uv_run_cmdline",
+        lambda: ["uv", "run", "--extra", "fleet", "perception", "fleet", "d.mcap"],
+    )
     monkeypatch.setattr(ray_constants, "RAY_ENABLE_UV_RUN_RUNTIME_ENV", True)
     monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "1")
     assert worker._maybe_modify_runtime_env(worker_env(None), False)["py_executable"].startswith("uv run --extra fleet")
@@ -160,9 +210,9 @@ def test_under_uv_run_the_workers_still_run_this_interpreter(monkeypatch: pytest
     assert worker._maybe_modify_runtime_env(worker_env(None), False) == {"py_executable": sys.executable}
 
 
-def test_without_onnxruntime_the_command_says_at_once_what_to_add(drives: list[Path], tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_onnxruntime_the_command_says_at_once_what_to_add(
+    drives: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr("perception.fleet.run.runtime_build", lambda: None)
     assert main(["fleet", str(drives[0]), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -31,9 +31,18 @@ def _tracks(k: int) -> Tracks:
     for tid, (x, y, cls) in {3: (10, 20, 2), 8: (90, 40, 0)}.items():
         m = np.zeros((H, W), bool)
         x0 = x + 2 * k
-        m[y:y + 30, x0:x0 + 25] = True
-        out.append(Track(track_id=tid, state="confirmed", class_id=cls, score=0.8, box_xyxy=(x0, y, x0 + 25, y + 30),
-                         mask=encode_mask(m), predicted=tid == 8 and k % 3 == 2))
+        m[y : y + 30, x0 : x0 + 25] = True
+        out.append(
+            Track(
+                track_id=tid,
+                state="confirmed",
+                class_id=cls,
+                score=0.8,
+                box_xyxy=(x0, y, x0 + 25, y + 30),
+                mask=encode_mask(m),
+                predicted=tid == 8 and k % 3 == 2,
+            )
+        )
     return Tracks(image_width=W, image_height=H, tracks=tuple(out))
 
 
@@ -49,8 +58,13 @@ def write_run(path: Path, frames: int = 6) -> list[Tracks]:
             src = Source("cam0", k, 5_000_000_000 + k * 100_000_000)
             w.write_frame(_image(k), src)
             t = _tracks(k)
-            det = Detections("yolact_fast", W, H, tuple(Instance(x.class_id, x.score, x.box_xyxy, x.mask) for x in t.tracks),
-                             inference_ms=20.0)
+            det = Detections(
+                "yolact_fast",
+                W,
+                H,
+                tuple(Instance(x.class_id, x.score, x.box_xyxy, x.mask) for x in t.tracks),
+                inference_ms=20.0,
+            )
             w.write(Envelope("detections", k, src.capture_ns + 25_000_000, src, det))
             w.write(Envelope("tracks", k, src.capture_ns + 30_000_000, src, t))
             out.append(t)
@@ -78,9 +92,13 @@ def _boxes_and_labels(msg) -> tuple[list[tuple[float, ...]], list[str]]:  # type
 
 
 def _expected(t: Tracks) -> tuple[list[tuple[float, ...]], list[str]]:
-    return ([tuple(float(v) for v in tr.box_xyxy) for tr in t.tracks],
-            [f"{['person', 'bicycle', 'car'][tr.class_id]} {tr.track_id}{' ?' if tr.predicted else ''} 0.80"
-             for tr in t.tracks])
+    return (
+        [tuple(float(v) for v in tr.box_xyxy) for tr in t.tracks],
+        [
+            f"{['person', 'bicycle', 'car'][tr.class_id]} {tr.track_id}{' ?' if tr.predicted else ''} 0.80"
+            for tr in t.tracks
+        ],
+    )
 
 
 def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) -> None:
@@ -92,8 +110,9 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
     # well under a millisecond)
     logic = FoxgloveLogic(FoxgloveConfig(port=0, max_rate_hz=1e9))
     try:
-        with connect(f"ws://127.0.0.1:{logic.port}", subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"],
-                     open_timeout=10) as ws:
+        with connect(
+            f"ws://127.0.0.1:{logic.port}", subprotocols=["foxglove.sdk.v1", "foxglove.websocket.v1"], open_timeout=10
+        ) as ws:
             channels: dict[str, dict] = {}
             deadline = time.monotonic() + 10
             while len(channels) < 5 and time.monotonic() < deadline:
@@ -102,12 +121,20 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
                     channels.update({c["topic"]: c for c in msg["channels"]})
             image, ann = channels["/camera/image"], channels["/perception/annotations"]
             assert image["schemaName"] == "foxglove.CompressedImage" and image["encoding"] == "protobuf"
-            ws.send(json.dumps({"op": "subscribe", "subscriptions": [{"id": 1, "channelId": image["id"]},
-                                                                     {"id": 2, "channelId": ann["id"]}]}))
+            ws.send(
+                json.dumps(
+                    {
+                        "op": "subscribe",
+                        "subscriptions": [{"id": 1, "channelId": image["id"]}, {"id": 2, "channelId": ann["id"]}],
+                    }
+                )
+            )
             deadline = time.monotonic() + 10
             # the server registers the two subscriptions one after the other: wait for both
-            while not (logic.view.image.has_sinks() and logic.view.annotations.has_sinks()) \
-                    and time.monotonic() < deadline:
+            while (
+                not (logic.view.image.has_sinks() and logic.view.annotations.has_sinks())
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             sent = []
             for k in range(3):
@@ -118,8 +145,10 @@ def test_a_foxglove_websocket_client_gets_the_trackers_output(tmp_path: Path) ->
                 logic.step(0, Received(Envelope("tracks", k, src.capture_ns + 1000, src, t)))
                 sent.append(t)
             assert (logic.sent, logic.skipped, logic.unmatched) == (3, 0, 0)
-            decode = {1: _decoder(image["schemaName"], base64.b64decode(image["schema"])),
-                      2: _decoder(ann["schemaName"], base64.b64decode(ann["schema"]))}
+            decode = {
+                1: _decoder(image["schemaName"], base64.b64decode(image["schema"])),
+                2: _decoder(ann["schemaName"], base64.b64decode(ann["schema"])),
+            }
             got: dict[int, list] = {1: [], 2: []}
             while len(got[2]) < 3 or len(got[1]) < 3:
                 data = ws.recv(timeout=10)
@@ -152,14 +181,24 @@ def test_the_foxglove_export_decodes_with_foxglove_schemas(tmp_path: Path) -> No
                 assert channel.message_encoding == "json" and schema.encoding == "jsonschema"
                 value = json.loads(message.data)
             decoded.setdefault(channel.topic, []).append((schema.name, value, message.log_time))
-    assert {t: len(v) for t, v in decoded.items()} == {"/camera/image": 6, "/perception/annotations": 6,
-                                                       "/perception/masks": 6, "/perception/latency": 6}
-    assert {v[0][0] for v in decoded.values()} == {"foxglove.CompressedImage", "foxglove.ImageAnnotations",
-                                                   "foxglove.RawImage", "perception.Latency"}
+    assert {t: len(v) for t, v in decoded.items()} == {
+        "/camera/image": 6,
+        "/perception/annotations": 6,
+        "/perception/masks": 6,
+        "/perception/latency": 6,
+    }
+    assert {v[0][0] for v in decoded.values()} == {
+        "foxglove.CompressedImage",
+        "foxglove.ImageAnnotations",
+        "foxglove.RawImage",
+        "perception.Latency",
+    }
     for (_, msg, _), t in zip(decoded["/perception/annotations"], tracks, strict=True):
         assert _boxes_and_labels(msg) == _expected(t)
     meta = DriveReader(tmp_path / "run.mcap").meta
-    assert [lt for *_, lt in decoded["/camera/image"]] == [meta.wall_ns(5_000_000_000 + k * 100_000_000) for k in range(6)]
+    assert [lt for *_, lt in decoded["/camera/image"]] == [
+        meta.wall_ns(5_000_000_000 + k * 100_000_000) for k in range(6)
+    ]
     assert abs(decoded["/camera/image"][0][2] - time.time_ns()) < 600e9  # a date of today, not 1970
     assert decoded["/perception/latency"][0][1]["capture_to_tracks_ms"] == pytest.approx(30.0)
     raw = decoded["/perception/masks"][0][1]
@@ -184,7 +223,8 @@ def test_a_ros2_export_reads_back_with_rosbags(tmp_path: Path) -> None:
             "/camera/image/compressed": ("sensor_msgs/msg/CompressedImage", 6),
             "/perception/detections": ("vision_msgs/msg/Detection2DArray", 6),
             "/perception/tracks": ("vision_msgs/msg/Detection2DArray", 6),
-            "/perception/track_masks": ("sensor_msgs/msg/Image", 6)}
+            "/perception/track_masks": ("sensor_msgs/msg/Image", 6),
+        }
         ids, stamps, labels = [], [], []
         for c, stamp, raw in bag.messages():
             msg = store.deserialize_cdr(raw, c.msgtype)
@@ -213,18 +253,34 @@ def _user_bag(path: Path, frames: list[np.ndarray], encoding: str = "rgb8", stor
         info_c = w.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
         for k, bgr in enumerate(frames):
             stamp = 1_700_000_000_000_000_000 + k * 66_666_667
-            header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](
-                sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+            header = t["std_msgs/msg/Header"](
+                stamp=t["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam"
+            )
             pix = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if encoding == "rgb8" else bgr[..., 0].copy()
-            msg = t["sensor_msgs/msg/Image"](header=header, height=bgr.shape[0], width=bgr.shape[1], encoding=encoding,
-                                             is_bigendian=0, step=pix.strides[0], data=pix.reshape(-1))
+            msg = t["sensor_msgs/msg/Image"](
+                header=header,
+                height=bgr.shape[0],
+                width=bgr.shape[1],
+                encoding=encoding,
+                is_bigendian=0,
+                step=pix.strides[0],
+                data=pix.reshape(-1),
+            )
             w.write(img_c, stamp, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
             roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
             info = t["sensor_msgs/msg/CameraInfo"](
-                header=header, height=bgr.shape[0], width=bgr.shape[1], distortion_model="plumb_bob",
-                d=np.array([0.01, -0.002, 0.0, 0.0, 0.0]), k=np.array([300.0, 0, 320, 0, 300.0, 180, 0, 0, 1]),
-                r=np.eye(3).reshape(-1), p=np.array([300.0, 0, 320, 0, 0, 300.0, 180, 0, 0, 0, 1, 0]),
-                binning_x=0, binning_y=0, roi=roi)
+                header=header,
+                height=bgr.shape[0],
+                width=bgr.shape[1],
+                distortion_model="plumb_bob",
+                d=np.array([0.01, -0.002, 0.0, 0.0, 0.0]),
+                k=np.array([300.0, 0, 320, 0, 300.0, 180, 0, 0, 1]),
+                r=np.eye(3).reshape(-1),
+                p=np.array([300.0, 0, 320, 0, 0, 300.0, 180, 0, 0, 0, 1, 0]),
+                binning_x=0,
+                binning_y=0,
+                roi=roi,
+            )
             w.write(info_c, stamp, store.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
 
 
@@ -236,8 +292,23 @@ def test_a_users_bag_imports_replays_and_evaluates(tmp_path: Path) -> None:
     write_drive(SynthConfig(frames=8, seed=5, width=640, height=360, scenario="urban"), tmp_path / "synth.mcap")
     frames = [f.image for f in DriveReader(tmp_path / "synth.mcap").frames()]
     _user_bag(tmp_path / "bag", frames)
-    assert main(["import-bag", str(tmp_path / "bag"), "--image-topic", "/cam/image_raw", "--camera-info-topic",
-                 "/cam/camera_info", "--out", str(tmp_path / "drive.mcap"), "--fps", "15"]) == 0
+    assert (
+        main(
+            [
+                "import-bag",
+                str(tmp_path / "bag"),
+                "--image-topic",
+                "/cam/image_raw",
+                "--camera-info-topic",
+                "/cam/camera_info",
+                "--out",
+                str(tmp_path / "drive.mcap"),
+                "--fps",
+                "15",
+            ]
+        )
+        == 0
+    )
     r = DriveReader(tmp_path / "drive.mcap")
     got = list(r.frames())
     assert len(got) == 8 and got[0].image.shape == (360, 640, 3)
@@ -245,8 +316,20 @@ def test_a_users_bag_imports_replays_and_evaluates(tmp_path: Path) -> None:
     assert np.abs(got[3].image.astype(int) - frames[3]).mean() < 3  # JPEG of the same pixels
     calib = load_calibration(tmp_path / "drive.yaml")
     assert calib.camera.image_width == 640 and calib.camera.camera_matrix[0] == 300.0
-    assert main(["replay", str(tmp_path / "drive.mcap"), "--deterministic", "--record", str(tmp_path / "run.mcap"),
-                 "--set", "segmenter.threads=1"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(tmp_path / "drive.mcap"),
+                "--deterministic",
+                "--record",
+                str(tmp_path / "run.mcap"),
+                "--set",
+                "segmenter.threads=1",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", str(tmp_path / "run.mcap"), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["stats"]["frames_total"] == 8 and report["stats"]["frames_with_tracks"] == 8
@@ -297,9 +380,18 @@ def test_a_running_foxglove_node_serves_what_the_tracker_published(tmp_path: Pat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    spec = load_launch(root / "launch" / "demo.yaml", [
-        f"replay.drive={drive}", "replay.start_delay_s=4", "segmenter.policy=fast", "segmenter.threads=1",
-        "foxglove.enabled=true", f"foxglove.port={port}", "foxglove.max_rate_hz=1000"])
+    spec = load_launch(
+        root / "launch" / "demo.yaml",
+        [
+            f"replay.drive={drive}",
+            "replay.start_delay_s=4",
+            "segmenter.policy=fast",
+            "segmenter.threads=1",
+            "foxglove.enabled=true",
+            f"foxglove.port={port}",
+            "foxglove.max_rate_hz=1000",
+        ],
+    )
     spec = with_node(spec, "recorder", {"out": str(tmp_path / "run.mcap"), "chunk_s": 0.2}, "recorder")
     got: list = []
     errors: list = []

@@ -60,8 +60,10 @@ def test_a_poll_loop_spins_at_idle_priority_on_its_cpu_until_stopped() -> None:
 
 
 def test_a_poll_loop_ends_when_its_supervisor_is_killed() -> None:
-    code = ("import sys, time\nfrom perception.system.idle_poll import IdlePollers\n"
-            f"p = IdlePollers(); p.start([{CPUS[0]}]); print(p.procs[{CPUS[0]}].pid, flush=True); time.sleep(60)\n")
+    code = (
+        "import sys, time\nfrom perception.system.idle_poll import IdlePollers\n"
+        f"p = IdlePollers(); p.start([{CPUS[0]}]); print(p.procs[{CPUS[0]}].pid, flush=True); time.sleep(60)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert parent.stdout is not None
     pid = int(parent.stdout.readline())

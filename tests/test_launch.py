@@ -102,7 +102,9 @@ def test_cpus_pin_a_node_and_a_cpu_not_here_is_a_clear_error(tmp_path: Path, run
     finally:
         sup.shutdown()
     assert cmd[cmd.index("--cpus") + 1] == str(here[-1])
-    with pytest.raises(ConfigError, match=r"node 'camera': key 'cpus': CPU 4096 not available to this process \(available: "):
+    with pytest.raises(
+        ConfigError, match=r"node 'camera': key 'cpus': CPU 4096 not available to this process \(available: "
+    ):
         load_launch(f, ["camera.cpus=[4096]"])
     with pytest.raises(ConfigError, match=r"key 'cpus' must be a list of CPU numbers, e.g. \[1\], got 'all'"):
         load_launch(f, ["camera.cpus=all"])
@@ -114,23 +116,28 @@ def test_a_pinned_node_runs_on_its_cpus_with_every_thread() -> None:
     import sys
 
     cpu = sorted(os.sched_getaffinity(0))[-1]
-    code = ("import threading, os, numpy\nfrom perception.node.affinity import pin\n"
-            f"pin({{{cpu}}})\nt = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0))))\n"
-            "t.start(); t.join()\nprint(sorted({c for tid in os.listdir('/proc/self/task') "
-            "for c in os.sched_getaffinity(int(tid))}))\n")
+    code = (
+        "import threading, os, numpy\nfrom perception.node.affinity import pin\n"
+        f"pin({{{cpu}}})\nt = threading.Thread(target=lambda: print(sorted(os.sched_getaffinity(0))))\n"
+        "t.start(); t.join()\nprint(sorted({c for tid in os.listdir('/proc/self/task') "
+        "for c in os.sched_getaffinity(int(tid))}))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[:2] == [f"[{cpu}]", f"[{cpu}]"], out
 
 
 def test_isolate_gives_a_node_cpus_for_its_step_and_is_checked(tmp_path: Path) -> None:
-    replay = _write(tmp_path, f"nodes:\n  segmenter: {{fast: {ROOT / 'models' / 'yolact_fast.toml'}}}\n  tracker: {{}}\n")
+    replay = _write(
+        tmp_path, f"nodes:\n  segmenter: {{fast: {ROOT / 'models' / 'yolact_fast.toml'}}}\n  tracker: {{}}\n"
+    )
     spec = load_launch(replay, ["segmenter.isolate=true"])
     seg = next(n for n in spec.nodes if n.name == "segmenter")
     # threads left to the runtime (one a core) become one a CPU of its own
     assert seg.isolate == 1 and seg.config.threads == 1 and "isolate" not in seg.params
     assert all(n.isolate == 0 for n in spec.nodes if n.name != "segmenter")
-    seg = next(n for n in load_launch(replay, ["segmenter.isolate=true", "segmenter.threads=2"]).nodes
-               if n.name == "segmenter")
+    seg = next(
+        n for n in load_launch(replay, ["segmenter.isolate=true", "segmenter.threads=2"]).nodes if n.name == "segmenter"
+    )
     assert seg.isolate == 2 and seg.config.threads == 2
     with pytest.raises(ConfigError, match=r"node 'segmenter': key 'isolate' must be true, false or a number of CPUs"):
         load_launch(replay, ["segmenter.isolate=fast"])

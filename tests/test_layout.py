@@ -20,15 +20,22 @@ LAYERS: dict[str, int] = {
     "node": 1,
     "calibration": 2,
     "camera": 3,
-    "drives": 4, "segmentation": 4, "tracking": 4,
-    "evaluation": 5, "synth": 5,
+    "drives": 4,
+    "segmentation": 4,
+    "tracking": 4,
+    "evaluation": 5,
+    "synth": 5,
     "outputs": 6,
     "system": 7,
-    "train": 8, "fleet": 8,
+    "train": 8,
+    "fleet": 8,
     "cli": 9,
     "__main__": 10,
 }
-MAX_LINES = 400
+# Lines as `ruff format` writes them (one argument a line where a call does not fit); the
+# formatter made the tree about 11 % longer than the hand-wrapped style it replaced, under
+# which the limit was 400. DESIGN.md: modules around 200 lines, 500 at most.
+MAX_LINES = 450
 MAX_TOP_LEVEL_MODULES = 8
 
 
@@ -86,8 +93,12 @@ def test_every_folder_is_in_the_layer_table() -> None:
 
 
 def test_imports_only_go_down_the_layers() -> None:
-    wrong = [f"{where} ({src} is layer {LAYERS[src]}, {dst} is layer {LAYERS[dst]})"
-             for (src, dst), places in _edges().items() if LAYERS[dst] >= LAYERS[src] for where in places]
+    wrong = [
+        f"{where} ({src} is layer {LAYERS[src]}, {dst} is layer {LAYERS[dst]})"
+        for (src, dst), places in _edges().items()
+        if LAYERS[dst] >= LAYERS[src]
+        for where in places
+    ]
     assert not wrong, "imports that go up a layer or across to a peer:\n" + "\n".join(wrong)
 
 
@@ -101,7 +112,7 @@ def test_no_import_cycle_between_folders() -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                cycle = path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt]
                 pytest.fail("import cycle between folders: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, path + [nxt])
@@ -113,8 +124,11 @@ def test_no_import_cycle_between_folders() -> None:
 
 
 def test_small_modules_and_a_short_top_level() -> None:
-    long = {str(p.relative_to(PKG.parent)): n for p in PKG.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(PKG.parent)): n
+        for p in PKG.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
     top = sorted(p.name for p in PKG.glob("*.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, f"modules directly under perception/: {top}"

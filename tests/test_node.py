@@ -37,8 +37,11 @@ def test_garbage_on_input_is_counted_and_node_keeps_going(run_dir: str) -> None:
     zctx = zmq.Context()
     camera = zctx.socket(zmq.PUB)
     camera.bind(schema.endpoint("frames", run_dir))
-    loop = NodeLoop(NodeContext("preprocess", run_dir, deterministic=True),
-                    PreprocessLogic(PreprocessConfig(width=64, height=64)), zctx)
+    loop = NodeLoop(
+        NodeContext("preprocess", run_dir, deterministic=True),
+        PreprocessLogic(PreprocessConfig(width=64, height=64)),
+        zctx,
+    )
     out = Subscriber(zctx, {"frames.rect": schema.endpoint("frames.rect", run_dir)}, keep_newest=False)
     time.sleep(0.3)
     image = np.full((30, 40, 3), 200, np.uint8)
@@ -52,7 +55,10 @@ def test_garbage_on_input_is_counted_and_node_keeps_going(run_dir: str) -> None:
     status = loop.status()
     assert status.errors == 3 and status.last_error
     assert status.frames_in == 1 and status.frames_out == 1
-    loop.close(); out.close(); camera.close(0); zctx.term()
+    loop.close()
+    out.close()
+    camera.close(0)
+    zctx.term()
 
 
 class _Exploding:
@@ -94,7 +100,9 @@ def _fed(run_dir: str, offsets_ns: list[int]) -> Iterator[tuple[NodeLoop, _Explo
             loop.run_once(max_wait_ms=20)
         yield loop, logic
     finally:
-        loop.close(); camera.close(0); zctx.term()
+        loop.close()
+        camera.close(0)
+        zctx.term()
 
 
 def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
@@ -107,8 +115,13 @@ def test_failing_step_is_logged_counted_and_skipped(run_dir: str) -> None:
     # by a slow reader
     transit = st.counters.pop("transit_p50_ms.frames")
     assert isinstance(transit, float) and 0.0 <= transit < 3000.0
-    assert st.counters == {"calls": 4, "last_seq.frames": 3, "first_seq.frames": 0,
-                           "held.frames.rect": 0, "held_ms.frames.rect": 0.0}
+    assert st.counters == {
+        "calls": 4,
+        "last_seq.frames": 3,
+        "first_seq.frames": 0,
+        "held.frames.rect": 0,
+        "held_ms.frames.rect": 0.0,
+    }
 
 
 def test_status_reports_each_input_topics_transit_from_its_send_stamp(run_dir: str) -> None:
@@ -133,7 +146,8 @@ def test_numpy_counters_do_not_break_the_heartbeat(run_dir: str) -> None:
     st = loop.status()
     assert st.counters == {"x": 1.5, "n": 3, "odd": "(1, 2)"}
     codec.encode(schema.Envelope("status", 0, 0, None, st))
-    loop.close(); zctx.term()
+    loop.close()
+    zctx.term()
 
 
 class _Burst:
@@ -169,8 +183,11 @@ def test_deterministic_source_is_held_back_by_a_stalled_reader_and_keeps_heart_b
     status.setsockopt(zmq.SUBSCRIBE, b"")
     status.bind(schema.STATUS_IN_ENDPOINT.format(run_dir=run_dir))
     source = NodeLoop(ctx, _Burst(), zctx)
-    reader = NodeLoop(NodeContext("preprocess", run_dir, deterministic=True),
-                      PreprocessLogic(PreprocessConfig(width=64, height=64)), zctx)
+    reader = NodeLoop(
+        NodeContext("preprocess", run_dir, deterministic=True),
+        PreprocessLogic(PreprocessConfig(width=64, height=64)),
+        zctx,
+    )
     time.sleep(0.3)
     status.poll(0)  # a bound SUB attaches a new peer (and sends it the subscription) only when used
     time.sleep(0.1)
@@ -192,4 +209,7 @@ def test_deterministic_source_is_held_back_by_a_stalled_reader_and_keeps_heart_b
     while reader.stats.frames_in < st.frames_out and time.monotonic() < deadline:
         reader.run_once(max_wait_ms=20)
     assert reader.stats.frames_in == st.frames_out and reader.sub.dropped == 0
-    reader.close(); source.close(); status.close(0); zctx.term()
+    reader.close()
+    source.close()
+    status.close(0)
+    zctx.term()

@@ -80,7 +80,9 @@ def compare(ref: list[dict], new: list[dict]) -> list[str]:
             for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 where = f"frame {seq} {items}[{i}]"
                 if x[key] != y[key] or x["class_id"] != y["class_id"]:
-                    problems.append(f"{where}: {key} {y[key]} class {y['class_id']}, references {x[key]} class {x['class_id']}")
+                    problems.append(
+                        f"{where}: {key} {y[key]} class {y['class_id']}, references {x[key]} class {x['class_id']}"
+                    )
                 if np.abs(np.subtract(x["box_xyxy"], y["box_xyxy"])).max() > BOX_PX:
                     problems.append(f"{where}: box {y['box_xyxy']} vs {x['box_xyxy']}")
                 if abs(x["score"] - y["score"]) > SCORE:

@@ -22,8 +22,11 @@ def test_preference_and_demands() -> None:
     assert choose((), [CPU, CUDA, TENSORRT]) == [TENSORRT, CUDA, CPU]
     assert choose((), [CPU]) == [CPU]
     assert choose((CUDA, CPU), [CPU, CUDA]) == [CUDA, CPU]
-    with pytest.raises(ProviderError, match=r"asks for CUDAExecutionProvider, which this ONNX Runtime does not "
-                                            r"have \(available: CPUExecutionProvider\); install the NVIDIA build"):
+    with pytest.raises(
+        ProviderError,
+        match=r"asks for CUDAExecutionProvider, which this ONNX Runtime does not "
+        r"have \(available: CPUExecutionProvider\); install the NVIDIA build",
+    ):
         choose((CUDA,), [CPU])
     trt = dict(p for p in with_options([TENSORRT]) if isinstance(p, tuple))[TENSORRT]
     assert trt["trt_fp16_enable"] and trt["trt_engine_cache_enable"] and Path(trt["trt_engine_cache_path"]).is_dir()
@@ -56,8 +59,9 @@ def test_without_onnxruntime_the_error_says_what_to_install(monkeypatch: pytest.
         onnxruntime()
 
 
-def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from perception.synth import SynthConfig, write_drive
 
     assert main(["doctor"]) == 0
@@ -71,8 +75,18 @@ def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(tmp_path: Pat
     capsys.readouterr()
     assert main(["doctor", *replay, "--set", f"segmenter.providers=[{CUDA}]"]) == 1
     assert "asks for CUDAExecutionProvider" in capsys.readouterr().out
-    assert main(["doctor", "--launch", str(ROOT / "launch" / "camera.yaml"), "--set",
-                 f"camera.source={tmp_path / 'no-such-video.mp4'}"]) == 1
+    assert (
+        main(
+            [
+                "doctor",
+                "--launch",
+                str(ROOT / "launch" / "camera.yaml"),
+                "--set",
+                f"camera.source={tmp_path / 'no-such-video.mp4'}",
+            ]
+        )
+        == 1
+    )
     assert "camera source" in capsys.readouterr().out
 
 

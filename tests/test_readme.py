@@ -103,12 +103,12 @@ def _split_comment(line: str) -> tuple[str, str]:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i].rstrip(), line[i + 1:].strip()
+            return line[:i].rstrip(), line[i + 1 :].strip()
     return line.rstrip(), ""
 
 
 def _strip_pip(cmd: str) -> str:
-    return cmd[len("pip install uv && "):] if cmd.startswith("pip install uv && ") else cmd
+    return cmd[len("pip install uv && ") :] if cmd.startswith("pip install uv && ") else cmd
 
 
 def parse_readme(text: str) -> Readme:
@@ -306,21 +306,49 @@ def test_readme_is_short_and_its_test_command_is_what_ci_runs() -> None:
 
 
 def test_the_parser_reads_blocks_markers_and_prompts() -> None:
-    text = "\n".join([
-        "# a", "```bash", "uv run --extra cpu perception demo   # hi", "uv run perception train --card c.toml \\",
-        "    --steps 300", "perception launch x.yaml   # runs until Ctrl-C", "perception x  # needs: gpu",
-        "ray start --head", "mkdir -p d", "```", "## b", "```console", "$ perception topic list", "frames ...", "```",
-        "```yaml", "# x.yaml", "run: x", "```", "```python", "perception no", "```",
-    ])
+    text = "\n".join(
+        [
+            "# a",
+            "```bash",
+            "uv run --extra cpu perception demo   # hi",
+            "uv run perception train --card c.toml \\",
+            "    --steps 300",
+            "perception launch x.yaml   # runs until Ctrl-C",
+            "perception x  # needs: gpu",
+            "ray start --head",
+            "mkdir -p d",
+            "```",
+            "## b",
+            "```console",
+            "$ perception topic list",
+            "frames ...",
+            "```",
+            "```yaml",
+            "# x.yaml",
+            "run: x",
+            "```",
+            "```python",
+            "perception no",
+            "```",
+        ]
+    )
     r = parse_readme(text)
-    assert [c.text for c in r.commands] == ["uv run --extra cpu perception demo",
-                                            "uv run perception train --card c.toml --steps 300",
-                                            "perception launch x.yaml", "perception x", "mkdir -p d",
-                                            "perception topic list"]
-    assert [runnable(c) for c in r.commands] == ["perception demo --frames 40",
-                                                 "perception train --card c.toml --steps 1",
-                                                 "perception launch x.yaml", None, "mkdir -p d",
-                                                 "perception topic list"]
+    assert [c.text for c in r.commands] == [
+        "uv run --extra cpu perception demo",
+        "uv run perception train --card c.toml --steps 300",
+        "perception launch x.yaml",
+        "perception x",
+        "mkdir -p d",
+        "perception topic list",
+    ]
+    assert [runnable(c) for c in r.commands] == [
+        "perception demo --frames 40",
+        "perception train --card c.toml --steps 1",
+        "perception launch x.yaml",
+        None,
+        "mkdir -p d",
+        "perception topic list",
+    ]
     assert [c.background for c in r.commands] == [False, False, True, False, False, False]
     assert [c.section for c in r.commands] == [1, 1, 1, 1, 1, 2]
     assert [c.text for c in r.other] == ["ray start --head"]
@@ -364,14 +392,26 @@ def test_every_readme_command_runs(tmp_path: Path) -> None:
             if cmd.background:
                 log = tmp_path / f"background_{cmd.line}.log"
                 with log.open("wb") as out:
-                    proc = subprocess.Popen(["bash", "-c", "exec " + line], cwd=ws, env=env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+                    proc = subprocess.Popen(
+                        ["bash", "-c", "exec " + line],
+                        cwd=ws,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 background.append(Background(cmd, line, proc, log, time.monotonic()))
                 continue
             t0 = time.monotonic()
             try:
-                done = subprocess.run(["bash", "-c", line], cwd=ws, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S)
+                done = subprocess.run(
+                    ["bash", "-c", line],
+                    cwd=ws,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    timeout=COMMAND_TIMEOUT_S,
+                )
                 output, rc = done.stdout.decode(errors="replace"), done.returncode
             except subprocess.TimeoutExpired as e:
                 output, rc = (e.stdout or b"").decode(errors="replace"), None

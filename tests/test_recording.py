@@ -17,8 +17,15 @@ from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, Dri
 
 
 def _gt(mask: np.ndarray) -> GroundTruth:
-    return GroundTruth(image_width=mask.shape[1], image_height=mask.shape[0], instances=(
-        GtInstance(instance_id=3, class_id=2, box_xyxy=(1.0, 2.0, 5.0, 6.0), mask=encode_mask(mask), occlusion=0.25),))
+    return GroundTruth(
+        image_width=mask.shape[1],
+        image_height=mask.shape[0],
+        instances=(
+            GtInstance(
+                instance_id=3, class_id=2, box_xyxy=(1.0, 2.0, 5.0, 6.0), mask=encode_mask(mask), occlusion=0.25
+            ),
+        ),
+    )
 
 
 def test_frames_gt_and_topics_round_trip(tmp_path: Path) -> None:
@@ -33,8 +40,12 @@ def test_frames_gt_and_topics_round_trip(tmp_path: Path) -> None:
             src = Source("c1", i, 1000 + i * 100)
             w.write_frame(img, src, fmt="png")
             w.write_gt(src, _gt(mask))
-            det = Detections(model="m", image_width=32, image_height=24,
-                             instances=(Instance(class_id=2, score=0.9, box_xyxy=(1, 2, 5, 6), mask=encode_mask(mask)),))
+            det = Detections(
+                model="m",
+                image_width=32,
+                image_height=24,
+                instances=(Instance(class_id=2, score=0.9, box_xyxy=(1, 2, 5, 6), mask=encode_mask(mask)),),
+            )
             w.write(Envelope(topic="detections", seq=i, stamp_ns=2000 + i, source=src, payload=det))
     r = DriveReader(path)
     assert replace(r.meta, wall_anchor_ns=0, mono_anchor_ns=0) == meta and r.frame_count == 3
@@ -69,7 +80,9 @@ def test_channels_carry_json_schemas(tmp_path: Path) -> None:
         assert ch.message_encoding == "msgpack" and sch.encoding == "jsonschema"
         doc = json.loads(sch.data)
         assert "$defs" in doc or "properties" in doc
-    gt_schema = json.loads(next(summary.schemas[c.schema_id].data for c in summary.channels.values() if c.topic == "gt"))
+    gt_schema = json.loads(
+        next(summary.schemas[c.schema_id].data for c in summary.channels.values() if c.topic == "gt")
+    )
     assert "GroundTruth" in json.dumps(gt_schema)
 
 

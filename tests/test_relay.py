@@ -28,16 +28,22 @@ from perception.outputs.publisher import PublisherConfig, PublisherLogic
 
 def _mask(x: int, y: int, h: int = 48, w: int = 64) -> Rle:
     m = np.zeros((h, w), np.uint8, order="F")
-    m[y:y + 10, x:x + 12] = 1
+    m[y : y + 10, x : x + 12] = 1
     rle = mask_util.encode(m)
     return Rle(size=(h, w), counts=rle["counts"].decode())
 
 
 def _detections(seq: int, n: int = 3) -> Envelope:
-    inst = tuple(schema.Instance(k % 3, 0.4 + 0.1 * k, (2.0 * k, 1.0, 2.0 * k + 12, 11.0), _mask(2 * k, 1))
-                 for k in range(n))
-    return Envelope("detections", seq, time.monotonic_ns(), Source("cam0", seq, 123 + seq),
-                    schema.Detections("yolact_fast", 64, 48, inst, inference_ms=25.0))
+    inst = tuple(
+        schema.Instance(k % 3, 0.4 + 0.1 * k, (2.0 * k, 1.0, 2.0 * k + 12, 11.0), _mask(2 * k, 1)) for k in range(n)
+    )
+    return Envelope(
+        "detections",
+        seq,
+        time.monotonic_ns(),
+        Source("cam0", seq, 123 + seq),
+        schema.Detections("yolact_fast", 64, 48, inst, inference_ms=25.0),
+    )
 
 
 def test_a_relayed_message_goes_out_byte_for_byte_and_decodes_as_sent() -> None:
@@ -45,7 +51,12 @@ def test_a_relayed_message_goes_out_byte_for_byte_and_decodes_as_sent() -> None:
     data = codec.encode(env)
     relayed = codec.decode_relay(data, "detections")
     assert isinstance(relayed.payload, msgspec.Raw)  # masks not decoded
-    assert (relayed.topic, relayed.seq, relayed.stamp_ns, relayed.source) == (env.topic, env.seq, env.stamp_ns, env.source)
+    assert (relayed.topic, relayed.seq, relayed.stamp_ns, relayed.source) == (
+        env.topic,
+        env.seq,
+        env.stamp_ns,
+        env.source,
+    )
     out = codec.encode(relayed)
     assert out == data
     assert codec.decode(out, "detections") == env
@@ -57,13 +68,30 @@ def test_the_relay_checks_the_envelope_and_leaves_the_payload_to_the_reader() ->
         codec.decode_relay(data, "tracks")
     with pytest.raises(MalformedMessage, match="not a message envelope"):
         codec.decode_relay(b"\xc1garbage", "detections")
-    old = msgspec.msgpack.encode({"topic": "detections", "seq": 1, "stamp_ns": 1, "source": None,
-                                  "payload": {}, "schema_version": schema.SCHEMA_VERSION + 1})
+    old = msgspec.msgpack.encode(
+        {
+            "topic": "detections",
+            "seq": 1,
+            "stamp_ns": 1,
+            "source": None,
+            "payload": {},
+            "schema_version": schema.SCHEMA_VERSION + 1,
+        }
+    )
     with pytest.raises(WrongSchemaVersion):
         codec.decode_relay(old, "detections")
     # a payload that is no Detections passes the relay and is caught where it is decoded
-    bad = msgspec.msgpack.encode({"topic": "detections", "seq": 2, "stamp_ns": 1, "source": None,
-                                  "payload": {"model": 5}, "valid": True, "schema_version": schema.SCHEMA_VERSION})
+    bad = msgspec.msgpack.encode(
+        {
+            "topic": "detections",
+            "seq": 2,
+            "stamp_ns": 1,
+            "source": None,
+            "payload": {"model": 5},
+            "valid": True,
+            "schema_version": schema.SCHEMA_VERSION,
+        }
+    )
     assert codec.encode(codec.decode_relay(bad, "detections")) == bad
     with pytest.raises(MalformedMessage, match="detections"):
         codec.decode(bad, "detections")
@@ -118,8 +146,17 @@ def test_the_publisher_node_relays_messages_its_external_readers_decode(monkeypa
     external.poll(0)
     sent = {s: _detections(s, 1 + s % 4) for s in range(seq + 10, seq + 22)}
     assert any(not doorbell.DoorbellServer.fits(codec.encode(e)) for e in sent.values())
-    bad = msgspec.msgpack.encode({"topic": "detections", "seq": seq + 22, "stamp_ns": 1, "source": None,
-                                  "payload": {"model": 5}, "valid": True, "schema_version": schema.SCHEMA_VERSION})
+    bad = msgspec.msgpack.encode(
+        {
+            "topic": "detections",
+            "seq": seq + 22,
+            "stamp_ns": 1,
+            "source": None,
+            "payload": {"model": 5},
+            "valid": True,
+            "schema_version": schema.SCHEMA_VERSION,
+        }
+    )
     for env in sent.values():
         internal.send(env)
     internal.bell.ring(bad)

@@ -132,9 +132,14 @@ def test_ground_truth_goes_out_between_frames_in_real_time(tmp_path: Path) -> No
         logic.prepare(now)
     period = 100_000_000
     t0 = sent[0][0]
-    assert sent == [(t0, "frames", 0), (t0, "gt", 0),  # no spacing known yet: with its frame
-                    (t0 + period, "frames", 1), (t0 + period + int(GT_AFTER * period), "gt", 1),
-                    (t0 + 2 * period, "frames", 2), (t0 + 2 * period + int(GT_AFTER * period), "gt", 2)]
+    assert sent == [
+        (t0, "frames", 0),
+        (t0, "gt", 0),  # no spacing known yet: with its frame
+        (t0 + period, "frames", 1),
+        (t0 + period + int(GT_AFTER * period), "gt", 1),
+        (t0 + 2 * period, "frames", 2),
+        (t0 + 2 * period + int(GT_AFTER * period), "gt", 2),
+    ]
     fast = ReplayLogic(ReplayConfig(drive=str(_drive(tmp_path / "f.mcap", n=3)), rate=0.0))
     assert [[o.topic for o in fast.step(0, None)] for _ in range(3)] == [["frames", "gt"]] * 3
 
@@ -170,9 +175,25 @@ def test_bad_drive_is_a_clear_config_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, run_dir: str) -> None:
     env = dict(os.environ, PERCEPTION_RUN_DIR=run_dir)
-    out = subprocess.run([sys.executable, "-m", "perception", "demo", "--frames", "20", "--out", str(tmp_path / "demo"),
-                          "--set", "publisher.bind=tcp://127.0.0.1:17782"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perception",
+            "demo",
+            "--frames",
+            "20",
+            "--out",
+            str(tmp_path / "demo"),
+            "--set",
+            "publisher.bind=tcp://127.0.0.1:17782",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "summary (drive finished and pipeline drained" in out.stdout
     published = [line for line in out.stdout.splitlines() if "frames published / out" in line][0]

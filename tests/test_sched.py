@@ -78,8 +78,10 @@ def test_a_process_behind_a_hog_on_its_cpu_is_starved() -> None:
 
 
 def _supervisor(run_dir: str, image_folder: Path, *overrides: str) -> supervisor_mod.Supervisor:
-    spec = load_launch(ROOT / "launch" / "camera.yaml", [
-        f"camera.source={image_folder}", "publisher.bind=tcp://127.0.0.1:17783", *overrides])
+    spec = load_launch(
+        ROOT / "launch" / "camera.yaml",
+        [f"camera.source={image_folder}", "publisher.bind=tcp://127.0.0.1:17783", *overrides],
+    )
     return supervisor_mod.Supervisor(spec, run_dir, out=open(os.devnull, "w"))
 
 
@@ -93,7 +95,8 @@ def _tick_until(sup: supervisor_mod.Supervisor, cond, timeout_s: float) -> bool:
 
 
 def test_supervisor_waits_for_a_starved_node_and_restarts_a_hung_one(
-        run_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A SIGSTOPped node is silent; while the scheduler figures say it waits for a CPU, the
     supervisor leaves it for ``starved_timeout_s`` (counted and logged), then restarts it;
     with its real figures (a stopped process does not wait) it is restarted after

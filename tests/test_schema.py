@@ -35,11 +35,22 @@ def _rle() -> Rle:
 SAMPLES: dict[str, schema.Payload] = {
     "frames": FrameHeader(width=32, height=24, encoding="bgr8", stride=96),
     "frames.rect": FrameHeader(32, 24, "bgr8", 96, Letterbox(0.5, 0.0, 4.0, 64, 40)),
-    "detections": Detections("fast", 32, 24, (Instance(2, 0.9, (1.0, 2.0, 3.5, 4.0), _rle()),
-                                              Instance(0, 0.4, (0.0, 0.0, 1.0, 1.0), None)),
-                             inference_ms=3.2, queue_wait_ms=1.0, frame_age_ms=9.5, policy_reason="fits"),
-    "tracks": Tracks(32, 24, (Track(7, "confirmed", 2, 0.8, (1.0, 2.0, 3.0, 4.0), _rle(), (3.0, -1.0),
-                                    1.5, 12, True, (4.5, -0.2)),), epoch=3),
+    "detections": Detections(
+        "fast",
+        32,
+        24,
+        (Instance(2, 0.9, (1.0, 2.0, 3.5, 4.0), _rle()), Instance(0, 0.4, (0.0, 0.0, 1.0, 1.0), None)),
+        inference_ms=3.2,
+        queue_wait_ms=1.0,
+        frame_age_ms=9.5,
+        policy_reason="fits",
+    ),
+    "tracks": Tracks(
+        32,
+        24,
+        (Track(7, "confirmed", 2, 0.8, (1.0, 2.0, 3.0, 4.0), _rle(), (3.0, -1.0), 1.5, 12, True, (4.5, -0.2)),),
+        epoch=3,
+    ),
     "gt": GroundTruth(32, 24, (GtInstance(4, 1, (0.0, 1.0, 2.0, 3.0), _rle(), 0.25, False),)),
     "status": Status("camera", 123, 15.0, 1.0, 2.0, 1, 2, 3, 4, "boom", 9.0, {"a": 1, "b": 0.5, "c": "x", "d": True}),
 }
@@ -72,9 +83,16 @@ def test_older_schema_version_rejected() -> None:
         codec.decode(msgspec.msgpack.encode(env))
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00\x01garbage", msgspec.msgpack.encode([1, 2, 3]),
-                                  msgspec.msgpack.encode({"topic": "status"}),
-                                  b"\x81\xa5topic\xa2\x9a\x9a"])  # a str that is not UTF-8
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x00\x01garbage",
+        msgspec.msgpack.encode([1, 2, 3]),
+        msgspec.msgpack.encode({"topic": "status"}),
+        b"\x81\xa5topic\xa2\x9a\x9a",
+    ],
+)  # a str that is not UTF-8
 def test_garbage_is_malformed(data: bytes) -> None:
     with pytest.raises(schema.MalformedMessage):
         codec.decode(data)
@@ -90,7 +108,9 @@ def test_bad_payload_names_the_field() -> None:
 def test_payload_string_that_is_not_utf8_is_malformed() -> None:
     plain = codec.to_plain(Envelope("detections", 0, 0, None, SAMPLES["detections"]))
     plain["payload"]["model"] = "\u00e9t\u00e9"
-    data = msgspec.msgpack.encode(plain).replace("\u00e9t\u00e9".encode(), b"\x9a\x9at\x9a\x9a")  # same length, not UTF-8
+    data = msgspec.msgpack.encode(plain).replace(
+        "\u00e9t\u00e9".encode(), b"\x9a\x9at\x9a\x9a"
+    )  # same length, not UTF-8
     with pytest.raises(schema.MalformedMessage, match="payload"):
         codec.decode(data)
 
@@ -105,8 +125,9 @@ def test_unknown_topic_and_wrong_payload_type() -> None:
 
 
 def test_oversized_lists_rejected() -> None:
-    big = dataclasses.replace(SAMPLES["detections"],
-                              instances=(Instance(0, 0.5, (0.0, 0.0, 1.0, 1.0)),) * (schema.MAX_INSTANCES + 1))
+    big = dataclasses.replace(
+        SAMPLES["detections"], instances=(Instance(0, 0.5, (0.0, 0.0, 1.0, 1.0)),) * (schema.MAX_INSTANCES + 1)
+    )
     data = msgspec.msgpack.encode(Envelope("detections", 0, 0, None, big))
     with pytest.raises(schema.MalformedMessage, match="length"):
         codec.decode(data)
@@ -116,7 +137,9 @@ def test_rle_is_pycocotools_compatible() -> None:
     m = np.zeros((24, 32), bool)
     m[5:15, 3:20] = True
     rle = encode_mask(m)
-    env = codec.decode(codec.encode(Envelope("gt", 0, 0, None, GroundTruth(32, 24, (GtInstance(0, 0, (3, 5, 20, 15), rle),)))))
+    env = codec.decode(
+        codec.encode(Envelope("gt", 0, 0, None, GroundTruth(32, 24, (GtInstance(0, 0, (3, 5, 20, 15), rle),))))
+    )
     assert np.array_equal(decode_mask(env.payload.instances[0].mask), m)
 
 
@@ -125,9 +148,20 @@ def test_a_record_made_without_init_equals_one_made_with_it_and_needs_every_fiel
     from perception.bus.records import record
     from perception.bus.schema import Track
 
-    fields = dict(track_id=3, state="lost", class_id=2, score=0.8, box_xyxy=(1.0, 2.0, 30.0, 40.0), mask=None,
-                  velocity_px_s=(5.0, -1.0), age_s=1.5, hits=7, predicted=True, ground_xy_m=(3.0, 0.5),
-                  ground_above_horizon=False)
+    fields = dict(
+        track_id=3,
+        state="lost",
+        class_id=2,
+        score=0.8,
+        box_xyxy=(1.0, 2.0, 30.0, 40.0),
+        mask=None,
+        velocity_px_s=(5.0, -1.0),
+        age_s=1.5,
+        hits=7,
+        predicted=True,
+        ground_xy_m=(3.0, 0.5),
+        ground_above_horizon=False,
+    )
     fast = record(Track, **fields)
     assert fast == Track(**fields) and hash(fast) == hash(Track(**fields))  # type: ignore[arg-type]
     assert codec.to_plain(fast) == codec.to_plain(Track(**fields))  # type: ignore[arg-type]

@@ -58,9 +58,15 @@ def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
 
 def test_only_authorised_client_receives(keys: dict[str, tuple[Path, Path]]) -> None:
     address = f"tcp://127.0.0.1:{next(_ports)}"
-    cfg = build_config(PublisherConfig, {"bind": address, "topics": ["status"],
-                                         "curve_secret_key": str(keys["server"][1]),
-                                         "allowed_clients": [str(keys["robot"][0])]})
+    cfg = build_config(
+        PublisherConfig,
+        {
+            "bind": address,
+            "topics": ["status"],
+            "curve_secret_key": str(keys["server"][1]),
+            "allowed_clients": [str(keys["robot"][0])],
+        },
+    )
     pub = PublisherLogic(cfg, zmq.Context.instance())
     try:
         server_public = str(keys["server"][0])

@@ -26,8 +26,9 @@ class FakeModel:
         if self.calls == self.fail_on:
             raise RuntimeError("bad frame")
         time.sleep(self.sleep_ms / 1000)
-        return Detections(self.name, transform.src_width, transform.src_height,
-                          (Instance(2, 0.9, (1.0, 2.0, 3.0, 4.0)),))
+        return Detections(
+            self.name, transform.src_width, transform.src_height, (Instance(2, 0.9, (1.0, 2.0, 3.0, 4.0)),)
+        )
 
 
 def _msg(seq: int, age_ms: float) -> Received:
@@ -106,12 +107,25 @@ def test_model_that_fails_to_load_stops_the_node_with_a_clear_error(tmp_path, ru
     import sys
 
     card = tmp_path / "broken.toml"
-    card.write_text('name = "broken"\nfamily = "yolact"\nclasses = ["car"]\n[input]\nwidth = 64\nheight = 64\n'
-                    '[onnx]\nfile = "broken.onnx"\nsha256 = ""\n')
+    card.write_text(
+        'name = "broken"\nfamily = "yolact"\nclasses = ["car"]\n[input]\nwidth = 64\nheight = 64\n'
+        '[onnx]\nfile = "broken.onnx"\nsha256 = ""\n'
+    )
     (tmp_path / "broken.onnx").write_bytes(b"not an onnx model")
-    out = subprocess.run([sys.executable, "-m", "nodes.segmenter", "--run-dir", run_dir,
-                          "--params", json.dumps({"policy": "fast", "fast": str(card)})],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nodes.segmenter",
+            "--run-dir",
+            run_dir,
+            "--params",
+            json.dumps({"policy": "fast", "fast": str(card)}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "error: segmenter:" in out.stderr and "broken" in out.stderr
 

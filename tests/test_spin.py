@@ -134,8 +134,11 @@ def test_spin_us_is_a_node_key_checked_at_load_and_given_to_the_node(tmp_path: P
         sup.shutdown()
     assert cmd[cmd.index("--spin-us") + 1] == "500" and "--spin-us" not in other
     for bad in ("-1", "true", "0.5", "20000"):
-        with pytest.raises(ConfigError, match=r"node 'tracker': key 'spin_us' must be a whole number of microseconds "
-                                              r"from 0 to 10000, e\.g\. 500, got"):
+        with pytest.raises(
+            ConfigError,
+            match=r"node 'tracker': key 'spin_us' must be a whole number of microseconds "
+            r"from 0 to 10000, e\.g\. 500, got",
+        ):
             load_launch(f, [f"tracker.spin_us={bad}"])
 
 

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.slow
 
 def _launch(run_dir: str, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PERCEPTION_RUN_DIR=run_dir, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "perception", "launch", str(ROOT / "launch" / "camera.yaml"), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "perception", "launch", str(ROOT / "launch" / "camera.yaml"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _frames(run_dir: str, n: int, timeout_s: float = 15.0) -> list:
@@ -64,8 +70,12 @@ def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def test_launch_heartbeats_kill_restart_and_clean_stop(run_dir: str, image_folder: Path) -> None:
-    proc = _launch(run_dir, f"--set=camera.source={image_folder}", "--set=camera.fps=20",
-                   "--set=publisher.bind=tcp://127.0.0.1:17780")
+    proc = _launch(
+        run_dir,
+        f"--set=camera.source={image_folder}",
+        "--set=camera.fps=20",
+        "--set=publisher.bind=tcp://127.0.0.1:17780",
+    )
     try:
         frames = _frames(run_dir, 10)
         assert len(frames) == 10

@@ -78,8 +78,9 @@ class Arrivals:
         return None if best is None else (best - self.spin_ns, best + self.spin_ns)
 
 
-def poll_spinning(poll: Callable[[int], list[T]], bells: Sequence[int], timeout_ms: int, start_ns: int,
-                  end_ns: int) -> tuple[list[T], float, bool]:
+def poll_spinning(
+    poll: Callable[[int], list[T]], bells: Sequence[int], timeout_ms: int, start_ns: int, end_ns: int
+) -> tuple[list[T], float, bool]:
     """``poll(ms)`` (a subscriber's wait) until ``start_ns``, then ``poll(0)`` without sleeping
     until something comes or ``end_ns``, then ``poll`` for what is left of ``timeout_ms`` (-1:
     no limit). The wait before ``start_ns`` is in ZeroMQ's whole milliseconds and then, to the

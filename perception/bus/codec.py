@@ -50,10 +50,18 @@ def _typed_envelope(name: str, payload: type) -> type[msgspec.Struct]:
     """The envelope of one topic with its payload type spelled out, decoded in one pass
     (the two-pass decode through ``msgspec.Raw`` costs twice as much on a reader that just
     woke up, where a frame's hop is counted in tenths of a millisecond)."""
-    return msgspec.defstruct(f"Envelope_{name.replace('.', '_')}", [
-        ("topic", Text), ("seq", int), ("stamp_ns", int), ("source", Source | None), ("payload", payload),
-        ("valid", bool, True), ("schema_version", int, SCHEMA_VERSION),
-    ])
+    return msgspec.defstruct(
+        f"Envelope_{name.replace('.', '_')}",
+        [
+            ("topic", Text),
+            ("seq", int),
+            ("stamp_ns", int),
+            ("source", Source | None),
+            ("payload", payload),
+            ("valid", bool, True),
+            ("schema_version", int, SCHEMA_VERSION),
+        ],
+    )
 
 
 _typed_decoders = {t.name: msgspec.msgpack.Decoder(_typed_envelope(t.name, t.msg_type)) for t in TOPICS}
@@ -82,9 +90,7 @@ def encode(env: Envelope) -> bytes:
     A payload of :func:`decode_relay` (``msgspec.Raw``) goes out as the bytes it came in."""
     expected = topic(env.topic).msg_type
     if not isinstance(env.payload, expected) and not isinstance(env.payload, msgspec.Raw):
-        raise SchemaError(
-            f"topic {env.topic!r} carries {expected.__name__}, got {type(env.payload).__name__}"
-        )
+        raise SchemaError(f"topic {env.topic!r} carries {expected.__name__}, got {type(env.payload).__name__}")
     return _encoder.encode(env)
 
 
@@ -121,8 +127,13 @@ def decode(data: bytes | memoryview, expected_topic: str | None = None) -> Envel
     except DECODE_ERRORS as e:
         raise MalformedMessage(f"bad {raw.topic!r} payload: {e}") from None
     return Envelope(
-        topic=raw.topic, seq=raw.seq, stamp_ns=raw.stamp_ns, source=raw.source,
-        payload=payload, valid=raw.valid, schema_version=raw.schema_version,
+        topic=raw.topic,
+        seq=raw.seq,
+        stamp_ns=raw.stamp_ns,
+        source=raw.source,
+        payload=payload,
+        valid=raw.valid,
+        schema_version=raw.schema_version,
     )
 
 
@@ -134,8 +145,7 @@ def _checked_envelope(data: bytes | memoryview, expected_topic: str | None) -> _
         raise MalformedMessage(f"not a message envelope: {e}") from None
     if raw.schema_version != SCHEMA_VERSION:
         raise WrongSchemaVersion(
-            f"message on {raw.topic!r} has schema_version {raw.schema_version}, "
-            f"this node speaks {SCHEMA_VERSION}"
+            f"message on {raw.topic!r} has schema_version {raw.schema_version}, this node speaks {SCHEMA_VERSION}"
         )
     if expected_topic is not None and raw.topic != expected_topic:
         raise MalformedMessage(f"expected topic {expected_topic!r}, envelope says {raw.topic!r}")
@@ -156,8 +166,15 @@ def decode_relay(data: bytes | memoryview, expected_topic: str) -> Envelope:
     if topic(expected_topic).kind == "frame":
         return decode(data, expected_topic)
     raw = _checked_envelope(data, expected_topic)
-    return Envelope(topic=raw.topic, seq=raw.seq, stamp_ns=raw.stamp_ns, source=raw.source,
-                    payload=raw.payload, valid=raw.valid, schema_version=raw.schema_version)  # type: ignore[arg-type]
+    return Envelope(
+        topic=raw.topic,
+        seq=raw.seq,
+        stamp_ns=raw.stamp_ns,
+        source=raw.source,
+        payload=raw.payload,
+        valid=raw.valid,
+        schema_version=raw.schema_version,
+    )  # type: ignore[arg-type]
 
 
 def to_plain(obj: object) -> object:

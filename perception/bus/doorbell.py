@@ -84,7 +84,7 @@ def bell_path(address: str) -> str | None:
     """The doorbell's socket path for a ZeroMQ ``ipc://`` endpoint; None for other transports."""
     if not address.startswith("ipc://"):
         return None
-    return address[len("ipc://"):] + SUFFIX
+    return address[len("ipc://") :] + SUFFIX
 
 
 class DoorbellServer:
@@ -282,9 +282,16 @@ class BellReader:
     (:func:`perception.bus.codec.decode_relay` for a reader that passes them on unchanged).
     """
 
-    def __init__(self, topic: str, path: str, keep_newest: bool, retry_s: float = 0.5,
-                 wait_s: float = CARRIED_WAIT_S, stage: bool = False,
-                 decode: Callable[[bytes | memoryview, str], Envelope] = codec.decode) -> None:
+    def __init__(
+        self,
+        topic: str,
+        path: str,
+        keep_newest: bool,
+        retry_s: float = 0.5,
+        wait_s: float = CARRIED_WAIT_S,
+        stage: bool = False,
+        decode: Callable[[bytes | memoryview, str], Envelope] = codec.decode,
+    ) -> None:
         self.topic = topic
         self.decode = decode
         self.client = DoorbellClient(path, retry_s, stage)

@@ -40,8 +40,17 @@ from perception.bus.shm_ring import ShmReader
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_HWM", "DETERMINISTIC_HWM", "LOSSLESS_WINDOW", "Publisher", "Received", "Subscriber", "frame_pixels",
-           "header_for", "iter_messages"]
+__all__ = [
+    "DEFAULT_HWM",
+    "DETERMINISTIC_HWM",
+    "LOSSLESS_WINDOW",
+    "Publisher",
+    "Received",
+    "Subscriber",
+    "frame_pixels",
+    "header_for",
+    "iter_messages",
+]
 
 DETERMINISTIC_HWM = 0  # unlimited
 
@@ -76,8 +85,7 @@ def frame_pixels(header: FrameHeader, buf: memoryview | bytes) -> np.ndarray:
     n = header.height * header.stride
     if n > schema.MAX_PIXELS_BYTES or len(buf) != n:
         raise MalformedMessage(
-            f"frame pixels are {len(buf)} bytes, header says {header.height} rows x "
-            f"{header.stride} bytes = {n}"
+            f"frame pixels are {len(buf)} bytes, header says {header.height} rows x {header.stride} bytes = {n}"
         )
     flat = np.frombuffer(buf, dtype=np.uint8)
     rows = flat.reshape(header.height, header.stride)[:, : header.width * c]
@@ -260,8 +268,14 @@ class Subscriber:
         self.last_error = str(e)
         log.warning("dropped bad message: %s", e)
 
-    def _decode(self, name: str, data: memoryview | bytes, pixel_part: memoryview | None,
-                n_parts: int = 3, env: Envelope | None = None) -> Received | None:
+    def _decode(
+        self,
+        name: str,
+        data: memoryview | bytes,
+        pixel_part: memoryview | None,
+        n_parts: int = 3,
+        env: Envelope | None = None,
+    ) -> Received | None:
         """``data``: the envelope (or ``env``, decoded already); ``pixel_part``: the third
         ZeroMQ part (None for a frame in shared memory that came by a doorbell)."""
         try:
@@ -318,8 +332,9 @@ class Subscriber:
         if window is None:
             out = self._poll(timeout_ms)
         else:
-            out, spun_s, caught = poll_spinning(self._poll, [b.fd for b in self.bells.values() if b.fd is not None],
-                                                timeout_ms, *window)
+            out, spun_s, caught = poll_spinning(
+                self._poll, [b.fd for b in self.bells.values() if b.fd is not None], timeout_ms, *window
+            )
             self.spun_s += spun_s
             self.spin_caught += caught
         for m in out:

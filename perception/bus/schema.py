@@ -340,18 +340,66 @@ class Topic:
 
 
 TOPICS: tuple[Topic, ...] = (
-    Topic("frames", FrameHeader, "ipc://{run_dir}/frames", 30.0, True, "frame", "camera",
-          "raw camera frames (or a replayed drive)"),
-    Topic("frames.rect", FrameHeader, "ipc://{run_dir}/frames.rect", 30.0, False, "frame", "preprocess",
-          "frames resized/letterboxed (and undistorted) for the model, with the transform back"),
-    Topic("detections", Detections, "ipc://{run_dir}/detections", 30.0, True, "message", "segmenter",
-          "per-frame instances: class, score, box, mask (COCO RLE)"),
-    Topic("tracks", Tracks, "ipc://{run_dir}/tracks", 30.0, True, "message", "tracker",
-          "tracked instances with stable ids, state, velocity"),
-    Topic("gt", GroundTruth, "ipc://{run_dir}/gt", 30.0, True, "message", "camera",
-          "ground truth of a synthetic or annotated drive, when known"),
-    Topic("status", Status, "ipc://{run_dir}/status", 2.0, True, "message", "supervisor",
-          "heartbeats and diagnostics of every node"),
+    Topic(
+        "frames",
+        FrameHeader,
+        "ipc://{run_dir}/frames",
+        30.0,
+        True,
+        "frame",
+        "camera",
+        "raw camera frames (or a replayed drive)",
+    ),
+    Topic(
+        "frames.rect",
+        FrameHeader,
+        "ipc://{run_dir}/frames.rect",
+        30.0,
+        False,
+        "frame",
+        "preprocess",
+        "frames resized/letterboxed (and undistorted) for the model, with the transform back",
+    ),
+    Topic(
+        "detections",
+        Detections,
+        "ipc://{run_dir}/detections",
+        30.0,
+        True,
+        "message",
+        "segmenter",
+        "per-frame instances: class, score, box, mask (COCO RLE)",
+    ),
+    Topic(
+        "tracks",
+        Tracks,
+        "ipc://{run_dir}/tracks",
+        30.0,
+        True,
+        "message",
+        "tracker",
+        "tracked instances with stable ids, state, velocity",
+    ),
+    Topic(
+        "gt",
+        GroundTruth,
+        "ipc://{run_dir}/gt",
+        30.0,
+        True,
+        "message",
+        "camera",
+        "ground truth of a synthetic or annotated drive, when known",
+    ),
+    Topic(
+        "status",
+        Status,
+        "ipc://{run_dir}/status",
+        2.0,
+        True,
+        "message",
+        "supervisor",
+        "heartbeats and diagnostics of every node",
+    ),
 )
 
 #: Where nodes send their heartbeats; the supervisor forwards them to ``status``.
@@ -374,4 +422,3 @@ def topic(name: str) -> Topic:
 def endpoint(name: str, run_dir: str) -> str:
     """The endpoint of topic ``name`` in run directory ``run_dir``."""
     return topic(name).endpoint.format(run_dir=run_dir)
-

@@ -117,8 +117,11 @@ def reserve(name: str, size: int) -> None:
     except OSError as e:
         st = os.statvfs(SHM_DIR)
         free_mb = st.f_bavail * st.f_frsize / 2**20
-        raise OSError(e.errno, f"shared memory: a ring of {size / 2**20:.1f} MB does not fit in {SHM_DIR} "
-                               f"({free_mb:.1f} MB free): {e.strerror}") from None
+        raise OSError(
+            e.errno,
+            f"shared memory: a ring of {size / 2**20:.1f} MB does not fit in {SHM_DIR} "
+            f"({free_mb:.1f} MB free): {e.strerror}",
+        ) from None
     finally:
         os.close(fd)
 
@@ -168,8 +171,9 @@ class FrameRing:
 
     def _ref(self, k: int, n: int) -> ShmSlot:
         """The reference to slot ``k`` (being written) once it is committed, ``n`` bytes long."""
-        return record(ShmSlot, segment=self.name, slot=k, generation=self.gens[k][0] + 1, nbytes=n,
-                      slot_stride=self.stride)
+        return record(
+            ShmSlot, segment=self.name, slot=k, generation=self.gens[k][0] + 1, nbytes=n, slot_stride=self.stride
+        )
 
     def _commit(self, k: int) -> None:
         self.gens[k][0] += 1  # even: complete
@@ -184,7 +188,7 @@ class FrameRing:
             return None
         k = self._open_slot()
         start = k * self.stride + SLOT_HEADER
-        view = self.buf[start:start + n].reshape(shape)
+        view = self.buf[start : start + n].reshape(shape)
         # its reference made now, while the frame is captured or rendered, not after its stamp
         self._claimed = (k, view, self._ref(k, n))
         return view
@@ -202,7 +206,7 @@ class FrameRing:
             return None
         k = self._open_slot()
         start = k * self.stride + SLOT_HEADER
-        self.buf[start:start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
+        self.buf[start : start + n] = np.frombuffer(np.ascontiguousarray(pixels).data, np.uint8)
         ref = self._ref(k, n)
         self._commit(k)
         return ref
@@ -276,10 +280,16 @@ class ShmReader:
         mm = self._map(ref.segment)
         need = header.height * header.stride
         offset = ref.slot * ref.slot_stride
-        if ref.nbytes != need or ref.slot < 0 or ref.slot_stride < SLOT_HEADER + ref.nbytes \
-                or offset + SLOT_HEADER + ref.nbytes > len(mm):
-            raise SlotError(f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
-                             f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})")
+        if (
+            ref.nbytes != need
+            or ref.slot < 0
+            or ref.slot_stride < SLOT_HEADER + ref.nbytes
+            or offset + SLOT_HEADER + ref.nbytes > len(mm)
+        ):
+            raise SlotError(
+                f"shared-memory slot {ref.slot} of {ref.segment} ({ref.nbytes} bytes, stride "
+                f"{ref.slot_stride}) does not fit the header ({need} bytes) or the segment ({len(mm)})"
+            )
         return _counter(mm, offset), np.frombuffer(mm, np.uint8, ref.nbytes, offset + SLOT_HEADER)
 
     def read(self, ref: ShmSlot, header: FrameHeader) -> np.ndarray | None:
@@ -299,8 +309,9 @@ class ShmReader:
             return None
         return data
 
-    def image(self, ref: ShmSlot, header: FrameHeader,
-              shape: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, Callable[[], bool]] | None:
+    def image(
+        self, ref: ShmSlot, header: FrameHeader, shape: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[np.ndarray, Callable[[], bool]] | None:
         """The pixels of ``ref`` in place, shaped by ``shape`` (from the 1-D read-only uint8
         bytes; called once per slot and header, then kept: a frame read in place then costs
         a lookup and a compare, which matters when the reader wakes with cold caches), and a
@@ -308,8 +319,16 @@ class ShmReader:
         pixels and drop what was made from them when it says False (then count it with
         :meth:`count_torn`). None (counted in ``torn``) when the slot was overwritten
         already. Raises like :meth:`read`."""
-        key = (ref.segment, ref.slot, ref.nbytes, ref.slot_stride, header.width, header.height, header.stride,
-               header.encoding)
+        key = (
+            ref.segment,
+            ref.slot,
+            ref.nbytes,
+            ref.slot_stride,
+            header.width,
+            header.height,
+            header.stride,
+            header.encoding,
+        )
         got = self._views.get(key)
         if got is None:
             gen, pixels = self._slot(ref, header)
@@ -342,7 +361,7 @@ class ShmReader:
 
 def _counter(buf: mmap.mmap | memoryview, offset: int) -> memoryview:
     """The slot's generation counter at ``offset`` of ``buf``: ``[0]`` reads or writes it as an int."""
-    return memoryview(buf)[offset:offset + 8].cast("Q")
+    return memoryview(buf)[offset : offset + 8].cast("Q")
 
 
 def _older_of(name: str, mapped: dict[str, mmap.mmap]) -> list[str]:

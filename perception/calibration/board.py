@@ -73,8 +73,9 @@ def find_corners(gray: np.ndarray, board: Board) -> np.ndarray | None:
         return None
     # The refinement window must stay inside one square: half the smallest corner spacing.
     grid = corners.reshape(board.rows, board.cols, 2)
-    spacing = min(np.linalg.norm(np.diff(grid, axis=0), axis=2).min(),
-                  np.linalg.norm(np.diff(grid, axis=1), axis=2).min())
+    spacing = min(
+        np.linalg.norm(np.diff(grid, axis=0), axis=2).min(), np.linalg.norm(np.diff(grid, axis=1), axis=2).min()
+    )
     half = int(max(2, min(11, math.floor(spacing / 2) - 1)))
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-3)
     return cv2.cornerSubPix(gray, corners, (half, half), (-1, -1), criteria)
@@ -85,8 +86,9 @@ def _rms(errors: Iterable[np.ndarray]) -> float:
     return float(np.sqrt(sq.mean()))
 
 
-def calibrate(images: Sequence[tuple[str, np.ndarray]], board: Board, model: Model = "pinhole",
-              camera_name: str = "camera") -> CalibrationRun:
+def calibrate(
+    images: Sequence[tuple[str, np.ndarray]], board: Board, model: Model = "pinhole", camera_name: str = "camera"
+) -> CalibrationRun:
     """Calibrate from ``(name, image)`` pairs, images (H, W) or (H, W, 3) uint8 BGR.
 
     Raises :class:`CalibrationError` when fewer than :data:`MIN_IMAGES` show the board.
@@ -112,8 +114,10 @@ def calibrate(images: Sequence[tuple[str, np.ndarray]], board: Board, model: Mod
         names.append(name)
         img_pts.append(corners)
     if size is None or len(img_pts) < MIN_IMAGES:
-        raise CalibrationError(f"only {len(img_pts)} image(s) show a full {board.cols}x{board.rows} board; "
-                               f"need at least {MIN_IMAGES} (rejected: {len(rejected)})")
+        raise CalibrationError(
+            f"only {len(img_pts)} image(s) show a full {board.cols}x{board.rows} board; "
+            f"need at least {MIN_IMAGES} (rejected: {len(rejected)})"
+        )
     obj = board.object_points()
     if model == "fisheye":
         k, d, projected = _fisheye(obj, img_pts, size)
@@ -125,12 +129,17 @@ def calibrate(images: Sequence[tuple[str, np.ndarray]], board: Board, model: Mod
     rms = _rms(errors)
     camera = camera_info_from_opencv(k, d, size, model == "fisheye", camera_name)
     quality = CalibrationQuality(rms, len(img_pts), len(rejected), f"{board.cols}x{board.rows}", board.square_m)
-    return CalibrationRun(Calibration(camera, None, quality), rms,
-                          tuple((n, _rms([e])) for n, e in zip(names, errors, strict=True)), tuple(rejected))
+    return CalibrationRun(
+        Calibration(camera, None, quality),
+        rms,
+        tuple((n, _rms([e])) for n, e in zip(names, errors, strict=True)),
+        tuple(rejected),
+    )
 
 
-def _pinhole(obj: np.ndarray, img_pts: list[np.ndarray], size: tuple[int, int]
-             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _pinhole(
+    obj: np.ndarray, img_pts: list[np.ndarray], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     objs = [obj] * len(img_pts)
     _, k, d, rvecs, tvecs = cv2.calibrateCamera(objs, img_pts, size, None, None)
     projected = [cv2.projectPoints(obj, r, t, k, d)[0] for r, t in zip(rvecs, tvecs, strict=True)]
@@ -142,8 +151,9 @@ def _fisheye_flag(name: str) -> int:
     return int(getattr(cv2.fisheye, name, None) or getattr(cv2, name))
 
 
-def _fisheye(obj: np.ndarray, img_pts: list[np.ndarray], size: tuple[int, int]
-             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _fisheye(
+    obj: np.ndarray, img_pts: list[np.ndarray], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     objs = [obj.reshape(1, -1, 3).astype(np.float64)] * len(img_pts)
     pts = [p.reshape(1, -1, 2).astype(np.float64) for p in img_pts]
     flags = _fisheye_flag("CALIB_RECOMPUTE_EXTRINSIC") | _fisheye_flag("CALIB_FIX_SKEW")

@@ -46,8 +46,16 @@ import yaml
 #: distortion model -> number of coefficients (ROS names; OpenCV semantics)
 DISTORTION_MODELS: dict[str, int] = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
 
-_CAMERA_KEYS = ("image_width", "image_height", "camera_name", "camera_matrix", "distortion_model",
-                "distortion_coefficients", "rectification_matrix", "projection_matrix")
+_CAMERA_KEYS = (
+    "image_width",
+    "image_height",
+    "camera_name",
+    "camera_matrix",
+    "distortion_model",
+    "distortion_coefficients",
+    "rectification_matrix",
+    "projection_matrix",
+)
 _TOP_KEYS = _CAMERA_KEYS + ("extrinsics", "calibration")
 
 
@@ -111,10 +119,16 @@ class CameraInfo:
         if abs(sx - sy) > 0.01 * max(sx, sy):
             raise CalibrationError(
                 f"camera {self.camera_name!r}: calibrated for {self.image_width}x{self.image_height}, "
-                f"frames are {width}x{height}: not the same aspect ratio (a crop cannot be rescaled)")
+                f"frames are {width}x{height}: not the same aspect ratio (a crop cannot be rescaled)"
+            )
         scale = np.diag([sx, sy, 1.0])
-        return replace(self, image_width=width, image_height=height,
-                       camera_matrix=_flat(scale @ self.K), projection_matrix=_flat(scale @ self.P))
+        return replace(
+            self,
+            image_width=width,
+            image_height=height,
+            camera_matrix=_flat(scale @ self.K),
+            projection_matrix=_flat(scale @ self.P),
+        )
 
 
 @dataclass(frozen=True)
@@ -246,8 +260,10 @@ def _extrinsics(doc: Any, r: _Reader) -> Extrinsics:
             raise r.fail(pre + str(key), f"unknown key; known keys: {', '.join(known)}")
     ext = Extrinsics(
         height_m=r.number(doc, "height_m", pre),
-        x_m=r.number(doc, "x_m", pre), y_m=r.number(doc, "y_m", pre),
-        roll_rad=r.number(doc, "roll_rad", pre), pitch_rad=r.number(doc, "pitch_rad", pre),
+        x_m=r.number(doc, "x_m", pre),
+        y_m=r.number(doc, "y_m", pre),
+        roll_rad=r.number(doc, "roll_rad", pre),
+        pitch_rad=r.number(doc, "pitch_rad", pre),
         yaw_rad=r.number(doc, "yaw_rad", pre),
         frame_id=r.text(doc, "frame_id", pre, default="base_link"),
         camera_frame_id=r.text(doc, "camera_frame_id", pre, default="camera_link"),
@@ -265,7 +281,8 @@ def _quality(doc: Any, r: _Reader) -> CalibrationQuality:
         rms_reprojection_px=r.number(doc, "rms_reprojection_px", pre),
         images_used=int(r.number(doc, "images_used", pre)),
         images_rejected=int(r.number(doc, "images_rejected", pre, default=0.0)),
-        board=str(doc.get("board", "")), square_m=r.number(doc, "square_m", pre, default=0.0),
+        board=str(doc.get("board", "")),
+        square_m=r.number(doc, "square_m", pre, default=0.0),
     )
 
 
@@ -334,4 +351,3 @@ def save_calibration(calib: Calibration, path: str | os.PathLike[str]) -> None:
     camera_info_from_dict(calibration_to_dict(calib), str(path))
     text = yaml.dump(calibration_to_dict(calib), Dumper=_FlowListDumper, sort_keys=False, width=1000)
     Path(path).write_text(text)
-

@@ -102,15 +102,20 @@ def bottom_centre_px(target: np.ndarray | Rle | Sequence[float]) -> tuple[float,
     return float(cols.mean()), bottom + 0.5, arr.shape[1], arr.shape[0]
 
 
-def ground_position(target: np.ndarray | Rle | Sequence[float], camera: CameraInfo, ext: Extrinsics,
-                    image_wh: tuple[int, int] | None = None) -> GroundPosition:
+def ground_position(
+    target: np.ndarray | Rle | Sequence[float],
+    camera: CameraInfo,
+    ext: Extrinsics,
+    image_wh: tuple[int, int] | None = None,
+) -> GroundPosition:
     """Ground position of a track from its mask (or box) in undistorted camera pixels.
 
     ``target``: (H, W) bool mask, :class:`Rle`, or an xyxy box (see :func:`bottom_centre_px`).
     ``image_wh``: the (width, height) a box's pixels refer to, when not the calibration's
     (a mask's own size is used for masks). A size other than the calibration's rescales
-    the camera (same aspect ratio only, else :class:`CalibrationError`). Returns ``GroundPosition(x_m, y_m, above_horizon)``: a point above
-    the horizon gives ``(nan, nan, True)``, an empty mask ``(nan, nan, False)``.
+    the camera (same aspect ratio only, else :class:`CalibrationError`). Returns
+    ``GroundPosition(x_m, y_m, above_horizon)``: a point above the horizon gives
+    ``(nan, nan, True)``, an empty mask ``(nan, nan, False)``.
     """
     found = bottom_centre_px(target)
     if found is None:

@@ -44,8 +44,9 @@ class Undistorter:
         Use ``cv2.INTER_NEAREST`` for label or bool-as-uint8 masks."""
         h, w = image.shape[:2]
         if (w, h) != self.size:
-            raise ValueError(f"camera {self.camera.camera_name!r}: frame is {w}x{h}, maps are for "
-                             f"{self.size[0]}x{self.size[1]}")
+            raise ValueError(
+                f"camera {self.camera.camera_name!r}: frame is {w}x{h}, maps are for {self.size[0]}x{self.size[1]}"
+            )
         return cv2.remap(image, self._map1, self._map2, interpolation, borderMode=cv2.BORDER_CONSTANT)
 
     def to_undistorted_px(self, points_px: np.ndarray) -> np.ndarray:
@@ -71,8 +72,14 @@ class Undistorter:
         return out.reshape(-1, 2)
 
 
-def undistort_points(points_px: np.ndarray, k: np.ndarray, d: np.ndarray, r: np.ndarray | None = None,
-                     p: np.ndarray | None = None, iterations: int = 50) -> np.ndarray:
+def undistort_points(
+    points_px: np.ndarray,
+    k: np.ndarray,
+    d: np.ndarray,
+    r: np.ndarray | None = None,
+    p: np.ndarray | None = None,
+    iterations: int = 50,
+) -> np.ndarray:
     """Pinhole ``cv2.undistortPoints`` iterated to convergence (the default 5 iterations are
     not enough for strong distortion): (N, 1, 2) raw pixels -> (N, 1, 2) float64, normalised
     coordinates when ``p`` is None, else pixels of ``p``."""
@@ -97,13 +104,22 @@ def _flat(a: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in np.ravel(a))
 
 
-def camera_info_from_opencv(k: np.ndarray, d: np.ndarray, size: tuple[int, int], fisheye: bool,
-                            name: str = "camera") -> CameraInfo:
+def camera_info_from_opencv(
+    k: np.ndarray, d: np.ndarray, size: tuple[int, int], fisheye: bool, name: str = "camera"
+) -> CameraInfo:
     """A :class:`CameraInfo` from OpenCV's ``K`` (3, 3), ``D`` and ``size`` (w, h), with
     identity rectification and ``P = [new_K | 0]`` from :func:`new_camera_matrix`."""
     k = np.asarray(k, dtype=np.float64)
     d = np.asarray(d, dtype=np.float64).ravel()
     p = np.zeros((3, 4))
     p[:, :3] = new_camera_matrix(k, d, size, fisheye)
-    return CameraInfo(size[0], size[1], name, _flat(k), "equidistant" if fisheye else "plumb_bob",
-                      _flat(d), _flat(np.eye(3)), _flat(p))
+    return CameraInfo(
+        size[0],
+        size[1],
+        name,
+        _flat(k),
+        "equidistant" if fisheye else "plumb_bob",
+        _flat(d),
+        _flat(np.eye(3)),
+        _flat(p),
+    )

@@ -55,8 +55,14 @@ def resize_interpolation(src_width: int, dst_width: int) -> int:
     return cv2.INTER_AREA if 2 * dst_width < src_width else cv2.INTER_LINEAR
 
 
-def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
-              out: np.ndarray | None = None, padded: bool = False) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    image: np.ndarray,
+    width: int,
+    height: int,
+    pad_value: int = 114,
+    out: np.ndarray | None = None,
+    padded: bool = False,
+) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (H, W, C) uint8 keeping its aspect ratio and pad it to
     ``(height, width, C)``; returns the padded image and the transform back.
 
@@ -71,7 +77,7 @@ def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
     px, py = (width - nw) // 2, (height - nh) // 2
     transform = Letterbox(scale=scale, pad_x_px=float(px), pad_y_px=float(py), src_width=w, src_height=h)
     if out is not None and out.shape == (height, width, *image.shape[2:]) and out.dtype == np.uint8:
-        inner = out[py:py + nh, px:px + nw]
+        inner = out[py : py + nh, px : px + nw]
         if (nw, nh) != (w, h):
             resized = cv2.resize(image, (nw, nh), dst=inner, interpolation=interp)
             if resized.ctypes.data != inner.ctypes.data:  # OpenCV made an array of its own after all
@@ -79,22 +85,26 @@ def letterbox(image: np.ndarray, width: int, height: int, pad_value: int = 114,
         else:
             inner[...] = image
         if not padded:
-            out[:py], out[py + nh:] = pad_value, pad_value
-            out[py:py + nh, :px], out[py:py + nh, px + nw:] = pad_value, pad_value
+            out[:py], out[py + nh :] = pad_value, pad_value
+            out[py : py + nh, :px], out[py : py + nh, px + nw :] = pad_value, pad_value
         return out, transform
     resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nw, nh) != (w, h) else image
-    padded = cv2.copyMakeBorder(resized, py, height - nh - py, px, width - nw - px,
-                                cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    padded = cv2.copyMakeBorder(
+        resized, py, height - nh - py, px, width - nw - px, cv2.BORDER_CONSTANT, value=(pad_value,) * 3
+    )
     return padded, transform
 
 
 def compose(outer: Letterbox, inner: Letterbox) -> Letterbox:
     """One transform for two letterboxes in a row: ``outer`` maps model pixels to an
     intermediate image, ``inner`` maps that image to camera pixels."""
-    return Letterbox(scale=outer.scale * inner.scale,
-                     pad_x_px=outer.pad_x_px + outer.scale * inner.pad_x_px,
-                     pad_y_px=outer.pad_y_px + outer.scale * inner.pad_y_px,
-                     src_width=inner.src_width, src_height=inner.src_height)
+    return Letterbox(
+        scale=outer.scale * inner.scale,
+        pad_x_px=outer.pad_x_px + outer.scale * inner.pad_x_px,
+        pad_y_px=outer.pad_y_px + outer.scale * inner.pad_y_px,
+        src_width=inner.src_width,
+        src_height=inner.src_height,
+    )
 
 
 def to_camera_xyxy(boxes: np.ndarray, t: Letterbox) -> np.ndarray:
@@ -154,8 +164,11 @@ class PreprocessLogic:
         elif header.encoding == "rgb8":
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         image = self.undistort(image)
-        slot = self.claim("frames.rect", (self.cfg.height, self.cfg.width, 3)) \
-            if self.claim is not None and image.ndim == 3 and image.shape[2] == 3 else None
+        slot = (
+            self.claim("frames.rect", (self.cfg.height, self.cfg.width, 3))
+            if self.claim is not None and image.ndim == 3 and image.shape[2] == 3
+            else None
+        )
         padded = False
         if slot is not None:
             padded = self._padded.get(slot.ctypes.data) == image.shape

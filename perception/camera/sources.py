@@ -124,8 +124,9 @@ class CaptureSource:
         target: int | str = int(source) if source.isdigit() else source
         if "://" in source:  # a stalled stream must time out rather than block the node
             ms = int(timeout_s * 1000)
-            self.cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
-                                        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            self.cap = cv2.VideoCapture(
+                target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            )
         else:
             self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():
@@ -164,8 +165,9 @@ class CameraLogic:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ("frames",)
 
-    def __init__(self, cfg: CameraConfig, source: FrameSource | None = None,
-                 opener: Callable[[str], FrameSource] | None = None) -> None:
+    def __init__(
+        self, cfg: CameraConfig, source: FrameSource | None = None, opener: Callable[[str], FrameSource] | None = None
+    ) -> None:
         self.cfg = cfg
         self.opener = opener or (lambda src: open_source(src, cfg.read_timeout_s))
         self.live = is_live(cfg.source) and cfg.reconnect
@@ -226,8 +228,12 @@ class CameraLogic:
         self.epoch += 1
         self._backoff_s = self.cfg.backoff_initial_s
         self.due_ns = now_ns
-        log.info("camera %r is back (epoch %d) after %.1f s", self.cfg.source, self.epoch,
-                 (now_ns - (self.lost_ns or now_ns)) / 1e9)
+        log.info(
+            "camera %r is back (epoch %d) after %.1f s",
+            self.cfg.source,
+            self.epoch,
+            (now_ns - (self.lost_ns or now_ns)) / 1e9,
+        )
         self.lost_ns = None
 
     def step(self, now_ns: int, msg: Received | None) -> Sequence[Outgoing]:
@@ -271,9 +277,15 @@ class CameraLogic:
     def counters(self) -> dict[str, int | float | str | bool]:
         now = time.monotonic_ns()
         since = self.last_frame_ns if self.last_frame_ns is not None else self.lost_ns
-        return {"frame_seq": self.frame_seq, "loops": self.loops, "finished": self.finished,
-                "connected": self.source is not None, "epoch": self.epoch, "reconnects": self.reconnects,
-                "no_frames_s": round((now - since) / 1e9, 3) if since is not None else 0.0}
+        return {
+            "frame_seq": self.frame_seq,
+            "loops": self.loops,
+            "finished": self.finished,
+            "connected": self.source is not None,
+            "epoch": self.epoch,
+            "reconnects": self.reconnects,
+            "no_frames_s": round((now - since) / 1e9, 3) if since is not None else 0.0,
+        }
 
     def close(self) -> None:
         if self.source is not None:

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibrate", "camera intrinsics from checkerboard images (pinhole or fisheye)"),
     "demo": ("demo", "run the whole node on a generated drive and print a summary"),
-    "doctor": ("doctor", "versions, ONNX Runtime providers, GPU, cameras, model files, free space; checks a launch file"),
+    "doctor": (
+        "doctor",
+        "versions, ONNX Runtime providers, GPU, cameras, model files, free space; checks a launch file",
+    ),
     "eval": ("eval", "score a recorded run, or a model card on labelled images: mask AP, tracking, latency"),
     "export-gt": ("export_gt", "export a drive's ground truth as COCO json or MOTS txt"),
     "import-frames": ("import_frames", "turn a folder of frames (and masks) into a drive"),
@@ -48,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"perception {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

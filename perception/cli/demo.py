@@ -39,8 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/demo", help="folder for everything the demo writes")
     p.add_argument("--launch", default=str(LAUNCH), help="launch file to run (needs a 'replay' node)")
     p.add_argument("--fps", type=float, default=10.0, help="camera rate of the generated drive (default 10)")
-    p.add_argument("--policy", default="auto", choices=("fast", "accurate", "auto"),
-                   help="model policy (default auto: the accurate model where it fits the budget)")
+    p.add_argument(
+        "--policy",
+        default="auto",
+        choices=("fast", "accurate", "auto"),
+        help="model policy (default auto: the accurate model where it fits the budget)",
+    )
     p.add_argument("--budget-ms", type=float, default=200.0, help="capture-to-detections budget (default 200)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")
 
@@ -80,8 +84,10 @@ class _Progress:
         t = self.output
         ages = self.ages_ms[t]
         model = max(self.models, key=self.models.__getitem__) if self.models else "-"
-        return (f"{t}: {len(ages):4d}/{self.total} frames  {self.fps(t):5.1f} fps  "
-                f"latency p50 {np.median(ages) if ages else 0:6.1f} ms  model {model}")
+        return (
+            f"{t}: {len(ages):4d}/{self.total} frames  {self.fps(t):5.1f} fps  "
+            f"latency p50 {np.median(ages) if ages else 0:6.1f} ms  model {model}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,14 +99,23 @@ def run(args: argparse.Namespace) -> int:
     meta, kept = write_drive(cfg, drive, keep=6)
     sheet = out / "drive.png"
     cv2.imwrite(str(sheet), contact_sheet([overlay(f.image, f.ids, f.labels) for f in kept], cols=3))
-    print(f"made a {args.scenario} drive: {args.frames} frames {meta.width}x{meta.height} @ {meta.fps:g} fps "
-          f"in {time.monotonic() - t0:.1f} s -> {drive}")
+    print(
+        f"made a {args.scenario} drive: {args.frames} frames {meta.width}x{meta.height} @ {meta.fps:g} fps "
+        f"in {time.monotonic() - t0:.1f} s -> {drive}"
+    )
     run_file = out / "run.mcap"
     for old in out.glob("run*.mcap"):
         old.unlink()  # the demo owns its folder; the recorder never overwrites
     try:
-        spec = load_launch(args.launch, [f"replay.drive={drive.resolve()}", f"segmenter.policy={args.policy}",
-                                         f"segmenter.budget_ms={args.budget_ms}", *args.overrides])
+        spec = load_launch(
+            args.launch,
+            [
+                f"replay.drive={drive.resolve()}",
+                f"segmenter.policy={args.policy}",
+                f"segmenter.budget_ms={args.budget_ms}",
+                *args.overrides,
+            ],
+        )
         spec = with_node(spec, "recorder", {"out": str(run_file.resolve())}, "recorder")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -134,8 +149,11 @@ def tracks_sheet(run_file: Path, path: Path, tiles: int = 6) -> bool:
 
     reader = DriveReader(run_file)
     tracks = {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source is not None}
-    frames = [f for f in reader.frames()
-              if any(t.state == "confirmed" for t in getattr(tracks.get(f.source.frame_seq), "tracks", ()))]
+    frames = [
+        f
+        for f in reader.frames()
+        if any(t.state == "confirmed" for t in getattr(tracks.get(f.source.frame_seq), "tracks", ()))
+    ]
     if not frames:
         return False
     picked = frames[:: max(1, len(frames) // tiles)][:tiles]
@@ -153,8 +171,10 @@ def _summary(progress: _Progress, result, written: dict[str, Path]) -> None:  # 
         ("output topic", t),
         ("frames published / out", f"{published} / {len(progress.ages_ms[t])}"),
         ("throughput", f"{progress.fps(t):.1f} fps"),
-        (f"capture -> {t} p50/p95/p99", f"{np.percentile(ages, 50):.1f} / {np.percentile(ages, 95):.1f} / "
-                                        f"{np.percentile(ages, 99):.1f} ms"),
+        (
+            f"capture -> {t} p50/p95/p99",
+            f"{np.percentile(ages, 50):.1f} / {np.percentile(ages, 95):.1f} / {np.percentile(ages, 99):.1f} ms",
+        ),
         ("dropped (all nodes)", str(dropped)),
         ("model usage", ", ".join(f"{k} {v}" for k, v in progress.models.items()) or "-"),
         ("errors (all nodes)", str(sum(s.errors for s in result.statuses.values()))),

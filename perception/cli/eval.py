@@ -22,19 +22,33 @@ from perception.evaluation.report import DEFAULT_BUDGET_MS, evaluate_run, summar
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="recorded run (.mcap): detections/tracks/status, and gt when known")
     p.add_argument("--out", help="folder for report.json, report.md and the plots (required with RUN)")
-    p.add_argument("--budget-ms", type=float, default=DEFAULT_BUDGET_MS,
-                   help=f"RUN: capture-to-output deadline for the hit rate (default {DEFAULT_BUDGET_MS:g})")
-    p.add_argument("--include-predicted", action="store_true",
-                   help="RUN: score coasted (predicted) tracks too in the tracking metrics")
+    p.add_argument(
+        "--budget-ms",
+        type=float,
+        default=DEFAULT_BUDGET_MS,
+        help=f"RUN: capture-to-output deadline for the hit rate (default {DEFAULT_BUDGET_MS:g})",
+    )
+    p.add_argument(
+        "--include-predicted",
+        action="store_true",
+        help="RUN: score coasted (predicted) tracks too in the tracking metrics",
+    )
     p.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
     g = p.add_argument_group("a model on a labelled image set (instead of RUN)")
     g.add_argument("--card", help="model card TOML whose ONNX segmenter is scored (models/<name>.toml)")
-    g.add_argument("--data", metavar="SPEC[,SPEC...]",
-                   help="labelled images: yolo-seg:DIR, coco:FILE.json, drive:FILE.mcap (comma-separated for several)")
+    g.add_argument(
+        "--data",
+        metavar="SPEC[,SPEC...]",
+        help="labelled images: yolo-seg:DIR, coco:FILE.json, drive:FILE.mcap (comma-separated for several)",
+    )
     g.add_argument("--images", metavar="DIR", help="folder the COCO JSON's file_name entries are relative to")
     g.add_argument("--limit", type=int, default=0, help="score this many images, evenly spaced over the set")
-    g.add_argument("--score-threshold", type=float, default=None,
-                   help="use this [postprocess] score_threshold instead of the card's")
+    g.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="use this [postprocess] score_threshold instead of the card's",
+    )
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own)")
     g.add_argument("--sheet", type=int, default=6, help="images on the contact sheet of the most missed (default 6)")
 
@@ -42,8 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     set_form = args.card is not None or args.data is not None
     if (args.run is None) == (not set_form):
-        print("error: give either a recorded RUN.mcap or --card CARD --data SPEC, "
-              + ("not both" if set_form else "one of the two"))
+        print(
+            "error: give either a recorded RUN.mcap or --card CARD --data SPEC, "
+            + ("not both" if set_form else "one of the two")
+        )
         return 2
     if set_form:
         return run_image_set(args)
@@ -85,13 +101,17 @@ def run_image_set(args: argparse.Namespace) -> int:
         card = replace(card, postprocess={**card.postprocess, "score_threshold": args.score_threshold})
     images = read_set(parse_specs(args.data), ClassMap(card.data.get("classes", {})), args.images, args.limit)
     segmenter = load_segmenter(card, threads=args.threads)
-    settings = {"score_threshold": card.postprocess.get("score_threshold"), "threads": args.threads or "default",
-                **({"limit": args.limit} if args.limit else {})}
+    settings = {
+        "score_threshold": card.postprocess.get("score_threshold"),
+        "threads": args.threads or "default",
+        **({"limit": args.limit} if args.limit else {}),
+    }
     meta = {"model": card.name, "card": str(args.card), "data": args.data, "settings": settings}
     evaluator = ImageSetEvaluator(card.classes, sheet_frames=args.sheet)
     t0 = time.perf_counter()
-    report = evaluate_image_set(labelled_frames(images, set(card.class_ids)), segmenter.predict, evaluator,
-                                {**meta, "images_read": len(images)})
+    report = evaluate_image_set(
+        labelled_frames(images, set(card.class_ids)), segmenter.predict, evaluator, {**meta, "images_read": len(images)}
+    )
     print(image_summary_text(report))
     print(f"  {report.masks.images} images in {time.perf_counter() - t0:.1f} s (loading, predict and scoring)")
     if args.out is not None:

@@ -10,15 +10,26 @@ FORMATS = ("foxglove", "ros2")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("format", nargs="?", choices=FORMATS,
-                   help="foxglove: an MCAP with Foxglove's schemas; ros2: a rosbag2 folder (MCAP storage, CDR)")
+    p.add_argument(
+        "format",
+        nargs="?",
+        choices=FORMATS,
+        help="foxglove: an MCAP with Foxglove's schemas; ros2: a rosbag2 folder (MCAP storage, CDR)",
+    )
     p.add_argument("paths", nargs="*", metavar="RUN OUT", help="with a format: the run (.mcap) and what to write")
     p.add_argument("--card", default=None, help="model card TOML (models/<name>.toml): export its weights to ONNX")
-    p.add_argument("--random-init", action="store_true",
-                   help="export a randomly initialised network (speed benchmarks before training)")
-    p.add_argument("--torchvision-checkpoint", default=None, metavar="PTH",
-                   help="maskrcnn cards: export from a checkpoint in torchvision's published format (a local "
-                        ".pth such as maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth), COCO classes mapped to the card's")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="export a randomly initialised network (speed benchmarks before training)",
+    )
+    p.add_argument(
+        "--torchvision-checkpoint",
+        default=None,
+        metavar="PTH",
+        help="maskrcnn cards: export from a checkpoint in torchvision's published format (a local "
+        ".pth such as maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth), COCO classes mapped to the card's",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,8 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coco", help="write COCO instances json (RLE masks) here")
     p.add_argument("--mots", help="write a TrackEval MOTSChallenge ground-truth tree under this folder")
     p.add_argument("--name", help="sequence name for MOTS (default: the drive file's stem)")
-    p.add_argument("--class-agnostic", action="store_true",
-                   help="MOTS: one sequence with every class instead of one sequence per class")
+    p.add_argument(
+        "--class-agnostic",
+        action="store_true",
+        help="MOTS: one sequence with every class instead of one sequence per class",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

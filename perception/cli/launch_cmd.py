@@ -12,8 +12,14 @@ from perception.system.supervisor import LaunchFailed, Supervisor
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="launch file (YAML), e.g. launch/camera.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE",
-                   help="override a node parameter (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.KEY=VALUE",
+        help="override a node parameter (repeatable)",
+    )
     p.add_argument("--run", help="run name (default: the file's 'run:' or its stem)")
     p.add_argument("--check", action="store_true", help="validate the file and exit")
 

@@ -23,18 +23,26 @@ from perception.system.launch import default_run_dir
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("-o", "--out", help="FILE.mcap, or a folder for run_0000.mcap, run_0001.mcap, ...")
-    what.add_argument("--recover", nargs="+", metavar="FILE",
-                      help="repair recordings that were not closed (kept as FILE.truncated)")
+    what.add_argument(
+        "--recover", nargs="+", metavar="FILE", help="repair recordings that were not closed (kept as FILE.truncated)"
+    )
     p.add_argument("--output", help="--recover: write the repaired drive here instead of in place")
-    p.add_argument("--topics", nargs="+", default=list(RECORDED_TOPICS),
-                   help=f"topics to record (default: {' '.join(RECORDED_TOPICS)})")
+    p.add_argument(
+        "--topics",
+        nargs="+",
+        default=list(RECORDED_TOPICS),
+        help=f"topics to record (default: {' '.join(RECORDED_TOPICS)})",
+    )
     p.add_argument("--run", default="camera", help="run to record (default: camera)")
     p.add_argument("--split-mb", type=float, default=0.0, help="start a new file after this many MB")
     p.add_argument("--split-s", type=float, default=0.0, help="start a new file after this many seconds")
-    p.add_argument("--chunk-kb", type=int, default=DEFAULT_CHUNK_BYTES // 1024,
-                   help="chunk size in KiB (uncompressed)")
-    p.add_argument("--chunk-s", type=float, default=1.0,
-                   help="longest time a message waits before its chunk is written (what kill -9 can lose)")
+    p.add_argument("--chunk-kb", type=int, default=DEFAULT_CHUNK_BYTES // 1024, help="chunk size in KiB (uncompressed)")
+    p.add_argument(
+        "--chunk-s",
+        type=float,
+        default=1.0,
+        help="longest time a message waits before its chunk is written (what kill -9 can lose)",
+    )
     p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
     p.add_argument("--png", action="store_true", help="store frames as PNG (lossless) instead of JPEG")
     p.add_argument("--jpeg-quality", type=int, default=90)
@@ -68,9 +76,15 @@ def run(args: argparse.Namespace) -> int:
     if args.recover:
         return _recover(args)
     params = {
-        "out": args.out, "topics": args.topics, "split_bytes": int(args.split_mb * 1e6), "split_s": args.split_s,
-        "chunk_bytes": args.chunk_kb * 1024, "chunk_s": args.chunk_s, "compression": args.compression,
-        "image_format": "png" if args.png else "jpeg", "jpeg_quality": args.jpeg_quality,
+        "out": args.out,
+        "topics": args.topics,
+        "split_bytes": int(args.split_mb * 1e6),
+        "split_s": args.split_s,
+        "chunk_bytes": args.chunk_kb * 1024,
+        "chunk_s": args.chunk_s,
+        "compression": args.compression,
+        "image_format": "png" if args.png else "jpeg",
+        "jpeg_quality": args.jpeg_quality,
     }
     try:
         cfg = build_config(RecorderConfig, params, where="perception record")

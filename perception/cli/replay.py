@@ -23,9 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, default=0.0, metavar="S", help="start at S seconds into the drive")
     p.add_argument("--end", type=float, default=0.0, metavar="S", help="stop at S seconds into the drive")
     p.add_argument("--loop", action="store_true", help="play the drive again and again (stop with Ctrl-C)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="every node processes every frame in order (for evaluation and regression)")
-    p.add_argument("--launch", default=str(LAUNCH), help="launch file with a 'replay' node (default: launch/replay.yaml)")
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="every node processes every frame in order (for evaluation and regression)",
+    )
+    p.add_argument(
+        "--launch", default=str(LAUNCH), help="launch file with a 'replay' node (default: launch/replay.yaml)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")
     p.add_argument("--record", metavar="OUT.mcap", help="record the run (frames, gt, detections, tracks, status)")
     p.add_argument("--run", help="run name (default: the launch file's)")
@@ -33,8 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     rate = 0.0 if args.max else args.rate
-    overrides = [f"replay.drive={Path(args.drive).resolve()}", f"replay.rate={rate}",
-                 f"replay.start_s={args.start}", f"replay.end_s={args.end}", f"replay.loop={str(args.loop).lower()}"]
+    overrides = [
+        f"replay.drive={Path(args.drive).resolve()}",
+        f"replay.rate={rate}",
+        f"replay.start_s={args.start}",
+        f"replay.end_s={args.end}",
+        f"replay.loop={str(args.loop).lower()}",
+    ]
     try:
         spec = load_launch(args.launch, [*overrides, *args.overrides])
         if args.record:  # a recorder node (added when the launch file has none)
@@ -51,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"replay: {result.reason}; {published} frames published in {result.elapsed_s:.1f} s")
     recorder = result.statuses.get("recorder")
     if recorder is not None:
-        print(f"recorded to {recorder.counters.get('file', '?')} ({recorder.counters.get('files', 0)} file(s); "
-              "an existing file is never overwritten)")
+        print(
+            f"recorded to {recorder.counters.get('file', '?')} ({recorder.counters.get('files', 0)} file(s); "
+            "an existing file is never overwritten)"
+        )
     return result.code

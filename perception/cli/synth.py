@@ -26,8 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=15.0)
     p.add_argument("--scenario", default="urban", choices=sorted(SCENARIOS))
     p.add_argument("--objects", type=int, default=0, help="agents alive at once (0: the scenario's default)")
-    p.add_argument("--min-size", type=int, default=8, dest="min_size_px",
-                   help="instances whose visible box is shorter than this (px) are labelled ignore=True")
+    p.add_argument(
+        "--min-size",
+        type=int,
+        default=8,
+        dest="min_size_px",
+        help="instances whose visible box is shorter than this (px) are labelled ignore=True",
+    )
     p.add_argument("--no-degrade", action="store_true", help="clean daylight camera (no night/blur/noise/JPEG)")
     p.add_argument("--coco-root", help="COCO or YOLO-seg dataset whose road objects are pasted in")
     p.add_argument("--paste-prob", type=float, default=0.35, help="share of agents drawn as pasted cut-outs")
@@ -40,10 +45,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.out and not args.preview:
         print("error: give --out DRIVE.mcap and/or --preview SHEET.png")
         return 2
-    cfg = SynthConfig(frames=args.frames, seed=args.seed, width=args.width, height=args.height, fps=args.fps,
-                      scenario=args.scenario, objects=args.objects, min_size_px=args.min_size_px,
-                      degrade=not args.no_degrade, coco_root=args.coco_root, paste_prob=args.paste_prob,
-                      camera_id=args.camera_id)
+    cfg = SynthConfig(
+        frames=args.frames,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        scenario=args.scenario,
+        objects=args.objects,
+        min_size_px=args.min_size_px,
+        degrade=not args.no_degrade,
+        coco_root=args.coco_root,
+        paste_prob=args.paste_prob,
+        camera_id=args.camera_id,
+    )
     try:
         cfg.validate()
         bank = load_cutouts(cfg.coco_root) if cfg.coco_root else None
@@ -57,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     meta, kept = write_drive(cfg, out, bank=bank, keep=args.preview_frames if args.preview else 0)
     dt = time.perf_counter() - t0
     if args.out:
-        print(f"wrote {args.out}: {cfg.frames} frames {cfg.width}x{cfg.height} scenario {cfg.scenario} "
-              f"seed {cfg.seed} ({meta.notes}) in {dt:.1f} s ({cfg.frames / max(dt, 1e-9):.1f} frames/s)")
+        print(
+            f"wrote {args.out}: {cfg.frames} frames {cfg.width}x{cfg.height} scenario {cfg.scenario} "
+            f"seed {cfg.seed} ({meta.notes}) in {dt:.1f} s ({cfg.frames / max(dt, 1e-9):.1f} frames/s)"
+        )
     if args.preview:
         tiles = [overlay(f.image, f.ids, f.labels) for f in kept]
         sheet = contact_sheet(tiles, cols=3, tile_width=min(cfg.width, 640))

@@ -25,8 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _short(obj: object, full: bool) -> object:
     if isinstance(obj, dict):
-        return {k: (f"<{len(v)} chars>" if k == "counts" and isinstance(v, str) and not full else _short(v, full))
-                for k, v in obj.items()}
+        return {
+            k: (f"<{len(v)} chars>" if k == "counts" and isinstance(v, str) and not full else _short(v, full))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_short(v, full) for v in obj]
     return obj
@@ -36,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(f"{'topic':<14}{'type':<14}{'rate':>7}  {'rec':<4} endpoint")
         for t in schema.TOPICS:
-            print(f"{t.name:<14}{t.msg_type.__name__:<14}{t.rate_hz:>6.0f}  {'yes' if t.recorded else 'no':<4} "
-                  f"{t.endpoint}  -- {t.description}")
+            print(
+                f"{t.name:<14}{t.msg_type.__name__:<14}{t.rate_hz:>6.0f}  {'yes' if t.recorded else 'no':<4} "
+                f"{t.endpoint}  -- {t.description}"
+            )
         return 0
     if not args.topic:
         print("error: topic name required (see 'perception topic list')")
@@ -60,11 +64,14 @@ def run(args: argparse.Namespace) -> int:
     reports = 0
     for _msg in stream:
         stamps.append(time.monotonic())
-        stamps = stamps[-args.window - 1:]
+        stamps = stamps[-args.window - 1 :]
         if time.monotonic() >= next_report and len(stamps) > 2:
             d = np.diff(stamps)
-            print(f"average rate: {1.0 / d.mean():.3f}\n\tmin: {d.min():.3f}s max: {d.max():.3f}s "
-                  f"std dev: {d.std():.5f}s window: {len(d)}", flush=True)
+            print(
+                f"average rate: {1.0 / d.mean():.3f}\n\tmin: {d.min():.3f}s max: {d.max():.3f}s "
+                f"std dev: {d.std():.5f}s window: {len(d)}",
+                flush=True,
+            )
             next_report = time.monotonic() + 1.0
             reports += 1
             if args.count and reports >= args.count:

@@ -129,9 +129,11 @@ def _json_schema(msg_type: type, envelope: bool) -> bytes:
     # The envelope's payload is a union of dataclasses, which JSON schema generation cannot
     # express; describe the channel's envelope with its one payload type instead.
     spec = [(f.name, msg_type if f.name == "payload" else f.type, f) for f in fields(Envelope)]
-    typed = make_dataclass(f"Envelope_{msg_type.__name__}",
-                           [(n, t, field(default=f.default)) if f.default is not MISSING else (n, t)
-                            for n, t, f in spec], frozen=True)
+    typed = make_dataclass(
+        f"Envelope_{msg_type.__name__}",
+        [(n, t, field(default=f.default)) if f.default is not MISSING else (n, t) for n, t, f in spec],
+        frozen=True,
+    )
     typed.__module__ = schema.__name__
     return json.dumps(msgspec.json.schema(typed)).encode()
 
@@ -165,9 +167,15 @@ class DriveWriter:
     drive gives a fixed one, so that the same drive is the same file).
     """
 
-    def __init__(self, path: str | Path | IO[bytes], meta: DriveMeta, jpeg_quality: int = 90,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, compression: Compression = "zstd",
-                 wall_anchor_ns: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | IO[bytes],
+        meta: DriveMeta,
+        jpeg_quality: int = 90,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        compression: Compression = "zstd",
+        wall_anchor_ns: int | None = None,
+    ) -> None:
         if compression not in COMPRESSION_TYPES:
             raise SchemaError(f"compression must be one of {', '.join(COMPRESSION_TYPES)}, got {compression!r}")
         self.path = str(path) if isinstance(path, (str, Path)) else "<stream>"
@@ -214,7 +222,9 @@ class DriveWriter:
                 data, sname = _json_schema(msg_type, envelope=True), f"perception.Envelope.{msg_type.__name__}"
             sid = self._writer.register_schema(name=sname, encoding=SCHEMA_ENCODING, data=data)
             self._channels[name] = self._writer.register_channel(
-                topic=name, message_encoding=MESSAGE_ENCODING, schema_id=sid,
+                topic=name,
+                message_encoding=MESSAGE_ENCODING,
+                schema_id=sid,
                 metadata={"schema_version": str(schema.SCHEMA_VERSION)},
             )
         return self._channels[name]
@@ -226,26 +236,46 @@ class DriveWriter:
             wall = time.time_ns() if self._wall_anchor_ns is None else self._wall_anchor_ns
             self._anchor = (wall, int(log_time_ns))
         shift = self._anchor[0] - self._anchor[1]
-        self._writer.add_message(channel_id=self._channel(name), log_time=max(0, int(log_time_ns) + shift), data=data,
-                                 publish_time=max(0, int(publish_time_ns) + shift), sequence=seq)
+        self._writer.add_message(
+            channel_id=self._channel(name),
+            log_time=max(0, int(log_time_ns) + shift),
+            data=data,
+            publish_time=max(0, int(publish_time_ns) + shift),
+            sequence=seq,
+        )
         self.messages_written += 1
         pos = self._tell()
         if pos != self._written:  # the writer just completed a chunk: hand it to the OS now
             self._stream.flush()
             self._written = pos
 
-    def write_frame(self, image: np.ndarray, source: Source, stamp_ns: int | None = None,
-                    fmt: ImageFormat = "jpeg") -> RecordedFrame:
+    def write_frame(
+        self, image: np.ndarray, source: Source, stamp_ns: int | None = None, fmt: ImageFormat = "jpeg"
+    ) -> RecordedFrame:
         """Compress and store an ``(H, W, 3)`` uint8 BGR frame; logged at its capture time."""
         data = encode_image(image, fmt, self.jpeg_quality)
         return self.write_encoded_frame(data, image.shape[1], image.shape[0], source, stamp_ns, fmt)
 
-    def write_encoded_frame(self, data: bytes, width: int, height: int, source: Source,
-                            stamp_ns: int | None = None, fmt: ImageFormat = "jpeg") -> RecordedFrame:
+    def write_encoded_frame(
+        self,
+        data: bytes,
+        width: int,
+        height: int,
+        source: Source,
+        stamp_ns: int | None = None,
+        fmt: ImageFormat = "jpeg",
+    ) -> RecordedFrame:
         """Store an already compressed frame (JPEG/PNG bytes) as it is."""
         stamp = source.capture_ns if stamp_ns is None else stamp_ns
-        rec = RecordedFrame(seq=self._seq.get(FRAMES_TOPIC, 0), stamp_ns=stamp, source=source,
-                            width=int(width), height=int(height), format=fmt, data=bytes(data))
+        rec = RecordedFrame(
+            seq=self._seq.get(FRAMES_TOPIC, 0),
+            stamp_ns=stamp,
+            source=source,
+            width=int(width),
+            height=int(height),
+            format=fmt,
+            data=bytes(data),
+        )
         self._add(FRAMES_TOPIC, _frame_encoder.encode(rec), source.capture_ns, stamp)
         self.frames_written += 1
         return rec
@@ -306,8 +336,10 @@ def check_complete(path: str) -> None:
         what = "is empty" if size == 0 else "does not start with the MCAP magic bytes"
         raise DriveError(f"{path}: not an MCAP file ({what}); expected a drive written by perception")
     if size < 2 * len(MCAP_MAGIC) or tail != MCAP_MAGIC:
-        raise TruncatedDrive(f"{path}: MCAP file is truncated or was not closed ({size} bytes, no footer); "
-                         f"if it is a recording cut short, repair it with: perception record --recover {path}")
+        raise TruncatedDrive(
+            f"{path}: MCAP file is truncated or was not closed ({size} bytes, no footer); "
+            f"if it is a recording cut short, repair it with: perception record --recover {path}"
+        )
 
 
 class DriveReader:
@@ -336,8 +368,10 @@ class DriveReader:
             for cid, n in summary.statistics.channel_message_counts.items():
                 channel = summary.channels.get(cid)
                 if channel is None:  # found by bench/fuzz.py
-                    raise DriveError(f"{self.path}: the summary counts messages of channel {cid}, which the file "
-                                     f"does not define (a corrupt summary)")
+                    raise DriveError(
+                        f"{self.path}: the summary counts messages of channel {cid}, which the file "
+                        f"does not define (a corrupt summary)"
+                    )
                 self.counts[channel.topic] = int(n)
         try:
             count = json.loads(rec.get("frame_count", "null"))
@@ -390,6 +424,8 @@ class DriveReader:
         for rec in self.records():
             image = cv2.imdecode(np.frombuffer(rec.data, np.uint8), cv2.IMREAD_COLOR)
             if image is None or image.shape[:2] != (rec.height, rec.width):
-                raise DriveError(f"{self.path}: frame {rec.source.frame_seq} does not decode to "
-                                 f"{rec.width}x{rec.height} {rec.format}")
+                raise DriveError(
+                    f"{self.path}: frame {rec.source.frame_seq} does not decode to "
+                    f"{rec.width}x{rec.height} {rec.format}"
+                )
             yield DriveFrame(image=image, source=rec.source, gt=gts.get(rec.source.frame_seq), record=rec)

@@ -55,13 +55,27 @@ def _instances(mask: np.ndarray, colours: dict[tuple[int, ...], int], min_size_p
         m = labels == iid
         ys, xs = np.nonzero(m)
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        out.append(GtInstance(instance_id=int(iid), class_id=cls, box_xyxy=box, mask=encode_mask(m),
-                              ignore=bool(box[3] - box[1] < min_size_px)))
+        out.append(
+            GtInstance(
+                instance_id=int(iid),
+                class_id=cls,
+                box_xyxy=box,
+                mask=encode_mask(m),
+                ignore=bool(box[3] - box[1] < min_size_px),
+            )
+        )
     return out
 
 
-def import_frames(frames_dir: str | Path, out: str | Path, masks_dir: str | Path | None = None, fps: float = 30.0,
-                  class_name: str = "car", camera_id: str = "cam0", min_size_px: int = 0) -> ImportResult:
+def import_frames(
+    frames_dir: str | Path,
+    out: str | Path,
+    masks_dir: str | Path | None = None,
+    fps: float = 30.0,
+    class_name: str = "car",
+    camera_id: str = "cam0",
+    min_size_px: int = 0,
+) -> ImportResult:
     """Write a drive from ``frames_dir`` (images in name order). JPEG files are stored as
     they are (no re-encoding); other formats are stored as PNG."""
     frames_dir = Path(frames_dir)
@@ -77,8 +91,14 @@ def import_frames(frames_dir: str | Path, out: str | Path, masks_dir: str | Path
     if first is None:
         raise FrameImportError(f"{files[0]}: not a readable image")
     h, w = first.shape[:2]
-    meta = DriveMeta(camera_id=camera_id, width=w, height=h, fps=fps, generator="import-frames",
-                     notes=f"frames={frames_dir} masks={masks_dir or ''} class={class_name}")
+    meta = DriveMeta(
+        camera_id=camera_id,
+        width=w,
+        height=h,
+        fps=fps,
+        generator="import-frames",
+        notes=f"frames={frames_dir} masks={masks_dir or ''} class={class_name}",
+    )
     colours: dict[tuple[int, ...], int] = {}
     with_masks = n_inst = 0
     period_ns = int(round(1e9 / fps))
@@ -89,7 +109,9 @@ def import_frames(frames_dir: str | Path, out: str | Path, masks_dir: str | Path
             if image is None:
                 raise FrameImportError(f"{path}: not a readable image")
             if image.shape[:2] != (h, w):
-                raise FrameImportError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first frame {w}x{h}")
+                raise FrameImportError(
+                    f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first frame {w}x{h}"
+                )
             src = Source(camera_id=camera_id, frame_seq=seq, capture_ns=seq * period_ns)
             fmt: ImageFormat = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
             if fmt == "jpeg":

@@ -84,8 +84,9 @@ class RecorderConfig:
             raise ValueError("key 'topics' must name at least one topic")
         for name in self.topics:
             if not schema.topic(name).recorded:
-                raise ValueError(f"key 'topics': topic {name!r} is not recordable; recordable topics: "
-                                 f"{', '.join(RECORDED_TOPICS)}")
+                raise ValueError(
+                    f"key 'topics': topic {name!r} is not recordable; recordable topics: {', '.join(RECORDED_TOPICS)}"
+                )
         if self.compression not in COMPRESSION_TYPES:
             raise ValueError(f"key 'compression' must be one of {', '.join(COMPRESSION_TYPES)}")
         if self.split_bytes < 0 or self.split_s < 0 or self.chunk_s < 0:
@@ -240,7 +241,8 @@ class RecorderLogic:
             if why:
                 self._stop_for_space(why)
         elif self.free_mb() >= self.cfg.min_free_mb + self.cfg.reserve_mb and not (
-                self.cfg.max_disk_gb and self.bytes_closed >= self.cfg.max_disk_gb * 2**30):
+            self.cfg.max_disk_gb and self.bytes_closed >= self.cfg.max_disk_gb * 2**30
+        ):
             self._make_reserve()
             self.disk_full = False
             self._open(now_ns)
@@ -254,8 +256,13 @@ class RecorderLogic:
             path = split_path(self.cfg.out, self._index)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = ReservedFile(path, self._release_reserve)
-        self._writer = DriveWriter(self._file, self.meta, jpeg_quality=self.cfg.jpeg_quality,
-                                   chunk_bytes=self.cfg.chunk_bytes, compression=self.cfg.compression)
+        self._writer = DriveWriter(
+            self._file,
+            self.meta,
+            jpeg_quality=self.cfg.jpeg_quality,
+            chunk_bytes=self.cfg.chunk_bytes,
+            compression=self.cfg.compression,
+        )
         self._writer.path = str(path)
         self.files.append(str(path))
         self._index += 1
@@ -319,8 +326,11 @@ class RecorderLogic:
         if msg is not None:
             self._write(now_ns, msg)
         w = self._writer
-        if (self._chunk_started_ns is not None and self.cfg.chunk_s > 0
-                and now_ns - self._chunk_started_ns >= self.cfg.chunk_s * 1e9):
+        if (
+            self._chunk_started_ns is not None
+            and self.cfg.chunk_s > 0
+            and now_ns - self._chunk_started_ns >= self.cfg.chunk_s * 1e9
+        ):
             w.flush()
         if w.bytes_written != self._flushed_bytes:  # a chunk went to disk
             self._flushed_bytes = w.bytes_written
@@ -351,17 +361,24 @@ class RecorderLogic:
     def _note_frame(self, src: Source, image: np.ndarray) -> None:
         assert self._writer is not None
         if self._writer.frames_written == 0:
-            self._writer.meta = replace(self._writer.meta, camera_id=src.camera_id,
-                                        width=int(image.shape[1]), height=int(image.shape[0]))
+            self._writer.meta = replace(
+                self._writer.meta, camera_id=src.camera_id, width=int(image.shape[1]), height=int(image.shape[0])
+            )
         first = src.capture_ns if self._frame_span is None else self._frame_span[0]
         self._frame_span = (first, src.capture_ns)
 
     def counters(self) -> dict[str, int | float | str | bool]:
         out: dict[str, int | float | str | bool] = {f"recorded.{t}": n for t, n in self.counts.items()}
         current = self._writer.bytes_written if self._writer is not None else 0
-        out.update(files=len(self.files), file=self.files[-1] if self.files else "",
-                   bytes=self.bytes_closed + current, errors=self.errors, disk_full=self.disk_full,
-                   not_recorded=self.not_recorded, space_stops=self.space_stops)
+        out.update(
+            files=len(self.files),
+            file=self.files[-1] if self.files else "",
+            bytes=self.bytes_closed + current,
+            errors=self.errors,
+            disk_full=self.disk_full,
+            not_recorded=self.not_recorded,
+            space_stops=self.space_stops,
+        )
         return out
 
     def close(self) -> None:

@@ -115,9 +115,9 @@ class _Copier:
                     self.schema_ids[channel.schema_id] = self.w.register_schema(s.name, s.encoding, s.data)
                 sid = self.schema_ids[channel.schema_id]
             self.channel_ids[msg.channel_id] = self.w.register_channel(
-                channel.topic, channel.message_encoding, sid, dict(channel.metadata))
-        self.w.add_message(self.channel_ids[msg.channel_id], msg.log_time, msg.data, msg.publish_time,
-                           msg.sequence)
+                channel.topic, channel.message_encoding, sid, dict(channel.metadata)
+            )
+        self.w.add_message(self.channel_ids[msg.channel_id], msg.log_time, msg.data, msg.publish_time, msg.sequence)
         self.counts[channel.topic] = self.counts.get(channel.topic, 0) + 1
         if channel.topic == FRAMES_TOPIC and self.first_frame is None:
             try:

@@ -196,8 +196,9 @@ class ReplayLogic:
         capture_ns = self._due_ns(rec) if self.cfg.rate > 0 else time.monotonic_ns()
         self._went_out = True
         decoded, self._decoded = self._decoded, None
-        image = decoded[1] if decoded is not None and decoded[0] is rec and decoded[1] is not None \
-            else self._decode(rec)
+        image = (
+            decoded[1] if decoded is not None and decoded[0] is rec and decoded[1] is not None else self._decode(rec)
+        )
         src = Source(self.camera_id, self.published, capture_ns)
         self.published += 1
         out = [Outgoing("frames", header_for(image), src, image)]
@@ -216,5 +217,9 @@ class ReplayLogic:
 
     def counters(self) -> dict[str, int | float | str | bool]:
         self._advance()
-        return {"published": self.published, "loops": self.loops, "finished": self.finished,
-                "frame_seq": self.published}
+        return {
+            "published": self.published,
+            "loops": self.loops,
+            "finished": self.finished,
+            "frame_seq": self.published,
+        }

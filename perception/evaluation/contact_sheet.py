@@ -26,8 +26,9 @@ def _small_mask(rle: Rle, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(decode_mask(rle).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
 
 
-def draw_tile(image: np.ndarray, gt: GroundTruth, detections: Detections, missed: np.ndarray, caption: str,
-              width: int = 640) -> np.ndarray:
+def draw_tile(
+    image: np.ndarray, gt: GroundTruth, detections: Detections, missed: np.ndarray, caption: str, width: int = 640
+) -> np.ndarray:
     """A ``(h + CAPTION_PX, width, 3)`` uint8 BGR tile of ``image`` (``(H, W, 3)`` uint8 BGR,
     the frame ``gt`` and ``detections`` are in), shrunk to ``width``; ``missed`` is the
     ``(G,)`` bool array of the ground-truth instances that no detection found."""
@@ -59,7 +60,7 @@ def tile_grid(tiles: Sequence[np.ndarray], columns: int = 2) -> np.ndarray:
     sheet = np.zeros((rows * ch, cols * cw, 3), np.uint8)
     for k, t in enumerate(tiles):
         r, c = divmod(k, cols)
-        sheet[r * ch:r * ch + t.shape[0], c * cw:c * cw + t.shape[1]] = t
+        sheet[r * ch : r * ch + t.shape[0], c * cw : c * cw + t.shape[1]] = t
     return sheet
 
 

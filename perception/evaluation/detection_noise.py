@@ -64,7 +64,7 @@ def _jitter(inst: GtInstance, rng: np.random.Generator, noise: DetectionNoise) -
     dx, dy = (int(v) for v in np.rint(rng.normal(0, noise.jitter_px, 2)))
     out = np.zeros((h, w), dtype=bool)
     ys, xs = slice(max(0, y0 + dy), min(h, y1 + dy)), slice(max(0, x0 + dx), min(w, x1 + dx))
-    src = crop[ys.start - (y0 + dy): ys.stop - (y0 + dy), xs.start - (x0 + dx): xs.stop - (x0 + dx)]
+    src = crop[ys.start - (y0 + dy) : ys.stop - (y0 + dy), xs.start - (x0 + dx) : xs.stop - (x0 + dx)]
     out[ys, xs] = src.astype(bool)
     return out
 
@@ -82,8 +82,12 @@ def _false_positive(gt: GroundTruth, rng: np.random.Generator) -> Instance:
     axes = (int(rng.uniform(6, 40)), int(rng.uniform(6, 30)))
     cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0.0, 360.0, 1, thickness=-1)
     box = _box(mask.astype(bool)) or (0.0, 0.0, 1.0, 1.0)
-    return Instance(class_id=int(rng.integers(len(CLASSES))), score=float(rng.uniform(0.1, 0.8)),
-                    box_xyxy=box, mask=encode_mask(mask))
+    return Instance(
+        class_id=int(rng.integers(len(CLASSES))),
+        score=float(rng.uniform(0.1, 0.8)),
+        box_xyxy=box,
+        mask=encode_mask(mask),
+    )
 
 
 def drop_frames(frames: Sequence[NoisyFrame], drop_rate: float, seed: int = 0) -> list[NoisyFrame]:
@@ -96,8 +100,12 @@ def _kept(index: int, drop_rate: float, seed: int) -> bool:
     return drop_rate <= 0 or np.random.default_rng([seed, index, _DROP_STREAM]).random() >= drop_rate
 
 
-def noisy_detections(frames: Sequence[tuple[int, GroundTruth]], noise: DetectionNoise = DetectionNoise(),
-                     seed: int = 0, model: str = "gt+noise") -> list[NoisyFrame]:
+def noisy_detections(
+    frames: Sequence[tuple[int, GroundTruth]],
+    noise: DetectionNoise = DetectionNoise(),
+    seed: int = 0,
+    model: str = "gt+noise",
+) -> list[NoisyFrame]:
     """Detections from ground truth ``[(stamp_ns, GroundTruth), ...]`` under ``noise``.
 
     Dropped frames are left out of the result (``NoisyFrame.index`` says which survived).
@@ -122,12 +130,19 @@ def noisy_detections(frames: Sequence[tuple[int, GroundTruth]], noise: Detection
             if box is None:
                 continue
             score = 0.92 - 0.7 * inst.occlusion + rng.normal(0, noise.score_std)
-            instances.append(Instance(class_id=inst.class_id, score=float(np.clip(score, 0.05, 1.0)),
-                                      box_xyxy=box, mask=encode_mask(mask)))
+            instances.append(
+                Instance(
+                    class_id=inst.class_id, score=float(np.clip(score, 0.05, 1.0)), box_xyxy=box, mask=encode_mask(mask)
+                )
+            )
         for _ in range(rng.poisson(noise.fp_rate * len(gt.instances))):
             instances.append(_false_positive(gt, rng))
         order = rng.permutation(len(instances))
-        dets = Detections(model=model, image_width=gt.image_width, image_height=gt.image_height,
-                          instances=tuple(instances[i] for i in order))
+        dets = Detections(
+            model=model,
+            image_width=gt.image_width,
+            image_height=gt.image_height,
+            instances=tuple(instances[i] for i in order),
+        )
         out.append(NoisyFrame(index, stamp_ns, dets))
     return out

@@ -36,21 +36,41 @@ def coco_dataset(frames: Sequence[tuple[int, GroundTruth]], file_prefix: str = "
     images, anns = [], []
     for seq, gt in frames:
         image_id = seq + 1
-        images.append({"id": image_id, "file_name": f"{file_prefix}_{seq:06d}.jpg",
-                       "width": gt.image_width, "height": gt.image_height, "frame_seq": seq})
+        images.append(
+            {
+                "id": image_id,
+                "file_name": f"{file_prefix}_{seq:06d}.jpg",
+                "width": gt.image_width,
+                "height": gt.image_height,
+                "frame_seq": seq,
+            }
+        )
         for inst in gt.instances:
             rle = inst.mask.to_coco()
             area = float(mask_utils.area(rle))
             x0, y0, x1, y1 = inst.box_xyxy
-            anns.append({
-                "id": len(anns) + 1, "image_id": image_id, "category_id": COCO_CATEGORY_IDS[inst.class_id],
-                "segmentation": {"size": list(inst.mask.size), "counts": inst.mask.counts},
-                "area": area, "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(inst.ignore),
-                "track_id": inst.instance_id, "occlusion": inst.occlusion,
-            })
-    cats = [{"id": cid, "name": name, "supercategory": "road"} for cid, name in zip(COCO_CATEGORY_IDS, CLASSES, strict=True)]
-    return {"info": {"description": "perception drive ground truth"}, "images": images, "annotations": anns,
-            "categories": cats}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": COCO_CATEGORY_IDS[inst.class_id],
+                    "segmentation": {"size": list(inst.mask.size), "counts": inst.mask.counts},
+                    "area": area,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": int(inst.ignore),
+                    "track_id": inst.instance_id,
+                    "occlusion": inst.occlusion,
+                }
+            )
+    cats = [
+        {"id": cid, "name": name, "supercategory": "road"} for cid, name in zip(COCO_CATEGORY_IDS, CLASSES, strict=True)
+    ]
+    return {
+        "info": {"description": "perception drive ground truth"},
+        "images": images,
+        "annotations": anns,
+        "categories": cats,
+    }
 
 
 def write_coco(path: str | Path, frames: Sequence[tuple[int, GroundTruth]], file_prefix: str = "frame") -> int:
@@ -66,13 +86,17 @@ def mots_frames(frames: Sequence[tuple[int, GroundTruth]], class_id: int | None,
     (None: every class) as the scored class, ignore instances as ignore regions."""
     out: list[list[MotsObject]] = [[] for _ in range(length)]
     for seq, gt in frames:
-        out[seq] = [MotsObject(inst.instance_id, MOTS_PEDESTRIAN, inst.mask, ignore=inst.ignore)
-                    for inst in gt.instances if class_id is None or inst.class_id == class_id]
+        out[seq] = [
+            MotsObject(inst.instance_id, MOTS_PEDESTRIAN, inst.mask, ignore=inst.ignore)
+            for inst in gt.instances
+            if class_id is None or inst.class_id == class_id
+        ]
     return out
 
 
-def write_mots_gt(out_dir: str | Path, drive_name: str, frames: Sequence[tuple[int, GroundTruth]],
-                  per_class: bool = True) -> list[str]:
+def write_mots_gt(
+    out_dir: str | Path, drive_name: str, frames: Sequence[tuple[int, GroundTruth]], per_class: bool = True
+) -> list[str]:
     """Write a TrackEval MOTSChallenge ground-truth tree; returns the sequence names.
 
     Sequences: ``<drive>-<class>`` for each road class with at least one instance that is
@@ -83,14 +107,16 @@ def write_mots_gt(out_dir: str | Path, drive_name: str, frames: Sequence[tuple[i
     w = frames[0][1].image_width if frames else 0
     h = frames[0][1].image_height if frames else 0
     present = sorted({i.class_id for _, gt in frames for i in gt.instances if not i.ignore})
-    seqs: list[tuple[str, int | None]] = ([(f"{drive_name}-{CLASSES[c]}", c) for c in present] if per_class
-                                          else [(drive_name, None)])
+    seqs: list[tuple[str, int | None]] = (
+        [(f"{drive_name}-{CLASSES[c]}", c) for c in present] if per_class else [(drive_name, None)]
+    )
     for name, cls in seqs:
         (out / MOTS_SPLIT / name / "gt").mkdir(parents=True, exist_ok=True)
         write_mots(out / MOTS_SPLIT / name / "gt" / "gt.txt", mots_frames(frames, cls, length))
         (out / MOTS_SPLIT / name / "seqinfo.ini").write_text(
             f"[Sequence]\nname={name}\nimDir=img1\nframeRate=30\nseqLength={length}\nimWidth={w}\nimHeight={h}\n"
-            "imExt=.jpg\n")
+            "imExt=.jpg\n"
+        )
     seqmap = out / "seqmaps" / f"{MOTS_SPLIT}.txt"
     seqmap.parent.mkdir(parents=True, exist_ok=True)
     seqmap.write_text("name\n" + "".join(f"{n}\n" for n, _ in seqs))

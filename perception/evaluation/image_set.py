@@ -101,8 +101,14 @@ class ImageSetEvaluator:
     tiles ``tile_width`` pixels wide (:attr:`tiles`, most missed first); ``worst``: how
     many images to list by instances missed."""
 
-    def __init__(self, classes: Sequence[str] = CLASSES, sheet_frames: int = 6, tile_width: int = 640,
-                 worst: int = 10, match_iou: float = 0.5) -> None:
+    def __init__(
+        self,
+        classes: Sequence[str] = CLASSES,
+        sheet_frames: int = 6,
+        tile_width: int = 640,
+        worst: int = 10,
+        match_iou: float = 0.5,
+    ) -> None:
         self.classes, self.sheet_frames, self.tile_width = tuple(classes), sheet_frames, tile_width
         self.worst, self.match_iou = worst, match_iou
         self.reset()
@@ -118,8 +124,10 @@ class ImageSetEvaluator:
         """Add one image and the model's detections on it (in its pixels)."""
         gt = frame.gt
         if (detections.image_width, detections.image_height) != (gt.image_width, gt.image_height):
-            raise ValueError(f"{frame.name}: detections are for a {detections.image_width}x{detections.image_height} "
-                             f"image, the ground truth for {gt.image_width}x{gt.image_height}")
+            raise ValueError(
+                f"{frame.name}: detections are for a {detections.image_width}x{detections.image_height} "
+                f"image, the ground truth for {gt.image_width}x{gt.image_height}"
+            )
         k = len(self._gts)
         self._gts[k], self._dets[k] = gt, detections
         self._ms.append(predict_ms)
@@ -144,18 +152,32 @@ class ImageSetEvaluator:
             raise ValueError("no images to score")
         masks, ev = score_masks(self._gts, self._dets)
         masks = replace(masks, per_class={c: v for c, v in masks.per_class.items() if c in self.classes})
-        curves = {k: v for k, v in precision_recall(ev).items()
-                  if not k.endswith(" IoU 0.50") or k.removesuffix(" IoU 0.50") in self.classes}
-        worst = sorted(self._misses, key=lambda m: -m.missed)[:self.worst]
+        curves = {
+            k: v
+            for k, v in precision_recall(ev).items()
+            if not k.endswith(" IoU 0.50") or k.removesuffix(" IoU 0.50") in self.classes
+        }
+        worst = sorted(self._misses, key=lambda m: -m.missed)[: self.worst]
         empty = sum(1 for d in self._dets.values() if not d.instances)
         notes = [f"{empty} of {len(self._dets)} images without a detection"] if empty else []
-        return ImageSetReport(meta=dict(meta or {}), masks=masks, latency=Percentiles.of(self._ms),
-                              missed_instances=sum(m.missed for m in self._misses),
-                              worst=tuple(m for m in worst if m.missed), pr_curves=curves, notes=tuple(notes))
+        return ImageSetReport(
+            meta=dict(meta or {}),
+            masks=masks,
+            latency=Percentiles.of(self._ms),
+            missed_instances=sum(m.missed for m in self._misses),
+            worst=tuple(m for m in worst if m.missed),
+            pr_curves=curves,
+            notes=tuple(notes),
+        )
 
 
-def evaluate_image_set(frames: Iterable[LabelledFrame], predict: Predict, evaluator: ImageSetEvaluator,
-                       meta: dict[str, Any] | None = None, log_every: int = 25) -> ImageSetReport:
+def evaluate_image_set(
+    frames: Iterable[LabelledFrame],
+    predict: Predict,
+    evaluator: ImageSetEvaluator,
+    meta: dict[str, Any] | None = None,
+    log_every: int = 25,
+) -> ImageSetReport:
     """Run ``predict`` on every frame's image, timing each call (``time.perf_counter``), feed
     ``evaluator`` (reset first) and score; logs progress every ``log_every`` images."""
     evaluator.reset()

@@ -30,8 +30,22 @@ PERCENTILES = (50, 95, 99)
 
 #: Node counters that count events since the process started: summed over a node's
 #: processes when it restarted. Every other counter is a gauge or a name (last value kept).
-CUMULATIVE_COUNTERS = frozenset({"frames_in", "frames_out", "dropped", "errors", "frames", "published", "stale",
-                                 "deadline_misses", "switches", "invalid_in", "out_of_order", "ids_issued"})
+CUMULATIVE_COUNTERS = frozenset(
+    {
+        "frames_in",
+        "frames_out",
+        "dropped",
+        "errors",
+        "frames",
+        "published",
+        "stale",
+        "deadline_misses",
+        "switches",
+        "invalid_in",
+        "out_of_order",
+        "ids_issued",
+    }
+)
 CUMULATIVE_PREFIXES = ("usage.", "recorded.")
 
 
@@ -132,8 +146,13 @@ def node_counters(statuses: Iterable[Envelope]) -> dict[str, dict[str, float | i
         base = {"frames_in": st.frames_in, "frames_out": st.frames_out, "dropped": st.dropped, "errors": st.errors}
         for k, v in {**base, **st.counters}.items():
             before = prev.get(k)
-            if (_cumulative(k) and isinstance(v, (int, float)) and isinstance(before, (int, float))
-                    and not isinstance(v, bool) and not isinstance(before, bool)):
+            if (
+                _cumulative(k)
+                and isinstance(v, (int, float))
+                and isinstance(before, (int, float))
+                and not isinstance(v, bool)
+                and not isinstance(before, bool)
+            ):
                 acc[k] = before + v
             else:
                 acc[k] = v
@@ -141,8 +160,13 @@ def node_counters(statuses: Iterable[Envelope]) -> dict[str, dict[str, float | i
     return out
 
 
-def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], statuses: Iterable[Envelope],
-              frame_seqs: Iterable[int], budget_ms: float) -> RunStats:
+def run_stats(
+    detections: Iterable[Envelope],
+    tracks: Iterable[Envelope],
+    statuses: Iterable[Envelope],
+    frame_seqs: Iterable[int],
+    budget_ms: float,
+) -> RunStats:
     """Timing and counts of a run. ``frame_seqs``: every frame the run was given (the
     recorded camera frames, else the ground-truth frames); frames that appear only in
     outputs are added to it."""
@@ -157,13 +181,20 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
         src = first.source if first is not None else None
         det: Detections | None = d.payload if d is not None else None  # type: ignore[assignment]
         out = t if output_topic == "tracks" else d
-        timeline.append(FrameTiming(
-            frame_seq=seq, capture_ns=src.capture_ns if src else 0,
-            model=det.model if det else None, instances=len(det.instances) if det else None,
-            detections_ms=_age_ms(d) if d else None, tracks_ms=_age_ms(t) if t else None,
-            tracker_ms=(t.stamp_ns - d.stamp_ns) / 1e6 if d and t else None,
-            inference_ms=det.inference_ms if det else None, queue_wait_ms=det.queue_wait_ms if det else None,
-            output_ms=_age_ms(out) if out else None))
+        timeline.append(
+            FrameTiming(
+                frame_seq=seq,
+                capture_ns=src.capture_ns if src else 0,
+                model=det.model if det else None,
+                instances=len(det.instances) if det else None,
+                detections_ms=_age_ms(d) if d else None,
+                tracks_ms=_age_ms(t) if t else None,
+                tracker_ms=(t.stamp_ns - d.stamp_ns) / 1e6 if d and t else None,
+                inference_ms=det.inference_ms if det else None,
+                queue_wait_ms=det.queue_wait_ms if det else None,
+                output_ms=_age_ms(out) if out else None,
+            )
+        )
     stages = {
         "queue_wait": Percentiles.of(f.queue_wait_ms for f in timeline),
         "inference": Percentiles.of(f.inference_ms for f in timeline),
@@ -176,18 +207,33 @@ def run_stats(detections: Iterable[Envelope], tracks: Iterable[Envelope], status
     usage: dict[str, int] = {}
     for _, m in models:
         usage[m] = usage.get(m, 0) + 1
-    by_model = {m: {"inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
-                    "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m)}
-                for m in sorted(usage)}
+    by_model = {
+        m: {
+            "inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
+            "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m),
+        }
+        for m in sorted(usage)
+    }
     switch_frames = [seq for (_, prev), (seq, m) in pairwise(models) if m != prev]
     hits = sum(1 for f in timeline if f.output_ms is not None and f.output_ms <= budget_ms)
     return RunStats(
-        frames_total=len(seqs), frames_with_detections=len(dets), frames_with_tracks=len(trks),
-        frames_without_output=sum(1 for f in timeline if f.output_ms is None), output_topic=output_topic,
-        budget_ms=budget_ms, deadline_hits=hits, deadline_hit_rate=hits / len(seqs) if seqs else None,
-        stages=stages, capture_to_output=Percentiles.of(f.output_ms for f in timeline),
-        model_usage=dict(sorted(usage.items())), by_model=by_model, model_switches=len(switch_frames), switch_frames=switch_frames,
-        node_counters=node_counters(statuses), timeline=timeline)
+        frames_total=len(seqs),
+        frames_with_detections=len(dets),
+        frames_with_tracks=len(trks),
+        frames_without_output=sum(1 for f in timeline if f.output_ms is None),
+        output_topic=output_topic,
+        budget_ms=budget_ms,
+        deadline_hits=hits,
+        deadline_hit_rate=hits / len(seqs) if seqs else None,
+        stages=stages,
+        capture_to_output=Percentiles.of(f.output_ms for f in timeline),
+        model_usage=dict(sorted(usage.items())),
+        by_model=by_model,
+        model_switches=len(switch_frames),
+        switch_frames=switch_frames,
+        node_counters=node_counters(statuses),
+        timeline=timeline,
+    )
 
 
 def tracks_by_frame(envs: Iterable[Envelope]) -> dict[int, Tracks]:

@@ -72,9 +72,14 @@ def coco_results(detections: Mapping[int, Detections]) -> list[dict[str, object]
         for inst in det.instances:
             if inst.mask is None:
                 continue
-            out.append({"image_id": seq + 1, "category_id": COCO_CATEGORY_IDS[inst.class_id],
-                        "segmentation": {"size": list(inst.mask.size), "counts": inst.mask.counts},
-                        "score": float(inst.score)})
+            out.append(
+                {
+                    "image_id": seq + 1,
+                    "category_id": COCO_CATEGORY_IDS[inst.class_id],
+                    "segmentation": {"size": list(inst.mask.size), "counts": inst.mask.counts},
+                    "score": float(inst.score),
+                }
+            )
     return out
 
 
@@ -111,8 +116,9 @@ def evaluate_masks(ground_truth: Mapping[int, GroundTruth], detections: Mapping[
     return score_masks(ground_truth, detections)[0]
 
 
-def score_masks(ground_truth: Mapping[int, GroundTruth],
-                detections: Mapping[int, Detections]) -> tuple[MaskScores, COCOeval_faster]:
+def score_masks(
+    ground_truth: Mapping[int, GroundTruth], detections: Mapping[int, Detections]
+) -> tuple[MaskScores, COCOeval_faster]:
     """:func:`evaluate_masks` and the evaluation it read them from (its ``eval["precision"]``,
     ``(T IoU thresholds, R recall points, K classes, A areas, M maxDets)``, holds the
     precision-recall curves)."""
@@ -130,15 +136,27 @@ def score_masks(ground_truth: Mapping[int, GroundTruth],
         cls = COCO_CATEGORY_IDS.index(cat)
         p = prec[:, :, k, 0, -1]
         per_class[CLASSES[cls]] = ClassAp(
-            ap=_mean_valid(p), ap50=_mean_valid(p[iou.index(0.5)]), ap75=_mean_valid(p[iou.index(0.75)]),
+            ap=_mean_valid(p),
+            ap50=_mean_valid(p[iou.index(0.5)]),
+            ap75=_mean_valid(p[iou.index(0.75)]),
             gt_instances=sum(1 for a in anns if a["category_id"] == cat and not a["iscrowd"]),
-            detections=sum(1 for r in results if r["category_id"] == cat))
+            detections=sum(1 for r in results if r["category_id"] == cat),
+        )
     scores = MaskScores(
-        ap=_stat(s[0]), ap50=_stat(s[1]), ap75=_stat(s[2]), ap_small=_stat(s[3]), ap_medium=_stat(s[4]),
-        ap_large=_stat(s[5]), ar100=_stat(s[8]), images=len(frames),
-        gt_instances=sum(1 for a in anns if not a["iscrowd"]), ignored_instances=sum(1 for a in anns if a["iscrowd"]),
-        detections=len(results), frames_without_detections=sum(1 for seq, _ in frames if seq not in detections),
-        per_class=per_class)
+        ap=_stat(s[0]),
+        ap50=_stat(s[1]),
+        ap75=_stat(s[2]),
+        ap_small=_stat(s[3]),
+        ap_medium=_stat(s[4]),
+        ap_large=_stat(s[5]),
+        ar100=_stat(s[8]),
+        images=len(frames),
+        gt_instances=sum(1 for a in anns if not a["iscrowd"]),
+        ignored_instances=sum(1 for a in anns if a["iscrowd"]),
+        detections=len(results),
+        frames_without_detections=sum(1 for seq, _ in frames if seq not in detections),
+        per_class=per_class,
+    )
     return scores, ev
 
 

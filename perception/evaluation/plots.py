@@ -37,8 +37,9 @@ def _seconds(timeline: Sequence[FrameTiming]) -> tuple[np.ndarray, str]:
     return (t - t.min()) / 1e9, "time since first frame [s]"
 
 
-def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: str | Path,
-                     output_topic: str | None) -> Path:
+def latency_timeline(
+    timeline: Sequence[FrameTiming], budget_ms: float, path: str | Path, output_topic: str | None
+) -> Path:
     """Capture-to-output latency per frame over time, one colour per model; frames without
     output are marked at the bottom; the budget is a dashed line."""
     fig = Figure(figsize=(10, 4), dpi=DPI)
@@ -66,9 +67,13 @@ def latency_timeline(timeline: Sequence[FrameTiming], budget_ms: float, path: st
 
 def stage_latency(timeline: Sequence[FrameTiming], path: str | Path) -> Path:
     """Box plot of each stage's latency (queue wait, inference, tracker, capture-to-output)."""
-    series = {"queue wait": [f.queue_wait_ms for f in timeline], "inference": [f.inference_ms for f in timeline],
-              "capture->det": [f.detections_ms for f in timeline], "tracker": [f.tracker_ms for f in timeline],
-              "capture->tracks": [f.tracks_ms for f in timeline]}
+    series = {
+        "queue wait": [f.queue_wait_ms for f in timeline],
+        "inference": [f.inference_ms for f in timeline],
+        "capture->det": [f.detections_ms for f in timeline],
+        "tracker": [f.tracker_ms for f in timeline],
+        "capture->tracks": [f.tracks_ms for f in timeline],
+    }
     data = {k: [x for x in v if x is not None] for k, v in series.items()}
     data = {k: v for k, v in data.items() if v}
     fig = Figure(figsize=(8, 4), dpi=DPI)
@@ -117,8 +122,14 @@ def precision_recall(curves: Mapping[str, Sequence[float | None]], path: str | P
             continue
         p = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         overall = name.startswith("IoU")
-        ax.plot(recall, p, lw=2.0 if overall else 1.0, ls="-" if overall else "--", alpha=1.0 if overall else 0.7,
-                label=name if overall else name.replace(" IoU 0.50", " (IoU 0.50)"))
+        ax.plot(
+            recall,
+            p,
+            lw=2.0 if overall else 1.0,
+            ls="-" if overall else "--",
+            alpha=1.0 if overall else 0.7,
+            label=name if overall else name.replace(" IoU 0.50", " (IoU 0.50)"),
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("recall")

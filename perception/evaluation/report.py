@@ -33,8 +33,16 @@ from perception.evaluation.tracking import (
 
 DEFAULT_BUDGET_MS = 100.0
 
-__all__ = ["Report", "RunData", "evaluate_run", "evaluate_tracks", "read_run", "score_runs", "summary_text",
-           "write_report"]
+__all__ = [
+    "Report",
+    "RunData",
+    "evaluate_run",
+    "evaluate_tracks",
+    "read_run",
+    "score_runs",
+    "summary_text",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,16 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def _frames(ground_truth: Mapping[int, GroundTruth], tracks: Mapping[int, Tracks],
-            include_predicted: bool) -> tuple[list, list]:
+def _frames(
+    ground_truth: Mapping[int, GroundTruth], tracks: Mapping[int, Tracks], include_predicted: bool
+) -> tuple[list, list]:
     """MOTS frames of the ground truth and the tracks over the frames that have ground truth
     (in frame order; a frame without a tracks message has no predictions)."""
     seqs = sorted(ground_truth)
-    return ([mots_from_gt(ground_truth[s]) for s in seqs],
-            [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs])
+    return (
+        [mots_from_gt(ground_truth[s]) for s in seqs],
+        [mots_from_tracks(tracks[s], include_predicted) if s in tracks else [] for s in seqs],
+    )
 
 
 def tracking_parts(run: RunData, include_predicted: bool = False) -> SequenceResults:
@@ -90,10 +101,15 @@ def evaluate_tracks(runs: Mapping[str, RunData], include_predicted: bool = False
     """HOTA/DetA/AssA/MOTA/IDF1/IDSW of the runs' tracks against their ground truth, one
     TrackEval sequence per run, combined as TrackEval combines sequences; a run's
     ``sequence_scores`` are used when they were computed with the same ``include_predicted``."""
-    parts = {name: run.sequence_scores if run.sequence_scores is not None and run.scored_predicted == include_predicted
-             else tracking_parts(run, include_predicted) for name, run in runs.items()}
-    classes = sorted({i.class_id for run in runs.values() for gt in run.gts.values() for i in gt.instances
-                      if not i.ignore})
+    parts = {
+        name: run.sequence_scores
+        if run.sequence_scores is not None and run.scored_predicted == include_predicted
+        else tracking_parts(run, include_predicted)
+        for name, run in runs.items()
+    }
+    classes = sorted(
+        {i.class_id for run in runs.values() for gt in run.gts.values() for i in gt.instances if not i.ignore}
+    )
     scores = combine_results(parts, classes)
     out = asdict(scores)
     out["per_class"] = {CLASSES[int(c)]: v for c, v in scores.per_class.items()}
@@ -123,11 +139,14 @@ def read_run(path: str | Path) -> RunData:
     topics = dict(sorted(reader.counts.items()))
     gts = reader.ground_truth()
     return RunData(
-        topics=topics, meta=asdict(reader.meta), gts=gts,
+        topics=topics,
+        meta=asdict(reader.meta),
+        gts=gts,
         detections=list(reader.messages("detections")) if "detections" in topics else [],
         tracks=list(reader.messages("tracks")) if "tracks" in topics else [],
         statuses=list(reader.messages("status")) if "status" in topics else [],
-        frame_seqs=[r.source.frame_seq for r in reader.records()] if FRAMES_TOPIC in topics else list(gts))
+        frame_seqs=[r.source.frame_seq for r in reader.records()] if FRAMES_TOPIC in topics else list(gts),
+    )
 
 
 #: frame numbers of the ``k``-th run of a pooled score are offset by ``k * POOL_STRIDE``
@@ -138,8 +157,13 @@ def _offset(envs: list[Envelope], off: int) -> list[Envelope]:
     return [replace(e, source=replace(e.source, frame_seq=e.source.frame_seq + off)) if e.source else e for e in envs]
 
 
-def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], budget_ms: float = DEFAULT_BUDGET_MS,
-               include_predicted_tracks: bool = False) -> Report:
+def score_runs(
+    runs: Mapping[str, RunData],
+    name: str,
+    meta: dict[str, Any],
+    budget_ms: float = DEFAULT_BUDGET_MS,
+    include_predicted_tracks: bool = False,
+) -> Report:
     """Score runs together (one run: :func:`evaluate_run`; several: a pooled score): mask
     AP over all their frames, TrackEval with one sequence per run, timing and counts over
     all frames (frame numbers of run ``k`` offset by ``k * POOL_STRIDE``)."""
@@ -171,19 +195,31 @@ def score_runs(runs: Mapping[str, RunData], name: str, meta: dict[str, Any], bud
     else:
         masks = evaluate_masks(gts, detections_by_frame(det_envs))
         if masks.frames_without_detections:
-            notes.append(f"{masks.frames_without_detections} of {masks.images} ground-truth frames have no "
-                         "detections (dropped); their objects count as missed in mask AP")
+            notes.append(
+                f"{masks.frames_without_detections} of {masks.images} ground-truth frames have no "
+                "detections (dropped); their objects count as missed in mask AP"
+            )
     if gts and not trk_envs:
         notes.append("no tracks recorded: tracking metrics not scored")
     elif gts:
         tracking = evaluate_tracks(sequences, include_predicted_tracks)
     if not det_envs and not trk_envs:
         notes.append("no detections or tracks recorded: nothing ran on this drive")
-    return Report(run=name, meta=meta, topics=dict(sorted(topics.items())), has_ground_truth=bool(gts),
-                  masks=masks, tracking=tracking, stats=stats, notes=tuple(notes))
+    return Report(
+        run=name,
+        meta=meta,
+        topics=dict(sorted(topics.items())),
+        has_ground_truth=bool(gts),
+        masks=masks,
+        tracking=tracking,
+        stats=stats,
+        notes=tuple(notes),
+    )
 
 
-def evaluate_run(path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False) -> Report:
+def evaluate_run(
+    path: str | Path, budget_ms: float = DEFAULT_BUDGET_MS, include_predicted_tracks: bool = False
+) -> Report:
     """Score a recorded run (raises :class:`~perception.drives.drive_file.DriveError` for a file
     that is not a drive). ``budget_ms``: the capture-to-output deadline for the hit rate;
     ``include_predicted_tracks``: score coasted tracks too."""
@@ -199,15 +235,17 @@ def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -
     images: dict[str, Path] = {}
     if with_plots:
         tl = report.stats.timeline
-        images["latency timeline"] = plots.latency_timeline(tl, report.stats.budget_ms, out / "latency_timeline.png",
-                                                            report.stats.output_topic)
+        images["latency timeline"] = plots.latency_timeline(
+            tl, report.stats.budget_ms, out / "latency_timeline.png", report.stats.output_topic
+        )
         if report.stats.stages:
             images["latency per stage"] = plots.stage_latency(tl, out / "latency_stages.png")
         if report.stats.model_usage:
             images["model per frame"] = plots.model_usage(tl, out / "model_usage.png")
         if report.masks is not None:
             images["mask AP per class"] = plots.class_ap(
-                {k: (v.ap, v.ap50) for k, v in report.masks.per_class.items()}, out / "class_ap.png")
+                {k: (v.ap, v.ap50) for k, v in report.masks.per_class.items()}, out / "class_ap.png"
+            )
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1))
     (out / "report.md").write_text(report_markdown(report, {k: p.name for k, p in images.items()}))
     return [out / "report.json", out / "report.md", *images.values()]

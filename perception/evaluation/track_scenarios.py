@@ -50,15 +50,17 @@ class ScenarioSpec:
     min_visible: float = 0.3  # visible fraction below which an object is an ignore region
 
 
-URBAN = ScenarioSpec("urban", (
-    ObjectKind(CAR, (35, 60), (16, 26), (120, 360), 0.5, True),
-    ObjectKind(PERSON, (7, 10), (20, 30), (20, 60), 0.35, False),
-    ObjectKind(BICYCLE, (14, 20), (16, 22), (60, 160), 0.15, True),
-), objects_in_view=12)
+URBAN = ScenarioSpec(
+    "urban",
+    (
+        ObjectKind(CAR, (35, 60), (16, 26), (120, 360), 0.5, True),
+        ObjectKind(PERSON, (7, 10), (20, 30), (20, 60), 0.35, False),
+        ObjectKind(BICYCLE, (14, 20), (16, 22), (60, 160), 0.15, True),
+    ),
+    objects_in_view=12,
+)
 
-CROWD = ScenarioSpec("crowd", (
-    ObjectKind(PERSON, (7, 11), (20, 32), (20, 70), 1.0, False),
-), objects_in_view=40)
+CROWD = ScenarioSpec("crowd", (ObjectKind(PERSON, (7, 11), (20, 32), (20, 70), 1.0, False),), objects_in_view=40)
 
 SCENARIOS = {s.name: s for s in (URBAN, CROWD)}
 
@@ -72,7 +74,9 @@ class GtFrame:
 
 
 def _spawn(spec: ScenarioSpec, rng: np.random.Generator, anywhere: bool) -> dict:
-    kind = spec.kinds[rng.choice(len(spec.kinds), p=np.array([k.weight for k in spec.kinds]) / sum(k.weight for k in spec.kinds))]
+    kind = spec.kinds[
+        rng.choice(len(spec.kinds), p=np.array([k.weight for k in spec.kinds]) / sum(k.weight for k in spec.kinds))
+    ]
     w, h = spec.width_px, spec.height_px
     speed = rng.uniform(*kind.speed_px_s)
     if kind.horizontal:
@@ -113,8 +117,11 @@ def generate(spec: ScenarioSpec, seed: int = 0) -> list[GtFrame]:
             obj["v"] = np.array([c * obj["v"][0] - s * obj["v"][1], s * obj["v"][0] + c * obj["v"][1]])
             obj["pos"] = obj["pos"] + obj["v"] * dt_s
         margin = 80
-        gone = [k for k, o in live.items()
-                if not (-margin < o["pos"][0] < w + margin and -margin < o["pos"][1] < h + margin)]
+        gone = [
+            k
+            for k, o in live.items()
+            if not (-margin < o["pos"][0] < w + margin and -margin < o["pos"][1] < h + margin)
+        ]
         for k in gone:
             del live[k]
         while len(live) < spec.objects_in_view and rng.random() < 0.5:
@@ -154,6 +161,14 @@ def render(objects: dict[int, dict], width_px: int, height_px: int, min_visible:
         occlusion = 1.0 - vis_area / area  # of the part inside the image (cv2 clips the ellipse)
         mask = np.zeros((height_px, width_px), dtype=bool)
         mask[y0:y1, x0:x1] = visible
-        out.append(GtInstance(instance_id=k, class_id=int(o["cls"]), box_xyxy=box, mask=encode_mask(mask),
-                              occlusion=float(occlusion), ignore=bool(occlusion > 1.0 - min_visible)))
+        out.append(
+            GtInstance(
+                instance_id=k,
+                class_id=int(o["cls"]),
+                box_xyxy=box,
+                mask=encode_mask(mask),
+                occlusion=float(occlusion),
+                ignore=bool(occlusion > 1.0 - min_visible),
+            )
+        )
     return GroundTruth(image_width=width_px, image_height=height_px, instances=tuple(out))

@@ -67,9 +67,11 @@ def mots_from_gt(gt: GroundTruth) -> list[MotsObject]:
 def mots_from_tracks(tracks: Tracks, include_predicted: bool = False) -> list[MotsObject]:
     """A tracker output frame as MOTS objects: confirmed tracks with a mask; coasted
     (predicted) ones only when ``include_predicted``."""
-    return [MotsObject(t.track_id, t.class_id, t.mask) for t in tracks.tracks
-            if t.mask is not None and t.state in ("confirmed", "lost")
-            and (include_predicted or not t.predicted)]
+    return [
+        MotsObject(t.track_id, t.class_id, t.mask)
+        for t in tracks.tracks
+        if t.mask is not None and t.state in ("confirmed", "lost") and (include_predicted or not t.predicted)
+    ]
 
 
 def write_mots(path: str | os.PathLike[str], frames: Frames) -> None:
@@ -97,7 +99,9 @@ def read_mots(path: str | os.PathLike[str], num_frames: int | None = None) -> li
                 t, tid, cls, h, w = (int(p) for p in parts[:5])
                 counts = parts[5]
             except (ValueError, IndexError):
-                raise ValueError(f"{path}:{n}: expected 'frame id class_id height width rle', got {line.strip()!r}") from None
+                raise ValueError(
+                    f"{path}:{n}: expected 'frame id class_id height width rle', got {line.strip()!r}"
+                ) from None
             if t < 1:
                 raise ValueError(f"{path}:{n}: frame numbers start at 1, got {t}")
             obj = MotsObject(tid, cls, Rle((h, w), counts), ignore=cls == IGNORE_CLASS)
@@ -185,14 +189,29 @@ def combine_results(per_sequence: Mapping[str, SequenceResults], classes: Sequen
     detections (``combine_classes_det_averaged``); every sequence must hold results of
     every class of ``classes``."""
     metrics = _metrics()
-    per_class_res = {cls: {m.get_name(): m.combine_sequences({s: r[cls][m.get_name()] for s, r in per_sequence.items()})
-                           for m in metrics} for cls in classes}
+    per_class_res = {
+        cls: {
+            m.get_name(): m.combine_sequences({s: r[cls][m.get_name()] for s, r in per_sequence.items()})
+            for m in metrics
+        }
+        for cls in classes
+    }
     if per_class_res:
-        combined = {m.get_name(): m.combine_classes_det_averaged({c: r[m.get_name()] for c, r in per_class_res.items()})
-                    for m in metrics}
+        combined = {
+            m.get_name(): m.combine_classes_det_averaged({c: r[m.get_name()] for c, r in per_class_res.items()})
+            for m in metrics
+        }
     else:  # no ground truth at all: score an empty sequence
-        empty = {"num_gt_dets": 0, "num_tracker_dets": 0, "num_gt_ids": 0, "num_tracker_ids": 0,
-                 "num_timesteps": 0, "gt_ids": [], "tracker_ids": [], "similarity_scores": []}
+        empty = {
+            "num_gt_dets": 0,
+            "num_tracker_dets": 0,
+            "num_gt_ids": 0,
+            "num_tracker_ids": 0,
+            "num_timesteps": 0,
+            "gt_ids": [],
+            "tracker_ids": [],
+            "similarity_scores": [],
+        }
         combined = {m.get_name(): m.eval_sequence(empty) for m in metrics}
     return TrackingScores(
         **_summary(combined),
@@ -205,8 +224,9 @@ def gt_classes(gt: Mapping[str, Frames]) -> list[int]:
     return sorted({o.class_id for frames in gt.values() for objs in frames for o in objs if not o.ignore})
 
 
-def evaluate_tracking(gt: Mapping[str, Frames], pred: Mapping[str, Frames],
-                      classes: Sequence[int] | None = None) -> TrackingScores:
+def evaluate_tracking(
+    gt: Mapping[str, Frames], pred: Mapping[str, Frames], classes: Sequence[int] | None = None
+) -> TrackingScores:
     """Score predicted mask tracks against ground truth, over all sequences and classes.
 
     ``gt`` and ``pred`` map a sequence name to its frames (same frame indexing; a missing
@@ -215,14 +235,20 @@ def evaluate_tracking(gt: Mapping[str, Frames], pred: Mapping[str, Frames],
     classes by detections (TrackEval's ``combine_classes_det_averaged``).
     """
     classes = gt_classes(gt) if classes is None else list(classes)
-    return combine_results({name: sequence_results(frames, pred.get(name, []), classes, name)
-                            for name, frames in gt.items()}, classes)
+    return combine_results(
+        {name: sequence_results(frames, pred.get(name, []), classes, name) for name, frames in gt.items()}, classes
+    )
 
 
 def _summary(res: dict[str, dict]) -> dict:
     h, c, i = res["HOTA"], res["CLEAR"], res["Identity"]
     return {
-        "hota": float(np.mean(h["HOTA"])), "deta": float(np.mean(h["DetA"])), "assa": float(np.mean(h["AssA"])),
-        "mota": float(c["MOTA"]), "idf1": float(i["IDF1"]), "idsw": int(c["IDSW"]),
-        "gt_dets": int(c["CLR_TP"] + c["CLR_FN"]), "pred_dets": int(c["CLR_TP"] + c["CLR_FP"]),
+        "hota": float(np.mean(h["HOTA"])),
+        "deta": float(np.mean(h["DetA"])),
+        "assa": float(np.mean(h["AssA"])),
+        "mota": float(c["MOTA"]),
+        "idf1": float(i["IDF1"]),
+        "idsw": int(c["IDSW"]),
+        "gt_dets": int(c["CLR_TP"] + c["CLR_FN"]),
+        "pred_dets": int(c["CLR_TP"] + c["CLR_FP"]),
     }

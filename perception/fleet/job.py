@@ -71,8 +71,13 @@ class Bundle:
                 tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
                 tmp.write_bytes(data)
                 tmp.replace(path)
-        return {stage: {k: str(folder / v[len(_FILE):]) if isinstance(v, str) and v.startswith(_FILE) else v
-                        for k, v in p.items()} for stage, p in self.params.items()}
+        return {
+            stage: {
+                k: str(folder / v[len(_FILE) :]) if isinstance(v, str) and v.startswith(_FILE) else v
+                for k, v in p.items()
+            }
+            for stage, p in self.params.items()
+        }
 
 
 _FILE = "file:"
@@ -102,8 +107,9 @@ def make_bundle(spec: LaunchSpec) -> Bundle:
         params[node.type] = p
     missing = [s for s in STAGES if s not in params]
     if missing:
-        raise FleetError(f"{spec.path}: no {', '.join(missing)} node; a fleet run needs preprocess, segmenter "
-                         f"and tracker")
+        raise FleetError(
+            f"{spec.path}: no {', '.join(missing)} node; a fleet run needs preprocess, segmenter and tracker"
+        )
     return Bundle(params, files)
 
 
@@ -119,9 +125,16 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
     reader = DriveReader(drive)
     gts = reader.ground_truth()
     camera = reader.meta.camera_id
-    meta = DriveMeta(camera_id=camera, width=reader.meta.width, height=reader.meta.height, fps=reader.meta.fps,
-                     generator="fleet", scenario=reader.meta.scenario, seed=reader.meta.seed,
-                     notes=f"fleet replay of {Path(drive).name}")
+    meta = DriveMeta(
+        camera_id=camera,
+        width=reader.meta.width,
+        height=reader.meta.height,
+        fps=reader.meta.fps,
+        generator="fleet",
+        scenario=reader.meta.scenario,
+        seed=reader.meta.seed,
+        notes=f"fleet replay of {Path(drive).name}",
+    )
     outputs: dict[str, list[Envelope]] = {"detections": [], "tracks": []}
     run_gts: dict[int, GroundTruth] = {}
     t0 = time.monotonic_ns()
@@ -147,8 +160,15 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
                         _stamped(writer, outputs["tracks"], out_trk.payload, src, start)
             n += 1
     counts = {"frames": n, "gt": len(run_gts), **{t: len(v) for t, v in outputs.items()}}
-    return RunData(topics={t: c for t, c in sorted(counts.items()) if c}, meta=asdict(meta), gts=run_gts,
-                   detections=outputs["detections"], tracks=outputs["tracks"], statuses=[], frame_seqs=list(range(n)))
+    return RunData(
+        topics={t: c for t, c in sorted(counts.items()) if c},
+        meta=asdict(meta),
+        gts=run_gts,
+        detections=outputs["detections"],
+        tracks=outputs["tracks"],
+        statuses=[],
+        frame_seqs=list(range(n)),
+    )
 
 
 #: models loaded by the tasks of this worker process, reused across its drives
@@ -197,10 +217,20 @@ def run_drive(name: str, key: str, drive: bytes, bundle: Bundle, node: str = "")
             report = score_runs({Path(name).stem: data}, name, data.meta).to_dict(timeline=False)
         except (DriveError, ValueError, OSError) as e:
             text = str(e).replace(str(drive_path), name)
-            return DriveResult(name, key, None, f"{type(e).__name__}: {text}", wall_s=time.monotonic() - t0,
-                               node=node, pid=os.getpid())
-        return DriveResult(name, key, report, run=run_path.read_bytes(), data=data, frames=len(data.frame_seqs),
-                           wall_s=time.monotonic() - t0, node=node, pid=os.getpid())
+            return DriveResult(
+                name, key, None, f"{type(e).__name__}: {text}", wall_s=time.monotonic() - t0, node=node, pid=os.getpid()
+            )
+        return DriveResult(
+            name,
+            key,
+            report,
+            run=run_path.read_bytes(),
+            data=data,
+            frames=len(data.frame_seqs),
+            wall_s=time.monotonic() - t0,
+            node=node,
+            pid=os.getpid(),
+        )
 
 
 def runtime_build() -> str | None:

@@ -6,10 +6,10 @@ Ray starts locally when no address is given (nothing to set up); with ``address`
 the job's runtime environment. The workers run this environment's ONNX Runtime build: here
 they run this interpreter; on a cluster Ray installs the build where its workers lack it. A
 task whose worker dies is retried by Ray (``max_retries``); since a drive's replay is
-deterministic the retried result is the one an undisturbed run gives. A drive that fails on its own (corrupt, unreadable) is a failed row and the others go
-on. ``OUT/cache/<key>.json`` and ``OUT/runs/<drive>.mcap`` hold each drive's result, keyed by
-the drive's bytes, the launch parameters and the model files, so a re-run only does what
-changed.
+deterministic the retried result is the one an undisturbed run gives. A drive that fails on
+its own (corrupt, unreadable) is a failed row and the others go on. ``OUT/cache/<key>.json``
+and ``OUT/runs/<drive>.mcap`` hold each drive's result, keyed by the drive's bytes, the launch
+parameters and the model files, so a re-run only does what changed.
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def _bundle(cfg: FleetConfig, first_drive: Path) -> Bundle:
     return replace(bundle, params={**bundle.params, "segmenter": seg})
 
 
-def run_fleet(drives: Sequence[Path], cfg: FleetConfig,
-              on_result: Callable[[DriveResult], None] | None = None) -> dict[str, Any]:
+def run_fleet(
+    drives: Sequence[Path], cfg: FleetConfig, on_result: Callable[[DriveResult], None] | None = None
+) -> dict[str, Any]:
     """Replay and score ``drives``; writes ``OUT/report.json`` and returns it: the pooled
     figures under ``perception eval``'s keys, ``drives`` (each drive's own report under those
     keys, worst mask AP first; failed drives first, with their error), ``fleet`` (counts,
@@ -145,8 +146,13 @@ def run_fleet(drives: Sequence[Path], cfg: FleetConfig,
     return report
 
 
-def _run_on_ray(todo: list[tuple[str, str, bytes]], bundle: Bundle, cfg: FleetConfig, build: str,
-                done: Callable[[DriveResult], None]) -> None:
+def _run_on_ray(
+    todo: list[tuple[str, str, bytes]],
+    bundle: Bundle,
+    cfg: FleetConfig,
+    build: str,
+    done: Callable[[DriveResult], None],
+) -> None:
     """The drives as Ray tasks, whose workers get this environment's ONNX Runtime ``build``."""
     import ray
 
@@ -155,8 +161,12 @@ def _run_on_ray(todo: list[tuple[str, str, bytes]], bundle: Bundle, cfg: FleetCo
         start_ray(cfg.address, cfg.num_cpus)
     try:
         task_env = _cluster_runtime(build) if started and cfg.address else {}
-        options: dict[str, Any] = {"num_cpus": cfg.cpus_per_drive, "num_gpus": cfg.gpus_per_drive,
-                                   "name": "fleet_drive", **({"runtime_env": task_env} if task_env else {})}
+        options: dict[str, Any] = {
+            "num_cpus": cfg.cpus_per_drive,
+            "num_gpus": cfg.gpus_per_drive,
+            "name": "fleet_drive",
+            **({"runtime_env": task_env} if task_env else {}),
+        }
         task = ray.remote(max_retries=cfg.retries, retry_exceptions=False)(_ray_task).options(**options)
         bundle_ref = ray.put(bundle)
         pending = {task.remote(name, key, data, bundle_ref): (name, key) for name, key, data in todo}
@@ -179,8 +189,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
 
     _no_uv_run_hook()
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                              "runtime_env": worker_env(address)}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.WARNING,
+        "runtime_env": worker_env(address),
+    }
     if address:
         ray.init(address=address, **kwargs)
     else:  # "local": a Ray of its own, even where `ray start` left a cluster to connect to
@@ -194,8 +207,10 @@ def _task_error(e: Exception, task_env: dict[str, Any]) -> str:
 
     text = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     if task_env.get("pip") and isinstance(e, ray.exceptions.RuntimeEnvSetupError):
-        text += (f" (Ray's pip environment for {task_env['pip'][0]} needs pip and virtualenv on the cluster's "
-                 f"nodes: install those, or {task_env['pip'][0]} itself, there)")
+        text += (
+            f" (Ray's pip environment for {task_env['pip'][0]} needs pip and virtualenv on the cluster's "
+            f"nodes: install those, or {task_env['pip'][0]} itself, there)"
+        )
     return text
 
 
@@ -204,8 +219,10 @@ def require_runtime() -> str:
     workers get too; :class:`FleetError` saying what to add when there is none."""
     build = runtime_build()
     if build is None:
-        raise FleetError("ONNX Runtime is not installed in this environment, and the fleet's workers run its build: "
-                         "add --extra cpu (or --extra gpu), as in `uv run --extra cpu --extra fleet perception fleet ...`")
+        raise FleetError(
+            "ONNX Runtime is not installed in this environment, and the fleet's workers run its build: "
+            "add --extra cpu (or --extra gpu), as in `uv run --extra cpu --extra fleet perception fleet ...`"
+        )
     return build
 
 
@@ -229,8 +246,12 @@ def _cluster_runtime(build: str) -> dict[str, Any]:
     theirs = ray.get(ray.remote(num_cpus=0)(runtime_build).remote())
     if theirs == build:
         return {}
-    log.warning("the cluster's workers have %s, this environment %s: Ray installs %s for the drives",
-                theirs or "no ONNX Runtime", build, build)
+    log.warning(
+        "the cluster's workers have %s, this environment %s: Ray installs %s for the drives",
+        theirs or "no ONNX Runtime",
+        build,
+        build,
+    )
     return {"pip": [build]}
 
 
@@ -295,19 +316,41 @@ def _hota(report: dict[str, Any] | None) -> float:
     return tracking.get("hota") if tracking.get("hota") is not None else -1.0
 
 
-def _report(results: list[DriveResult], out: Path, cfg: FleetConfig, wall_s: float, cached: int,
-            frames: int) -> dict[str, Any]:
+def _report(
+    results: list[DriveResult], out: Path, cfg: FleetConfig, wall_s: float, cached: int, frames: int
+) -> dict[str, Any]:
     ok = [r for r in results if r.report is not None]
     runs = {r.name: r.data if r.data is not None else read_run(out / r.report["run"]) for r in ok}  # type: ignore[index]
     pooled = score_runs(runs, "fleet", {"drives": len(results), "launch": cfg.launch}).to_dict(timeline=False)
-    rows = [{"drive": r.name, "status": "ok" if r.report is not None else "failed", "error": r.error,
-             "key": r.key, "node": r.node, "wall_s": round(r.wall_s, 3), **(r.report or {})} for r in results]
+    rows = [
+        {
+            "drive": r.name,
+            "status": "ok" if r.report is not None else "failed",
+            "error": r.error,
+            "key": r.key,
+            "node": r.node,
+            "wall_s": round(r.wall_s, 3),
+            **(r.report or {}),
+        }
+        for r in results
+    ]
     rows.sort(key=lambda row: (row["status"] == "ok", _ap(row), _hota(row)))
-    report = {**pooled, "drives": rows,
-              "fleet": {"drives": len(results), "ok": len(ok), "failed": len(results) - len(ok), "cached": cached,
-                        "replayed": len(results) - cached, "frames_replayed": frames, "wall_s": round(wall_s, 2),
-                        "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0, "executor": cfg.executor,
-                        "nodes": sorted({r.node for r in ok if r.node})}}
+    report = {
+        **pooled,
+        "drives": rows,
+        "fleet": {
+            "drives": len(results),
+            "ok": len(ok),
+            "failed": len(results) - len(ok),
+            "cached": cached,
+            "replayed": len(results) - cached,
+            "frames_replayed": frames,
+            "wall_s": round(wall_s, 2),
+            "fps": round(frames / wall_s, 2) if wall_s > 0 else 0.0,
+            "executor": cfg.executor,
+            "nodes": sorted({r.node for r in ok if r.node}),
+        },
+    }
     if cfg.baseline is not None:
         report["moved"] = moved(report, json.loads(Path(cfg.baseline).read_text()))
     return report
@@ -323,7 +366,14 @@ def moved(report: dict[str, Any], baseline: dict[str, Any], top: int = MOVED) ->
         if old is None or row["status"] != "ok" or old.get("status") != "ok":
             continue
         d_ap, d_hota = _ap(row) - _ap(old), _hota(row) - _hota(old)
-        out.append({"drive": row["drive"], "mask_ap": _ap(row), "mask_ap_change": d_ap, "hota": _hota(row),
-                    "hota_change": d_hota})
+        out.append(
+            {
+                "drive": row["drive"],
+                "mask_ap": _ap(row),
+                "mask_ap_change": d_ap,
+                "hota": _hota(row),
+                "hota_change": d_hota,
+            }
+        )
     out.sort(key=lambda m: -max(abs(m["mask_ap_change"]), abs(m["hota_change"])))
     return out[:top]

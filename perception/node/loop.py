@@ -136,19 +136,27 @@ class NodeLoop:
         # deterministic runs are lossless with a bounded backlog at every hop: a node is held
         # back at the pace of its slowest reader (see Publisher) and never queues a drive
         self.sub = (
-            Subscriber(self.zctx, {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
-                       keep_newest=not self.keep_all, shm_views=bool(getattr(logic, "frame_views", False)),
-                       backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
-                       stage=bool(logic.outputs), spin_us=ctx.spin_us, relay=bool(getattr(logic, "relays", False)))
-            if logic.inputs else None
+            Subscriber(
+                self.zctx,
+                {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
+                keep_newest=not self.keep_all,
+                shm_views=bool(getattr(logic, "frame_views", False)),
+                backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
+                stage=bool(logic.outputs),
+                spin_us=ctx.spin_us,
+                relay=bool(getattr(logic, "relays", False)),
+            )
+            if logic.inputs
+            else None
         )
         #: frame topics whose shared-memory ring could not be made (reported in status)
         self.shm_unavailable: list[str] = []
         self.pubs = {t: self._publisher(t, hwm) for t in logic.outputs}
         if hasattr(logic, "claim"):
             logic.claim = self._claim
-        self.status_pub = Publisher(self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir),
-                                    bind=False, hwm=16)
+        self.status_pub = Publisher(
+            self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir), bind=False, hwm=16
+        )
         self.seq = {t: 0 for t in logic.outputs}
         self.status_seq = 0
         self.stats = _Stats(transit_ms={t: deque(maxlen=512) for t in logic.inputs})
@@ -166,8 +174,15 @@ class NodeLoop:
         ring = self._ring(topic)
         frames = schema.topic(topic).kind == "frame"
         bell = not self.ctx.deterministic and (ring is not None or not frames)
-        return Publisher(self.zctx, schema.endpoint(topic, self.ctx.run_dir), hwm=hwm, ring=ring, doorbell=bell,
-                         lossless=self.ctx.deterministic, on_held=self._held)
+        return Publisher(
+            self.zctx,
+            schema.endpoint(topic, self.ctx.run_dir),
+            hwm=hwm,
+            ring=ring,
+            doorbell=bell,
+            lossless=self.ctx.deterministic,
+            on_held=self._held,
+        )
 
     def _held(self) -> bool:
         """While a lossless send waits for a slow reader: heartbeats go on (the node is
@@ -253,8 +268,16 @@ class NodeLoop:
         self.stats.frames_in -= 1
 
     def send(self, out: Outgoing) -> None:
-        env = record(Envelope, topic=out.topic, seq=self.seq[out.topic], stamp_ns=time.monotonic_ns(),
-                     source=out.source, payload=out.payload, valid=out.valid, schema_version=schema.SCHEMA_VERSION)
+        env = record(
+            Envelope,
+            topic=out.topic,
+            seq=self.seq[out.topic],
+            stamp_ns=time.monotonic_ns(),
+            source=out.source,
+            payload=out.payload,
+            valid=out.valid,
+            schema_version=schema.SCHEMA_VERSION,
+        )
         self.seq[out.topic] += 1
         if not self.pubs[out.topic].send(env, out.pixels):
             return  # a lossless send given up: the node is stopping
@@ -272,30 +295,43 @@ class NodeLoop:
         errors = s.errors + (self.sub.errors if self.sub else 0)
         last = s.last_error or (self.sub.last_error if self.sub else "")
         return Status(
-            node=self.ctx.name, pid=os.getpid(), rate_hz=float(rate),
-            step_p50_ms=float(np.percentile(steps, 50)), step_p99_ms=float(np.percentile(steps, 99)),
-            frames_in=s.frames_in, frames_out=s.frames_out, dropped=dropped, errors=errors,
-            last_error=last[: schema.MAX_TEXT], uptime_s=time.monotonic() - s.started,
-            counters={**{k: _plain(v) for k, v in self.logic.counters().items()},
-                      **({"shm_unavailable": ",".join(self.shm_unavailable)} if self.shm_unavailable else {}),
-                      # spin_us: CPU time spent spinning for inputs, and the messages caught so
-                      **({"spun_ms": round(self.sub.spun_s * 1e3, 1), "spin_caught": self.sub.spin_caught}
-                         if self.sub is not None and self.ctx.spin_us else {}),
-                      # deterministic runs: sends held back by a slow reader, and for how long
-                      **{f"held.{t}": p.held for t, p in self.pubs.items() if p.lossless},
-                      **{f"held_ms.{t}": round(p.held_ms, 1) for t, p in self.pubs.items() if p.lossless},
-                      # per input topic: its sender's send stamp to decoded here, median ms
-                      **{f"transit_p50_ms.{t}": round(float(np.median(q)), 3) for t, q in s.transit_ms.items() if q},
-                      # the first and last seq received per input topic: frames before the first
-                      # and after the last are invisible to gap counting (sent before this node
-                      # was connected, or lost at the sender's queue before any later one arrived)
-                      **({f"last_seq.{t}": q for t, q in self.sub.last_seq().items()} if self.sub else {}),
-                      **({f"first_seq.{t}": q for t, q in self.sub.first_seq().items()} if self.sub else {})},
+            node=self.ctx.name,
+            pid=os.getpid(),
+            rate_hz=float(rate),
+            step_p50_ms=float(np.percentile(steps, 50)),
+            step_p99_ms=float(np.percentile(steps, 99)),
+            frames_in=s.frames_in,
+            frames_out=s.frames_out,
+            dropped=dropped,
+            errors=errors,
+            last_error=last[: schema.MAX_TEXT],
+            uptime_s=time.monotonic() - s.started,
+            counters={
+                **{k: _plain(v) for k, v in self.logic.counters().items()},
+                **({"shm_unavailable": ",".join(self.shm_unavailable)} if self.shm_unavailable else {}),
+                # spin_us: CPU time spent spinning for inputs, and the messages caught so
+                **(
+                    {"spun_ms": round(self.sub.spun_s * 1e3, 1), "spin_caught": self.sub.spin_caught}
+                    if self.sub is not None and self.ctx.spin_us
+                    else {}
+                ),
+                # deterministic runs: sends held back by a slow reader, and for how long
+                **{f"held.{t}": p.held for t, p in self.pubs.items() if p.lossless},
+                **{f"held_ms.{t}": round(p.held_ms, 1) for t, p in self.pubs.items() if p.lossless},
+                # per input topic: its sender's send stamp to decoded here, median ms
+                **{f"transit_p50_ms.{t}": round(float(np.median(q)), 3) for t, q in s.transit_ms.items() if q},
+                # the first and last seq received per input topic: frames before the first
+                # and after the last are invisible to gap counting (sent before this node
+                # was connected, or lost at the sender's queue before any later one arrived)
+                **({f"last_seq.{t}": q for t, q in self.sub.last_seq().items()} if self.sub else {}),
+                **({f"first_seq.{t}": q for t, q in self.sub.first_seq().items()} if self.sub else {}),
+            },
         )
 
     def _heartbeat(self) -> None:
-        env = Envelope(topic="status", seq=self.status_seq, stamp_ns=time.monotonic_ns(),
-                       source=None, payload=self.status())
+        env = Envelope(
+            topic="status", seq=self.status_seq, stamp_ns=time.monotonic_ns(), source=None, payload=self.status()
+        )
         self.status_seq += 1
         self.status_pub.send(env)
         self._next_heartbeat = time.monotonic_ns() + HEARTBEAT_PERIOD_NS
@@ -351,8 +387,13 @@ def _plain(value: object) -> int | float | str | bool:
     return value if isinstance(value, int | float | str | bool) else str(value)
 
 
-def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type,
-              argv: Sequence[str] | None = None, with_context: bool = False) -> None:
+def node_main(
+    node_type: str,
+    make_logic: Callable[..., Logic],
+    config_cls: type,
+    argv: Sequence[str] | None = None,
+    with_context: bool = False,
+) -> None:
     """Entry point shared by the scripts in ``nodes/``.
 
     Arguments: ``--name``, ``--run-dir``, ``--params`` (JSON of the node's parameters),
@@ -369,14 +410,18 @@ def node_main(node_type: str, make_logic: Callable[..., Logic], config_cls: type
     ap.add_argument("--shm-slot-bytes", type=int, default=0)
     ap.add_argument("--spin-us", type=int, default=0, help="the launch file's spin_us:")
     ap.add_argument("--cpus", default="", help="comma-separated CPUs to run on (the launch file's cpus:)")
-    ap.add_argument("--step-cpus", default="",
-                    help="comma-separated CPUs for the step threads alone: the main thread and the threads the "
-                         "logic starts while loading (the launch file's isolate:); ZeroMQ's stay on --cpus")
+    ap.add_argument(
+        "--step-cpus",
+        default="",
+        help="comma-separated CPUs for the step threads alone: the main thread and the threads the "
+        "logic starts while loading (the launch file's isolate:); ZeroMQ's stay on --cpus",
+    )
     args = ap.parse_args(argv)
     if args.cpus:
         pin({int(c) for c in args.cpus.split(",")})
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     ctx = NodeContext(args.name, args.run_dir, args.deterministic, args.shm_slots, args.shm_slot_bytes, args.spin_us)
     try:
         cfg = build_config(config_cls, json.loads(args.params), where=f"node {args.name!r}")

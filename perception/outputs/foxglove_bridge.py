@@ -60,11 +60,15 @@ class FoxgloveLogic:
 
         self.cfg = cfg
         self.view = FoxgloveView()
-        self.server = (foxglove.start_server(name="perception", host=cfg.host, port=cfg.port, context=self.view.context)
-                       if start_server else None)
+        self.server = (
+            foxglove.start_server(name="perception", host=cfg.host, port=cfg.port, context=self.view.context)
+            if start_server
+            else None
+        )
         if self.server is not None:
-            log.info("Foxglove WebSocket server on ws://%s:%d (Foxglove app: Open connection)", cfg.host,
-                     self.server.port)
+            log.info(
+                "Foxglove WebSocket server on ws://%s:%d (Foxglove app: Open connection)", cfg.host, self.server.port
+            )
         self.frames: OrderedDict[int, np.ndarray] = OrderedDict()
         self.detections: OrderedDict[int, Detections] = OrderedDict()
         self.sent = self.skipped = self.unmatched = 0
@@ -110,7 +114,8 @@ class FoxgloveLogic:
             return
         now = time.monotonic()
         if now - self._last_sent < 1.0 / self.cfg.max_rate_hz or not any(
-                c.has_sinks() for c in (self.view.image, self.view.annotations, self.view.masks, self.view.latency)):
+            c.has_sinks() for c in (self.view.image, self.view.annotations, self.view.masks, self.view.latency)
+        ):
             self.skipped += 1
             return
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
@@ -120,8 +125,15 @@ class FoxgloveLogic:
         # the app's clock is the wall clock: log now; message timestamps are the capture time
         # moved onto the wall clock by how long ago it was
         wall = time.time_ns() - (time.monotonic_ns() - capture_ns)
-        self.view.log_frame(jpeg.tobytes(), wall, time.time_ns(), tracks, self.detections.get(seq), seq,
-                            wall + (stamp_ns - capture_ns) if tracks is not None else None)
+        self.view.log_frame(
+            jpeg.tobytes(),
+            wall,
+            time.time_ns(),
+            tracks,
+            self.detections.get(seq),
+            seq,
+            wall + (stamp_ns - capture_ns) if tracks is not None else None,
+        )
         self._last_sent = now
         self.sent += 1
 

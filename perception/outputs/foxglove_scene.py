@@ -48,14 +48,34 @@ from pycocotools import mask as mask_utils
 from perception.bus.classes import CLASSES
 from perception.bus.schema import Detections, Status, Tracks
 
-IMAGE, ANNOTATIONS, MASKS, LATENCY, STATUS = ("/camera/image", "/perception/annotations", "/perception/masks",
-                                              "/perception/latency", "/perception/status")
+IMAGE, ANNOTATIONS, MASKS, LATENCY, STATUS = (
+    "/camera/image",
+    "/perception/annotations",
+    "/perception/masks",
+    "/perception/latency",
+    "/perception/status",
+)
 TOPICS = (IMAGE, ANNOTATIONS, MASKS, LATENCY, STATUS)
-LATENCY_SCHEMA = {"type": "object", "properties": {
-    "capture_to_tracks_ms": {"type": "number"}, "inference_ms": {"type": "number"}, "model": {"type": "string"},
-    "instances": {"type": "integer"}, "tracks": {"type": "integer"}, "frame_seq": {"type": "integer"}}}
-STATUS_SCHEMA = {"type": "object", "properties": {"node": {"type": "string"}, "rate_hz": {"type": "number"},
-                                                  "dropped": {"type": "integer"}, "errors": {"type": "integer"}}}
+LATENCY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "capture_to_tracks_ms": {"type": "number"},
+        "inference_ms": {"type": "number"},
+        "model": {"type": "string"},
+        "instances": {"type": "integer"},
+        "tracks": {"type": "integer"},
+        "frame_seq": {"type": "integer"},
+    },
+}
+STATUS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "node": {"type": "string"},
+        "rate_hz": {"type": "number"},
+        "dropped": {"type": "integer"},
+        "errors": {"type": "integer"},
+    },
+}
 TRAIL = 30  # box centres kept per track
 
 
@@ -78,8 +98,9 @@ def outline(mask: np.ndarray, max_points: int = 64) -> list[Point2]:
     return [Point2(x=float(x), y=float(y)) for x, y in c[::step]]
 
 
-def annotations(tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None = None,
-                frame_seq: int | None = None) -> ImageAnnotations:
+def annotations(
+    tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None = None, frame_seq: int | None = None
+) -> ImageAnnotations:
     """Boxes, mask outlines, labels and trails of a frame's tracks (``trails``: kept
     between frames by the caller; updated here); ``frame_seq`` goes into the metadata."""
     ts = timestamp(stamp_ns)
@@ -88,29 +109,58 @@ def annotations(tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None =
         r, g, b = track_colour(t.track_id)
         colour = Color(r=r, g=g, b=b, a=1.0)
         x0, y0, x1, y1 = t.box_xyxy
+
         def meta(kind: str, tid: int = t.track_id) -> list[KeyValuePair]:
             return [KeyValuePair(key="kind", value=kind), KeyValuePair(key="track_id", value=str(tid))]
 
-        points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineLoop, outline_color=colour,
-                                       thickness=1.0 if t.predicted else 2.0, metadata=meta("box"),
-                                       points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1),
-                                               Point2(x=x0, y=y1)]))
+        points.append(
+            PointsAnnotation(
+                timestamp=ts,
+                type=PointsAnnotationType.LineLoop,
+                outline_color=colour,
+                thickness=1.0 if t.predicted else 2.0,
+                metadata=meta("box"),
+                points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1), Point2(x=x0, y=y1)],
+            )
+        )
         if t.mask is not None:
             ring = outline(mask_utils.decode(t.mask.to_coco()))
             if len(ring) >= 3:
-                points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineLoop, points=ring,
-                                               outline_color=colour, thickness=1.0, metadata=meta("mask_outline")))
+                points.append(
+                    PointsAnnotation(
+                        timestamp=ts,
+                        type=PointsAnnotationType.LineLoop,
+                        points=ring,
+                        outline_color=colour,
+                        thickness=1.0,
+                        metadata=meta("mask_outline"),
+                    )
+                )
         if trails is not None:
             trail = trails.setdefault(t.track_id, deque(maxlen=TRAIL))
             trail.append(Point2(x=(x0 + x1) / 2, y=(y0 + y1) / 2))
             if len(trail) >= 2:
-                points.append(PointsAnnotation(timestamp=ts, type=PointsAnnotationType.LineStrip, points=list(trail),
-                                               outline_color=colour, thickness=1.0, metadata=meta("trail")))
+                points.append(
+                    PointsAnnotation(
+                        timestamp=ts,
+                        type=PointsAnnotationType.LineStrip,
+                        points=list(trail),
+                        outline_color=colour,
+                        thickness=1.0,
+                        metadata=meta("trail"),
+                    )
+                )
         label = f"{CLASSES[t.class_id] if 0 <= t.class_id < len(CLASSES) else t.class_id} {t.track_id}"
-        texts.append(TextAnnotation(timestamp=ts, position=Point2(x=x0, y=max(12.0, y0 - 2)),
-                                    text=label + (" ?" if t.predicted else "") + f" {t.score:.2f}", font_size=12.0,
-                                    text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
-                                    background_color=Color(r=0.0, g=0.0, b=0.0, a=0.7)))
+        texts.append(
+            TextAnnotation(
+                timestamp=ts,
+                position=Point2(x=x0, y=max(12.0, y0 - 2)),
+                text=label + (" ?" if t.predicted else "") + f" {t.score:.2f}",
+                font_size=12.0,
+                text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
+                background_color=Color(r=0.0, g=0.0, b=0.0, a=0.7),
+            )
+        )
     if trails is not None:
         alive = {t.track_id for t in tracks.tracks}
         for tid in [k for k in trails if k not in alive]:
@@ -128,15 +178,28 @@ def mask_layer(tracks: Tracks, stamp_ns: int, frame_id: str, alpha: int = 110) -
             continue
         m = mask_utils.decode(t.mask.to_coco()).astype(bool)
         rgba[m] = [*(int(v * 255) for v in track_colour(t.track_id)), alpha]
-    return RawImage(timestamp=timestamp(stamp_ns), frame_id=frame_id, width=w, height=h, encoding="rgba8",
-                    step=4 * w, data=rgba.tobytes())
+    return RawImage(
+        timestamp=timestamp(stamp_ns),
+        frame_id=frame_id,
+        width=w,
+        height=h,
+        encoding="rgba8",
+        step=4 * w,
+        data=rgba.tobytes(),
+    )
 
 
-def latency_row(frame_seq: int, capture_ns: int, tracks_stamp_ns: int, det: Detections | None,
-                tracks: Tracks) -> dict[str, object]:
-    return {"frame_seq": frame_seq, "capture_to_tracks_ms": (tracks_stamp_ns - capture_ns) / 1e6,
-            "inference_ms": det.inference_ms if det else 0.0, "model": det.model if det else "",
-            "instances": len(det.instances) if det else 0, "tracks": len(tracks.tracks)}
+def latency_row(
+    frame_seq: int, capture_ns: int, tracks_stamp_ns: int, det: Detections | None, tracks: Tracks
+) -> dict[str, object]:
+    return {
+        "frame_seq": frame_seq,
+        "capture_to_tracks_ms": (tracks_stamp_ns - capture_ns) / 1e6,
+        "inference_ms": det.inference_ms if det else 0.0,
+        "model": det.model if det else "",
+        "instances": len(det.instances) if det else 0,
+        "tracks": len(tracks.tracks),
+    }
 
 
 class FoxgloveView:
@@ -149,21 +212,41 @@ class FoxgloveView:
         self.image = CompressedImageChannel(IMAGE, context=self.context)
         self.annotations = ImageAnnotationsChannel(ANNOTATIONS, context=self.context)
         self.masks = RawImageChannel(MASKS, context=self.context)
-        self.latency = foxglove.Channel(LATENCY, message_encoding="json", context=self.context,
-                                        schema=foxglove.Schema(name="perception.Latency", encoding="jsonschema",
-                                                               data=json.dumps(LATENCY_SCHEMA).encode()))
-        self.status = foxglove.Channel(STATUS, message_encoding="json", context=self.context,
-                                       schema=foxglove.Schema(name="perception.Status", encoding="jsonschema",
-                                                              data=json.dumps(STATUS_SCHEMA).encode()))
+        self.latency = foxglove.Channel(
+            LATENCY,
+            message_encoding="json",
+            context=self.context,
+            schema=foxglove.Schema(
+                name="perception.Latency", encoding="jsonschema", data=json.dumps(LATENCY_SCHEMA).encode()
+            ),
+        )
+        self.status = foxglove.Channel(
+            STATUS,
+            message_encoding="json",
+            context=self.context,
+            schema=foxglove.Schema(
+                name="perception.Status", encoding="jsonschema", data=json.dumps(STATUS_SCHEMA).encode()
+            ),
+        )
         self.trails: dict[int, deque] = {}
 
-    def log_frame(self, jpeg: bytes, capture_ns: int, log_time_ns: int, tracks: Tracks | None,
-                  det: Detections | None = None, frame_seq: int = 0, tracks_stamp_ns: int | None = None,
-                  image_format: str = "jpeg") -> None:
+    def log_frame(
+        self,
+        jpeg: bytes,
+        capture_ns: int,
+        log_time_ns: int,
+        tracks: Tracks | None,
+        det: Detections | None = None,
+        frame_seq: int = 0,
+        tracks_stamp_ns: int | None = None,
+        image_format: str = "jpeg",
+    ) -> None:
         """One frame: ``jpeg`` is the encoded image; message timestamps are ``capture_ns``
         (the capture stamp), the channels' log time ``log_time_ns``."""
-        self.image.log(CompressedImage(timestamp=timestamp(capture_ns), frame_id=self.frame_id, data=jpeg,
-                                       format=image_format), log_time=log_time_ns)
+        self.image.log(
+            CompressedImage(timestamp=timestamp(capture_ns), frame_id=self.frame_id, data=jpeg, format=image_format),
+            log_time=log_time_ns,
+        )
         if tracks is None:
             return
         self.annotations.log(annotations(tracks, capture_ns, self.trails, frame_seq), log_time=log_time_ns)
@@ -190,7 +273,9 @@ def export_foxglove(run: str | Path, out: str | Path) -> dict[str, int]:
     if not reader.counts.get("frames"):
         raise DriveError(f"{reader.path}: no camera frames to show (record the frames topic)")
     meta = reader.meta
-    tracks_env = {e.source.frame_seq: e for e in reader.messages("tracks") if e.source} if "tracks" in reader.counts else {}
+    tracks_env = (
+        {e.source.frame_seq: e for e in reader.messages("tracks") if e.source} if "tracks" in reader.counts else {}
+    )
     tracks = tracks_by_frame(tracks_env.values())
     dets = detections_by_frame(reader.messages("detections")) if "detections" in reader.counts else {}
     counts = dict.fromkeys(TOPICS, 0)

@@ -18,8 +18,9 @@ from perception.drives.drive_file import DriveError, DriveReader
 from perception.outputs.foxglove_scene import TRAIL, track_colour
 
 
-def draw(image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], caption: str,
-         scores: bool = True) -> np.ndarray:
+def draw(
+    image: np.ndarray, tracks: Tracks | None, trails: dict[int, deque], caption: str, scores: bool = True
+) -> np.ndarray:
     """``image`` (BGR) with the overlay drawn on a copy (``scores``: in the labels)."""
     out = image.copy()
     alive = set()
@@ -55,9 +56,14 @@ def render_run(run: str | Path, out: str | Path, fps: float = 0.0) -> int:
     reader = DriveReader(run)
     if not reader.counts.get("frames"):
         raise DriveError(f"{reader.path}: no camera frames to draw on (record the frames topic)")
-    tracks_env = {e.source.frame_seq: e for e in reader.messages("tracks") if e.source} if "tracks" in reader.counts else {}
-    dets = {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source} \
-        if "detections" in reader.counts else {}
+    tracks_env = (
+        {e.source.frame_seq: e for e in reader.messages("tracks") if e.source} if "tracks" in reader.counts else {}
+    )
+    dets = (
+        {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source}
+        if "detections" in reader.counts
+        else {}
+    )
     # MPEG-4's time base holds a rate of two decimals (66.679 frames/s, a run recorded at
     # --max, makes OpenCV's writer refuse to open); a video's rate needs no more
     rate = max(0.01, round(fps or reader.meta.fps or 10.0, 2))
@@ -75,8 +81,9 @@ def render_run(run: str | Path, out: str | Path, fps: float = 0.0) -> int:
             caption = f"frame {seq}  {det.model if det else 'no detections'}  capture->tracks {latency}"
             image = draw(frame.image, env.payload if env else None, trails, caption)  # type: ignore[arg-type]
             if writer is None:
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), rate,
-                                         (image.shape[1], image.shape[0]))
+                writer = cv2.VideoWriter(
+                    str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), rate, (image.shape[1], image.shape[0])
+                )
                 if not writer.isOpened():
                     raise DriveError(f"{out}: OpenCV cannot write an MPEG-4 video here")
             writer.write(image)
@@ -94,9 +101,22 @@ def render_run(run: str | Path, out: str | Path, fps: float = 0.0) -> int:
 
 def gt_as_tracks(gt: GroundTruth) -> Tracks:
     """Ground truth drawn like tracks (instance ids as track ids; ignore regions left out)."""
-    return Tracks(gt.image_width, gt.image_height, tuple(
-        Track(track_id=i.instance_id, state="confirmed", class_id=i.class_id, score=1.0, box_xyxy=i.box_xyxy,
-              mask=i.mask) for i in gt.instances if not i.ignore))
+    return Tracks(
+        gt.image_width,
+        gt.image_height,
+        tuple(
+            Track(
+                track_id=i.instance_id,
+                state="confirmed",
+                class_id=i.class_id,
+                score=1.0,
+                box_xyxy=i.box_xyxy,
+                mask=i.mask,
+            )
+            for i in gt.instances
+            if not i.ignore
+        ),
+    )
 
 
 def side_by_side(image: np.ndarray, gt: GroundTruth | None, tracks: Tracks, seq: int) -> np.ndarray:

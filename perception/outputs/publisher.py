@@ -56,8 +56,9 @@ class PublisherConfig:
         if self.curve_secret_key:
             load_key(self.curve_secret_key, secret=True)
             if not self.allowed_clients:
-                raise ValueError("key 'allowed_clients' must list client public key files when "
-                                 "'curve_secret_key' is set")
+                raise ValueError(
+                    "key 'allowed_clients' must list client public key files when 'curve_secret_key' is set"
+                )
             for path in self.allowed_clients:
                 load_key(path, secret=False)
         elif not is_loopback(self.bind) and not self.insecure:
@@ -90,8 +91,9 @@ class PublisherLogic:
         def curve(sock: zmq.Socket) -> None:
             self.auth = secure_server(zctx, sock, cfg.curve_secret_key, cfg.allowed_clients)
 
-        self.external = Publisher(zctx, cfg.bind, hwm=cfg.hwm or DEFAULT_HWM,
-                                  configure=curve if cfg.curve_secret_key else None)
+        self.external = Publisher(
+            zctx, cfg.bind, hwm=cfg.hwm or DEFAULT_HWM, configure=curve if cfg.curve_secret_key else None
+        )
         self.forwarded = 0
 
     def next_wakeup_ns(self, now_ns: int) -> int | None:

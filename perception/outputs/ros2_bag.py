@@ -36,8 +36,12 @@ from perception.bus.classes import CLASSES
 from perception.bus.schema import Detections, Source, Tracks
 from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter
 
-IMAGE, DETECTIONS, TRACKS, MASKS = ("/camera/image/compressed", "/perception/detections", "/perception/tracks",
-                                    "/perception/track_masks")
+IMAGE, DETECTIONS, TRACKS, MASKS = (
+    "/camera/image/compressed",
+    "/perception/detections",
+    "/perception/tracks",
+    "/perception/track_masks",
+)
 DETECTION_ARRAY = "vision_msgs/msg/Detection2DArray"
 
 #: vision_msgs 4.x (ROS 2 Humble and later), which the default type store does not carry
@@ -47,14 +51,19 @@ VISION_MSGS = {
     "vision_msgs/msg/BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
     "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
     "vision_msgs/msg/ObjectHypothesisWithPose": "vision_msgs/ObjectHypothesis hypothesis\n"
-                                                "geometry_msgs/PoseWithCovariance pose\n",
+    "geometry_msgs/PoseWithCovariance pose\n",
     "vision_msgs/msg/Detection2D": "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
-                                   "vision_msgs/BoundingBox2D bbox\nstring id\n",
+    "vision_msgs/BoundingBox2D bbox\nstring id\n",
     "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
 }
 #: raw image encodings :func:`import_bag` reads, and how to make BGR of them
-RAW_ENCODINGS = {"bgr8": None, "rgb8": cv2.COLOR_RGB2BGR, "mono8": cv2.COLOR_GRAY2BGR, "bgra8": cv2.COLOR_BGRA2BGR,
-                 "rgba8": cv2.COLOR_RGBA2BGR}
+RAW_ENCODINGS = {
+    "bgr8": None,
+    "rgb8": cv2.COLOR_RGB2BGR,
+    "mono8": cv2.COLOR_GRAY2BGR,
+    "bgra8": cv2.COLOR_BGRA2BGR,
+    "rgba8": cv2.COLOR_RGBA2BGR,
+}
 
 
 class BagError(DriveError):
@@ -73,27 +82,38 @@ def typestore() -> Any:
 
 def _header(store: Any, stamp_ns: int, frame_id: str) -> Any:
     t = store.types
-    return t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000,
-                                                                          nanosec=stamp_ns % 1_000_000_000),
-                                    frame_id=frame_id)
+    return t["std_msgs/msg/Header"](
+        stamp=t["builtin_interfaces/msg/Time"](sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+        frame_id=frame_id,
+    )
 
 
 def _detection_array(store: Any, header: Any, items: list[tuple[int, float, tuple[float, ...], str]]) -> Any:
     t = store.types
     pose = t["geometry_msgs/msg/PoseWithCovariance"](
-        pose=t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-                                         orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
-        covariance=np.zeros(36, np.float64))
+        pose=t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        ),
+        covariance=np.zeros(36, np.float64),
+    )
     detections = []
     for class_id, score, (x0, y0, x1, y1), ident in items:
         name = CLASSES[class_id] if 0 <= class_id < len(CLASSES) else str(class_id)
         hyp = t["vision_msgs/msg/ObjectHypothesisWithPose"](
-            hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=name, score=float(score)), pose=pose)
-        centre = t["vision_msgs/msg/Pose2D"](position=t["vision_msgs/msg/Point2D"](x=(x0 + x1) / 2, y=(y0 + y1) / 2),
-                                             theta=0.0)
-        detections.append(t["vision_msgs/msg/Detection2D"](
-            header=header, results=[hyp], bbox=t["vision_msgs/msg/BoundingBox2D"](
-                center=centre, size_x=float(x1 - x0), size_y=float(y1 - y0)), id=ident))
+            hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=name, score=float(score)), pose=pose
+        )
+        centre = t["vision_msgs/msg/Pose2D"](
+            position=t["vision_msgs/msg/Point2D"](x=(x0 + x1) / 2, y=(y0 + y1) / 2), theta=0.0
+        )
+        detections.append(
+            t["vision_msgs/msg/Detection2D"](
+                header=header,
+                results=[hyp],
+                bbox=t["vision_msgs/msg/BoundingBox2D"](center=centre, size_x=float(x1 - x0), size_y=float(y1 - y0)),
+                id=ident,
+            )
+        )
     return t[DETECTION_ARRAY](header=header, detections=detections)
 
 
@@ -102,9 +122,15 @@ def _label_image(store: Any, header: Any, tracks: Tracks) -> Any:
     for tr in tracks.tracks:
         if tr.mask is not None:
             labels[mask_utils.decode(tr.mask.to_coco()).astype(bool)] = tr.track_id
-    return store.types["sensor_msgs/msg/Image"](header=header, height=labels.shape[0], width=labels.shape[1],
-                                                encoding="mono16", is_bigendian=0, step=2 * labels.shape[1],
-                                                data=labels.view(np.uint8).reshape(-1))
+    return store.types["sensor_msgs/msg/Image"](
+        header=header,
+        height=labels.shape[0],
+        width=labels.shape[1],
+        encoding="mono16",
+        is_bigendian=0,
+        step=2 * labels.shape[1],
+        data=labels.view(np.uint8).reshape(-1),
+    )
 
 
 def export_ros2(run: str | Path, bag_dir: str | Path) -> dict[str, int]:
@@ -117,19 +143,27 @@ def export_ros2(run: str | Path, bag_dir: str | Path) -> dict[str, int]:
     meta = reader.meta
     store = typestore()
     frame_id = meta.camera_id or "camera"
-    dets = {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source} \
-        if "detections" in reader.counts else {}
-    trks = {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source} \
-        if "tracks" in reader.counts else {}
+    dets = (
+        {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source}
+        if "detections" in reader.counts
+        else {}
+    )
+    trks = (
+        {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source}
+        if "tracks" in reader.counts
+        else {}
+    )
     counts = {IMAGE: 0, DETECTIONS: 0, TRACKS: 0, MASKS: 0}
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with Writer(tmp, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-            conns = {IMAGE: w.add_connection(IMAGE, "sensor_msgs/msg/CompressedImage", typestore=store),
-                     DETECTIONS: w.add_connection(DETECTIONS, DETECTION_ARRAY, typestore=store),
-                     TRACKS: w.add_connection(TRACKS, DETECTION_ARRAY, typestore=store),
-                     MASKS: w.add_connection(MASKS, "sensor_msgs/msg/Image", typestore=store)}
+            conns = {
+                IMAGE: w.add_connection(IMAGE, "sensor_msgs/msg/CompressedImage", typestore=store),
+                DETECTIONS: w.add_connection(DETECTIONS, DETECTION_ARRAY, typestore=store),
+                TRACKS: w.add_connection(TRACKS, DETECTION_ARRAY, typestore=store),
+                MASKS: w.add_connection(MASKS, "sensor_msgs/msg/Image", typestore=store),
+            }
 
             def put(topic: str, msg: Any, typename: str, stamp: int) -> None:
                 w.write(conns[topic], stamp, store.serialize_cdr(msg, typename))
@@ -139,17 +173,32 @@ def export_ros2(run: str | Path, bag_dir: str | Path) -> dict[str, int]:
                 seq = rec.source.frame_seq
                 stamp = meta.wall_ns(rec.source.capture_ns)
                 header = _header(store, stamp, frame_id)
-                put(IMAGE, store.types["sensor_msgs/msg/CompressedImage"](
-                    header=header, format=rec.format, data=np.frombuffer(rec.data, np.uint8)),
-                    "sensor_msgs/msg/CompressedImage", stamp)
+                put(
+                    IMAGE,
+                    store.types["sensor_msgs/msg/CompressedImage"](
+                        header=header, format=rec.format, data=np.frombuffer(rec.data, np.uint8)
+                    ),
+                    "sensor_msgs/msg/CompressedImage",
+                    stamp,
+                )
                 d: Detections | None = dets.get(seq)  # type: ignore[assignment]
                 if d is not None:
-                    put(DETECTIONS, _detection_array(store, header, [(i.class_id, i.score, i.box_xyxy, "")
-                                                                     for i in d.instances]), DETECTION_ARRAY, stamp)
+                    put(
+                        DETECTIONS,
+                        _detection_array(store, header, [(i.class_id, i.score, i.box_xyxy, "") for i in d.instances]),
+                        DETECTION_ARRAY,
+                        stamp,
+                    )
                 t: Tracks | None = trks.get(seq)  # type: ignore[assignment]
                 if t is not None:
-                    put(TRACKS, _detection_array(store, header, [(k.class_id, k.score, k.box_xyxy, str(k.track_id))
-                                                                 for k in t.tracks]), DETECTION_ARRAY, stamp)
+                    put(
+                        TRACKS,
+                        _detection_array(
+                            store, header, [(k.class_id, k.score, k.box_xyxy, str(k.track_id)) for k in t.tracks]
+                        ),
+                        DETECTION_ARRAY,
+                        stamp,
+                    )
                     put(MASKS, _label_image(store, header, t), "sensor_msgs/msg/Image", stamp)
         tmp.rename(out)
     finally:
@@ -171,7 +220,7 @@ def _image(store: Any, conn: Any, raw: bytes, where: str) -> tuple[np.ndarray | 
         raise BagError(f"{where}: unsupported image encoding {msg.encoding!r}; supported: {', '.join(RAW_ENCODINGS)}")
     channels = 1 if msg.encoding == "mono8" else 4 if msg.encoding.endswith("a8") else 3
     rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
-    image = np.ascontiguousarray(rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels))
+    image = np.ascontiguousarray(rows[:, : msg.width * channels].reshape(msg.height, msg.width, channels))
     code = RAW_ENCODINGS[msg.encoding]
     return (cv2.cvtColor(image, code) if code is not None else image), None, "jpeg"
 
@@ -180,15 +229,27 @@ def _camera_info(store: Any, conn: Any, raw: bytes) -> dict[str, Any]:
     m = store.deserialize_cdr(raw, conn.msgtype)
     model = m.distortion_model or "plumb_bob"
     d = [float(v) for v in m.d] or [0.0] * 5
-    return {"image_width": int(m.width), "image_height": int(m.height), "camera_name": m.header.frame_id or "camera",
-            "camera_matrix": {"rows": 3, "cols": 3, "data": [float(v) for v in m.k]},
-            "distortion_model": model, "distortion_coefficients": {"rows": 1, "cols": len(d), "data": d},
-            "rectification_matrix": {"rows": 3, "cols": 3, "data": [float(v) for v in m.r]},
-            "projection_matrix": {"rows": 3, "cols": 4, "data": [float(v) for v in m.p]}}
+    return {
+        "image_width": int(m.width),
+        "image_height": int(m.height),
+        "camera_name": m.header.frame_id or "camera",
+        "camera_matrix": {"rows": 3, "cols": 3, "data": [float(v) for v in m.k]},
+        "distortion_model": model,
+        "distortion_coefficients": {"rows": 1, "cols": len(d), "data": d},
+        "rectification_matrix": {"rows": 3, "cols": 3, "data": [float(v) for v in m.r]},
+        "projection_matrix": {"rows": 3, "cols": 4, "data": [float(v) for v in m.p]},
+    }
 
 
-def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_topic: str | None = None,
-               calib_out: str | Path | None = None, camera_id: str = "", fps: float = 0.0) -> dict[str, Any]:
+def import_bag(
+    bag: str | Path,
+    image_topic: str,
+    out: str | Path,
+    camera_info_topic: str | None = None,
+    calib_out: str | Path | None = None,
+    camera_id: str = "",
+    fps: float = 0.0,
+) -> dict[str, Any]:
     """Turn the ``image_topic`` of a rosbag2 folder into a drive at ``out`` (frames keep
     their header stamps; JPEG/PNG bytes are kept as they are); with ``camera_info_topic``
     its first message becomes the calibration file ``calib_out`` (default: beside ``out``).
@@ -209,7 +270,9 @@ def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_t
             raise BagError(f"{bag}: no topic {image_topic!r}; its topics: {', '.join(sorted(topics)) or 'none'}")
         conn = topics[image_topic]
         if conn.msgtype not in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
-            raise BagError(f"{bag}: topic {image_topic!r} is {conn.msgtype}, not sensor_msgs/msg/Image or CompressedImage")
+            raise BagError(
+                f"{bag}: topic {image_topic!r} is {conn.msgtype}, not sensor_msgs/msg/Image or CompressedImage"
+            )
         info_conn = None
         if camera_info_topic is not None:
             if camera_info_topic not in topics:
@@ -219,8 +282,12 @@ def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_t
         tmp = out.with_name(f".{out.name}.partial")
         frames, size, calib = 0, (0, 0), None
         try:
-            with DriveWriter(tmp, DriveMeta(camera_id=camera_id or image_topic.strip("/").replace("/", "_"),
-                                            generator="import-bag", fps=fps)) as w:
+            with DriveWriter(
+                tmp,
+                DriveMeta(
+                    camera_id=camera_id or image_topic.strip("/").replace("/", "_"), generator="import-bag", fps=fps
+                ),
+            ) as w:
                 wanted = [conn] + ([info_conn] if info_conn is not None else [])
                 for c, stamp, raw in reader.messages(connections=wanted):
                     where = f"{bag}: {c.topic} message at {stamp}"
@@ -237,8 +304,14 @@ def import_bag(bag: str | Path, image_topic: str, out: str | Path, camera_info_t
                         w.write_frame(image, src)
                     size = (image.shape[1], image.shape[0])
                     frames += 1
-                w.meta = DriveMeta(camera_id=w.meta.camera_id, width=size[0], height=size[1], fps=fps,
-                                   generator="import-bag", notes=f"{bag}:{image_topic}")  # written at close
+                w.meta = DriveMeta(
+                    camera_id=w.meta.camera_id,
+                    width=size[0],
+                    height=size[1],
+                    fps=fps,
+                    generator="import-bag",
+                    notes=f"{bag}:{image_topic}",
+                )  # written at close
             if not frames:
                 raise BagError(f"{bag}: topic {image_topic!r} has no messages")
             calib_path = None

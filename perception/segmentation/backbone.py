@@ -48,8 +48,12 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", ("features.6", "features.12", "features.16")),
     "resnet18": BackboneSpec("resnet18", ("layer2", "layer3", "layer4")),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", ("features.3", "features.5", "features.7")),
-    "regnet_x_400mf": BackboneSpec("regnet_x_400mf", ("trunk_output.block2", "trunk_output.block3", "trunk_output.block4")),
-    "regnet_y_400mf": BackboneSpec("regnet_y_400mf", ("trunk_output.block2", "trunk_output.block3", "trunk_output.block4")),
+    "regnet_x_400mf": BackboneSpec(
+        "regnet_x_400mf", ("trunk_output.block2", "trunk_output.block3", "trunk_output.block4")
+    ),
+    "regnet_y_400mf": BackboneSpec(
+        "regnet_y_400mf", ("trunk_output.block2", "trunk_output.block3", "trunk_output.block4")
+    ),
     "shufflenet_v2_x1_0": BackboneSpec("shufflenet_v2_x1_0", ("stage2", "stage3", "stage4")),
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", library="timm", mean=LITE_MEAN, std=LITE_STD),
     "efficientnet_lite1": BackboneSpec("efficientnet_lite1", library="timm", mean=LITE_MEAN, std=LITE_STD),
@@ -90,8 +94,9 @@ class Backbone(nn.Module):
         return OrderedDict(self.body(x))
 
 
-def input_normalisation(backbone: str, mean: tuple[float, ...] = (), std: tuple[float, ...] = ()
-                        ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def input_normalisation(
+    backbone: str, mean: tuple[float, ...] = (), std: tuple[float, ...] = ()
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The ``(mean, std)`` a model subtracts and divides by (RGB in ``[0, 1]``): the card's
     ``input_mean``/``input_std`` when given, else the backbone entry's. Raises ``ValueError``
     for anything but three values with positive std."""

@@ -67,8 +67,10 @@ class FileRef:
         where = f"{self.card}: [{self.section}] file {_shown(str(self.path))}"
         _check_regular_file(self.path, where)
         if not self.sha256:
-            raise CardError(f"{self.card}: [{self.section}] has no sha256 for {_shown(self.path.name)}; "
-                            f"run `perception export --card {self.card}`")
+            raise CardError(
+                f"{self.card}: [{self.section}] has no sha256 for {_shown(self.path.name)}; "
+                f"run `perception export --card {self.card}`"
+            )
         try:
             actual = sha256_of(self.path)
         except OSError as e:
@@ -205,13 +207,21 @@ def load_card(path: str | Path) -> ModelCard:
     latency = []
     for i, row in enumerate(doc.get("latency", [])):
         w = f"{where}: [[latency]] #{i + 1}"
-        latency.append(LatencyEntry(
-            device=_get(row, "device", str, w), provider=_get(row, "provider", str, w),
-            threads=_get(row, "threads", int, w), median_ms=float(_get(row, "median_ms", (int, float), w)),
-            p95_ms=float(_get(row, "p95_ms", (int, float), w)), stage=row.get("stage", "end_to_end"),
-            command=row.get("command", ""), notes=row.get("notes", ""),
-            per_instance_ms=float(_get(row, "per_instance_ms", (int, float), w)) if "per_instance_ms" in row else 0.0,
-        ))
+        latency.append(
+            LatencyEntry(
+                device=_get(row, "device", str, w),
+                provider=_get(row, "provider", str, w),
+                threads=_get(row, "threads", int, w),
+                median_ms=float(_get(row, "median_ms", (int, float), w)),
+                p95_ms=float(_get(row, "p95_ms", (int, float), w)),
+                stage=row.get("stage", "end_to_end"),
+                command=row.get("command", ""),
+                notes=row.get("notes", ""),
+                per_instance_ms=float(_get(row, "per_instance_ms", (int, float), w))
+                if "per_instance_ms" in row
+                else 0.0,
+            )
+        )
 
     def section(name: str) -> Mapping[str, Any]:
         value = doc.get(name, {})
@@ -220,11 +230,21 @@ def load_card(path: str | Path) -> ModelCard:
         return MappingProxyType(value)
 
     return ModelCard(
-        path=path, name=_get(doc, "name", str, where), family=family, input_width=width, input_height=height,
-        classes=classes, class_ids=tuple(CLASSES.index(c) for c in classes),
-        weights=_file_ref(doc, "weights", path), onnx=_file_ref(doc, "onnx", path),
-        architecture=section("architecture"), postprocess=section("postprocess"), training=section("training"),
-        data=section("data"), accuracy=section("accuracy"), latency=tuple(latency),
+        path=path,
+        name=_get(doc, "name", str, where),
+        family=family,
+        input_width=width,
+        input_height=height,
+        classes=classes,
+        class_ids=tuple(CLASSES.index(c) for c in classes),
+        weights=_file_ref(doc, "weights", path),
+        onnx=_file_ref(doc, "onnx", path),
+        architecture=section("architecture"),
+        postprocess=section("postprocess"),
+        training=section("training"),
+        data=section("data"),
+        accuracy=section("accuracy"),
+        latency=tuple(latency),
         description=str(doc.get("description", "")),
     )
 

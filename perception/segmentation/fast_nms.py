@@ -102,13 +102,18 @@ def pairwise_iou_torch(boxes: torch.Tensor) -> torch.Tensor:
     return inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-9)
 
 
-def fast_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, p: NmsParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def fast_nms_torch(
+    boxes: torch.Tensor, scores: torch.Tensor, p: NmsParams
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Torch twin of :func:`fast_nms_np` (same arguments and results, as tensors)."""
     import torch
 
     dev = boxes.device
-    empty = (torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(0, dtype=torch.long, device=dev),
-             torch.zeros(0, device=dev))
+    empty = (
+        torch.zeros(0, dtype=torch.long, device=dev),
+        torch.zeros(0, dtype=torch.long, device=dev),
+        torch.zeros(0, device=dev),
+    )
     if boxes.shape[0] == 0:
         return empty
     best = scores.argmax(1)

@@ -207,15 +207,19 @@ class Policy:
         else:
             # no switch up before the fast model's runs have shown how loaded this machine is
             known = bool(self.estimators[FAST].samples)
-            self.fit_streak = self.fit_streak + 1 if known and self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
+            self.fit_streak = (
+                self.fit_streak + 1 if known and self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
+            )
             fits = self.fit_streak >= self.cfg.switch_up_after
         if not fits:
             if self.current == ACCURATE:
                 self.fit_streak = 0
                 why = self._fits(fresh_ms, acc, fast, 0.0) or ""
             else:
-                why = (f"{self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) or 'accurate fits'} "
-                       f"({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)")
+                why = (
+                    f"{self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) or 'accurate fits'} "
+                    f"({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)"
+                )
             return self._run(FAST, FAST, fast, remaining, why)
         n = self.cfg.accurate_every_n
         if n > 1 and self.frames % n != 0:
@@ -281,8 +285,12 @@ class Policy:
 
     def counters(self) -> dict[str, int | float | str | bool]:
         return {
-            "policy": self.cfg.mode, "model": self.current, "switches": self.switches,
-            "usage.fast": self.usage[FAST], "usage.accurate": self.usage[ACCURATE], "expired_estimates": self.expired,
+            "policy": self.cfg.mode,
+            "model": self.current,
+            "switches": self.switches,
+            "usage.fast": self.usage[FAST],
+            "usage.accurate": self.usage[ACCURATE],
+            "expired_estimates": self.expired,
             "predicted_ms.fast": round(float(self._predict(FAST)), 2),
             "predicted_ms.accurate": round(float(self._predict(ACCURATE)), 2),
             "frame_period_ms": round(self.period.period_ms() or 0.0, 2),

@@ -77,8 +77,9 @@ class MaskRCNNConfig:
 
     def validate(self) -> None:
         if self.backbone != RESNET50_FPN_V2 and self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be {RESNET50_FPN_V2!r} or one of {', '.join(BACKBONES)}, "
-                             f"got {self.backbone!r}")
+            raise ValueError(
+                f"backbone must be {RESNET50_FPN_V2!r} or one of {', '.join(BACKBONES)}, got {self.backbone!r}"
+            )
         if self.backbone != RESNET50_FPN_V2:
             input_normalisation(self.backbone, self.input_mean, self.input_std)
             check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
@@ -86,8 +87,15 @@ class MaskRCNNConfig:
             raise ValueError(f"anchor_sizes needs 4 non-empty lists (levels P3, P4, P5, P6), got {self.anchor_sizes}")
         if len({len(s) for s in self.anchor_sizes}) != 1:
             raise ValueError("anchor_sizes: every level needs the same number of sizes (one RPN head for all)")
-        for name in ("fpn_channels", "box_representation", "mask_layers", "mask_channels",
-                     "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_batch_size_per_image"):
+        for name in (
+            "fpn_channels",
+            "box_representation",
+            "mask_layers",
+            "mask_channels",
+            "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_test",
+            "box_batch_size_per_image",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -107,14 +115,14 @@ def fixed_size(width: int, height: int) -> dict[str, int]:
     return {"min_size": min(width, height), "max_size": max(width, height)}
 
 
-def maskrcnn_resnet50_fpn_v2_coco(width: int | None = None, height: int | None = None,
-                                  num_classes: int = COCO_NUM_CLASSES, **kwargs: object) -> MaskRCNN:
+def maskrcnn_resnet50_fpn_v2_coco(
+    width: int | None = None, height: int | None = None, num_classes: int = COCO_NUM_CLASSES, **kwargs: object
+) -> MaskRCNN:
     """torchvision's ``maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None,
     num_classes=91)``; with ``width``/``height``, at that fixed input size instead of
     torchvision's 800..1333 resize. ``kwargs`` go to :class:`MaskRCNN` (RPN/RoI settings)."""
     size = fixed_size(width, height) if width and height else {}
-    return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes,
-                                    **size, **kwargs)  # type: ignore[arg-type]
+    return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **size, **kwargs)  # type: ignore[arg-type]
 
 
 class BackboneFPN(nn.Module):
@@ -138,15 +146,17 @@ class GatherRoIAlign(MultiScaleRoIAlign):
     element-wise ``ScatterElements`` (about a third of the RoI time in ONNX Runtime's CPU
     provider). Eager results are torchvision's; it has no weights."""
 
-    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor],
-                image_shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
         if not torchvision._is_tracing():
             return super().forward(x, boxes, image_shapes)
         # torchvision.ops.poolers' private helpers, as MultiScaleRoIAlign.forward uses them
         feats = poolers._filter_input(x, self.featmap_names)
         if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = poolers._setup_scales(feats, image_shapes, self.canonical_scale,
-                                                                 self.canonical_level)
+            self.scales, self.map_levels = poolers._setup_scales(
+                feats, image_shapes, self.canonical_scale, self.canonical_level
+            )
         rois = poolers._convert_to_roi_format(boxes)
         levels = self.map_levels(boxes)
         pooled, order = [], []
@@ -157,25 +167,35 @@ class GatherRoIAlign(MultiScaleRoIAlign):
         return torch.cat(pooled)[torch.argsort(torch.cat(order))]
 
 
-def maskrcnn_light(cfg: MaskRCNNConfig, num_classes: int, width: int, height: int,
-                   infer: InferenceSettings = InferenceSettings()) -> MaskRCNN:
+def maskrcnn_light(
+    cfg: MaskRCNNConfig, num_classes: int, width: int, height: int, infer: InferenceSettings = InferenceSettings()
+) -> MaskRCNN:
     """The light Mask R-CNN of ``cfg`` (``num_classes`` including background)."""
     backbone = BackboneFPN(cfg.backbone, cfg.fpn_channels)
     c = cfg.fpn_channels
     levels = ["c3", "c4", "c5"]
-    anchors = AnchorGenerator(tuple(tuple(s) for s in cfg.anchor_sizes),
-                              (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes))
+    anchors = AnchorGenerator(
+        tuple(tuple(s) for s in cfg.anchor_sizes), (tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes)
+    )
     mean, std = input_normalisation(cfg.backbone, cfg.input_mean, cfg.input_std)
     return MaskRCNN(
-        backbone, num_classes=None, **fixed_size(width, height), image_mean=list(mean), image_std=list(std),
-        rpn_anchor_generator=anchors, rpn_head=RPNHead(c, anchors.num_anchors_per_location()[0]),
-        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        backbone,
+        num_classes=None,
+        **fixed_size(width, height),
+        image_mean=list(mean),
+        image_std=list(std),
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(c, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
         box_roi_pool=GatherRoIAlign(levels, output_size=7, sampling_ratio=2),
         box_head=TwoMLPHead(c * 7 * 7, cfg.box_representation),
         box_predictor=FastRCNNPredictor(cfg.box_representation, num_classes),
         box_batch_size_per_image=cfg.box_batch_size_per_image,
-        box_score_thresh=infer.score_threshold, box_nms_thresh=infer.iou_threshold,
+        box_score_thresh=infer.score_threshold,
+        box_nms_thresh=infer.iou_threshold,
         box_detections_per_img=infer.max_detections,
         mask_roi_pool=GatherRoIAlign(levels, output_size=14, sampling_ratio=2),
         mask_head=MaskRCNNHeads(c, [cfg.mask_channels] * cfg.mask_layers, 1),
@@ -183,15 +203,22 @@ def maskrcnn_light(cfg: MaskRCNNConfig, num_classes: int, width: int, height: in
     )
 
 
-def build_maskrcnn(cfg: MaskRCNNConfig, num_classes: int, width: int, height: int,
-                   infer: InferenceSettings = InferenceSettings()) -> MaskRCNN:
+def build_maskrcnn(
+    cfg: MaskRCNNConfig, num_classes: int, width: int, height: int, infer: InferenceSettings = InferenceSettings()
+) -> MaskRCNN:
     """The model ``cfg`` names, at a fixed ``width`` x ``height`` input, ``num_classes``
     including background."""
     if cfg.backbone == RESNET50_FPN_V2:
         return maskrcnn_resnet50_fpn_v2_coco(
-            width, height, num_classes, rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test, box_score_thresh=infer.score_threshold,
-            box_nms_thresh=infer.iou_threshold, box_detections_per_img=infer.max_detections)
+            width,
+            height,
+            num_classes,
+            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+            box_score_thresh=infer.score_threshold,
+            box_nms_thresh=infer.iou_threshold,
+            box_detections_per_img=infer.max_detections,
+        )
     return maskrcnn_light(cfg, num_classes, width, height, infer)
 
 
@@ -203,8 +230,10 @@ def raw_detections(model: MaskRCNN, images: torch.Tensor) -> list[dict[str, torc
     h, w = images.shape[-2:]
     t = model.transform
     if (min(h, w), max(h, w)) != (t.min_size[-1], t.max_size):
-        raise ValueError(f"image size {w}x{h} is not the model's fixed input size "
-                         f"(shorter side {t.min_size[-1]}, longer side {t.max_size})")
+        raise ValueError(
+            f"image size {w}x{h} is not the model's fixed input size "
+            f"(shorter side {t.min_size[-1]}, longer side {t.max_size})"
+        )
     image_list, _ = t(list(images))
     features = model.backbone(image_list.tensors)
     proposals, _ = model.rpn(image_list, features)

@@ -42,7 +42,9 @@ def coco_rows(classes: Sequence[str] = CLASSES) -> list[int]:
     return [0] + [COCO_CATEGORY_IDS[CLASSES.index(c)] for c in classes]
 
 
-def coco_to_road_classes(state: Mapping[str, torch.Tensor], classes: Sequence[str] = CLASSES) -> dict[str, torch.Tensor]:
+def coco_to_road_classes(
+    state: Mapping[str, torch.Tensor], classes: Sequence[str] = CLASSES
+) -> dict[str, torch.Tensor]:
     """``state`` with its 91-class predictor rows cut down to background + ``classes``.
 
     Every other tensor is passed through unchanged. Raises :class:`CheckpointError` when a
@@ -55,8 +57,10 @@ def coco_to_road_classes(state: Mapping[str, torch.Tensor], classes: Sequence[st
             continue
         t = state[key]
         if t.shape[0] != COCO_NUM_CLASSES * per_class:
-            raise CheckpointError(f"{key} has {t.shape[0]} rows, expected {COCO_NUM_CLASSES * per_class} "
-                                  f"({COCO_NUM_CLASSES} COCO classes x {per_class})")
+            raise CheckpointError(
+                f"{key} has {t.shape[0]} rows, expected {COCO_NUM_CLASSES * per_class} "
+                f"({COCO_NUM_CLASSES} COCO classes x {per_class})"
+            )
         index = torch.tensor([r * per_class + j for r in rows for j in range(per_class)])
         out[key] = t.index_select(0, index).clone()
     return out
@@ -75,8 +79,11 @@ def check_fits(state: Mapping[str, torch.Tensor], model: nn.Module, where: str) 
     counter = ".num_batches_tracked"
     missing = [k for k in want if k not in state and not k.endswith(counter)]
     unexpected = [k for k in state if k not in want and not k.endswith(counter)]
-    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(want[k].shape)}"
-              for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(want[k].shape)}"
+        for k in want
+        if k in state and tuple(state[k].shape) != tuple(want[k].shape)
+    ]
     if not (missing or unexpected or shapes):
         return
     parts = [f"{where} does not fit the model's architecture"]
@@ -126,8 +133,12 @@ def load_torchvision_checkpoint(path: str | Path, model: nn.Module, classes: Seq
     state = read_state_dict(path)
     cls_key = "roi_heads.box_predictor.cls_score.weight"
     model_rows = model.state_dict().get(cls_key)
-    if (cls_key in state and model_rows is not None and state[cls_key].shape[0] == COCO_NUM_CLASSES
-            and model_rows.shape[0] == len(classes) + 1):
+    if (
+        cls_key in state
+        and model_rows is not None
+        and state[cls_key].shape[0] == COCO_NUM_CLASSES
+        and model_rows.shape[0] == len(classes) + 1
+    ):
         state = coco_to_road_classes(state, classes)
     check_fits(state, model, f"checkpoint file {str(path)!r}")
     model.load_state_dict(state)

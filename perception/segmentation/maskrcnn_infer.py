@@ -38,15 +38,23 @@ def paste_masks(probs: torch.Tensor, boxes_model: torch.Tensor, lb: Letterbox, t
         gx = 2 * (u - 0.5 - b[0]) / bw - 1
         gy = 2 * (v - 0.5 - b[1]) / bh - 1
         grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].to(probs.dtype)
-        sampled = F.grid_sample(probs[i][None, None], grid.to(probs.device), mode="bilinear",
-                                padding_mode="zeros", align_corners=False)[0, 0]
+        sampled = F.grid_sample(
+            probs[i][None, None], grid.to(probs.device), mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0, 0]
         out[i, y0:y1, x0:x1] = (sampled > threshold).cpu().numpy()
     return out
 
 
 @torch.no_grad()
-def detect(model: MaskRCNN, image_bgr: np.ndarray, width: int, height: int, score_threshold: float,
-           mask_threshold: float = 0.5, pad_value: int = 114) -> TorchDetections:
+def detect(
+    model: MaskRCNN,
+    image_bgr: np.ndarray,
+    width: int,
+    height: int,
+    score_threshold: float,
+    mask_threshold: float = 0.5,
+    pad_value: int = 114,
+) -> TorchDetections:
     """Run ``model`` (put in eval mode) on one ``(H, W, 3)`` uint8 BGR image; labels come back
     as model class indices (0-based, background removed)."""
     img, lb = letterbox(image_bgr, width, height, pad_value)

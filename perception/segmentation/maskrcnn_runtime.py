@@ -39,8 +39,13 @@ class MaskRCNNSegmenter:
     the card's ``score_threshold`` is a graph input), then masks pasted and RLE-encoded in
     camera pixels. ``iou_threshold`` and ``max_detections`` are fixed at export."""
 
-    def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                 **overrides: object) -> None:
+    def __init__(
+        self,
+        card: ModelCard | str | Path,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        **overrides: object,
+    ) -> None:
         self.card, self.session = card_session(card, "maskrcnn", threads, providers)
         self.runner = SessionRunner(self.session)
         self.cfg = postprocess_config(self.card, **overrides)
@@ -48,8 +53,10 @@ class MaskRCNNSegmenter:
         inputs = tuple(i.name for i in self.session.get_inputs())
         outputs = tuple(o.name for o in self.session.get_outputs())
         if inputs != MASKRCNN_INPUTS or outputs != MASKRCNN_OUTPUTS:
-            raise ModelFileError(f"{self.card.onnx.path}: inputs {inputs} and outputs {outputs}, expected "
-                                 f"{MASKRCNN_INPUTS} and {MASKRCNN_OUTPUTS} (a maskrcnn export)")
+            raise ModelFileError(
+                f"{self.card.onnx.path}: inputs {inputs} and outputs {outputs}, expected "
+                f"{MASKRCNN_INPUTS} and {MASKRCNN_OUTPUTS} (a maskrcnn export)"
+            )
         self.timings_ms: dict[str, float] = {}
 
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
@@ -78,11 +85,16 @@ class MaskRCNNSegmenter:
         for i in range(n):
             region = roi_mask_region_px(boxes[i], lb)
             crop = paste_roi_mask(masks[i], boxes[i], region, lb, self.cfg.mask_threshold)
-            instances.append(Instance(
-                class_id=self.card.class_ids[int(labels[i]) - 1], score=float(scores[i]),
-                box_xyxy=tuple(float(v) for v in cam[i]),  # type: ignore[arg-type]
-                mask=encode_region_mask(crop, region, lb.src_width, lb.src_height)))
+            instances.append(
+                Instance(
+                    class_id=self.card.class_ids[int(labels[i]) - 1],
+                    score=float(scores[i]),
+                    box_xyxy=tuple(float(v) for v in cam[i]),  # type: ignore[arg-type]
+                    mask=encode_region_mask(crop, region, lb.src_width, lb.src_height),
+                )
+            )
         t3 = time.perf_counter()
         self.timings_ms = {"preprocess": prepared_ms, "network": (t2 - t1) * 1e3, "masks": (t3 - t2) * 1e3}
-        return Detections(self.name, lb.src_width, lb.src_height, tuple(instances),
-                          inference_ms=prepared_ms + (t3 - t1) * 1e3)
+        return Detections(
+            self.name, lb.src_width, lb.src_height, tuple(instances), inference_ms=prepared_ms + (t3 - t1) * 1e3
+        )

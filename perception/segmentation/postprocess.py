@@ -78,7 +78,11 @@ def box_region_px(box: np.ndarray, width: int, height: int) -> tuple[int, int, i
 
 
 def assemble_mask(
-    protos: np.ndarray, coef: np.ndarray, region: tuple[int, int, int, int], lb: Letterbox, stride_px: float,
+    protos: np.ndarray,
+    coef: np.ndarray,
+    region: tuple[int, int, int, int],
+    lb: Letterbox,
+    stride_px: float,
     threshold: float = 0.5,
 ) -> np.ndarray:
     """The ``(y1 - y0, x1 - x0)`` bool mask of one instance over camera-pixel ``region``.
@@ -111,8 +115,9 @@ def roi_mask_region_px(box_model: np.ndarray, lb: Letterbox) -> tuple[int, int, 
     return box_region_px(cam, lb.src_width, lb.src_height)
 
 
-def paste_roi_mask(prob: np.ndarray, box_model: np.ndarray, region: tuple[int, int, int, int], lb: Letterbox,
-                   threshold: float = 0.5) -> np.ndarray:
+def paste_roi_mask(
+    prob: np.ndarray, box_model: np.ndarray, region: tuple[int, int, int, int], lb: Letterbox, threshold: float = 0.5
+) -> np.ndarray:
     """The ``(y1 - y0, x1 - x0)`` bool mask over camera-pixel ``region`` of one two-stage
     detection: ``prob`` ``(R, R)`` float32 mask probabilities over ``box_model`` (xyxy model
     pixels), pasted at camera resolution in one step and thresholded.
@@ -163,8 +168,15 @@ def encode_region_mask(crop: np.ndarray, region: tuple[int, int, int, int], widt
 
 
 def make_detections(
-    model: str, lb: Letterbox, boxes_cam: np.ndarray, class_ids: Sequence[int], scores: np.ndarray,
-    protos: np.ndarray | None, coefs: np.ndarray | None, stride_px: float, mask_threshold: float = 0.5,
+    model: str,
+    lb: Letterbox,
+    boxes_cam: np.ndarray,
+    class_ids: Sequence[int],
+    scores: np.ndarray,
+    protos: np.ndarray | None,
+    coefs: np.ndarray | None,
+    stride_px: float,
+    mask_threshold: float = 0.5,
     inference_ms: float = 0.0,
 ) -> Detections:
     """Build the :class:`Detections` message.
@@ -183,5 +195,4 @@ def make_detections(
             rle = encode_region_mask(crop, region, w, h)
         box = tuple(float(v) for v in boxes_cam[i])
         instances.append(Instance(class_id=int(class_ids[i]), score=float(scores[i]), box_xyxy=box, mask=rle))  # type: ignore[arg-type]
-    return Detections(model=model, image_width=w, image_height=h, instances=tuple(instances),
-                      inference_ms=inference_ms)
+    return Detections(model=model, image_width=w, image_height=h, instances=tuple(instances), inference_ms=inference_ms)

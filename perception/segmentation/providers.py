@@ -33,8 +33,10 @@ def onnxruntime() -> Any:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise ProviderError("ONNX Runtime is not installed: `uv sync --extra cpu` (or `pip install "
-                            "'perception[cpu]'`), or `--extra gpu` for the NVIDIA build") from None
+        raise ProviderError(
+            "ONNX Runtime is not installed: `uv sync --extra cpu` (or `pip install "
+            "'perception[cpu]'`), or `--extra gpu` for the NVIDIA build"
+        ) from None
     return ort
 
 
@@ -50,11 +52,17 @@ def choose(requested: Sequence[str] = (), have: Sequence[str] | None = None) -> 
     if requested:
         missing = [p for p in requested if p not in have]
         if missing:
-            hint = ("install the NVIDIA build (--extra gpu, and --extra tensorrt for TensorRT) on a machine with an "
-                    "NVIDIA GPU" if any(p in (TENSORRT, CUDA) for p in missing) else "check the name")
-            raise ProviderError(f"segmenter.providers asks for {', '.join(missing)}, which this ONNX Runtime does not "
-                                f"have (available: {', '.join(have)}); {hint}, or leave providers empty to use what "
-                                f"is there")
+            hint = (
+                "install the NVIDIA build (--extra gpu, and --extra tensorrt for TensorRT) on a machine with an "
+                "NVIDIA GPU"
+                if any(p in (TENSORRT, CUDA) for p in missing)
+                else "check the name"
+            )
+            raise ProviderError(
+                f"segmenter.providers asks for {', '.join(missing)}, which this ONNX Runtime does not "
+                f"have (available: {', '.join(have)}); {hint}, or leave providers empty to use what "
+                f"is there"
+            )
         return list(requested)
     chosen = [p for p in PREFERENCE if p in have]
     return chosen or [CPU]
@@ -67,8 +75,17 @@ def with_options(providers: Sequence[str]) -> list[str | tuple[str, dict[str, An
     for p in providers:
         if p == TENSORRT:
             TRT_CACHE.mkdir(parents=True, exist_ok=True)
-            out.append((p, {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(TRT_CACHE), "trt_timing_cache_enable": True}))
+            out.append(
+                (
+                    p,
+                    {
+                        "trt_fp16_enable": True,
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(TRT_CACHE),
+                        "trt_timing_cache_enable": True,
+                    },
+                )
+            )
         elif p == CUDA:
             out.append((p, {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True}))
         else:
@@ -90,8 +107,11 @@ def describe(session: Any) -> dict[str, str]:
 
 def log_fallback(have: Sequence[str]) -> None:
     if CUDA not in have and TENSORRT not in have:
-        log.info("no GPU execution provider in this ONNX Runtime (%s): the models run on the CPU; install "
-                 "--extra gpu on a machine with an NVIDIA GPU for CUDA and TensorRT", ", ".join(have))
+        log.info(
+            "no GPU execution provider in this ONNX Runtime (%s): the models run on the CPU; install "
+            "--extra gpu on a machine with an NVIDIA GPU for CUDA and TensorRT",
+            ", ".join(have),
+        )
 
 
 class SessionRunner:

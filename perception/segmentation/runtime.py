@@ -64,7 +64,9 @@ class TwoStepSegmenter(Segmenter, Protocol):
     of copying it out first (:class:`~perception.segmentation.segmenter_logic.SegmenterLogic`).
     ``prepared_ms``: the time ``network_input`` took, for ``timings_ms`` and ``inference_ms``."""
 
-    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]: ...
+    def network_input(
+        self, image_bgr: np.ndarray, transform: Letterbox | None = None
+    ) -> tuple[np.ndarray, Letterbox]: ...
 
     def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections: ...
 
@@ -76,8 +78,9 @@ def check_bgr(image: np.ndarray) -> None:
         raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {got}")
 
 
-def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                 label: str = "", spin: bool = False) -> Any:
+def open_session(
+    path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, label: str = "", spin: bool = False
+) -> Any:
     """An ONNX Runtime session on ``path``. ``threads``: intra-op threads (0: ORT default).
     ``providers``: the ones to use, each of which must be available (default: TensorRT >
     CUDA > CPU by availability; :mod:`.providers`). ``spin``: let idle intra-op threads
@@ -105,13 +108,22 @@ def open_session(path: str | Path, threads: int = 0, providers: Sequence[str] | 
     except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         raise ModelFileError(f"model file {str(path)!r} could not be loaded by ONNX Runtime: {e}") from None
     d = describe(sess)
-    log.info("segmenter %s: ONNX Runtime %s on %s (device %s, %s, %s intra-op threads) from %s", label or path.stem,
-             ort.__version__, d["provider"], d["device"], d["precision"], threads or "default", path.name)
+    log.info(
+        "segmenter %s: ONNX Runtime %s on %s (device %s, %s, %s intra-op threads) from %s",
+        label or path.stem,
+        ort.__version__,
+        d["provider"],
+        d["device"],
+        d["precision"],
+        threads or "default",
+        path.name,
+    )
     return sess
 
 
-def card_session(card: ModelCard | str | Path, family: str, threads: int = 0,
-                 providers: Sequence[str] | None = None) -> tuple[ModelCard, Any]:
+def card_session(
+    card: ModelCard | str | Path, family: str, threads: int = 0, providers: Sequence[str] | None = None
+) -> tuple[ModelCard, Any]:
     """The card (loaded if given as a path) and an ONNX Runtime session on its verified
     ONNX file; :class:`CardError` when the card is of another family or has no ONNX file."""
     card = card if isinstance(card, ModelCard) else load_card(card)
@@ -130,8 +142,13 @@ class YolactSegmenter:
     (1, Hp, Wp, k)), Fast NMS and mask assembly in NumPy, boxes mapped to camera pixels.
     """
 
-    def __init__(self, card: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None,
-                 **overrides: object) -> None:
+    def __init__(
+        self,
+        card: ModelCard | str | Path,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        **overrides: object,
+    ) -> None:
         self.card, self.session = card_session(card, "yolact", threads, providers)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name
@@ -165,18 +182,31 @@ class YolactSegmenter:
         t3 = time.perf_counter()
         stride = self.card.input_height / protos.shape[1]
         det = make_detections(
-            self.name, lb, to_camera_xyxy(boxes[0][index], lb), [self.card.class_ids[c] for c in cls], score,
-            protos[0], coefs[0][index], stride, self.cfg.mask_threshold,
+            self.name,
+            lb,
+            to_camera_xyxy(boxes[0][index], lb),
+            [self.card.class_ids[c] for c in cls],
+            score,
+            protos[0],
+            coefs[0][index],
+            stride,
+            self.cfg.mask_threshold,
         )
         t4 = time.perf_counter()
-        self.timings_ms = {"preprocess": prepared_ms, "network": (t2 - t1) * 1e3, "nms": (t3 - t2) * 1e3,
-                           "masks": (t4 - t3) * 1e3}
-        return Detections(det.model, det.image_width, det.image_height, det.instances,
-                          inference_ms=prepared_ms + (t4 - t1) * 1e3)
+        self.timings_ms = {
+            "preprocess": prepared_ms,
+            "network": (t2 - t1) * 1e3,
+            "nms": (t3 - t2) * 1e3,
+            "masks": (t4 - t3) * 1e3,
+        }
+        return Detections(
+            det.model, det.image_width, det.image_height, det.instances, inference_ms=prepared_ms + (t4 - t1) * 1e3
+        )
 
 
-def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int,
-                pad_value: int) -> tuple[np.ndarray, Letterbox]:
+def model_input(
+    image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int, pad_value: int
+) -> tuple[np.ndarray, Letterbox]:
     """The ``(height, width, 3)`` network input for ``image_bgr`` and the transform from it to
     camera pixels. A frame already letterboxed to that size (``transform`` given) is used as
     it is; any other is letterboxed (again), the transforms composed."""
@@ -186,8 +216,9 @@ def model_input(image_bgr: np.ndarray, transform: Letterbox | None, width: int, 
     return img, (compose(lb, transform) if transform is not None else lb)
 
 
-def network_blob(image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int,
-                 pad_value: int) -> tuple[np.ndarray, Letterbox]:
+def network_blob(
+    image_bgr: np.ndarray, transform: Letterbox | None, width: int, height: int, pad_value: int
+) -> tuple[np.ndarray, Letterbox]:
     """The ``(1, 3, height, width)`` float32 RGB [0, 1] network input for a BGR frame (see
     :func:`model_input`) and the transform from it to camera pixels."""
     check_bgr(image_bgr)
@@ -195,8 +226,9 @@ def network_blob(image_bgr: np.ndarray, transform: Letterbox | None, width: int,
     return cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True), lb
 
 
-def load_segmenter(card_path: ModelCard | str | Path, threads: int = 0,
-                   providers: Sequence[str] | None = None) -> Segmenter:
+def load_segmenter(
+    card_path: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None
+) -> Segmenter:
     """The segmenter a card (a path, or a loaded card) describes (``yolact``, ``maskrcnn`` or
     ``ultralytics`` family)."""
     card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)

@@ -49,9 +49,15 @@ class SegmenterConfig:
     score_threshold: float = 0.3
 
     def policy_config(self) -> PolicyConfig:
-        return PolicyConfig(mode=self.policy, budget_ms=self.budget_ms, overhead_ms=self.overhead_ms,
-                            margin_ms=self.margin_ms, quantile=self.quantile, switch_up_after=self.switch_up_after,
-                            accurate_every_n=self.accurate_every_n)
+        return PolicyConfig(
+            mode=self.policy,
+            budget_ms=self.budget_ms,
+            overhead_ms=self.overhead_ms,
+            margin_ms=self.margin_ms,
+            quantile=self.quantile,
+            switch_up_after=self.switch_up_after,
+            accurate_every_n=self.accurate_every_n,
+        )
 
     def validate(self) -> None:
         self.policy_config().validate()
@@ -68,8 +74,13 @@ class SegmenterLogic:
     inputs: tuple[str, ...] = ("frames.rect",)
     outputs: tuple[str, ...] = ("detections",)
 
-    def __init__(self, cfg: SegmenterConfig, models: dict[str, Segmenter], profiles: dict[str, LatencyProfile],
-                 deterministic: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: SegmenterConfig,
+        models: dict[str, Segmenter],
+        profiles: dict[str, LatencyProfile],
+        deterministic: bool = False,
+    ) -> None:
         missing = {FAST, ACCURATE} - set(models) if cfg.policy == "auto" else {cfg.policy} - set(models)
         if missing:
             raise ValueError(f"segmenter needs the {', '.join(sorted(missing))} model for policy {cfg.policy!r}")
@@ -112,9 +123,14 @@ class SegmenterLogic:
         age_ms = (end - src.capture_ns) / 1e6
         if age_ms > self.cfg.budget_ms:
             self.deadline_misses += 1
-        det = replace(det, model=self.models[decision.model].name, inference_ms=inference_ms,
-                      queue_wait_ms=max(0.0, (start - msg.recv_ns) / 1e6) if msg.recv_ns else 0.0,
-                      frame_age_ms=age_ms, policy_reason=decision.reason)
+        det = replace(
+            det,
+            model=self.models[decision.model].name,
+            inference_ms=inference_ms,
+            queue_wait_ms=max(0.0, (start - msg.recv_ns) / 1e6) if msg.recv_ns else 0.0,
+            frame_age_ms=age_ms,
+            policy_reason=decision.reason,
+        )
         self.published += 1
         return [Outgoing("detections", det, src)]
 
@@ -142,8 +158,14 @@ class SegmenterLogic:
 
     def counters(self) -> dict[str, int | float | str | bool]:
         runtime = {f"{m}_{k}": v for m, d in self.runtime.items() for k, v in d.items()}
-        return {"frames": self.frames, "published": self.published, "stale": self.stale,
-                "deadline_misses": self.deadline_misses, **self.policy.counters(), **runtime}
+        return {
+            "frames": self.frames,
+            "published": self.published,
+            "stale": self.stale,
+            "deadline_misses": self.deadline_misses,
+            **self.policy.counters(),
+            **runtime,
+        }
 
 
 def latency_profile(card: ModelCard) -> LatencyProfile:
@@ -156,8 +178,11 @@ def latency_profile(card: ModelCard) -> LatencyProfile:
     return LatencyProfile(p95_ms=rows[0].p95_ms, per_instance_ms=rows[0].per_instance_ms)
 
 
-def build_segmenter(cfg: SegmenterConfig, deterministic: bool = False,
-                    loaded: dict[tuple[str, int, tuple[str, ...]], Segmenter] | None = None) -> SegmenterLogic:
+def build_segmenter(
+    cfg: SegmenterConfig,
+    deterministic: bool = False,
+    loaded: dict[tuple[str, int, tuple[str, ...]], Segmenter] | None = None,
+) -> SegmenterLogic:
     """Load the models the policy needs (both for ``auto``, warm before the first frame).
     A card or model that fails to load raises with a message naming the file. ``loaded``:
     models already loaded, by card, threads and providers, reused and added to (a process

@@ -30,9 +30,17 @@ class UltralyticsSegmenter:
     """An Ultralytics ``-seg`` ONNX model. ``class_indices[i]``: the model output index of
     ``CLASSES[i]`` (``-1`` when the model lacks it); ``None`` picks COCO-80 or identity."""
 
-    def __init__(self, onnx_path: str | Path, class_indices: Sequence[int] | None = None, nms: NmsParams | None = None,
-                 mask_threshold: float = 0.5, threads: int = 0, providers: Sequence[str] | None = None,
-                 name: str = "", pad_value: int = 114) -> None:
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        class_indices: Sequence[int] | None = None,
+        nms: NmsParams | None = None,
+        mask_threshold: float = 0.5,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+        name: str = "",
+        pad_value: int = 114,
+    ) -> None:
         path = Path(onnx_path)
         self.name = name or path.stem
         self.session = open_session(path, threads, providers, self.name)
@@ -43,8 +51,10 @@ class UltralyticsSegmenter:
         self.input_name, self.height, self.width = inp.name, int(shape[2]), int(shape[3])
         ranks = [len(o.shape) for o in self.session.get_outputs()]
         if sorted(ranks) != [3, 4]:
-            raise ModelFileError(f"{path}: outputs have ranks {ranks}, expected one (1, 4+nc+32, N) "
-                                 "and one (1, 32, H/4, W/4) as exported by Ultralytics for segmentation")
+            raise ModelFileError(
+                f"{path}: outputs have ranks {ranks}, expected one (1, 4+nc+32, N) "
+                "and one (1, 32, H/4, W/4) as exported by Ultralytics for segmentation"
+            )
         self.det_out, self.proto_out = ranks.index(3), ranks.index(4)
         dim = self.session.get_outputs()[self.det_out].shape[1]
         nc = dim - 4 - 32 if isinstance(dim, int) else None
@@ -64,7 +74,9 @@ class UltralyticsSegmenter:
         self.mask_threshold, self.pad_value = mask_threshold, pad_value
 
     @classmethod
-    def from_card(cls, card: ModelCard, threads: int = 0, providers: Sequence[str] | None = None) -> UltralyticsSegmenter:
+    def from_card(
+        cls, card: ModelCard, threads: int = 0, providers: Sequence[str] | None = None
+    ) -> UltralyticsSegmenter:
         """From a card with ``family = "ultralytics"``; ``[architecture] class_indices``
         optional (one entry per card class)."""
         post = postprocess_config(card)
@@ -86,11 +98,20 @@ class UltralyticsSegmenter:
         cx, cy, w, h = pred[:, 0], pred[:, 1], pred[:, 2], pred[:, 3]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
         scores = pred[:, 4 + self.model_cols]
-        coefs = pred[:, pred.shape[1] - 32:]
+        coefs = pred[:, pred.shape[1] - 32 :]
         index, cls, score = fast_nms_np(boxes, scores, self.nms)
         stride = self.height / protos.shape[1]
-        det = make_detections(self.name, lb, to_camera_xyxy(boxes[index], lb), [self.class_ids[c] for c in cls],
-                              score, np.ascontiguousarray(protos.transpose(1, 2, 0)), coefs[index], stride,
-                              self.mask_threshold)
-        return Detections(det.model, det.image_width, det.image_height, det.instances,
-                          inference_ms=(time.perf_counter() - t0) * 1e3)
+        det = make_detections(
+            self.name,
+            lb,
+            to_camera_xyxy(boxes[index], lb),
+            [self.class_ids[c] for c in cls],
+            score,
+            np.ascontiguousarray(protos.transpose(1, 2, 0)),
+            coefs[index],
+            stride,
+            self.mask_threshold,
+        )
+        return Detections(
+            det.model, det.image_width, det.image_height, det.instances, inference_ms=(time.perf_counter() - t0) * 1e3
+        )

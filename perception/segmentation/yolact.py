@@ -60,8 +60,9 @@ class YolactConfig:
         check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
         levels = 5 if self.extra_levels else 3
         if len(self.anchor_sizes) != levels:
-            raise ValueError(f"anchor_sizes needs {levels} values (one per level P3..P{levels + 2}), "
-                             f"got {len(self.anchor_sizes)}")
+            raise ValueError(
+                f"anchor_sizes needs {levels} values (one per level P3..P{levels + 2}), got {len(self.anchor_sizes)}"
+            )
         if not 1 <= self.num_prototypes <= 256:
             raise ValueError(f"num_prototypes must be in 1..256, got {self.num_prototypes}")
 
@@ -72,7 +73,9 @@ class YolactConfig:
 
 def sep_conv(c_in: int, c_out: int) -> nn.Sequential:
     """Depthwise 3x3 + pointwise 1x1 convolution with ReLU."""
-    return nn.Sequential(nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in), nn.Conv2d(c_in, c_out, 1), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in), nn.Conv2d(c_in, c_out, 1), nn.ReLU(inplace=True)
+    )
 
 
 class ProtoNet(nn.Module):
@@ -158,8 +161,9 @@ class Yolact(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.backbone = Backbone(cfg.backbone)
         f = cfg.fpn_channels
-        self.fpn = FeaturePyramidNetwork(list(self.backbone.out_channels), f,
-                                         extra_blocks=LastLevelP6P7(f, f) if cfg.extra_levels else None)
+        self.fpn = FeaturePyramidNetwork(
+            list(self.backbone.out_channels), f, extra_blocks=LastLevelP6P7(f, f) if cfg.extra_levels else None
+        )
         self.protonet = ProtoNet(f, cfg.proto_channels, cfg.num_prototypes)
         self.head = Head(f, cfg.head_channels, len(cfg.aspect_ratios), num_classes, cfg.num_prototypes)
         self.semantic = nn.Conv2d(f, num_classes, 1) if cfg.semantic_aux else None

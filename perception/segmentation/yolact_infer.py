@@ -36,8 +36,14 @@ def image_tensor(image_bgr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
 
 
-def camera_masks(protos: torch.Tensor, coefs: torch.Tensor, boxes_cam: torch.Tensor, lb: Letterbox,
-                 stride_px: float, threshold: float) -> torch.Tensor:
+def camera_masks(
+    protos: torch.Tensor,
+    coefs: torch.Tensor,
+    boxes_cam: torch.Tensor,
+    lb: Letterbox,
+    stride_px: float,
+    threshold: float,
+) -> torch.Tensor:
     """``(M, H, W)`` bool masks in camera pixels from ``protos`` (Hp, Wp, k) and ``coefs`` (M, k)."""
     hp, wp = protos.shape[:2]
     h, w = lb.src_height, lb.src_width
@@ -56,8 +62,15 @@ def camera_masks(protos: torch.Tensor, coefs: torch.Tensor, boxes_cam: torch.Ten
 
 
 @torch.no_grad()
-def detect(model: Yolact, image_bgr: np.ndarray, width: int, height: int, nms: NmsParams,
-           mask_threshold: float = 0.5, pad_value: int = 114) -> TorchDetections:
+def detect(
+    model: Yolact,
+    image_bgr: np.ndarray,
+    width: int,
+    height: int,
+    nms: NmsParams,
+    mask_threshold: float = 0.5,
+    pad_value: int = 114,
+) -> TorchDetections:
     """Run ``model`` (in eval mode) on one ``(H, W, 3)`` uint8 BGR image."""
     img, lb = letterbox(image_bgr, width, height, pad_value)
     device = next(model.parameters()).device
@@ -68,5 +81,9 @@ def detect(model: Yolact, image_bgr: np.ndarray, width: int, height: int, nms: N
     cam[:, 0::2] = cam[:, 0::2].clamp(0, lb.src_width)
     cam[:, 1::2] = cam[:, 1::2].clamp(0, lb.src_height)
     masks = camera_masks(protos[0], coefs[0][index], cam, lb, height / protos.shape[1], mask_threshold)
-    return TorchDetections(cam.cpu().numpy().astype(np.float32), labels.cpu().numpy(),
-                           score.cpu().numpy().astype(np.float32), masks.cpu().numpy())
+    return TorchDetections(
+        cam.cpu().numpy().astype(np.float32),
+        labels.cpu().numpy(),
+        score.cpu().numpy().astype(np.float32),
+        masks.cpu().numpy(),
+    )

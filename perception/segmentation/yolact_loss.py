@@ -52,8 +52,9 @@ def match(anchors: torch.Tensor, gt_boxes: torch.Tensor, cfg: LossConfig) -> tor
     return torch.where(best_gt_iou < cfg.neg_iou, torch.full_like(best_gt, -1), result)
 
 
-def _mask_loss(protos: torch.Tensor, coefs: torch.Tensor, target: torch.Tensor, gt_boxes: torch.Tensor,
-               input_hw: tuple[int, int]) -> torch.Tensor:
+def _mask_loss(
+    protos: torch.Tensor, coefs: torch.Tensor, target: torch.Tensor, gt_boxes: torch.Tensor, input_hw: tuple[int, int]
+) -> torch.Tensor:
     """Mean over instances of box-cropped BCE / box area. ``protos``: (Hp, Wp, k);
     ``coefs``: (P, k); ``target``: (P, Hp, Wp) float masks at prototype resolution;
     ``gt_boxes``: (P, 4) model pixels."""
@@ -69,7 +70,9 @@ def _mask_loss(protos: torch.Tensor, coefs: torch.Tensor, target: torch.Tensor, 
     return (bce.sum((1, 2)) / area).mean()
 
 
-def yolact_loss(out: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]], cfg: LossConfig) -> dict[str, torch.Tensor]:
+def yolact_loss(
+    out: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]], cfg: LossConfig
+) -> dict[str, torch.Tensor]:
     """The loss terms (each a scalar tensor) and their weighted sum under ``"total"``.
 
     ``out``: the model's training outputs; ``targets[i]``: ``boxes`` (G, 4) float xyxy model
@@ -91,14 +94,18 @@ def yolact_loss(out: dict[str, torch.Tensor], targets: list[dict[str, torch.Tens
         cls_terms.append(sigmoid_focal_loss(out["cls_logits"][i][valid], onehot[valid], reduction="sum"))
         if pos.any():
             gt = t["boxes"][m[pos]]
-            box_terms.append(F.smooth_l1_loss(out["box_deltas"][i][pos], encode_boxes(gt, anchors[pos]),
-                                              beta=1.0 / 9, reduction="sum"))
+            box_terms.append(
+                F.smooth_l1_loss(
+                    out["box_deltas"][i][pos], encode_boxes(gt, anchors[pos]), beta=1.0 / 9, reduction="sum"
+                )
+            )
             idx = torch.nonzero(pos).flatten()[: cfg.max_masks_per_image]
             g = m[idx]
             hp, wp = out["protos"].shape[1:3]
             small = F.interpolate(t["masks"][None].float(), size=(hp, wp), mode="bilinear", align_corners=False)[0]
-            mask_terms.append(_mask_loss(out["protos"][i], out["coefs"][i][idx], small[g], t["boxes"][g], input_hw)
-                              * idx.numel())
+            mask_terms.append(
+                _mask_loss(out["protos"][i], out["coefs"][i][idx], small[g], t["boxes"][g], input_hw) * idx.numel()
+            )
         if "seg_logits" in out:
             seg = out["seg_logits"][i]
             sem = torch.zeros((c, *t["masks"].shape[1:]), device=seg.device)

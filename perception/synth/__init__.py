@@ -8,4 +8,13 @@ Layer 5: imports ``bus`` and ``drives`` (to write drives)."""
 from perception.synth.config import SCENARIOS, SynthConfig
 from perception.synth.generate import DriveSimulator, SynthFrame, frames, generate, time_of_day, write_drive
 
-__all__ = ["SCENARIOS", "DriveSimulator", "SynthConfig", "SynthFrame", "frames", "generate", "time_of_day", "write_drive"]
+__all__ = [
+    "SCENARIOS",
+    "DriveSimulator",
+    "SynthConfig",
+    "SynthFrame",
+    "frames",
+    "generate",
+    "time_of_day",
+    "write_drive",
+]

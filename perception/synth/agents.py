@@ -22,7 +22,9 @@ from perception.synth.vehicles import VehicleStyle, random_style
 Style = VehicleStyle | PersonStyle | RideStyle
 
 DIMS_M = {  # width, length, height of the footprint/bounding volume per class
-    "person": (0.55, 0.4, 1.75), "bicycle": (0.6, 1.8, 1.1), "motorcycle": (0.8, 2.1, 1.2),
+    "person": (0.55, 0.4, 1.75),
+    "bicycle": (0.6, 1.8, 1.1),
+    "motorcycle": (0.8, 2.1, 1.2),
 }
 
 
@@ -87,8 +89,20 @@ class Traffic:
         cut = -1
         if kind != "rider" and self.cutouts.get(cls, 0) > 0 and rng.random() < self.paste_prob:
             cut = int(rng.integers(self.cutouts[cls]))
-        a = Agent(self.next_id, cls, kind, x, z, heading, speed, style, phase=float(rng.uniform(0, 2 * math.pi)),
-                  cutout=cut, desired_mps=speed, **kw)  # type: ignore[arg-type]
+        a = Agent(
+            self.next_id,
+            cls,
+            kind,
+            x,
+            z,
+            heading,
+            speed,
+            style,
+            phase=float(rng.uniform(0, 2 * math.pi)),
+            cutout=cut,
+            desired_mps=speed,
+            **kw,
+        )  # type: ignore[arg-type]
         self.next_id += 1
         self.agents.append(a)
         if cls in ("bicycle", "motorcycle") and cut < 0:
@@ -146,8 +160,14 @@ class Traffic:
             v = float(rng.uniform(3.0, 7.5) if cls == "bicycle" else rng.uniform(6, 14))
             if rng.random() < 0.2:  # crossing the road
                 side = 1 if rng.random() < 0.5 else -1
-                self._new(cls, "crosser", R + 1.0 if side > 0 else L - 1.0, ego_z + rng.uniform(12, 70),
-                          -side * math.pi / 2, v * 0.6)
+                self._new(
+                    cls,
+                    "crosser",
+                    R + 1.0 if side > 0 else L - 1.0,
+                    ego_z + rng.uniform(12, 70),
+                    -side * math.pi / 2,
+                    v * 0.6,
+                )
             else:
                 fwd = rng.random() < 0.7
                 bike = sc.bike_lane_x_m if sc.bike_lane_x_m is not None else R - 0.7
@@ -195,8 +215,11 @@ class Traffic:
             a.phase += a.speed_mps * dt_s / stride * math.pi
         sc = self.scene
         lo, hi = sc.road_left_m - sc.sidewalk_m - 1.0, sc.road_right_m + sc.sidewalk_m + 1.0
-        gone = {a.id for a in self.agents if a.kind != "rider" and (
-            a.z_m - ego_z < -40 or a.z_m - ego_z > 230 or not lo - 2 < a.x_m < hi + 2)}
+        gone = {
+            a.id
+            for a in self.agents
+            if a.kind != "rider" and (a.z_m - ego_z < -40 or a.z_m - ego_z > 230 or not lo - 2 < a.x_m < hi + 2)
+        }
         self.agents = [a for a in self.agents if a.id not in gone and a.mount not in gone]
         for _ in range(4):
             if self.roots() >= self.target:

@@ -58,7 +58,8 @@ def random_palette(rng: np.random.Generator, dusk: bool) -> Palette:
         g = rng.uniform(170, 215)
         sky_top = horizon = (g + 8, g + 4, g)
     return Palette(
-        sky_top=sky_top, sky_horizon=horizon,
+        sky_top=sky_top,
+        sky_horizon=horizon,
         ground=(rng.uniform(40, 80), rng.uniform(90, 130), rng.uniform(70, 105)),
         asphalt=(a * rng.uniform(0.95, 1.08), a, a * rng.uniform(0.92, 1.02)),
         sidewalk=(rng.uniform(140, 180),) * 3,  # type: ignore[arg-type]
@@ -91,18 +92,34 @@ class Scenery:
                 base = rng.uniform(90, 210)
                 tint = rng.uniform(0.85, 1.15, 3)
                 win = (rng.uniform(60, 110), rng.uniform(55, 95), rng.uniform(45, 80))
-                self.buildings.append(Building(side, z0, z1, float(rng.uniform(7, 32)), float(rng.uniform(0.0, 2.5)),
-                                               tuple(np.clip(base * tint, 0, 255)), win,  # type: ignore[arg-type]
-                                               float(rng.uniform(2.9, 3.6)), float(rng.uniform(2.2, 4.0))))
+                self.buildings.append(
+                    Building(
+                        side,
+                        z0,
+                        z1,
+                        float(rng.uniform(7, 32)),
+                        float(rng.uniform(0.0, 2.5)),
+                        tuple(np.clip(base * tint, 0, 255)),
+                        win,  # type: ignore[arg-type]
+                        float(rng.uniform(2.9, 3.6)),
+                        float(rng.uniform(2.2, 4.0)),
+                    )
+                )
                 self.built_to_m[side] = z1
         while self.crosswalk_to_m < z_m:
             self.crosswalk_to_m += float(rng.uniform(60, 160))
             if sc.crosswalks:
                 self.crosswalks.append(self.crosswalk_to_m)
             for _ in range(int(rng.integers(1, 4))):  # asphalt repairs and stains
-                self.patches.append((float(rng.uniform(sc.road_left_m, sc.road_right_m - 1.5)),
-                                     float(self.crosswalk_to_m - rng.uniform(0, 80)), float(rng.uniform(1, 4)),
-                                     float(rng.uniform(1.5, 12)), float(rng.uniform(0.82, 1.12))))
+                self.patches.append(
+                    (
+                        float(rng.uniform(sc.road_left_m, sc.road_right_m - 1.5)),
+                        float(self.crosswalk_to_m - rng.uniform(0, 80)),
+                        float(rng.uniform(1, 4)),
+                        float(rng.uniform(1.5, 12)),
+                        float(rng.uniform(0.82, 1.12)),
+                    )
+                )
 
     # ----------------------------------------------------------------- drawing helpers
     def _quads(self, img: np.ndarray, cam: Camera, quads: np.ndarray, color: tuple[float, float, float]) -> None:
@@ -119,7 +136,7 @@ class Scenery:
         i = 0
         for q, color in self._queue:
             n = len(q) // 4
-            cv2.fillPoly(img, list(pts[i:i + n]), color, cv2.LINE_8, SHIFT)
+            cv2.fillPoly(img, list(pts[i : i + n]), color, cv2.LINE_8, SHIFT)
             i += n
         self._queue.clear()
 
@@ -154,20 +171,30 @@ class Scenery:
         sky = self._sky(h, w)
         hv = int(round(cam.horizon_v()))
         top = int(np.clip(2 * h - hv, 0, 2 * h))  # the sky row that lands on the horizon
-        img[:] = sky[top:top + h]
+        img[:] = sky[top : top + h]
         zn, zf = cam.z_m + 1.0, cam.z_m + 2000.0
         far = cam.project(np.array([[-4000.0, 0, zf], [4000.0, 0, zf]]))[0]
         ground = np.array([far[0], far[1], [w * 4, h * 4], [-w * 4, h * 4]])
         cv2.fillConvexPoly(img, np.round(ground * ONE).astype(np.int32), pal.ground, cv2.LINE_8, SHIFT)
         zr = cam.z_m + FAR_M
         L, R, S = sc.road_left_m, sc.road_right_m, sc.sidewalk_m
-        self._quads(img, cam, self._ground_quads(np.array([L - S, R]), np.array([L, R + S]),
-                                                 np.full(2, zn), np.full(2, zr), 0.12), pal.sidewalk)
+        self._quads(
+            img,
+            cam,
+            self._ground_quads(np.array([L - S, R]), np.array([L, R + S]), np.full(2, zn), np.full(2, zr), 0.12),
+            pal.sidewalk,
+        )
         self._sidewalk_joints(img, cam, L, R, S)
-        kerb = np.array([[[R, 0, zn], [R, 0.12, zn], [R, 0.12, zr], [R, 0, zr]],
-                         [[L, 0, zn], [L, 0.12, zn], [L, 0.12, zr], [L, 0, zr]]])
+        kerb = np.array(
+            [
+                [[R, 0, zn], [R, 0.12, zn], [R, 0.12, zr], [R, 0, zr]],
+                [[L, 0, zn], [L, 0.12, zn], [L, 0.12, zr], [L, 0, zr]],
+            ]
+        )
         self._quads(img, cam, kerb, tuple(c * 0.8 for c in pal.sidewalk))  # type: ignore[arg-type]
-        self._quads(img, cam, self._ground_quads(np.array([L]), np.array([R]), np.array([zn]), np.array([zr])), pal.asphalt)
+        self._quads(
+            img, cam, self._ground_quads(np.array([L]), np.array([R]), np.array([zn]), np.array([zr])), pal.asphalt
+        )
         self._road_texture(img, cam, zn)
         self._markings(img, cam, zn)
         self._buildings(img, cam, zn)
@@ -189,7 +216,9 @@ class Scenery:
                 self._quads(img, cam, q, tuple(np.clip(a * k, 0, 255)))  # type: ignore[arg-type]
         xs = np.array([ln.x_m for ln in sc.lanes])  # worn wheel tracks, darker
         for off in (-0.85, 0.85):
-            q = self._ground_quads(xs + off - 0.3, xs + off + 0.3, np.full(len(xs), zn), np.full(len(xs), cam.z_m + FAR_M))
+            q = self._ground_quads(
+                xs + off - 0.3, xs + off + 0.3, np.full(len(xs), zn), np.full(len(xs), cam.z_m + FAR_M)
+            )
             self._quads(img, cam, q, tuple(a * 0.88))  # type: ignore[arg-type]
 
     def _markings(self, img: np.ndarray, cam: Camera, zn: float) -> None:
@@ -206,12 +235,16 @@ class Scenery:
                     self._quads(img, cam, bar, (150, 150, 155))
                     continue
                 for off in (-0.12, 0.12):
-                    q = self._ground_quads(np.array([x + off - 0.06]), np.array([x + off + 0.06]), np.array([zn]), np.array([zf]))
+                    q = self._ground_quads(
+                        np.array([x + off - 0.06]), np.array([x + off + 0.06]), np.array([zn]), np.array([zf])
+                    )
                     self._quads(img, cam, q, pal.centre)
             else:
                 z0 = np.maximum(z_dash, zn)
                 keep = z_dash + dash > zn
-                q = self._ground_quads(np.full(keep.sum(), x - 0.07), np.full(keep.sum(), x + 0.07), z0[keep], (z_dash + dash)[keep])
+                q = self._ground_quads(
+                    np.full(keep.sum(), x - 0.07), np.full(keep.sum(), x + 0.07), z0[keep], (z_dash + dash)[keep]
+                )
                 self._quads(img, cam, q, pal.marking)
         for x in (sc.road_left_m + 0.25, sc.road_right_m - 0.25):
             q = self._ground_quads(np.array([x - 0.07]), np.array([x + 0.07]), np.array([zn]), np.array([zf]))
@@ -227,7 +260,11 @@ class Scenery:
         vis = [b for b in self.buildings if b.z1_m > zn and b.z0_m < cam.z_m + FAR_M]
         vis.sort(key=lambda b: -b.z0_m)
         for b in vis:
-            x = (sc.road_left_m - sc.sidewalk_m - b.setback_m) if b.side < 0 else (sc.road_right_m + sc.sidewalk_m + b.setback_m)
+            x = (
+                (sc.road_left_m - sc.sidewalk_m - b.setback_m)
+                if b.side < 0
+                else (sc.road_right_m + sc.sidewalk_m + b.setback_m)
+            )
             z0, z1, H = max(b.z0_m, zn), b.z1_m, b.height_m
             depth = 12.0 * b.side
             if b.z0_m > zn:  # the end wall facing the camera
@@ -235,8 +272,12 @@ class Scenery:
                 self._quads(img, cam, q, tuple(c * 0.7 for c in b.color))  # type: ignore[arg-type]
             q = np.array([[[x, 0, z0], [x, 0, z1], [x, H, z1], [x, H, z0]]])
             self._quads(img, cam, q, b.color)
-            self._quads(img, cam, np.array([[[x, 0, z0], [x, 0, z1], [x, 0.6, z1], [x, 0.6, z0]]]),
-                        tuple(c * 0.6 for c in b.color))  # type: ignore[arg-type]
+            self._quads(
+                img,
+                cam,
+                np.array([[[x, 0, z0], [x, 0, z1], [x, 0.6, z1], [x, 0.6, z0]]]),
+                tuple(c * 0.6 for c in b.color),
+            )  # type: ignore[arg-type]
             if b.z0_m - cam.z_m > WINDOW_FAR_M:
                 continue
             zs = np.arange(b.z0_m + 0.6, b.z1_m - 1.2, b.bay_m)

@@ -30,8 +30,17 @@ class Camera:
     roll_rad: float
 
     @classmethod
-    def make(cls, width: int, height: int, hfov_deg: float, x_m: float, height_m: float, z_m: float,
-             pitch_rad: float, roll_rad: float) -> Camera:
+    def make(
+        cls,
+        width: int,
+        height: int,
+        hfov_deg: float,
+        x_m: float,
+        height_m: float,
+        z_m: float,
+        pitch_rad: float,
+        roll_rad: float,
+    ) -> Camera:
         focal = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
         return cls(width, height, focal, x_m, height_m, z_m, pitch_rad, roll_rad)
 

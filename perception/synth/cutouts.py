@@ -83,8 +83,14 @@ def _yolo(root: Path, min_height_px: int, per_class: int) -> list[Cutout]:
         rows = [r for r in lines if r and r[0].isdigit() and int(r[0]) in coco80 and len(r) >= 7]
         if not rows:
             continue
-        img_path = next((root / "images" / rel.with_suffix(s) for s in IMAGE_SUFFIXES
-                         if (root / "images" / rel.with_suffix(s)).is_file()), None)
+        img_path = next(
+            (
+                root / "images" / rel.with_suffix(s)
+                for s in IMAGE_SUFFIXES
+                if (root / "images" / rel.with_suffix(s)).is_file()
+            ),
+            None,
+        )
         if img_path is None:
             log.warning("%s: no image beside it under %s/images; skipped", label, root)
             continue
@@ -106,8 +112,12 @@ def _coco(json_path: Path, root: Path, min_height_px: int) -> list[Cutout]:
     data = json.loads(json_path.read_text())
     by_id = {cid: i for i, cid in enumerate(COCO_CATEGORY_IDS)}
     names = {c["id"]: c.get("name", "") for c in data.get("categories", [])}
-    cat_map = {cid: by_id[cid] if cid in by_id and names.get(cid) in ("", CLASSES[by_id[cid]])
-               else (CLASSES.index(n) if n in CLASSES else None) for cid, n in names.items()}
+    cat_map = {
+        cid: by_id[cid]
+        if cid in by_id and names.get(cid) in ("", CLASSES[by_id[cid]])
+        else (CLASSES.index(n) if n in CLASSES else None)
+        for cid, n in names.items()
+    }
     anns: dict[int, list[dict]] = {}
     for a in data.get("annotations", []):
         if cat_map.get(a.get("category_id")) is not None and not a.get("iscrowd", 0):
@@ -116,8 +126,14 @@ def _coco(json_path: Path, root: Path, min_height_px: int) -> list[Cutout]:
     for im in sorted(data.get("images", []), key=lambda i: i["id"]):
         if im["id"] not in anns:
             continue
-        path = next((d / im["file_name"] for d in (root, root / "images", json_path.parent, json_path.parent.parent / "images")
-                     if (d / im["file_name"]).is_file()), None)
+        path = next(
+            (
+                d / im["file_name"]
+                for d in (root, root / "images", json_path.parent, json_path.parent.parent / "images")
+                if (d / im["file_name"]).is_file()
+            ),
+            None,
+        )
         image = None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             log.warning("%s: image %s not found or unreadable; skipped", json_path, im["file_name"])
@@ -131,7 +147,9 @@ def _coco(json_path: Path, root: Path, min_height_px: int) -> list[Cutout]:
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
                 rle = seg
-            c = _crop(image, mask_utils.decode(rle).astype(bool), cat_map[a["category_id"]], im["file_name"], min_height_px)
+            c = _crop(
+                image, mask_utils.decode(rle).astype(bool), cat_map[a["category_id"]], im["file_name"], min_height_px
+            )
             if c is not None:
                 out.append(c)
     return out
@@ -149,8 +167,10 @@ def load_cutouts(root: str | Path, min_height_px: int = 40, per_class: int = 300
     else:
         jsons = sorted(list(root.glob("*.json")) + list((root / "annotations").glob("*.json")))
         if not jsons:
-            raise CutoutError(f"{root}: expected a YOLO-seg dataset (labels/ and images/) or a COCO json "
-                              "(root/*.json or root/annotations/*.json)")
+            raise CutoutError(
+                f"{root}: expected a YOLO-seg dataset (labels/ and images/) or a COCO json "
+                "(root/*.json or root/annotations/*.json)"
+            )
         cuts = [c for j in jsons for c in _coco(j, root, min_height_px)]
     by_class: dict[str, list[Cutout]] = {name: [] for name in CLASSES}
     for c in cuts:

@@ -74,7 +74,9 @@ class CameraEffects:
             self.kernel = k / max(k.sum(), 1e-6)
         self.noise = None
         if look.noise_sigma > 0:  # a bank of noise larger than the frame; windows of it per frame
-            self.noise = np.clip(rng.normal(0, look.noise_sigma, (height + 32, width + 32, 3)), -127, 127).astype(np.int16)
+            self.noise = np.clip(rng.normal(0, look.noise_sigma, (height + 32, width + 32, 3)), -127, 127).astype(
+                np.int16
+            )
 
     def _lut(self, flicker: float) -> np.ndarray:
         x = np.arange(256, dtype=np.float64) / 255.0
@@ -105,7 +107,7 @@ class CameraEffects:
         if self.noise is not None:
             h, w = out.shape[:2]
             oy, ox = int(rng.integers(0, 32)), int(rng.integers(0, 32))
-            out = np.clip(out.astype(np.int16) + self.noise[oy:oy + h, ox:ox + w], 0, 255).astype(np.uint8)
+            out = np.clip(out.astype(np.int16) + self.noise[oy : oy + h, ox : ox + w], 0, 255).astype(np.uint8)
         if look.jpeg_quality > 0:
             ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, look.jpeg_quality])
             out = cv2.imdecode(buf, cv2.IMREAD_COLOR)

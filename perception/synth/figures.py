@@ -15,7 +15,13 @@ import numpy as np
 from perception.synth.camera import Projector
 from perception.synth.painter import Box3, Light, Painter, draw_box, draw_disc, shade
 
-SKIN: tuple[tuple[int, int, int], ...] = ((150, 180, 225), (120, 155, 205), (90, 125, 175), (60, 90, 135), (45, 65, 100))
+SKIN: tuple[tuple[int, int, int], ...] = (
+    (150, 180, 225),
+    (120, 155, 205),
+    (90, 125, 175),
+    (60, 90, 135),
+    (45, 65, 100),
+)
 HAIR: tuple[tuple[int, int, int], ...] = ((20, 20, 25), (30, 45, 70), (40, 80, 120), (150, 180, 200), (120, 120, 125))
 
 
@@ -43,10 +49,13 @@ def random_person(rng: np.random.Generator, child_prob: float = 0.08) -> PersonS
     jeans = (110.0, 70.0, 40.0)
     return PersonStyle(
         height_m=float(np.clip(h, 1.0, 2.0)),
-        skin=SKIN[int(rng.integers(len(SKIN)))], hair=HAIR[int(rng.integers(len(HAIR)))],
-        top=_cloth(rng), legs=jeans if rng.random() < 0.3 else _cloth(rng),
+        skin=SKIN[int(rng.integers(len(SKIN)))],
+        hair=HAIR[int(rng.integers(len(HAIR)))],
+        top=_cloth(rng),
+        legs=jeans if rng.random() < 0.3 else _cloth(rng),
         shoes=(float(rng.uniform(15, 60)),) * 3 if rng.random() < 0.8 else _cloth(rng),  # type: ignore[arg-type]
-        build=float(rng.uniform(0.85, 1.2)), bag=bool(rng.random() < 0.25),
+        build=float(rng.uniform(0.85, 1.2)),
+        bag=bool(rng.random() < 0.25),
     )
 
 
@@ -94,8 +103,9 @@ def _skeleton(h: float, phase: float, riding: str | None) -> dict[str, np.ndarra
     return {name: np.array(p, float) for name, p in j.items()}
 
 
-def draw_person(p: Painter, pr: Projector, st: PersonStyle, phase: float, riding: str | None = None,
-                detail: bool = True) -> None:
+def draw_person(
+    p: Painter, pr: Projector, st: PersonStyle, phase: float, riding: str | None = None, detail: bool = True
+) -> None:
     """Draw a person standing at the projector's pose (feet on the ground, or seated on a
     ride). ``detail=False`` draws a simpler silhouette for far-away people."""
     if p.mask is None:
@@ -115,14 +125,25 @@ def draw_person(p: Painter, pr: Projector, st: PersonStyle, phase: float, riding
     half = torso_w * ppm / 2
     sh, hip = F["neck"] - axis * 0.06, F["pelvis"] - axis * 0.04
     belt = hip + axis * 0.14
-    extra = {f"sh_{sd}": F["neck"] + (F[f"hip_{sd}"] - F["pelvis"]) * 1.6 + (F["pelvis"] - F["neck"]) * 0.08
-             for sd in ("l", "r")}
+    extra = {
+        f"sh_{sd}": F["neck"] + (F[f"hip_{sd}"] - F["pelvis"]) * 1.6 + (F["pelvis"] - F["neck"]) * 0.08
+        for sd in ("l", "r")
+    }
     extra["hair"] = F["head"] + np.array([0.0, -0.25 * 0.115 * k * ppm])
     extra["face"] = F["head"] + np.array([0.0, 0.2 * 0.115 * k * ppm])
     extra["bag"] = F["pelvis"] + axis * 0.62
-    torso = np.stack([hip - across * half * 0.85, hip + across * half * 0.85, sh + across * half, sh - across * half,
-                      hip - across * half * 0.86, hip + across * half * 0.86, belt + across * half * 0.86,
-                      belt - across * half * 0.86])
+    torso = np.stack(
+        [
+            hip - across * half * 0.85,
+            hip + across * half * 0.85,
+            sh + across * half,
+            sh - across * half,
+            hip - across * half * 0.86,
+            hip + across * half * 0.86,
+            belt + across * half * 0.86,
+            belt - across * half * 0.86,
+        ]
+    )
     xnames = list(extra)
     pts = p.to_int(np.concatenate([uv, np.stack([extra[n] for n in xnames]), torso]))
     P = {n: (int(q[0]), int(q[1])) for n, q in zip(names + xnames, pts.tolist(), strict=False)}  # torso unnamed
@@ -175,8 +196,15 @@ def random_ride(cls: str, rng: np.random.Generator) -> RideStyle:
 def draw_bicycle(p: Painter, pr: Projector, st: RideStyle, phase: float) -> None:
     r = 0.34
     a = np.linspace(0, 2 * math.pi, 16, endpoint=False)
-    pts = {"rear": (0.0, r, -0.52), "front": (0.0, r, 0.52), "seat": (0.0, 0.92, -0.2), "crank": (0.0, 0.3, 0.0),
-           "head": (0.0, 0.95, 0.38), "bar_l": (0.26, 1.02, 0.45), "bar_r": (-0.26, 1.02, 0.45)}
+    pts = {
+        "rear": (0.0, r, -0.52),
+        "front": (0.0, r, 0.52),
+        "seat": (0.0, 0.92, -0.2),
+        "crank": (0.0, 0.3, 0.0),
+        "head": (0.0, 0.95, 0.38),
+        "bar_l": (0.26, 1.02, 0.45),
+        "bar_r": (-0.26, 1.02, 0.45),
+    }
     names = list(pts)
     uv, depth = pr.uv((np.array([pts[n] for n in names])))
     P = dict(zip(names, uv, strict=True))
@@ -187,8 +215,15 @@ def draw_bicycle(p: Painter, pr: Projector, st: RideStyle, phase: float) -> None
         ruv, _ = pr.uv((ring))
         p.polyline(ruv, (25, 25, 25), 0.06 * ppm)
     t = 0.045 * ppm
-    for u, v in (("rear", "crank"), ("crank", "seat"), ("seat", "rear"), ("crank", "head"), ("seat", "head"),
-                 ("head", "front"), ("bar_l", "bar_r")):
+    for u, v in (
+        ("rear", "crank"),
+        ("crank", "seat"),
+        ("seat", "rear"),
+        ("crank", "head"),
+        ("seat", "head"),
+        ("head", "front"),
+        ("bar_l", "bar_r"),
+    ):
         p.line(P[u], P[v], st.frame, t)
     p.line(P["seat"], P["seat"] + (P["head"] - P["seat"]) * 0.18, (20, 20, 20), 0.07 * ppm)
 

@@ -51,8 +51,16 @@ class SynthFrame:
         for lb in self.labels:
             x0, y0, x1, y1 = lb.roi
             rle = roi_rle(self.ids[y0:y1, x0:x1] == lb.instance_id, x0, y0, h, w)
-            out.append(GtInstance(instance_id=lb.instance_id, class_id=lb.class_id, box_xyxy=lb.box_xyxy,
-                                  mask=rle, occlusion=round(lb.occlusion, 4), ignore=lb.ignore))
+            out.append(
+                GtInstance(
+                    instance_id=lb.instance_id,
+                    class_id=lb.class_id,
+                    box_xyxy=lb.box_xyxy,
+                    mask=rle,
+                    occlusion=round(lb.occlusion, 4),
+                    ignore=lb.ignore,
+                )
+            )
         return GroundTruth(image_width=w, image_height=h, instances=tuple(out))
 
 
@@ -66,7 +74,7 @@ def roi_rle(roi: np.ndarray, x0: int, y0: int, height: int, width: int) -> Rle:
     """
     bh, bw = roi.shape
     block = np.zeros((bw, height), bool)  # column-major: one row per image column
-    block[:, y0:y0 + bh] = roi.T
+    block[:, y0 : y0 + bh] = roi.T
     flat = block.ravel()
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     runs = np.diff(np.concatenate([[0], change, [flat.size]]))
@@ -96,14 +104,25 @@ class DriveSimulator:
         sc = cfg.scene
         scenery = Scenery(sc, r_world, random_palette(r_look, self.look.time_of_day == "dusk"))
         strength = {"day": float(r_look.uniform(0.3, 0.55)), "dusk": 0.25, "night": 0.1}[self.look.time_of_day]
-        self.world = World(scenery=scenery, props=PropField(sc, r_props),
-                           traffic=Traffic(sc, r_traffic, cfg.target_objects,
-                                           bank.counts() if bank else {}, cfg.paste_prob if bank else 0.0),
-                           bank=bank, sun=sun_offset(r_look), shadow_strength=strength, min_size_px=cfg.min_size_px)
+        self.world = World(
+            scenery=scenery,
+            props=PropField(sc, r_props),
+            traffic=Traffic(
+                sc, r_traffic, cfg.target_objects, bank.counts() if bank else {}, cfg.paste_prob if bank else 0.0
+            ),
+            bank=bank,
+            sun=sun_offset(r_look),
+            shadow_strength=strength,
+            min_size_px=cfg.min_size_px,
+        )
         self.desired_mps = float(r_ego.uniform(*sc.ego_speed_mps))
-        self.ego = EgoMotion(speed_mps=self.desired_mps, shake=float(r_ego.uniform(0.5, 1.5)),
-                             base_pitch_rad=float(r_ego.uniform(0.0, 0.06)), height_m=float(r_ego.uniform(1.3, 1.7)),
-                             phase=tuple(float(v) for v in r_ego.uniform(0, 6.28, 3)))  # type: ignore[arg-type]
+        self.ego = EgoMotion(
+            speed_mps=self.desired_mps,
+            shake=float(r_ego.uniform(0.5, 1.5)),
+            base_pitch_rad=float(r_ego.uniform(0.0, 0.06)),
+            height_m=float(r_ego.uniform(1.3, 1.7)),
+            phase=tuple(float(v) for v in r_ego.uniform(0, 6.28, 3)),
+        )  # type: ignore[arg-type]
         self.r_ego = r_ego
         self.effects = CameraEffects(self.look, cfg.width, cfg.height, r_fx)
         self.world.traffic.populate(self.ego.z_m, self.ego.speed_mps)
@@ -116,7 +135,9 @@ class DriveSimulator:
         img, ids, labels, lights = render(self.world, cam)
         if degrade:
             img = self.effects.apply(img, lights)
-        frame = SynthFrame(self.seq, int(round(self.seq * 1e9 / cfg.fps)), img, ids, tuple(labels), self.look.time_of_day)
+        frame = SynthFrame(
+            self.seq, int(round(self.seq * 1e9 / cfg.fps)), img, ids, tuple(labels), self.look.time_of_day
+        )
         self.advance()
         return frame
 
@@ -158,14 +179,23 @@ SYNTH_EPOCH_NS = 1_704_067_200 * 10**9
 
 
 def drive_meta(cfg: SynthConfig, look: str = "") -> DriveMeta:
-    return DriveMeta(camera_id=cfg.camera_id, width=cfg.width, height=cfg.height, fps=cfg.fps, generator="synth",
-                     generator_version=GENERATOR_VERSION, scenario=cfg.scenario, seed=cfg.seed,
-                     notes=f"objects={cfg.target_objects} min_size_px={cfg.min_size_px} degrade={cfg.degrade} "
-                           f"look={look} coco_root={cfg.coco_root or ''}")
+    return DriveMeta(
+        camera_id=cfg.camera_id,
+        width=cfg.width,
+        height=cfg.height,
+        fps=cfg.fps,
+        generator="synth",
+        generator_version=GENERATOR_VERSION,
+        scenario=cfg.scenario,
+        seed=cfg.seed,
+        notes=f"objects={cfg.target_objects} min_size_px={cfg.min_size_px} degrade={cfg.degrade} "
+        f"look={look} coco_root={cfg.coco_root or ''}",
+    )
 
 
-def write_drive(cfg: SynthConfig, path: str | Path, bank: CutoutBank | None = None,
-                keep: int = 0) -> tuple[DriveMeta, list[SynthFrame]]:
+def write_drive(
+    cfg: SynthConfig, path: str | Path, bank: CutoutBank | None = None, keep: int = 0
+) -> tuple[DriveMeta, list[SynthFrame]]:
     """Generate a drive into an MCAP file; returns its metadata and up to ``keep`` frames
     spread over the drive (for previews)."""
     sim = DriveSimulator(cfg, bank)

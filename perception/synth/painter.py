@@ -67,7 +67,7 @@ class Painter:
             return 0, (0, 0, 0, 0)
         m = self.mask.view(bool)
         h, w = m.shape
-        self.ids[self.y0:self.y0 + h, self.x0:self.x0 + w][m] = inst_id
+        self.ids[self.y0 : self.y0 + h, self.x0 : self.x0 + w][m] = inst_id
         n = int(np.count_nonzero(m))
         self.mask = None
         return n, (self.x0, self.y0, self.x0 + w, self.y0 + h)
@@ -134,8 +134,8 @@ class Painter:
         dx1, dy1 = min(W, ox + w), min(H, oy + h)
         if dx1 <= dx0 or dy1 <= dy0:
             return
-        sub = m[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0].view(bool)
-        self.view[dy0:dy1, dx0:dx1][sub] = img[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0][sub]
+        sub = m[sy0 : sy0 + dy1 - dy0, sx0 : sx0 + dx1 - dx0].view(bool)
+        self.view[dy0:dy1, dx0:dx1][sub] = img[sy0 : sy0 + dy1 - dy0, sx0 : sx0 + dx1 - dx0][sub]
         self.mask[dy0:dy1, dx0:dx1][sub] = 1
 
 
@@ -170,8 +170,19 @@ class Box3:
         x0, x1 = self.cx - self.w / 2, self.cx + self.w / 2
         z0, z1 = self.cz - self.length / 2, self.cz + self.length / 2
         y0, y1 = self.y0, self.y0 + self.h
-        return np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0],
-                         [x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]], float)
+        return np.array(
+            [
+                [x0, y0, z0],
+                [x1, y0, z0],
+                [x1, y1, z0],
+                [x0, y1, z0],
+                [x0, y0, z1],
+                [x1, y0, z1],
+                [x1, y1, z1],
+                [x0, y1, z1],
+            ],
+            float,
+        )
 
     def visible_faces(self, cam_local: np.ndarray) -> list[str]:
         c = np.array([self.cx, self.y0 + self.h / 2, self.cz])

@@ -38,8 +38,16 @@ def overlay(image: np.ndarray, ids: np.ndarray, labels: Sequence[object], alpha:
         col = color_of(int(lb.instance_id))  # type: ignore[attr-defined]
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), col, 1)
         if y1 - y0 >= 18:
-            cv2.putText(out, f"{CLASSES[lb.class_id]}{lb.instance_id}", (x0, max(8, y0 - 2)),  # type: ignore[attr-defined]
-                        cv2.FONT_HERSHEY_PLAIN, 0.7, col, 1, cv2.LINE_AA)
+            cv2.putText(
+                out,
+                f"{CLASSES[lb.class_id]}{lb.instance_id}",
+                (x0, max(8, y0 - 2)),  # type: ignore[attr-defined]
+                cv2.FONT_HERSHEY_PLAIN,
+                0.7,
+                col,
+                1,
+                cv2.LINE_AA,
+            )
     return out
 
 
@@ -56,5 +64,5 @@ def contact_sheet(tiles: Sequence[np.ndarray], cols: int = 3, tile_width: int = 
     sheet = np.full((rows * (th + 4), cols * (tile_width + 4), 3), 255, np.uint8)
     for i, s in enumerate(scaled):
         r, c = divmod(i, cols)
-        sheet[r * (th + 4):r * (th + 4) + s.shape[0], c * (tile_width + 4):c * (tile_width + 4) + tile_width] = s
+        sheet[r * (th + 4) : r * (th + 4) + s.shape[0], c * (tile_width + 4) : c * (tile_width + 4) + tile_width] = s
     return sheet

@@ -50,10 +50,16 @@ class PropField:
             green = (float(rng.uniform(30, 70)), float(rng.uniform(80, 140)), float(rng.uniform(40, 90)))
             bark = (float(rng.uniform(30, 50)), float(rng.uniform(45, 70)), float(rng.uniform(60, 90)))
             if r < 0.45:
-                off = rng.uniform(0.8, sc.sidewalk_m - 0.5) if sc.buildings else rng.uniform(sc.sidewalk_m + 1, sc.sidewalk_m + 14)
+                off = (
+                    rng.uniform(0.8, sc.sidewalk_m - 0.5)
+                    if sc.buildings
+                    else rng.uniform(sc.sidewalk_m + 1, sc.sidewalk_m + 14)
+                )
                 self.props.append(Prop("tree", kerb + side * off, z, float(rng.uniform(4.0, 9.0)), green, bark))
             elif r < 0.7:
-                self.props.append(Prop("lamp", kerb + side * 0.5, z, float(rng.uniform(6.0, 9.0)), (90, 95, 100), (200, 240, 250)))
+                self.props.append(
+                    Prop("lamp", kerb + side * 0.5, z, float(rng.uniform(6.0, 9.0)), (90, 95, 100), (200, 240, 250))
+                )
             elif r < 0.82:
                 sign = (40, 40, 200) if rng.random() < 0.5 else (170, 90, 20)
                 self.props.append(Prop("sign", kerb + side * 0.4, z, 2.4, (150, 150, 155), sign))
@@ -90,8 +96,11 @@ def draw_prop(p: Painter, cam: Camera, prop: Prop) -> bool:
         rng = np.random.default_rng(int(prop.z_m * 1000) & 0xFFFFFFFF)  # stable crown shape per tree
         for _ in range(5):
             off = rng.normal(0, 0.12 * s, 2)
-            p.circle(uv[0] + off * ppm * np.array([1.0, 0.6]), 0.2 * s * ppm * rng.uniform(0.8, 1.2),
-                     shade(prop.color, rng.uniform(0.75, 1.15)))
+            p.circle(
+                uv[0] + off * ppm * np.array([1.0, 0.6]),
+                0.2 * s * ppm * rng.uniform(0.8, 1.2),
+                shade(prop.color, rng.uniform(0.75, 1.15)),
+            )
     elif prop.kind == "hedge":
         draw_box(p, pr, Box3(0, 0, 0, 1.0, 1.1, s), prop.color)
     elif prop.kind == "lamp":

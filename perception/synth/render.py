@@ -50,7 +50,9 @@ class Label:
 DETAIL_PX = 24  # objects shorter than this on screen are drawn without small details
 
 
-def _agent_extent(cam: Camera, a: Agent, fp: np.ndarray, bank: CutoutBank | None) -> tuple[float, float, float, float] | None:
+def _agent_extent(
+    cam: Camera, a: Agent, fp: np.ndarray, bank: CutoutBank | None
+) -> tuple[float, float, float, float] | None:
     h = a.dims()[2] + (0.9 if a.kind == "rider" else 0.0)
     pts = np.zeros((8, 3))
     pts[:4, 0], pts[:4, 2], pts[4:, 0], pts[4:, 2], pts[4:, 1] = fp[:, 0], fp[:, 1], fp[:, 0], fp[:, 1], h
@@ -66,8 +68,9 @@ def _agent_extent(cam: Camera, a: Agent, fp: np.ndarray, bank: CutoutBank | None
     return float(uv[:, 0].min()), float(uv[:, 1].min()), float(uv[:, 0].max()), float(uv[:, 1].max())
 
 
-def draw_agent(p: Painter, cam: Camera, a: Agent, bank: CutoutBank | None,
-               fp: np.ndarray | None = None) -> tuple[int, tuple[int, int, int, int]]:
+def draw_agent(
+    p: Painter, cam: Camera, a: Agent, bank: CutoutBank | None, fp: np.ndarray | None = None
+) -> tuple[int, tuple[int, int, int, int]]:
     """Draw one agent (``fp``: its footprint, if already computed); returns its drawn pixel
     count (0 when out of view) and its ROI."""
     box = _agent_extent(cam, a, a.footprint() if fp is None else fp, bank)
@@ -94,8 +97,15 @@ def draw_agent(p: Painter, cam: Camera, a: Agent, bank: CutoutBank | None,
     return p.end(a.id)
 
 
-def _shadows(img: np.ndarray, cam: Camera, agents: list[Agent], fps: dict[int, np.ndarray], props: list[Prop],
-             sun: tuple[float, float], strength: float) -> None:
+def _shadows(
+    img: np.ndarray,
+    cam: Camera,
+    agents: list[Agent],
+    fps: dict[int, np.ndarray],
+    props: list[Prop],
+    sun: tuple[float, float],
+    strength: float,
+) -> None:
     h, w = img.shape[:2]
     mask = np.zeros((h, w), np.uint8)
     sx, sz = sun
@@ -148,8 +158,9 @@ def render(world: World, cam: Camera) -> tuple[np.ndarray, np.ndarray, list[Labe
     fps = {a.id: a.footprint() for a in agents}
     _shadows(img, cam, agents, fps, props, world.sun, world.shadow_strength)
     depth = {a.id: float(fps[a.id][:, 1].min()) - cam.z_m for a in agents}
-    items: list[tuple[float, int, object]] = [(depth[a.id] - (0.05 if a.kind == "rider" else 0.0), a.id, a)
-                                              for a in agents]
+    items: list[tuple[float, int, object]] = [
+        (depth[a.id] - (0.05 if a.kind == "rider" else 0.0), a.id, a) for a in agents
+    ]
     items += [(pr.z_m - cam.z_m, -i - 1, pr) for i, pr in enumerate(props)]
     items.sort(key=lambda t: (-t[0], t[1]))
     painter = Painter(img, ids)
@@ -172,7 +183,16 @@ def render(world: World, cam: Camera) -> tuple[np.ndarray, np.ndarray, list[Labe
             continue
         rows, cols = np.flatnonzero(vis.any(axis=1)), np.flatnonzero(vis.any(axis=0))
         box = (float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1), float(y0 + rows[-1] + 1))
-        labels.append(Label(iid, CLASSES.index(by_id[iid].cls), box, max(0.0, 1.0 - nvis / n),
-                            box[3] - box[1] < world.min_size_px, nvis, (x0, y0, x1, y1)))
+        labels.append(
+            Label(
+                iid,
+                CLASSES.index(by_id[iid].cls),
+                box,
+                max(0.0, 1.0 - nvis / n),
+                box[3] - box[1] < world.min_size_px,
+                nvis,
+                (x0, y0, x1, y1),
+            )
+        )
     labels.sort(key=lambda lb: lb.instance_id)
     return img, ids, labels, painter.lights

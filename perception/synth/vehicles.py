@@ -18,11 +18,24 @@ HEAD: tuple[float, float, float] = (205.0, 235.0, 245.0)
 
 #: Car paint colours (BGR) with how common they are.
 CAR_PAINT: tuple[tuple[tuple[int, int, int], float], ...] = (
-    ((235, 235, 235), 0.22), ((30, 30, 32), 0.2), ((128, 128, 130), 0.16), ((190, 192, 195), 0.14),
-    ((40, 40, 170), 0.08), ((140, 70, 30), 0.08), ((60, 90, 40), 0.03), ((60, 150, 210), 0.03),
-    ((40, 60, 110), 0.03), ((110, 50, 90), 0.03),
+    ((235, 235, 235), 0.22),
+    ((30, 30, 32), 0.2),
+    ((128, 128, 130), 0.16),
+    ((190, 192, 195), 0.14),
+    ((40, 40, 170), 0.08),
+    ((140, 70, 30), 0.08),
+    ((60, 90, 40), 0.03),
+    ((60, 150, 210), 0.03),
+    ((40, 60, 110), 0.03),
+    ((110, 50, 90), 0.03),
 )
-BUS_PAINT: tuple[tuple[int, int, int], ...] = ((40, 40, 190), (30, 180, 230), (220, 220, 220), (150, 90, 30), (60, 140, 60))
+BUS_PAINT: tuple[tuple[int, int, int], ...] = (
+    (40, 40, 190),
+    (30, 180, 230),
+    (220, 220, 220),
+    (150, 90, 30),
+    (60, 140, 60),
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,9 @@ def _finish(p: Painter, pr: Projector, items: list, n_light_items: int, light_co
     centres, depths = draw_rects(p, pr, items)
     for i, color in enumerate(light_colors[:n_light_items]):
         if color is not None:
-            p.lights.append(Light(float(centres[i][0]), float(centres[i][1]), max(1.0, 0.16 * pr.ppm(depths[i])), color))
+            p.lights.append(
+                Light(float(centres[i][0]), float(centres[i][1]), max(1.0, 0.16 * pr.ppm(depths[i])), color)
+            )
 
 
 def draw_car(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -> None:
@@ -140,7 +155,11 @@ def draw_bus(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -
 def draw_truck(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True) -> None:
     w, length, h = st.width_m, st.length_m, st.height_m
     cab_l = 2.3
-    zs = [length / 2 - 1.4, -length / 2 + 1.3, -length / 2 + 2.6] if st.kind == "semi" else [length / 2 - 1.3, -length / 2 + 1.5]
+    zs = (
+        [length / 2 - 1.4, -length / 2 + 1.3, -length / 2 + 2.6]
+        if st.kind == "semi"
+        else [length / 2 - 1.3, -length / 2 + 1.5]
+    )
     if detail:
         _wheels(p, pr, w / 2, zs, 0.5)
     cab = Box3(0, 0.45, length / 2 - cab_l / 2, w * 0.98, 2.6, cab_l)
@@ -165,5 +184,7 @@ def draw_truck(p: Painter, pr: Projector, st: VehicleStyle, detail: bool = True)
             if "back" in faces:
                 items.append((cargo, "back", (0.495, 0.505, 0.02, 0.98), shade(color, 0.6)))
             if st.kind == "semi":
-                items += [(cargo, f, (0.05, 0.95, 0.35, 0.65), shade(color, 0.75)) for f in ("left", "right") if f in faces]
+                items += [
+                    (cargo, f, (0.05, 0.95, 0.35, 0.65), shade(color, 0.75)) for f in ("left", "right") if f in faces
+                ]
         _finish(p, pr, items, n, colors)

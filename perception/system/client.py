@@ -84,8 +84,7 @@ def subscribe(
     """
     ctx = zmq.Context.instance()
     configure = (lambda sock: secure_client(sock, *curve)) if curve else None
-    sub = Subscriber(ctx, endpoints_for(topics, endpoint, run), keep_newest=keep_newest, hwm=1000,
-                     configure=configure)
+    sub = Subscriber(ctx, endpoints_for(topics, endpoint, run), keep_newest=keep_newest, hwm=1000, configure=configure)
     try:
         idle_since = None
         while True:

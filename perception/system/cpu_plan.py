@@ -62,14 +62,17 @@ def plan_cpus(nodes: Sequence[_Node], available: Sequence[int]) -> CpuPlan:
     need = sum(n.isolate for n in wanted)
     if need >= len(avail):
         names = ", ".join(f"{n.name} ({n.isolate})" for n in wanted)
-        return CpuPlan(own, f"isolate: {names} need {need} CPU{'s' if need > 1 else ''} of their own and one more "
-                            f"for the rest, but this process may use {len(avail)} ({', '.join(map(str, avail))}): "
-                            "running without isolation")
+        return CpuPlan(
+            own,
+            f"isolate: {names} need {need} CPU{'s' if need > 1 else ''} of their own and one more "
+            f"for the rest, but this process may use {len(avail)} ({', '.join(map(str, avail))}): "
+            "running without isolation",
+        )
     rest = tuple(avail[: len(avail) - need])
     plan: dict[str, NodeCpus] = {}
     end = len(avail)
     for n in wanted:
-        plan[n.name] = NodeCpus(rest, tuple(avail[end - n.isolate: end]))
+        plan[n.name] = NodeCpus(rest, tuple(avail[end - n.isolate : end]))
         end -= n.isolate
     for n in nodes:
         if n.name not in plan:

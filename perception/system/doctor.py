@@ -17,9 +17,25 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGES = ("numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "pyzmq", "msgpack", "msgspec",
-            "mcap", "pycocotools", "faster-coco-eval", "trackeval", "foxglove-sdk", "rosbags", "ray", "torch",
-            "torchvision", "tensorrt-cu13")
+PACKAGES = (
+    "numpy",
+    "opencv-python-headless",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "pyzmq",
+    "msgpack",
+    "msgspec",
+    "mcap",
+    "pycocotools",
+    "faster-coco-eval",
+    "trackeval",
+    "foxglove-sdk",
+    "rosbags",
+    "ray",
+    "torch",
+    "torchvision",
+    "tensorrt-cu13",
+)
 
 
 @dataclass
@@ -56,8 +72,13 @@ def gpus() -> list[str]:
     if exe is None:
         return []
     try:
-        out = subprocess.run([exe, "--query-gpu=name,memory.total,memory.used,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=name,memory.total,memory.used,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
@@ -117,8 +138,10 @@ def _launch(report: Report, launch: str, overrides: list[str]) -> tuple[list[Pat
             ok = source.isdigit() and Path(f"/dev/video{source}").exists() or Path(source).exists() or "://" in source
             report.add("launch", node.name, f"source {source!r}: {'found' if ok else 'NOT FOUND'}")
             if not ok:
-                report.problems.append(f"{launch}: node {node.name!r}: camera source {source!r} not found "
-                                       f"(devices here: {', '.join(sorted(glob.glob('/dev/video*'))) or 'none'})")
+                report.problems.append(
+                    f"{launch}: node {node.name!r}: camera source {source!r} not found "
+                    f"(devices here: {', '.join(sorted(glob.glob('/dev/video*'))) or 'none'})"
+                )
     return cards, providers
 
 
@@ -131,8 +154,10 @@ def diagnose(launch: str | None = None, overrides: list[str] | None = None, mode
         if v is not None:
             report.add("packages", dist, v)
     if _version("onnxruntime") and _version("onnxruntime-gpu"):
-        report.problems.append("both onnxruntime and onnxruntime-gpu are installed: they install the same module; "
-                               "keep one (--extra cpu or --extra gpu)")
+        report.problems.append(
+            "both onnxruntime and onnxruntime-gpu are installed: they install the same module; "
+            "keep one (--extra cpu or --extra gpu)"
+        )
     from perception.segmentation.providers import ProviderError, available
 
     try:

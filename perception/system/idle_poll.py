@@ -68,8 +68,11 @@ class IdlePollers:
                 # node's share the CPU; a CPU-bound process kept 0.59-0.99 of it (three runs)
                 self.procs[cpu] = subprocess.Popen([sys.executable, "-m", __name__, str(cpu), str(os.getpid())])
         if self.procs:
-            log.info("CPU %s kept from halting (poll_idle) by pid %s", ", ".join(map(str, self.procs)),
-                     ", ".join(str(p.pid) for p in self.procs.values()))
+            log.info(
+                "CPU %s kept from halting (poll_idle) by pid %s",
+                ", ".join(map(str, self.procs)),
+                ", ".join(str(p.pid) for p in self.procs.values()),
+            )
 
     def stop(self) -> None:
         for p in self.procs.values():

@@ -160,8 +160,10 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
         raw_nodes[str(name)] = dict(params)
     # the top-level sections --set reaches too (--set shm.slots=0, --set supervisor.poll_idle=[0])
-    sections = {name: dict(doc.get(name) or {}) if isinstance(doc.get(name) or {}, dict) else doc.get(name)
-                for name in ("shm", "supervisor")}
+    sections = {
+        name: dict(doc.get(name) or {}) if isinstance(doc.get(name) or {}, dict) else doc.get(name)
+        for name in ("shm", "supervisor")
+    }
     shm_doc, sup_doc = sections["shm"], sections["supervisor"]
     for text in overrides:
         node, key, value = parse_override(text)
@@ -211,16 +213,20 @@ def _cpus(value: Any, where: str, key: str = "cpus") -> tuple[int, ...]:
     available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     missing = [c for c in value if c not in available]
     if missing:
-        raise ConfigError(f"{where}: key {key!r}: CPU {', '.join(map(str, missing))} not available to this process "
-                          f"(available: {', '.join(map(str, available)) or 'none: no CPU affinity here'})")
+        raise ConfigError(
+            f"{where}: key {key!r}: CPU {', '.join(map(str, missing))} not available to this process "
+            f"(available: {', '.join(map(str, available)) or 'none: no CPU affinity here'})"
+        )
     return tuple(sorted(set(value)))
 
 
 def _spin_us(value: Any, where: str) -> int:
     """A node's ``spin_us:``: microseconds, 0 to :data:`MAX_SPIN_US`."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SPIN_US:
-        raise ConfigError(f"{where}: key 'spin_us' must be a whole number of microseconds from 0 to {MAX_SPIN_US}, "
-                          f"e.g. 500, got {value!r}")
+        raise ConfigError(
+            f"{where}: key 'spin_us' must be a whole number of microseconds from 0 to {MAX_SPIN_US}, "
+            f"e.g. 500, got {value!r}"
+        )
     return value
 
 
@@ -236,8 +242,10 @@ def _isolate(value: Any, cpus: tuple[int, ...], threads: int | None, where: str)
     else:
         raise ConfigError(f"{where}: key 'isolate' must be true, false or a number of CPUs, e.g. 1, got {value!r}")
     if cpus:
-        raise ConfigError(f"{where}: keys 'cpus' and 'isolate' exclude each other: 'cpus' pins the whole process, "
-                          "'isolate' picks its CPUs itself")
+        raise ConfigError(
+            f"{where}: keys 'cpus' and 'isolate' exclude each other: 'cpus' pins the whole process, "
+            "'isolate' picks its CPUs itself"
+        )
     return n
 
 
@@ -247,9 +255,15 @@ def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: st
     existing = next((n for n in nodes if n.name == name), None)
     t = type_name or (existing.type if existing else name)
     merged = {**(existing.params if existing else {}), **params}
-    node = NodeSpec(name, t, build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"), merged,
-                    existing.cpus if existing else (), existing.isolate if existing else 0,
-                    existing.spin_us if existing else 0)
+    node = NodeSpec(
+        name,
+        t,
+        build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"),
+        merged,
+        existing.cpus if existing else (),
+        existing.isolate if existing else 0,
+        existing.spin_us if existing else 0,
+    )
     nodes = [node if n.name == name else n for n in nodes] if existing else [*nodes, node]
     return replace(spec, nodes=tuple(nodes))
 

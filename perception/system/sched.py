@@ -56,7 +56,9 @@ class SilenceVerdict:
         return self.waited_s > self.ran_s and self.waited_s >= 0.2 * self.elapsed_s
 
     def __str__(self) -> str:
-        return f"in the last {self.elapsed_s:.1f} s it waited {self.waited_s:.1f} s for a CPU and ran {self.ran_s:.2f} s"
+        return (
+            f"in the last {self.elapsed_s:.1f} s it waited {self.waited_s:.1f} s for a CPU and ran {self.ran_s:.2f} s"
+        )
 
 
 def verdict(before: SchedSample, after: SchedSample) -> SilenceVerdict:

@@ -85,16 +85,20 @@ class Supervisor:
             log.warning("%s", self.cpus.warning)
         inferring = {c: name for name, n in self.cpus.nodes.items() for c in n.step}
         if busy := [f"CPU {c} ({inferring[c]}'s step)" for c in spec.supervisor.poll_idle if c in inferring]:
-            raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' names {', '.join(busy)}, isolated for a "
-                               "node's step: a poll loop there would share it with that node; name the other CPUs")
+            raise LaunchFailed(
+                f"{spec.path}: supervisor: key 'poll_idle' names {', '.join(busy)}, isolated for a "
+                "node's step: a poll loop there would share it with that node; name the other CPUs"
+            )
         if spec.supervisor.poll_idle and not self.cpus.rest:
             # the loops are for the CPUs an isolation leaves to the light nodes: with both CPUs
             # polled and nothing isolated the overhead did not move (2.84 against 2.80 ms p50)
             # and the network, free to run on a polled CPU, ran at 0.81-0.89 of its speed in
             # bench/pipeline.py's shared runs (the loop then in the supervisor's session)
-            raise LaunchFailed(f"{spec.path}: supervisor: key 'poll_idle' needs a node isolated (isolate: true on the "
-                               "segmenter), so that the network never runs on a polled CPU"
-                               + (f" ({self.cpus.warning})" if self.cpus.warning else ""))
+            raise LaunchFailed(
+                f"{spec.path}: supervisor: key 'poll_idle' needs a node isolated (isolate: true on the "
+                "segmenter), so that the network never runs on a polled CPU"
+                + (f" ({self.cpus.warning})" if self.cpus.warning else "")
+            )
         self.pollers = IdlePollers()
         #: this process's CPUs before the run, when isolation moved it (and the subscribers
         #: of an in-process run) off the isolated CPUs; restored at shutdown
@@ -138,8 +142,17 @@ class Supervisor:
 
     # -- processes -----------------------------------------------------------------
     def _command(self, spec: NodeSpec) -> list[str]:
-        cmd = [sys.executable, "-m", NODE_TYPES[spec.type].module, "--name", spec.name,
-               "--run-dir", self.run_dir, "--params", json.dumps(spec.params)]
+        cmd = [
+            sys.executable,
+            "-m",
+            NODE_TYPES[spec.type].module,
+            "--name",
+            spec.name,
+            "--run-dir",
+            self.run_dir,
+            "--params",
+            json.dumps(spec.params),
+        ]
         cpus = self.cpus.of(spec.name)
         if cpus.cpus:
             cmd += ["--cpus", ",".join(map(str, cpus.cpus))]
@@ -155,8 +168,9 @@ class Supervisor:
 
     def _spawn(self, node: ManagedNode) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(self._command(node.spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            self._command(node.spec), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         assert proc.stdout is not None
         threading.Thread(target=_pump, args=(node.spec.name, proc.stdout, self.out), daemon=True).start()
         node.proc = proc
@@ -175,9 +189,7 @@ class Supervisor:
             if node not in sources:
                 self._spawn(node)
         deadline = time.monotonic() + self.cfg.startup_timeout_s
-        while time.monotonic() < deadline and any(
-            n.last_heartbeat is None for n in self.nodes if n not in sources
-        ):
+        while time.monotonic() < deadline and any(n.last_heartbeat is None for n in self.nodes if n not in sources):
             self.tick(wait_ms=50, start_missing=False)
         for node in sources:
             self._spawn(node)
@@ -235,8 +247,13 @@ class Supervisor:
         if not node.starved_now:
             node.starved_now = True
             node.starved += 1
-            log.warning("%s: no heartbeat for %.1f s, but %s: starved of CPU, not hung; "
-                        "restarting it only after %.0f s", node.spec.name, silent, v, grace)
+            log.warning(
+                "%s: no heartbeat for %.1f s, but %s: starved of CPU, not hung; restarting it only after %.0f s",
+                node.spec.name,
+                silent,
+                v,
+                grace,
+            )
         return True
 
     def _forward_status(self) -> None:
@@ -264,7 +281,9 @@ class Supervisor:
             self.status_out.sock.send_multipart(parts, copy=False)
 
     def _own_status(self) -> None:
-        counters: dict[str, int | float | str | bool] = {f"restarts.{n.spec.name}": n.total_restarts for n in self.nodes}
+        counters: dict[str, int | float | str | bool] = {
+            f"restarts.{n.spec.name}": n.total_restarts for n in self.nodes
+        }
         counters.update({f"alive.{n.spec.name}": n.last_heartbeat is not None for n in self.nodes})
         counters.update({f"starved.{n.spec.name}": n.starved for n in self.nodes})
         counters.update({f"last_restart.{n.spec.name}": n.last_restart_reason for n in self.nodes if n.total_restarts})

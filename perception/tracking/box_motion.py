@@ -71,7 +71,7 @@ def initiate(boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.ndarray:
     s = _size(z, noise)[:, None]
     state = np.zeros((len(z), 5, 4))
     state[:, POS] = z
-    state[:, P_PP] = (noise.measurement * s) ** 2 + noise.measurement_floor_px ** 2
+    state[:, P_PP] = (noise.measurement * s) ** 2 + noise.measurement_floor_px**2
     state[:, P_VV] = (noise.initial_speed * s) ** 2
     return state
 
@@ -98,7 +98,7 @@ def update(state: np.ndarray, boxes_xyxy: np.ndarray, noise: MotionNoise) -> np.
     """Correct ``(n, 5, 4)`` predicted states with measured ``(n, 4)`` xyxy boxes."""
     out = state.copy()
     z = xyxy_to_cxcywh(boxes_xyxy)
-    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2 + noise.measurement_floor_px ** 2
+    r = ((noise.measurement * _size(z, noise))[:, None]) ** 2 + noise.measurement_floor_px**2
     pp, pv, vv = state[:, P_PP], state[:, P_PV], state[:, P_VV]
     innovation_var = pp + r
     k_pos, k_vel = pp / innovation_var, pv / innovation_var

@@ -132,20 +132,23 @@ def boxes_near(a_xyxy: np.ndarray, b_xyxy: np.ndarray, grow: float) -> np.ndarra
     """``(n, m)`` bool: box ``i`` of ``a`` and box ``j`` of ``b``, each grown on every side by
     ``grow`` times its own width and height, overlap. (A few lines of NumPy: the runtime has
     no torch for torchvision's box ops.)"""
+
     def grown(box: np.ndarray) -> np.ndarray:
         size = np.concatenate([box[:, 2:] - box[:, :2]] * 2, axis=1)
         return box + grow * size * np.array([-1.0, -1.0, 1.0, 1.0])
 
     a, b = grown(a_xyxy)[:, None, :], grown(b_xyxy)[None, :, :]
-    return ((np.minimum(a[..., 2], b[..., 2]) > np.maximum(a[..., 0], b[..., 0]))
-            & (np.minimum(a[..., 3], b[..., 3]) > np.maximum(a[..., 1], b[..., 1])))
+    return (np.minimum(a[..., 2], b[..., 2]) > np.maximum(a[..., 0], b[..., 0])) & (
+        np.minimum(a[..., 3], b[..., 3]) > np.maximum(a[..., 1], b[..., 1])
+    )
 
 
 class Tracker:
     """Online multi-object tracker. One instance per camera; not thread-safe."""
 
-    def __init__(self, cfg: TrackerConfig | None = None, epoch: int | None = None,
-                 ground: GroundProjector | None = None) -> None:
+    def __init__(
+        self, cfg: TrackerConfig | None = None, epoch: int | None = None, ground: GroundProjector | None = None
+    ) -> None:
         self.cfg = cfg or TrackerConfig()
         self.cfg.validate()
         self.noise = self.cfg.motion_noise()
@@ -201,8 +204,12 @@ class Tracker:
             for d, alone in zip(born, isolated, strict=True):
                 self._start(d, stamp_ns, confirmed=bool(alone) and d.score >= self.cfg.confirm_score)
         out = [self._to_msg(t, stamp_ns) for t in self._tracks] + [self._to_msg(t, stamp_ns) for t in removed]
-        return Tracks(image_width=detections.image_width, image_height=detections.image_height,
-                      tracks=tuple(out), epoch=self.epoch)
+        return Tracks(
+            image_width=detections.image_width,
+            image_height=detections.image_height,
+            tracks=tuple(out),
+            epoch=self.epoch,
+        )
 
     def prepare(self, stamp_ns: int) -> None:
         """Work ahead for a frame expected at ``stamp_ns`` (while the tracker waits for its
@@ -286,7 +293,9 @@ class Tracker:
         self.stats.recovered_by_motion += len(fourth)
         return first + second + third + fourth
 
-    def _recover(self, tracks: list[_Track], dets: list[Instance], lost: list[int], free: list[int]) -> list[tuple[int, int]]:
+    def _recover(
+        self, tracks: list[_Track], dets: list[Instance], lost: list[int], free: list[int]
+    ) -> list[tuple[int, int]]:
         """Lost tracks against the confident detections left over, on the distance of the
         box (centre and size) from the prediction in standard deviations (the uncertainty
         grows while a track coasts), for objects coming out from behind others with little
@@ -303,7 +312,9 @@ class Tracker:
         det = box_motion.xyxy_to_cxcywh(np.array([dets[j].box_xyxy for j in free]))
         dims = 4 if self.cfg.recovery_uses_size else 2
         d2 = (((pos[:, None, :dims] - det[None, :, :dims]) ** 2) / var[:, None, :dims]).sum(-1)
-        same = np.array([tracks[i].class_id for i in lost])[:, None] == np.array([dets[j].class_id for j in free])[None, :]
+        same = (
+            np.array([tracks[i].class_id for i in lost])[:, None] == np.array([dets[j].class_id for j in free])[None, :]
+        )
         cost = np.where(same & (d2 <= self.cfg.recovery_gate), d2, 1e6)
         r, c = linear_sum_assignment(cost)
         return [(lost[a], free[b]) for a, b in zip(r, c, strict=True) if cost[a, b] < 1e6]
@@ -356,10 +367,18 @@ class Tracker:
 
     def _start(self, d: Instance, stamp_ns: int, confirmed: bool = False) -> None:
         motion = box_motion.initiate(np.array([d.box_xyxy], dtype=np.float64), self.noise)[0]
-        t = _Track(track_id=self._next_id, motion=motion, first_ns=stamp_ns, last_seen_ns=stamp_ns,
-                   score=float(d.score), class_votes={d.class_id: float(d.score)}, mask=d.mask,
-                   mask_centre=motion[box_motion.POS, :2].copy(),
-                   box_xyxy=tuple(float(v) for v in d.box_xyxy), out_mask=d.mask)  # type: ignore[arg-type]
+        t = _Track(
+            track_id=self._next_id,
+            motion=motion,
+            first_ns=stamp_ns,
+            last_seen_ns=stamp_ns,
+            score=float(d.score),
+            class_votes={d.class_id: float(d.score)},
+            mask=d.mask,
+            mask_centre=motion[box_motion.POS, :2].copy(),
+            box_xyxy=tuple(float(v) for v in d.box_xyxy),
+            out_mask=d.mask,
+        )  # type: ignore[arg-type]
         if self.cfg.min_hits <= 1 or confirmed:
             t.state = "confirmed"
         self._next_id += 1
@@ -370,8 +389,18 @@ class Tracker:
         mask = t.out_mask
         g = self.ground(t.box_xyxy, mask) if self.ground is not None and t.state != "removed" else None
         vx, vy = t.motion[box_motion.VEL, :2].tolist()
-        return record(Track, track_id=t.track_id, state=t.state, class_id=t.class_id, score=t.score,
-                      box_xyxy=t.box_xyxy, mask=mask, velocity_px_s=(vx, vy),
-                      age_s=(stamp_ns - t.first_ns) / 1e9, hits=t.hits, predicted=t.predicted,
-                      ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
-                      ground_above_horizon=bool(g.above_horizon) if g is not None else False)
+        return record(
+            Track,
+            track_id=t.track_id,
+            state=t.state,
+            class_id=t.class_id,
+            score=t.score,
+            box_xyxy=t.box_xyxy,
+            mask=mask,
+            velocity_px_s=(vx, vy),
+            age_s=(stamp_ns - t.first_ns) / 1e9,
+            hits=t.hits,
+            predicted=t.predicted,
+            ground_xy_m=None if g is None else (float(g.x_m), float(g.y_m)),
+            ground_above_horizon=bool(g.above_horizon) if g is not None else False,
+        )

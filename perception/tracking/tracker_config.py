@@ -74,8 +74,15 @@ class TrackerConfig:
 
             if load_calibration(self.calib).extrinsics is None:
                 raise ValueError(f"key 'calib': {self.calib} has no extrinsics block, needed for ground positions")
-        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",
-                     "class_switch_iou", "mask_weight"):
+        for name in (
+            "high_score",
+            "low_score",
+            "new_track_score",
+            "match_iou",
+            "low_match_iou",
+            "class_switch_iou",
+            "mask_weight",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"key {name!r} must be in [0, 1], got {value}")
@@ -83,11 +90,27 @@ class TrackerConfig:
             raise ValueError(f"key 'low_score' ({self.low_score}) must not exceed 'high_score' ({self.high_score})")
         if self.min_hits < 1:
             raise ValueError(f"key 'min_hits' must be at least 1, got {self.min_hits}")
-        for name in ("recovery_gate", "confirm_score", "tentative_lost_s", "lost_time_s", "accel_centre", "accel_size",
-                     "measurement_std", "initial_speed", "measurement_floor_px", "max_shrink_per_s"):
+        for name in (
+            "recovery_gate",
+            "confirm_score",
+            "tentative_lost_s",
+            "lost_time_s",
+            "accel_centre",
+            "accel_size",
+            "measurement_std",
+            "initial_speed",
+            "measurement_floor_px",
+            "max_shrink_per_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"key {name!r} must not be negative, got {getattr(self, name)}")
 
     def motion_noise(self) -> MotionNoise:
-        return MotionNoise(self.accel_centre, self.accel_size, self.measurement_std, self.initial_speed,
-                           measurement_floor_px=self.measurement_floor_px, max_shrink_per_s=self.max_shrink_per_s)
+        return MotionNoise(
+            self.accel_centre,
+            self.accel_size,
+            self.measurement_std,
+            self.initial_speed,
+            measurement_floor_px=self.measurement_floor_px,
+            max_shrink_per_s=self.max_shrink_per_s,
+        )

@@ -117,10 +117,20 @@ class TrackerLogic:
     def counters(self) -> dict[str, int | float | str | bool]:
         s = self.tracker.stats
         return {
-            "epoch": self.tracker.epoch, "restarts": self.restarts, "out_of_order": self.out_of_order,
-            "invalid_in": self.invalid, "tracks_confirmed": self.last_counts["confirmed"],
-            "tracks_tentative": self.last_counts["tentative"], "tracks_lost": self.last_counts["lost"],
-            "ids_issued": s.ids_issued, "removed": s.removed, "matched_high": s.matched_high,
-            "matched_low": s.matched_low, "recovered": s.recovered, "recovered_by_motion": s.recovered_by_motion,
-            "class_switches": s.class_switches, "max_dt_s": round(s.max_dt_s, 4), "prepared": self.prepared,
+            "epoch": self.tracker.epoch,
+            "restarts": self.restarts,
+            "out_of_order": self.out_of_order,
+            "invalid_in": self.invalid,
+            "tracks_confirmed": self.last_counts["confirmed"],
+            "tracks_tentative": self.last_counts["tentative"],
+            "tracks_lost": self.last_counts["lost"],
+            "ids_issued": s.ids_issued,
+            "removed": s.removed,
+            "matched_high": s.matched_high,
+            "matched_low": s.matched_low,
+            "recovered": s.recovered,
+            "recovered_by_motion": s.recovered_by_motion,
+            "class_switches": s.class_switches,
+            "max_dt_s": round(s.max_dt_s, 4),
+            "prepared": self.prepared,
         }

@@ -35,8 +35,10 @@ class Augment:
 
     def validate(self) -> None:
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
-                             f"got {self.scale_min}, {self.scale_max}")
+            raise ValueError(
+                f"scale_min and scale_max must satisfy 0 < scale_min <= scale_max, "
+                f"got {self.scale_min}, {self.scale_max}"
+            )
         if not 0 <= self.flip <= 1 or self.photometric < 0 or self.night_weight <= 0:
             raise ValueError("flip must be in [0, 1], photometric >= 0 and night_weight > 0")
 
@@ -46,8 +48,9 @@ class Augment:
 NO_AUGMENT = Augment()
 
 
-def layout(src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float,
-           rng: np.random.Generator) -> tuple[int, int, int, int]:
+def layout(
+    src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
     """Size ``(nw, nh)`` and offset ``(ox, oy)`` of ``src`` letterboxed into ``dst`` times
     ``scale``: a random crop where it is larger than the output, a random place inside it
     where smaller, centred as the preprocess node does at scale 1."""
@@ -59,8 +62,9 @@ def layout(src_wh: tuple[int, int], dst_wh: tuple[int, int], scale: float,
     return nw, nh, ox, oy
 
 
-def place(src: np.ndarray, where: tuple[int, int, int, int], dst_wh: tuple[int, int], flip: bool, fill: int,
-          interp: int) -> np.ndarray:
+def place(
+    src: np.ndarray, where: tuple[int, int, int, int], dst_wh: tuple[int, int], flip: bool, fill: int, interp: int
+) -> np.ndarray:
     """``src`` resized and placed as ``where`` (from :func:`layout`) says, flipped first,
     the rest ``fill``."""
     nw, nh, ox, oy = where
@@ -71,7 +75,7 @@ def place(src: np.ndarray, where: tuple[int, int, int, int], dst_wh: tuple[int, 
     out = np.full((dh, dw, *src.shape[2:]), fill, src.dtype)
     x0, y0 = max(0, ox), max(0, oy)
     x1, y1 = min(dw, ox + nw), min(dh, oy + nh)
-    out[y0:y1, x0:x1] = resized[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+    out[y0:y1, x0:x1] = resized[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     return out
 
 
@@ -86,8 +90,14 @@ def photometric(img: np.ndarray, strength: float, rng: np.random.Generator) -> n
     return cv2.LUT(img, (y * 255).round().astype(np.uint8))
 
 
-def augment_image(image: np.ndarray, layers: Sequence[np.ndarray], size: tuple[int, int], aug: Augment,
-            rng: np.random.Generator, pad_value: int = 114) -> tuple[np.ndarray, list[np.ndarray]]:
+def augment_image(
+    image: np.ndarray,
+    layers: Sequence[np.ndarray],
+    size: tuple[int, int],
+    aug: Augment,
+    rng: np.random.Generator,
+    pad_value: int = 114,
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """``image`` (``(H, W, 3)`` uint8) and its label ``layers`` (``(H, W)`` integer maps:
     instance ids or 0/1 masks) at the model input ``size = (width, height)`` under one draw
     of ``aug`` from ``rng``; layers are resized with nearest-neighbour and padded with 0."""

@@ -51,8 +51,9 @@ def read_weights_file(path: Path, what: str) -> dict:
     return blob
 
 
-def init_from(model: nn.Module, card: ModelCard, path: Path, rename: dict[str, str] | None = None,
-              what: str = "--init") -> tuple[int, int]:
+def init_from(
+    model: nn.Module, card: ModelCard, path: Path, rename: dict[str, str] | None = None, what: str = "--init"
+) -> tuple[int, int]:
     """Copy into ``model`` every tensor of the weights file ``path`` whose name, after the
     first matching prefix of ``rename`` is replaced (``{"backbone.": "backbone.body."}``),
     and shape match the model's; the rest stays as it is. ``path`` is any weights file the
@@ -75,12 +76,14 @@ def init_from(model: nn.Module, card: ModelCard, path: Path, rename: dict[str, s
     target = model.state_dict()
     copied: dict[str, torch.Tensor] = {}
     for key, value in source.items():
-        new = next((to + key[len(old):] for old, to in (rename or {}).items() if key.startswith(old)), key)
+        new = next((to + key[len(old) :] for old, to in (rename or {}).items() if key.startswith(old)), key)
         if new in target and tuple(target[new].shape) == tuple(value.shape):
             copied[new] = value
     if not copied:
-        raise CardError(f"{what}: no tensor of {str(path)!r} fits the model of {card.path}"
-                        f"{f' (renamed with {rename})' if rename else ''}; first keys: {list(source)[:3]}")
+        raise CardError(
+            f"{what}: no tensor of {str(path)!r} fits the model of {card.path}"
+            f"{f' (renamed with {rename})' if rename else ''}; first keys: {list(source)[:3]}"
+        )
     model.load_state_dict(copied, strict=False)
     return len(copied), len(target)
 
@@ -146,8 +149,10 @@ def param_groups(model: nn.Module, card: ModelCard, trunk_lr_scale: float) -> li
     times the base rate (``lr_scale``), the rest at 1."""
     inner = {id(p) for p in trunk(model, card).parameters()}
     learn = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in learn if id(p) not in inner], "lr_scale": 1.0},
-              {"params": [p for p in learn if id(p) in inner], "lr_scale": trunk_lr_scale}]
+    groups = [
+        {"params": [p for p in learn if id(p) not in inner], "lr_scale": 1.0},
+        {"params": [p for p in learn if id(p) in inner], "lr_scale": trunk_lr_scale},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -158,8 +163,17 @@ def _hold_statistics(module: nn.Module, _inputs: object) -> None:
 def save_weights(model: nn.Module, card: ModelCard, path: Path, step: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"model": model.state_dict(), "name": card.name, "family": card.family,
-                "classes": list(card.classes), "architecture": dict(card.architecture), "step": step}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "name": card.name,
+            "family": card.family,
+            "classes": list(card.classes),
+            "architecture": dict(card.architecture),
+            "step": step,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -170,8 +184,9 @@ def load_weights(model: nn.Module, card: ModelCard, path: Path) -> int:
     """
     blob = read_weights_file(path, f"{card.path}: weights file")
     if list(blob.get("classes", [])) != list(card.classes):
-        raise CardError(f"{card.path}: weights file {str(path)!r} has classes {blob.get('classes')}, "
-                        f"card says {list(card.classes)}")
+        raise CardError(
+            f"{card.path}: weights file {str(path)!r} has classes {blob.get('classes')}, card says {list(card.classes)}"
+        )
     try:
         model.load_state_dict(blob["model"])
     except RuntimeError as e:

@@ -69,8 +69,9 @@ class TrainConfig:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("steps and batch_size must be >= 1 and lr > 0")
         if not 0 <= self.ema_decay < 1 or self.ema_ramp_steps < 1:
-            raise ValueError(f"ema_decay must be in [0, 1) and ema_ramp_steps >= 1, got {self.ema_decay}, "
-                             f"{self.ema_ramp_steps}")
+            raise ValueError(
+                f"ema_decay must be in [0, 1) and ema_ramp_steps >= 1, got {self.ema_decay}, {self.ema_ramp_steps}"
+            )
         if not 0 < self.trunk_lr_scale <= 10:
             raise ValueError(f"trunk_lr_scale must be in (0, 10], got {self.trunk_lr_scale}")
         if self.patience < 0 or self.eval_every < 1:

@@ -48,8 +48,11 @@ class CopyPaste:
             self.coco = COCO(str(ann_file))
         wanted = {COCO_CATEGORY_IDS[CLASSES.index(c)]: CLASSES.index(c) for c in classes}
         self.label_of = wanted
-        self.anns = [a for a in self.coco.loadAnns(self.coco.getAnnIds(catIds=list(wanted), iscrowd=False))
-                     if a.get("area", 0) >= MIN_AREA_PX]
+        self.anns = [
+            a
+            for a in self.coco.loadAnns(self.coco.getAnnIds(catIds=list(wanted), iscrowd=False))
+            if a.get("area", 0) >= MIN_AREA_PX
+        ]
         if not self.anns:
             raise DataError(f"{ann_file}: no non-crowd objects of {', '.join(classes)} with area >= {MIN_AREA_PX} px")
 
@@ -81,7 +84,7 @@ class CopyPaste:
             m = cv2.resize(m.astype(np.uint8), (ow, oh), interpolation=cv2.INTER_NEAREST).astype(bool)
             x0, y0 = int(rng.integers(0, w - ow + 1)), int(rng.integers(0, h - oh + 1))
             full = np.zeros((h, w), bool)
-            full[y0:y0 + oh, x0:x0 + ow] = m
+            full[y0 : y0 + oh, x0 : x0 + ow] = m
             img[full] = obj[m]
             masks = [prev & ~full for prev in masks]
             masks.append(full)

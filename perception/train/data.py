@@ -108,8 +108,11 @@ def to_sample(image_rgb: np.ndarray, masks: list[np.ndarray], labels: list[int])
         boxes[j] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
     mask_arr = np.stack([masks[i] for i in keep]).astype(np.uint8) if keep else np.zeros((0, h, w), np.uint8)
     image = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).float() / 255.0
-    return image, {"boxes": torch.from_numpy(boxes), "labels": torch.tensor([labels[i] for i in keep], dtype=torch.long),
-                   "masks": torch.from_numpy(mask_arr)}
+    return image, {
+        "boxes": torch.from_numpy(boxes),
+        "labels": torch.tensor([labels[i] for i in keep], dtype=torch.long),
+        "masks": torch.from_numpy(mask_arr),
+    }
 
 
 class ShapesSource:
@@ -127,7 +130,9 @@ class ShapesSource:
         "truck": ((1.6, 2.4), (160, 60, 160)),
     }
 
-    def __init__(self, width: int, height: int, seed: int, classes: tuple[str, ...] = CLASSES, max_objects: int = 6) -> None:
+    def __init__(
+        self, width: int, height: int, seed: int, classes: tuple[str, ...] = CLASSES, max_objects: int = 6
+    ) -> None:
         self.width, self.height, self.seed, self.max_objects = width, height, seed, max_objects
         self.classes = classes
 
@@ -156,7 +161,7 @@ class ShapesSource:
             else:
                 cv2.rectangle(m, (int(cx - ow / 2), int(cy - oh / 2)), (int(cx + ow / 2), int(cy + oh / 2)), 1, -1)
                 if name == "truck":
-                    m[int(cy - oh / 2): int(cy - oh / 6), int(cx + ow / 6): int(cx + ow / 2) + 1] = 0
+                    m[int(cy - oh / 2) : int(cy - oh / 6), int(cx + ow / 6) : int(cx + ow / 2) + 1] = 0
             col = np.clip(np.array(colour) + rng.integers(-30, 31, 3), 0, 255)
             img[m > 0] = (col * rng.uniform(0.8, 1.1, (int(m.sum()), 1))).clip(0, 255).astype(np.uint8)
             for prev in masks:
@@ -166,8 +171,15 @@ class ShapesSource:
         return to_sample(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), masks, labels)
 
 
-def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tuple[str, ...],
-                cache_dir: str | None = None, held_out: bool = False) -> DataSource:
+def make_source(
+    cfg: DataConfig,
+    width: int,
+    height: int,
+    seed: int,
+    classes: tuple[str, ...],
+    cache_dir: str | None = None,
+    held_out: bool = False,
+) -> DataSource:
     """The data source a card's ``[data]`` table names, at the card's input size. With
     ``cache_dir`` and ``bank_drives > 0`` a synth source is a frame bank cached there: for
     training, random frames of ``bank_drives`` drives, augmented; ``held_out``: every frame
@@ -179,11 +191,17 @@ def make_source(cfg: DataConfig, width: int, height: int, seed: int, classes: tu
         from perception.train.frame_bank import BankConfig, BankSource, FrameBank
 
         if held_out:
-            bank = FrameBank(BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2,
-                                        stride=cfg.bank_stride), cache_dir)
+            bank = FrameBank(
+                BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2, stride=cfg.bank_stride),
+                cache_dir,
+            )
             return BankSource(bank, width, height, seed, shuffle=False)
-        bank = FrameBank(BankConfig(seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive,
-                                    stride=cfg.bank_stride), cache_dir)
+        bank = FrameBank(
+            BankConfig(
+                seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive, stride=cfg.bank_stride
+            ),
+            cache_dir,
+        )
         return BankSource(bank, width, height, seed, cfg.augment())
     from perception.train.synth_source import SynthSource
 

@@ -54,8 +54,10 @@ class SourceSpec:
         if kind not in KINDS:
             raise DataError(f"data source {text!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
         if (kind in FILE_KINDS) != bool(path):
-            raise DataError(f"data source {text!r}: " + (f"{kind} needs a path ({kind}:PATH)" if kind in FILE_KINDS
-                                                        else f"{kind} takes no path"))
+            raise DataError(
+                f"data source {text!r}: "
+                + (f"{kind} needs a path ({kind}:PATH)" if kind in FILE_KINDS else f"{kind} takes no path")
+            )
         if not (weight > 0 and np.isfinite(weight)):
             raise DataError(f"data source {text!r}: the weight must be > 0, got {weight}")
         if path and base is not None and not Path(path).is_absolute():
@@ -80,8 +82,10 @@ def read_images(spec: SourceSpec, class_map: ClassMap, images_dir: str | None = 
         return read_yolo_seg(spec.path, class_map)
     if spec.kind == "drive":
         return read_drive(spec.path)
-    raise DataError(f"data source {spec.kind!r} is generated, not a labelled image set (expected one of "
-                    f"{', '.join(f'{k}:PATH' for k in FILE_KINDS)})")
+    raise DataError(
+        f"data source {spec.kind!r} is generated, not a labelled image set (expected one of "
+        f"{', '.join(f'{k}:PATH' for k in FILE_KINDS)})"
+    )
 
 
 def evenly_spaced(total: int, count: int) -> np.ndarray:
@@ -92,8 +96,9 @@ def evenly_spaced(total: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, min(total, count)).round().astype(int))
 
 
-def read_set(specs: Sequence[SourceSpec], class_map: ClassMap, images_dir: str | None = None,
-             limit: int = 0) -> list[LabelledImage]:
+def read_set(
+    specs: Sequence[SourceSpec], class_map: ClassMap, images_dir: str | None = None, limit: int = 0
+) -> list[LabelledImage]:
     """The images of all ``specs`` one after the other; with ``limit`` > 0, that many of them
     evenly spaced over the whole list."""
     images = [im for spec in specs for im in read_images(spec, class_map, images_dir)]
@@ -111,13 +116,15 @@ def ground_truth(image: LabelledImage, class_ids: Collection[int] | None = None)
         rle = mask_utils.encode(np.asfortranarray(obj.mask(image.height, image.width)))
         x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
         if w * h > 0:
-            instances.append(GtInstance(len(instances) + 1, obj.class_id, (x, y, x + w, y + h), Rle.trusted(rle),
-                                        ignore=obj.crowd))
+            instances.append(
+                GtInstance(len(instances) + 1, obj.class_id, (x, y, x + w, y + h), Rle.trusted(rle), ignore=obj.crowd)
+            )
     return GroundTruth(image.width, image.height, tuple(instances))
 
 
-def labelled_frames(images: Sequence[LabelledImage], class_ids: Collection[int] | None = None
-                    ) -> Iterator[LabelledFrame]:
+def labelled_frames(
+    images: Sequence[LabelledImage], class_ids: Collection[int] | None = None
+) -> Iterator[LabelledFrame]:
     """Each image loaded (``(H, W, 3)`` uint8 BGR) with its ground truth, one at a time."""
     from perception.evaluation.image_set import LabelledFrame  # the scoring side, only when scoring
 

@@ -48,13 +48,25 @@ def coco_mask_ap(results: Sequence[ImageResult], classes: Sequence[str] = CLASSE
         images.append({"id": i, "width": r.width, "height": r.height})
         for lab, m in zip(r.gt_labels, r.gt_masks, strict=True):
             rle = _rle(m)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(lab) + 1, "segmentation": rle,
-                         "area": float(mask_utils.area(rle)), "bbox": list(mask_utils.toBbox(rle)), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(lab) + 1,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": list(mask_utils.toBbox(rle)),
+                    "iscrowd": 0,
+                }
+            )
         for lab, s, m in zip(r.det_labels, r.det_scores, r.det_masks, strict=True):
             dets.append({"image_id": i, "category_id": int(lab) + 1, "segmentation": _rle(m), "score": float(s)})
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns,
-                  "categories": [{"id": CLASSES.index(c) + 1, "name": c} for c in classes]}
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": CLASSES.index(c) + 1, "name": c} for c in classes],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         if not anns:
@@ -71,13 +83,19 @@ def coco_mask_ap(results: Sequence[ImageResult], classes: Sequence[str] = CLASSE
     for k, cat in enumerate(ev.params.catIds):
         p = prec[:, :, k, 0, -1]
         per_class[CLASSES[cat - 1]] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-    return {"mask_ap": float(ev.stats[0]), "mask_ap50": float(ev.stats[1]), "mask_ap75": float(ev.stats[2]),
-            "per_class": per_class}
+    return {
+        "mask_ap": float(ev.stats[0]),
+        "mask_ap50": float(ev.stats[1]),
+        "mask_ap75": float(ev.stats[2]),
+        "per_class": per_class,
+    }
 
 
-def evaluate_samples(predict: Callable[[np.ndarray], tuple[Sequence[int], Sequence[float], Sequence[object]]],
-                     samples: Sequence[tuple[np.ndarray, Sequence[int], Sequence[np.ndarray]]],
-                     classes: Sequence[str] = CLASSES) -> dict[str, object]:
+def evaluate_samples(
+    predict: Callable[[np.ndarray], tuple[Sequence[int], Sequence[float], Sequence[object]]],
+    samples: Sequence[tuple[np.ndarray, Sequence[int], Sequence[np.ndarray]]],
+    classes: Sequence[str] = CLASSES,
+) -> dict[str, object]:
     """Score ``predict(image_bgr) -> (class ids, scores, masks)`` on ``samples`` of
     ``(image_bgr (H, W, 3) uint8, gt class ids, gt (H, W) bool masks)``."""
     results = []

@@ -32,20 +32,24 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def _export(graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> Path:
+def _export(
+    graph: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # the TorchScript exporter warns that dynamo is the new default, tracer warnings
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, args, str(path), opset_version=OPSET, input_names=inputs, output_names=outputs,
-                          dynamo=False)
+        torch.onnx.export(
+            graph, args, str(path), opset_version=OPSET, input_names=inputs, output_names=outputs, dynamo=False
+        )
     onnx.checker.check_model(onnx.load(str(path)))
     return path
 
 
 def export_onnx(model: Yolact, path: Path, width: int, height: int) -> Path:
     """Export a one-stage ``model`` for a ``(1, 3, height, width)`` float input to ``path``."""
-    return _export(YolactExport(model.eval()), (torch.zeros(1, 3, height, width),), path, ["images"],
-                   list(YOLACT_OUTPUTS))
+    return _export(
+        YolactExport(model.eval()), (torch.zeros(1, 3, height, width),), path, ["images"], list(YOLACT_OUTPUTS)
+    )
 
 
 def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) -> Path:
@@ -61,7 +65,9 @@ def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) 
     return _export(graph, args, path, list(MASKRCNN_INPUTS), list(MASKRCNN_OUTPUTS))
 
 
-def export_card(card_path: str | Path, random_init: bool = False, torchvision_checkpoint: str | Path | None = None) -> Path:
+def export_card(
+    card_path: str | Path, random_init: bool = False, torchvision_checkpoint: str | Path | None = None
+) -> Path:
     """Export the card's weights (or a random init, or a torchvision checkpoint for a
     ``maskrcnn`` card) to its ``[onnx]`` file; update its sha256."""
     card = load_card(card_path)

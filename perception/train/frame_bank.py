@@ -70,8 +70,15 @@ def render_drive(cfg: BankConfig, drive: int) -> dict[str, np.ndarray]:
     """The arrays of one cached drive: ``jpeg``/``jpeg_len`` (images), ``png``/``png_len``
     (uint16 instance-id maps) and ``labels`` ``(L, 4)`` int32 rows of ``frame, instance id,
     class id, ignore``."""
-    sim = DriveSimulator(SynthConfig(width=cfg.camera[0], height=cfg.camera[1], frames=0,
-                                     seed=cfg.drive_seed(drive), scenario=SCENARIOS[drive % len(SCENARIOS)]))
+    sim = DriveSimulator(
+        SynthConfig(
+            width=cfg.camera[0],
+            height=cfg.camera[1],
+            frames=0,
+            seed=cfg.drive_seed(drive),
+            scenario=SCENARIOS[drive % len(SCENARIOS)],
+        )
+    )
     jpegs, pngs, rows = [], [], []
     for _ in range(cfg.warmup):
         sim.advance()
@@ -86,14 +93,18 @@ def render_drive(cfg: BankConfig, drive: int) -> dict[str, np.ndarray]:
         jpegs.append(jpg.tobytes())
         pngs.append(png.tobytes())
         rows += [(k, lb.instance_id, lb.class_id, int(lb.ignore)) for lb in f.labels]
-    return {"jpeg": np.frombuffer(b"".join(jpegs), np.uint8), "jpeg_len": np.array([len(b) for b in jpegs]),
-            "png": np.frombuffer(b"".join(pngs), np.uint8), "png_len": np.array([len(b) for b in pngs]),
-            "labels": np.array(rows, np.int32).reshape(-1, 4)}
+    return {
+        "jpeg": np.frombuffer(b"".join(jpegs), np.uint8),
+        "jpeg_len": np.array([len(b) for b in jpegs]),
+        "png": np.frombuffer(b"".join(pngs), np.uint8),
+        "png_len": np.array([len(b) for b in pngs]),
+        "labels": np.array(rows, np.int32).reshape(-1, 4),
+    }
 
 
 def _split(blob: np.ndarray, lengths: np.ndarray) -> list[bytes]:
     ends = np.cumsum(lengths)
-    return [blob[e - n:e].tobytes() for e, n in zip(ends, lengths, strict=True)]
+    return [blob[e - n : e].tobytes() for e, n in zip(ends, lengths, strict=True)]
 
 
 class FrameBank:
@@ -147,8 +158,16 @@ class BankSource:
     ``(seed, index)``, at the model input ``width x height``; with ``shuffle=False`` it is
     frame ``index`` (held-out sets: every frame once)."""
 
-    def __init__(self, bank: FrameBank, width: int, height: int, seed: int, augment: Augment = NO_AUGMENT,
-                 pad_value: int = 114, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        bank: FrameBank,
+        width: int,
+        height: int,
+        seed: int,
+        augment: Augment = NO_AUGMENT,
+        pad_value: int = 114,
+        shuffle: bool = True,
+    ) -> None:
         augment.validate()
         self.bank, self.width, self.height, self.seed, self.augment = bank, width, height, seed, augment
         self.pad_value, self.shuffle = pad_value, shuffle

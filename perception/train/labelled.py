@@ -73,8 +73,13 @@ class DataIssues:
     def report(self, images: int) -> None:
         """Log once what reading this dataset kept, skipped and dropped."""
         dropped = ", ".join(f"{k} ({n})" for k, n in self.dropped_classes.most_common())
-        log.info("%s: %d images; %s%s", self.source, images, self.summary(),
-                 f"; classes not in the card's class map, dropped: {dropped}" if dropped else "")
+        log.info(
+            "%s: %d images; %s%s",
+            self.source,
+            images,
+            self.summary(),
+            f"; classes not in the card's class map, dropped: {dropped}" if dropped else "",
+        )
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,9 @@ class ClassMap:
     def __post_init__(self) -> None:
         for key, value in self.table.items():
             if value and value not in CLASSES:
-                raise DataError(f"[data.classes] {key!r} = {value!r}: expected one of {', '.join(CLASSES)} "
-                                f"or \"\" (drop)")
+                raise DataError(
+                    f'[data.classes] {key!r} = {value!r}: expected one of {", ".join(CLASSES)} or "" (drop)'
+                )
 
     def lookup(self, name: str, ident: int | None = None) -> int | None:
         """Our class id of dataset class ``name`` (id ``ident``), or None to drop it."""
@@ -142,8 +148,11 @@ class LabelledImage:
     def load(self) -> np.ndarray:
         """The ``(height, width, 3)`` uint8 BGR image; :class:`DataError` naming it when it
         no longer decodes to the size its labels were checked against."""
-        image = (cv2.imread(str(self.path), _READ_FLAGS) if self.path is not None
-                 else cv2.imdecode(np.frombuffer(self.data or b"", np.uint8), _READ_FLAGS))
+        image = (
+            cv2.imread(str(self.path), _READ_FLAGS)
+            if self.path is not None
+            else cv2.imdecode(np.frombuffer(self.data or b"", np.uint8), _READ_FLAGS)
+        )
         if image is None or image.shape[:2] != (self.height, self.width):
             raise DataError(f"{self.where}: does not decode to a {self.width}x{self.height} image any more")
         return image
@@ -172,7 +181,8 @@ def _polygons(seg: object, width: int, height: int) -> list[list[float]]:
             raise BadEntry(f"polygon with fewer than three points: {len(poly)} coordinates")
         xs, ys = poly[0::2], poly[1::2]
         if not all(math.isfinite(v) and -1 <= v <= width + 1 for v in xs) or not all(
-                math.isfinite(v) and -1 <= v <= height + 1 for v in ys):
+            math.isfinite(v) and -1 <= v <= height + 1 for v in ys
+        ):
             raise BadEntry(f"polygon points outside the {width}x{height} image")
         out.append([float(v) for v in poly])
     return out
@@ -198,12 +208,18 @@ def _rle(seg: dict, height: int, width: int) -> dict:
 
 
 def _no_images(source: str, entries: int, issues: DataIssues) -> DataError:
-    return DataError(f"{source}: empty dataset: no usable labelled image among {entries} entries ({issues.summary()})"
-                     + (f"; the first: {issues.first}" if issues.first else ""))
+    return DataError(
+        f"{source}: empty dataset: no usable labelled image among {entries} entries ({issues.summary()})"
+        + (f"; the first: {issues.first}" if issues.first else "")
+    )
 
 
-def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir: str | Path | None = None,
-              keep_empty: bool = False) -> list[LabelledImage]:
+def read_coco(
+    json_path: str | Path,
+    classes: ClassMap = ClassMap(),
+    images_dir: str | Path | None = None,
+    keep_empty: bool = False,
+) -> list[LabelledImage]:
     """The images of a COCO instances JSON: image files at ``file_name`` relative to the
     JSON's folder (or to ``images_dir``), categories mapped by name or id through
     ``classes``. Images without an object of ours are left out unless ``keep_empty``."""
@@ -214,9 +230,13 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
         doc = json.loads(path.read_bytes())
     except ValueError as e:
         raise DataError(f"{path}: not a JSON file: {e}") from None
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
-        raise DataError(f"{path}: not a COCO instances JSON (expected an object with 'images', 'annotations' and "
-                        f"'categories' lists)")
+    if not isinstance(doc, dict) or not all(
+        isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise DataError(
+            f"{path}: not a COCO instances JSON (expected an object with 'images', 'annotations' and "
+            f"'categories' lists)"
+        )
     issues = DataIssues(f"coco:{path}")
     base = Path(images_dir) if images_dir is not None else path.parent
     cats: dict[int, str] = {}
@@ -237,8 +257,9 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
             file = base / im["file_name"]
             w, h = image_size(file)
             if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):
-                raise BadEntry(f"mask of the wrong size: image file is {w}x{h}, the JSON says "
-                               f"{im.get('width')}x{im.get('height')}")
+                raise BadEntry(
+                    f"mask of the wrong size: image file is {w}x{h}, the JSON says {im.get('width')}x{im.get('height')}"
+                )
             images[im["id"]] = (file, w, h)
         except BadEntry as e:
             issues.skip(where, str(e))
@@ -262,16 +283,21 @@ def read_coco(json_path: str | Path, classes: ClassMap = ClassMap(), images_dir:
                 continue
             _, w, h = images[image_id]
             seg = a.get("segmentation")
-            obj = (LabelledObject(ours, "rle", _rle(seg, h, w), bool(a.get("iscrowd", 0))) if isinstance(seg, dict)
-                   else LabelledObject(ours, "polygons", _polygons(seg, w, h), bool(a.get("iscrowd", 0))))
+            obj = (
+                LabelledObject(ours, "rle", _rle(seg, h, w), bool(a.get("iscrowd", 0)))
+                if isinstance(seg, dict)
+                else LabelledObject(ours, "polygons", _polygons(seg, w, h), bool(a.get("iscrowd", 0)))
+            )
             objects[image_id].append(obj)
         except BadEntry as e:
             issues.skip(where, f"{e}; its image is left out")
             if isinstance(a, dict) and isinstance(a.get("image_id"), int) and a["image_id"] in images:
                 bad_images.add(a["image_id"])
-    out = [LabelledImage(f"{path}:{i}", w, h, tuple(objects[i]), path=file)
-           for i, (file, w, h) in sorted(images.items())
-           if i not in bad_images and (objects[i] or keep_empty)]
+    out = [
+        LabelledImage(f"{path}:{i}", w, h, tuple(objects[i]), path=file)
+        for i, (file, w, h) in sorted(images.items())
+        if i not in bad_images and (objects[i] or keep_empty)
+    ]
     if not out:
         raise _no_images(f"coco:{path}", len(doc["images"]), issues)
     issues.report(len(out))
@@ -367,8 +393,10 @@ def read_drive(path: str | Path) -> list[LabelledImage]:
     reader = DriveReader(path)
     gts = reader.ground_truth()
     if not gts:
-        raise DataError(f"{path}: the drive has no ground truth to train on (make one with perception synth "
-                        f"or perception import-frames --masks)")
+        raise DataError(
+            f"{path}: the drive has no ground truth to train on (make one with perception synth "
+            f"or perception import-frames --masks)"
+        )
     issues = DataIssues(f"drive:{path}")
     out = []
     for rec in reader.records():
@@ -378,16 +406,20 @@ def read_drive(path: str | Path) -> list[LabelledImage]:
         where = f"{path} frame {rec.source.frame_seq}"
         try:
             if (gt.image_width, gt.image_height) != (rec.width, rec.height):
-                raise BadEntry(f"mask of the wrong size: ground truth is {gt.image_width}x{gt.image_height}, "
-                               f"the frame {rec.width}x{rec.height}")
+                raise BadEntry(
+                    f"mask of the wrong size: ground truth is {gt.image_width}x{gt.image_height}, "
+                    f"the frame {rec.width}x{rec.height}"
+                )
             objs = []
             for inst in gt.instances:
                 if not 0 <= inst.class_id < len(CLASSES):
                     raise BadEntry(f"class id out of range: {inst.class_id}, expected 0..{len(CLASSES) - 1}")
                 # the RLE itself was checked when the drive was decoded (schema.Rle); its size is left
                 if tuple(inst.mask.size) != (rec.height, rec.width):
-                    raise BadEntry(f"mask of the wrong size: {inst.mask.size[0]}x{inst.mask.size[1]} (HxW), the "
-                                   f"frame {rec.height}x{rec.width}")
+                    raise BadEntry(
+                        f"mask of the wrong size: {inst.mask.size[0]}x{inst.mask.size[1]} (HxW), the "
+                        f"frame {rec.height}x{rec.width}"
+                    )
                 objs.append(LabelledObject(inst.class_id, "rle", inst.mask.to_coco(), inst.ignore))
         except BadEntry as e:
             issues.skip(where, str(e))

@@ -46,8 +46,15 @@ from perception.train.validation import BestKeeper, evaluate_model, held_out_los
 log = logging.getLogger(__name__)
 
 
-def precise_bn(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int, batch_size: int,
-               first_step: int, device: torch.device) -> int:
+def precise_bn(
+    model: torch.nn.Module,
+    card: ModelCard,
+    source: DataSource,
+    n_images: int,
+    batch_size: int,
+    first_step: int,
+    device: torch.device,
+) -> int:
     """Recompute the BatchNorm running statistics with the final weights over ``n_images``
     training images (batches ``first_step``, ``first_step + 1``, ...; pass the end of the
     schedule so they are images the run never saw), as detectron2's PreciseBN does: the
@@ -72,9 +79,14 @@ def precise_bn(model: torch.nn.Module, card: ModelCard, source: DataSource, n_im
 
     # frozen BatchNorm layers (a pretrained trunk's) keep their statistics: update_bn resets
     # every layer's, and a frozen one, held in eval mode, would not gather new ones
-    held = {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in module.named_modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None
-            and not m.weight.requires_grad and m.running_mean is not None}
+    held = {
+        name: (m.running_mean.clone(), m.running_var.clone())
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and m.weight is not None
+        and not m.weight.requires_grad
+        and m.running_mean is not None
+    }
     was_training = model.training
     update_bn(inputs(), module)
     for name, m in module.named_modules():
@@ -128,11 +140,22 @@ def val_specs(card: ModelCard, data_cfg: DataConfig, val: str | None) -> tuple[S
     return parse_specs(data_cfg.val_sources, base=card.path.parent) if data_cfg.val_sources else ()
 
 
-def train(card_path: str | Path, steps: int | None = None, resume: bool = False, coco_root: str | None = None,
-          run_dir: str | None = None, progress: bool = True, continue_from_card: bool = False,
-          cpu_minutes: float | None = None, snapshot_minutes: tuple[float, ...] = (),
-          settings: dict[str, object] | None = None, data: str | None = None, images_dir: str | None = None,
-          init: str | None = None, val: str | None = None) -> dict[str, object]:
+def train(
+    card_path: str | Path,
+    steps: int | None = None,
+    resume: bool = False,
+    coco_root: str | None = None,
+    run_dir: str | None = None,
+    progress: bool = True,
+    continue_from_card: bool = False,
+    cpu_minutes: float | None = None,
+    snapshot_minutes: tuple[float, ...] = (),
+    settings: dict[str, object] | None = None,
+    data: str | None = None,
+    images_dir: str | None = None,
+    init: str | None = None,
+    val: str | None = None,
+) -> dict[str, object]:
     """Train the model of ``card_path``; returns the final losses and evaluation.
 
     ``resume``: pick up the interrupted run from its checkpoint (same schedule, same result
@@ -181,18 +204,28 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     if cfg.freeze_trunk_bn:
         log.info("trunk BatchNorm frozen: %d layers", freeze_batchnorm(trunk(model, card)))
     if cfg.frozen_prefixes:
-        log.info("frozen %s: %d parameters", ", ".join(cfg.frozen_prefixes), freeze_prefixes(model, cfg.frozen_prefixes))
+        log.info(
+            "frozen %s: %d parameters", ", ".join(cfg.frozen_prefixes), freeze_prefixes(model, cfg.frozen_prefixes)
+        )
     opt = torch.optim.AdamW(param_groups(model, card, cfg.trunk_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda s, k=g["lr_scale"]: k * _lr_factor(s, cfg)
-                                                    for g in opt.param_groups])
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, [lambda s, k=g["lr_scale"]: k * _lr_factor(s, cfg) for g in opt.param_groups]
+    )
     ema = make_ema(model, cfg)
     keeper = BestKeeper(ckpt.parent / "best.pt", cfg.patience)
     start = 0
     if resume:
         start, prior_steps = _resume(ckpt, card, model, opt, sched, ema, keeper, device, prior_steps)
-    run_data = build_training_data(data_cfg, specs, card.input_width, card.input_height, card.classes,
-                                   cache_dir=str(root / "frame_bank"), images_dir=images_dir,
-                                   val_specs=val_specs(card, data_cfg, val))
+    run_data = build_training_data(
+        data_cfg,
+        specs,
+        card.input_width,
+        card.input_height,
+        card.classes,
+        cache_dir=str(root / "frame_bank"),
+        images_dir=images_dir,
+        val_specs=val_specs(card, data_cfg, val),
+    )
     for line in run_data.summary:
         log.info("data: %s", line)
     source = run_data.train
@@ -214,11 +247,20 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
             return {}
         result = evaluate_model(final(), card, held_out, n_held)
         result["val_loss"] = held_out_loss(final(), card, held_out, n_held, cfg.batch_size, cfg, device)
-        log.info("step %d: mask AP %.3f AP50 %.3f AP75 %.3f, held-out loss %.4f", step, result["mask_ap"],
-                 result["mask_ap50"], result["mask_ap75"], result["val_loss"])
+        log.info(
+            "step %d: mask AP %.3f AP50 %.3f AP75 %.3f, held-out loss %.4f",
+            step,
+            result["mask_ap"],
+            result["mask_ap50"],
+            result["mask_ap75"],
+            result["val_loss"],
+        )
         if cfg.keep_best:
-            keeper.update(float(result["mask_ap"]), prior_steps + step,  # type: ignore[arg-type]
-                          lambda p: save_weights(final(), card, p, prior_steps + step))
+            keeper.update(
+                float(result["mask_ap"]),
+                prior_steps + step,  # type: ignore[arg-type]
+                lambda p: save_weights(final(), card, p, prior_steps + step),
+            )
         return result
 
     initial_loss = held_out_loss(model, card, held_out, n_held, cfg.batch_size, cfg, device) if init else None
@@ -227,11 +269,20 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
     losses: dict[str, float] = {}
     metrics: dict[str, object] = {}
     # on a GPU, rendering workers prepare batches ahead into pinned memory, so copies overlap the step
-    batches = torch.utils.data.DataLoader(StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
-                                          batch_size=None, sampler=range(start, cfg.steps), num_workers=cfg.workers,
-                                          pin_memory=device.type == "cuda")
-    bar = tqdm(zip(range(start, cfg.steps), batches, strict=True), initial=start, total=cfg.steps,
-               disable=not progress, desc=card.name)
+    batches = torch.utils.data.DataLoader(
+        StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
+        batch_size=None,
+        sampler=range(start, cfg.steps),
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(
+        zip(range(start, cfg.steps), batches, strict=True),
+        initial=start,
+        total=cfg.steps,
+        disable=not progress,
+        desc=card.name,
+    )
     t0_cpu = time.process_time()
     budget_s = cpu_minutes * 60.0 if cpu_minutes else None
     pending = sorted(snapshot_minutes)
@@ -266,15 +317,30 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         if done % cfg.eval_every == 0 or done == cfg.steps:
             metrics = validate(done)
             if keeper.should_stop and done < cfg.steps:
-                log.info("early stop after step %d: %d evaluations without a better mask AP than %.3f (step %d)",
-                         done, keeper.since, keeper.best_ap, keeper.best_step)
+                log.info(
+                    "early stop after step %d: %d evaluations without a better mask AP than %.3f (step %d)",
+                    done,
+                    keeper.since,
+                    keeper.best_ap,
+                    keeper.best_step,
+                )
                 cfg = replace(cfg, steps=done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             extra = {"ema": ema.state_dict()} if ema is not None else {}
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
-                        "rng": torch.get_rng_state(), "step": done, "prior_steps": prior_steps,
-                        "best": keeper.state_dict(), **extra}, ckpt)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "schedule": sched.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": done,
+                    "prior_steps": prior_steps,
+                    "best": keeper.state_dict(),
+                    **extra,
+                },
+                ckpt,
+            )
         if done == cfg.steps:
             break
     if cfg.precise_bn_images > 0:
@@ -283,18 +349,36 @@ def train(card_path: str | Path, steps: int | None = None, resume: bool = False,
         metrics = validate(cfg.steps)
     if cfg.keep_best and keeper.best_step >= 0 and keeper.best_ap > float(metrics.get("mask_ap", -math.inf)):  # type: ignore[arg-type]
         shutil.copyfile(keeper.path, card.weights.path)
-        log.info("kept the weights of step %d (held-out mask AP %.3f) over the last ones (%.3f)", keeper.best_step,
-                 keeper.best_ap, metrics.get("mask_ap"))
+        log.info(
+            "kept the weights of step %d (held-out mask AP %.3f) over the last ones (%.3f)",
+            keeper.best_step,
+            keeper.best_ap,
+            metrics.get("mask_ap"),
+        )
     else:
         save_weights(final(), card, card.weights.path, prior_steps + cfg.steps)
     set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))
-    return {"losses": losses, "metrics": metrics, "weights": str(card.weights.path), "data": list(run_data.summary),
-            "best": keeper.state_dict(), **({"initial_val_loss": initial_loss} if initial_loss is not None else {})}
+    return {
+        "losses": losses,
+        "metrics": metrics,
+        "weights": str(card.weights.path),
+        "data": list(run_data.summary),
+        "best": keeper.state_dict(),
+        **({"initial_val_loss": initial_loss} if initial_loss is not None else {}),
+    }
 
 
-def _resume(ckpt: Path, card: ModelCard, model: torch.nn.Module, opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LRScheduler, ema: torch.optim.swa_utils.AveragedModel | None,
-            keeper: BestKeeper, device: torch.device, prior_steps: int) -> tuple[int, int]:
+def _resume(
+    ckpt: Path,
+    card: ModelCard,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    ema: torch.optim.swa_utils.AveragedModel | None,
+    keeper: BestKeeper,
+    device: torch.device,
+    prior_steps: int,
+) -> tuple[int, int]:
     """Load the run's checkpoint into its parts; returns ``(step, prior_steps)``."""
     if not ckpt.is_file():
         raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")

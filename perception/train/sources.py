@@ -57,8 +57,16 @@ class FileSource:
     under a random augmentation, at the model input ``width x height``. Crowd objects are
     not trained on."""
 
-    def __init__(self, images: Sequence[LabelledImage], width: int, height: int, seed: int,
-                 augment: Augment = NO_AUGMENT, shuffle: bool = True, pad_value: int = 114) -> None:
+    def __init__(
+        self,
+        images: Sequence[LabelledImage],
+        width: int,
+        height: int,
+        seed: int,
+        augment: Augment = NO_AUGMENT,
+        shuffle: bool = True,
+        pad_value: int = 114,
+    ) -> None:
         if not images:
             raise DataError("a file source needs at least one labelled image")
         augment.validate()
@@ -72,8 +80,14 @@ class FileSource:
         rng = np.random.default_rng((self.seed, index))
         rec = self.images[int(rng.integers(len(self.images))) if self.shuffle else index % len(self.images)]
         objs = [o for o in rec.objects if not o.crowd]
-        image, masks = augment_image(rec.load(), [o.mask(rec.height, rec.width) for o in objs],
-                                     (self.width, self.height), self.augment, rng, self.pad_value)
+        image, masks = augment_image(
+            rec.load(),
+            [o.mask(rec.height, rec.width) for o in objs],
+            (self.width, self.height),
+            self.augment,
+            rng,
+            self.pad_value,
+        )
         return to_sample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), [m > 0 for m in masks], [o.class_id for o in objs])
 
 
@@ -123,9 +137,16 @@ class TrainingData:
     summary: tuple[str, ...]
 
 
-def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int, height: int,
-                        classes: tuple[str, ...], cache_dir: str | None = None,
-                        images_dir: str | None = None, val_specs: Sequence[SourceSpec] = ()) -> TrainingData:
+def build_training_data(
+    cfg: DataConfig,
+    specs: Sequence[SourceSpec],
+    width: int,
+    height: int,
+    classes: tuple[str, ...],
+    cache_dir: str | None = None,
+    images_dir: str | None = None,
+    val_specs: Sequence[SourceSpec] = (),
+) -> TrainingData:
     """The sources of ``specs`` at the model input size, mixed, with their held-out parts
     (``cfg.eval_images`` held-out samples shared among the sources). With ``val_specs``
     (a validation set of its own, such as ``yolo-seg:cityscapes/val``) the held-out samples
@@ -147,24 +168,32 @@ def build_training_data(cfg: DataConfig, specs: Sequence[SourceSpec], width: int
             if not own_val:
                 held.append(make_source(sub, width, height, cfg.eval_seed, classes, cache_dir, held_out=True))
                 counts.append(per_source)
-            lines.append(f"{spec.kind} (weight {spec.weight:g}): generated"
-                         + ("" if own_val else f"; {per_source} held-out samples"))
+            lines.append(
+                f"{spec.kind} (weight {spec.weight:g}): generated"
+                + ("" if own_val else f"; {per_source} held-out samples")
+            )
             continue
         images = read_images(spec, class_map, images_dir)
         fit, val = (images, []) if own_val else split(images, cfg.val_fraction)
         if not fit:
-            raise DataError(f"{spec.kind}:{spec.path}: {len(images)} image(s), none left to train on after the "
-                            f"validation split (val_fraction {cfg.val_fraction})")
+            raise DataError(
+                f"{spec.kind}:{spec.path}: {len(images)} image(s), none left to train on after the "
+                f"validation split (val_fraction {cfg.val_fraction})"
+            )
         train.append(FileSource(fit, width, height, cfg.train_seed, cfg.augment()))
         if val:
             held.append(FileSource(val, width, height, cfg.eval_seed, shuffle=False))
             counts.append(min(len(val), per_source))
-        lines.append(f"{spec.kind}:{spec.path} (weight {spec.weight:g}): {len(fit)} training and {len(val)} "
-                     f"validation images")
+        lines.append(
+            f"{spec.kind}:{spec.path} (weight {spec.weight:g}): {len(fit)} training and {len(val)} validation images"
+        )
     for spec in val_specs:
         if spec.kind in ("synth", "shapes"):
-            held.append(make_source(replace(cfg, source=spec.kind), width, height, cfg.eval_seed, classes, cache_dir,
-                                    held_out=True))
+            held.append(
+                make_source(
+                    replace(cfg, source=spec.kind), width, height, cfg.eval_seed, classes, cache_dir, held_out=True
+                )
+            )
             counts.append(per_source)
         else:
             images = read_images(spec, class_map, images_dir)

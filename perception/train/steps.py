@@ -25,8 +25,9 @@ def to_model_targets(target: Target, class_ids: tuple[int, ...]) -> Target:
     return {"boxes": target["boxes"][keep], "labels": mapped[keep], "masks": target["masks"][keep]}
 
 
-def batch_at(source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...],
-             device: torch.device | None = None) -> tuple[torch.Tensor, list[Target]]:
+def batch_at(
+    source: DataSource, step: int, batch_size: int, class_ids: tuple[int, ...], device: torch.device | None = None
+) -> tuple[torch.Tensor, list[Target]]:
     """Batch ``step``: samples ``step * batch_size + i``, targets relabelled to model classes."""
     samples = [source.sample(step * batch_size + i) for i in range(batch_size)]
     targets = [{k: v.to(device) for k, v in to_model_targets(s[1], class_ids).items()} for s in samples]
@@ -47,8 +48,9 @@ class StepBatches(torch.utils.data.Dataset):
         return batch_at(self.source, step, self.batch_size, self.class_ids)
 
 
-def loss_terms(model: torch.nn.Module, card: ModelCard, images: torch.Tensor, targets: list[Target],
-               cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def loss_terms(
+    model: torch.nn.Module, card: ModelCard, images: torch.Tensor, targets: list[Target], cfg: TrainConfig
+) -> dict[str, torch.Tensor]:
     """The model's loss terms on a batch, their sum under ``"total"``. ``targets`` use model
     class indices (0-based)."""
     if card.family == "maskrcnn":

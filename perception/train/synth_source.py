@@ -22,8 +22,9 @@ SCENARIOS = ("urban", "highway", "crowd")
 
 
 class SynthSource:
-    def __init__(self, width: int, height: int, seed: int, frames_per_drive: int = 40,
-                 camera: tuple[int, int] = (640, 360)) -> None:
+    def __init__(
+        self, width: int, height: int, seed: int, frames_per_drive: int = 40, camera: tuple[int, int] = (640, 360)
+    ) -> None:
         self.width, self.height, self.seed = width, height, seed
         self.frames_per_drive = frames_per_drive
         self.base = SynthConfig(width=camera[0], height=camera[1], frames=frames_per_drive)
@@ -49,10 +50,13 @@ class SynthSource:
         labels = [lb for lb in f.labels if not lb.ignore]
         masks = []
         for lb in labels:
-            m = cv2.resize((f.ids == lb.instance_id).astype(np.uint8), (round(t.src_width * t.scale), round(t.src_height * t.scale)),
-                           interpolation=cv2.INTER_NEAREST)
+            m = cv2.resize(
+                (f.ids == lb.instance_id).astype(np.uint8),
+                (round(t.src_width * t.scale), round(t.src_height * t.scale)),
+                interpolation=cv2.INTER_NEAREST,
+            )
             full = np.zeros((self.height, self.width), bool)
             y, x = int(t.pad_y_px), int(t.pad_x_px)
-            full[y:y + m.shape[0], x:x + m.shape[1]] = m > 0
+            full[y : y + m.shape[0], x : x + m.shape[1]] = m > 0
             masks.append(full)
         return to_sample(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), masks, [lb.class_id for lb in labels])

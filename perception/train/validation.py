@@ -35,11 +35,25 @@ def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, 
 
     def predict(bgr: np.ndarray) -> tuple[list[int], list[float], list[np.ndarray]]:
         if card.family == "maskrcnn":
-            d = detect_maskrcnn(model, bgr, card.input_width, card.input_height,  # type: ignore[arg-type]
-                                post.score_threshold, post.mask_threshold, post.pad_value)
+            d = detect_maskrcnn(
+                model,
+                bgr,
+                card.input_width,
+                card.input_height,  # type: ignore[arg-type]
+                post.score_threshold,
+                post.mask_threshold,
+                post.pad_value,
+            )
         else:
-            d = detect(model, bgr, card.input_width, card.input_height, post.nms(), post.mask_threshold,  # type: ignore[arg-type]
-                       post.pad_value)
+            d = detect(
+                model,
+                bgr,
+                card.input_width,
+                card.input_height,
+                post.nms(),
+                post.mask_threshold,  # type: ignore[arg-type]
+                post.pad_value,
+            )
         return [card.class_ids[c] for c in d.labels], d.scores.tolist(), list(d.masks)
 
     was_training = model.training
@@ -48,8 +62,15 @@ def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, 
     return result
 
 
-def held_out_loss(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int, batch_size: int,
-                  cfg: TrainConfig, device: torch.device | None = None) -> float:
+def held_out_loss(
+    model: torch.nn.Module,
+    card: ModelCard,
+    source: DataSource,
+    n_images: int,
+    batch_size: int,
+    cfg: TrainConfig,
+    device: torch.device | None = None,
+) -> float:
     """Mean training loss (``"total"``) of the model on held-out samples ``0..n_images-1``,
     without gradients; the BatchNorm statistics and the train/eval mode are restored after
     (the losses exist in train mode only). NaN without samples."""

@@ -42,10 +42,18 @@ class TrueCamera:
         return cv2.projectPoints(pts, zero, zero, self.k, self.d)[0].reshape(-1, 2)
 
 
-PINHOLE = TrueCamera(np.array([[520.0, 0, 322.5], [0, 515.0, 238.0], [0, 0, 1]]),
-                     np.array([-0.28, 0.09, 0.0008, -0.0006, -0.01]), (640, 480), False)
-FISHEYE = TrueCamera(np.array([[300.0, 0, 318.0], [0, 302.0, 243.0], [0, 0, 1]]),
-                     np.array([0.06, -0.02, 0.004, -0.001]), (640, 480), True)
+PINHOLE = TrueCamera(
+    np.array([[520.0, 0, 322.5], [0, 515.0, 238.0], [0, 0, 1]]),
+    np.array([-0.28, 0.09, 0.0008, -0.0006, -0.01]),
+    (640, 480),
+    False,
+)
+FISHEYE = TrueCamera(
+    np.array([[300.0, 0, 318.0], [0, 302.0, 243.0], [0, 0, 1]]),
+    np.array([0.06, -0.02, 0.004, -0.001]),
+    (640, 480),
+    True,
+)
 
 
 def pixel_rays(cam: TrueCamera, step_px: int = 4) -> np.ndarray:
@@ -70,7 +78,9 @@ def pixel_rays(cam: TrueCamera, step_px: int = 4) -> np.ndarray:
     us = (np.arange(w)[:, None] + offs[None, :]).ravel()
     vs = (np.arange(h)[:, None] + offs[None, :]).ravel()
     mu, mv = np.meshgrid((us + pad) / step_px, (vs + pad) / step_px)
-    rays = np.stack([ndimage.map_coordinates(coarse[..., c], [mv, mu], order=3, mode="nearest") for c in range(2)], axis=-1)
+    rays = np.stack(
+        [ndimage.map_coordinates(coarse[..., c], [mv, mu], order=3, mode="nearest") for c in range(2)], axis=-1
+    )
     probe = rays[:: 7 * s, :: 7 * s].reshape(-1, 2)
     back = cam.project(np.c_[probe, np.ones(len(probe))])
     want = np.stack(np.meshgrid(us[:: 7 * s], vs[:: 7 * s]), axis=-1).reshape(-1, 2)
@@ -86,8 +96,9 @@ def _shade(coverage: np.ndarray, rng: np.random.Generator, noise: float) -> np.n
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def render_board(rays: np.ndarray, board: Board, rvec: np.ndarray, tvec: np.ndarray,
-                 rng: np.random.Generator, noise: float = 1.5) -> np.ndarray:
+def render_board(
+    rays: np.ndarray, board: Board, rvec: np.ndarray, tvec: np.ndarray, rng: np.random.Generator, noise: float = 1.5
+) -> np.ndarray:
     """(H, W) uint8 image of ``board`` (one white square of margin around the squares) at
     pose (rvec, tvec) (board -> optical frame), grey background."""
     rot, _ = cv2.Rodrigues(np.asarray(rvec, np.float64))
@@ -114,8 +125,9 @@ def board_corners_px(cam: TrueCamera, board: Board, rvec: np.ndarray, tvec: np.n
     return cam.project(pts)
 
 
-def random_poses(cam: TrueCamera, board: Board, n: int, seed: int, depth_m: tuple[float, float] | None = None,
-                 tilt_rad: float = 0.6) -> list[tuple[np.ndarray, np.ndarray]]:
+def random_poses(
+    cam: TrueCamera, board: Board, n: int, seed: int, depth_m: tuple[float, float] | None = None, tilt_rad: float = 0.6
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """``n`` poses with the whole board (plus margin) inside the image, spread over it and
     tilted up to ``tilt_rad`` about x and y (tilt is what makes the focal length observable).
     ``depth_m`` defaults to a range where the board spans about a third of the image."""
@@ -143,8 +155,14 @@ def random_poses(cam: TrueCamera, board: Board, n: int, seed: int, depth_m: tupl
     return poses
 
 
-def render_panel(rays: np.ndarray, rot_robot_optical: np.ndarray, cam_pos_m: np.ndarray,
-                 centre_xy_m: tuple[float, float], width_m: float, height_m: float) -> np.ndarray:
+def render_panel(
+    rays: np.ndarray,
+    rot_robot_optical: np.ndarray,
+    cam_pos_m: np.ndarray,
+    centre_xy_m: tuple[float, float],
+    width_m: float,
+    height_m: float,
+) -> np.ndarray:
     """(H, W) bool mask of an upright panel standing on the ground at ``centre_xy_m`` facing
     the robot (a plane x = const in the robot frame), seen by the raw camera. Pixel-centre
     sampling: a pixel is set when its centre ray hits the panel."""

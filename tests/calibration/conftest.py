@@ -1,5 +1,6 @@
 """Shared fixtures: the true cameras' per-pixel rays (the costly part of rendering), built
-once per test session. (``tests`` is on sys.path via pytest.ini_options.pythonpath, so ``calibration.calib_render`` imports.)"""
+once per test session. (``tests`` is on sys.path via pytest.ini_options.pythonpath, so
+``calibration.calib_render`` imports.)"""
 
 from __future__ import annotations
 

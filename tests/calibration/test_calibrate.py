@@ -27,14 +27,30 @@ def _write_board_images(folder: Path, rays_for, board: Board, model: str) -> Non
 
 
 @pytest.mark.parametrize("model", ["pinhole", "fisheye"])
-def test_cli_calibrates_back_to_the_true_camera(tmp_path: Path, rays_for, board: Board, model: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_calibrates_back_to_the_true_camera(
+    tmp_path: Path, rays_for, board: Board, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     images = tmp_path / "images"
     images.mkdir()
     _write_board_images(images, rays_for, board, model)
     out = tmp_path / "cam.yaml"
-    rc = main(["calibrate", "--images", str(images), "--board", "9x6", "--square-m", "0.03", "--model", model,
-               "--out", str(out), "--camera-name", "test"])
+    rc = main(
+        [
+            "calibrate",
+            "--images",
+            str(images),
+            "--board",
+            "9x6",
+            "--square-m",
+            "0.03",
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--camera-name",
+            "test",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0, printed
     calib = load_calibration(out)
@@ -62,8 +78,19 @@ def test_too_few_boards_is_a_clear_error(tmp_path: Path, board: Board) -> None:
     blank = [(f"{i}.png", np.full((480, 640), 120, np.uint8)) for i in range(4)]
     with pytest.raises(CalibrationError, match=r"only 0 image\(s\) show a full 9x6 board; need at least 3"):
         calibrate(blank, board)
-    rc = main(["calibrate", "--images", str(tmp_path / "none"), "--board", "9x6", "--square-m", "0.03",
-               "--out", str(tmp_path / "x.yaml")])
+    rc = main(
+        [
+            "calibrate",
+            "--images",
+            str(tmp_path / "none"),
+            "--board",
+            "9x6",
+            "--square-m",
+            "0.03",
+            "--out",
+            str(tmp_path / "x.yaml"),
+        ]
+    )
     assert rc == 2 and not (tmp_path / "x.yaml").exists()
 
 

@@ -48,8 +48,11 @@ def test_examples_load_with_extrinsics_and_consistent_models(path: Path) -> None
 
 def test_round_trip_keeps_every_value(tmp_path: Path) -> None:
     calib = load_calibration(EXAMPLES[1])
-    calib = replace(calib, extrinsics=Extrinsics(0.7, 0.1, -0.2, 0.01, 0.3, -0.5, "odom", "cam_link"),
-                    quality=CalibrationQuality(0.1234567, 14, 2, "9x6", 0.025))
+    calib = replace(
+        calib,
+        extrinsics=Extrinsics(0.7, 0.1, -0.2, 0.01, 0.3, -0.5, "odom", "cam_link"),
+        quality=CalibrationQuality(0.1234567, 14, 2, "9x6", 0.025),
+    )
     out = tmp_path / "out.yaml"
     save_calibration(calib, out)
     back = load_calibration(out)
@@ -61,8 +64,17 @@ def test_round_trip_keeps_every_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["image_width", "camera_matrix", "distortion_model", "distortion_coefficients", "projection_matrix",
-              "rectification_matrix", "camera_name"])
+    "field",
+    [
+        "image_width",
+        "camera_matrix",
+        "distortion_model",
+        "distortion_coefficients",
+        "projection_matrix",
+        "rectification_matrix",
+        "camera_name",
+    ],
+)
 def test_missing_field_names_file_and_field(tmp_path: Path, good_doc: dict, field: str) -> None:
     del good_doc[field]
     path = _write(tmp_path, good_doc)
@@ -90,12 +102,16 @@ def test_missing_extrinsics_field_names_it(tmp_path: Path, good_doc: dict) -> No
         ("distortion_model", "rational", "plumb_bob"),
         ("image_height", -3, "positive integer"),
         ("extrinsics", {"height_m": -1.0, "x_m": 0, "y_m": 0, "roll_rad": 0, "pitch_rad": 0, "yaw_rad": 0}, "above"),
-        ("extrinsics", {"height_m": 1.0, "x_m": 0, "y_m": 0, "roll_rad": 0, "pitch_rad": "x", "yaw_rad": 0},
-         "pitch_rad.*finite number"),
+        (
+            "extrinsics",
+            {"height_m": 1.0, "x_m": 0, "y_m": 0, "roll_rad": 0, "pitch_rad": "x", "yaw_rad": 0},
+            "pitch_rad.*finite number",
+        ),
     ],
 )
-def test_wrong_values_name_file_field_and_expectation(tmp_path: Path, good_doc: dict, field: str, value: object,
-                                                     expected: str) -> None:
+def test_wrong_values_name_file_field_and_expectation(
+    tmp_path: Path, good_doc: dict, field: str, value: object, expected: str
+) -> None:
     good_doc[field] = value
     path = _write(tmp_path, good_doc)
     with pytest.raises(CalibrationError, match=rf"{path}.*'{field}.*{expected}"):

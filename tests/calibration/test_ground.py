@@ -69,9 +69,14 @@ def test_projection_round_trip_with_any_pose(rays_for) -> None:
     info = rays_for("fisheye")[0].info()
     rng = np.random.default_rng(0)
     for _ in range(20):
-        ext = Extrinsics(height_m=rng.uniform(0.3, 2.0), x_m=rng.uniform(-1, 1), y_m=rng.uniform(-1, 1),
-                         roll_rad=rng.uniform(-0.1, 0.1), pitch_rad=rng.uniform(0.05, 0.5),
-                         yaw_rad=rng.uniform(-math.pi, math.pi))
+        ext = Extrinsics(
+            height_m=rng.uniform(0.3, 2.0),
+            x_m=rng.uniform(-1, 1),
+            y_m=rng.uniform(-1, 1),
+            roll_rad=rng.uniform(-0.1, 0.1),
+            pitch_rad=rng.uniform(0.05, 0.5),
+            yaw_rad=rng.uniform(-math.pi, math.pi),
+        )
         heading = np.array([math.cos(ext.yaw_rad), math.sin(ext.yaw_rad)])
         target = np.array([ext.x_m, ext.y_m]) + heading * rng.uniform(2, 8)
         px = ground_to_pixel(*target, info, ext)

@@ -55,9 +55,9 @@ def test_launch_file_accepts_calib(scene: tuple[Path, Path]) -> None:
     assert pre.config.calib == str(calib)
 
 
-def test_bad_calibration_stops_launch_before_any_node(scene: tuple[Path, Path], tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_calibration_stops_launch_before_any_node(
+    scene: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     frames, calib = scene
     doc = yaml.safe_load(calib.read_text())
     doc["camera_matrix"]["data"] = doc["camera_matrix"]["data"][:8]
@@ -85,10 +85,29 @@ def test_launch_with_calib_publishes_undistorted_frames(scene: tuple[Path, Path]
     frames, calib = scene
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     run_dir = tempfile.mkdtemp(prefix="pc-", dir="/tmp")  # ipc paths must stay short
-    cmd = [sys.executable, "-m", "perception", "launch", LAUNCH, "--set", f"camera.source={frames}",
-           "--set", "camera.fps=10", "--set", f"preprocess.calib={calib}", "--set", f"publisher.bind={endpoint}"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PERCEPTION_RUN_DIR=run_dir),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "perception",
+        "launch",
+        LAUNCH,
+        "--set",
+        f"camera.source={frames}",
+        "--set",
+        "camera.fps=10",
+        "--set",
+        f"preprocess.calib={calib}",
+        "--set",
+        f"publisher.bind={endpoint}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, PERCEPTION_RUN_DIR=run_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     got = None
     try:
         for msg in subscribe(["frames.rect"], endpoint=endpoint, timeout_s=30):  # 30 s of silence at most

@@ -28,8 +28,9 @@ class GtFrame:
 
 def small_gt(frames: int = 10, seed: int = 3) -> list[GtFrame]:
     cfg = SynthConfig(frames=frames, seed=seed, width=320, height=180, fps=10.0, objects=20, degrade=False)
-    return [GtFrame(f.image, Source(cfg.camera_id, f.frame_seq, f.capture_ns), f.ground_truth())
-            for f in synth_frames(cfg)]
+    return [
+        GtFrame(f.image, Source(cfg.camera_id, f.frame_seq, f.capture_ns), f.ground_truth()) for f in synth_frames(cfg)
+    ]
 
 
 def perfect(inst: GtInstance) -> Instance | None:
@@ -38,6 +39,7 @@ def perfect(inst: GtInstance) -> Instance | None:
 
 def shifted(dx_px: int) -> Callable[[GtInstance], Instance | None]:
     """A detection whose mask is the ground truth moved right by ``dx_px``."""
+
     def make(inst: GtInstance) -> Instance | None:
         if inst.ignore:
             return None
@@ -46,6 +48,7 @@ def shifted(dx_px: int) -> Callable[[GtInstance], Instance | None]:
         out[:, dx_px:] = m[:, : m.shape[1] - dx_px]
         x0, y0, x1, y1 = inst.box_xyxy
         return Instance(inst.class_id, 0.9, (x0 + dx_px, y0, x1 + dx_px, y1), encode_mask(out))
+
     return make
 
 
@@ -79,14 +82,22 @@ def write_run(path: Path, gt_frames: Sequence[GtFrame], spec: RunSpec) -> Path:
                 continue
             insts = tuple(d for d in (spec.detect(g) for g in f.gt.instances) if d is not None)
             det_ns = f.source.capture_ns + int(spec.det_latency_ms(i) * MS)
-            det = Detections(model=spec.model(i), image_width=320, image_height=180, instances=insts,
-                             inference_ms=spec.det_latency_ms(i) - 5.0, queue_wait_ms=1.0)
+            det = Detections(
+                model=spec.model(i),
+                image_width=320,
+                image_height=180,
+                instances=insts,
+                inference_ms=spec.det_latency_ms(i) - 5.0,
+                queue_wait_ms=1.0,
+            )
             w.write(Envelope("detections", i, det_ns, f.source, det))
             if spec.tracks:
-                trk = tuple(Track(spec.track_id(i, g), "confirmed", g.class_id, 0.9, g.box_xyxy, g.mask, hits=i + 1)
-                            for g in f.gt.instances if not g.ignore)
-                w.write(Envelope("tracks", i, det_ns + int(spec.tracker_ms * MS), f.source,
-                                 Tracks(320, 180, trk)))
+                trk = tuple(
+                    Track(spec.track_id(i, g), "confirmed", g.class_id, 0.9, g.box_xyxy, g.mask, hits=i + 1)
+                    for g in f.gt.instances
+                    if not g.ignore
+                )
+                w.write(Envelope("tracks", i, det_ns + int(spec.tracker_ms * MS), f.source, Tracks(320, 180, trk)))
         t_end = gt_frames[-1].source.capture_ns + 500 * MS
         for k, st in enumerate(spec.statuses):
             w.write(Envelope("status", k, t_end + k * MS, None, st))

@@ -50,8 +50,12 @@ def frames(root: Path) -> list[LabelledFrame]:
 
 def echo(frame: LabelledFrame) -> Detections:
     """The frame's ground truth as detections (score 1)."""
-    return Detections("echo", frame.gt.image_width, frame.gt.image_height,
-                      tuple(Instance(g.class_id, 1.0, g.box_xyxy, g.mask) for g in frame.gt.instances))
+    return Detections(
+        "echo",
+        frame.gt.image_width,
+        frame.gt.image_height,
+        tuple(Instance(g.class_id, 1.0, g.box_xyxy, g.mask) for g in frame.gt.instances),
+    )
 
 
 def test_ground_truth_as_detections_scores_one(tmp_path: Path) -> None:
@@ -134,10 +138,12 @@ def test_exactly_one_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_cli_writes_the_report_without_torch(tmp_path: Path) -> None:
     root = yolo_set(tmp_path / "set", n=3, width=320, height=160)
     out = tmp_path / "rep"
-    code = ("import sys; from perception.cli import main; "
-            f"rc = main(['eval', '--card', {str(FAST_CARD)!r}, '--data', 'yolo-seg:{root}', '--out', {str(out)!r}, "
-            "'--threads', '1', '--score-threshold', '0.05']); "
-            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    code = (
+        "import sys; from perception.cli import main; "
+        f"rc = main(['eval', '--card', {str(FAST_CARD)!r}, '--data', 'yolo-seg:{root}', '--out', {str(out)!r}, "
+        "'--threads', '1', '--score-threshold', '0.05']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mask AP" in r.stdout and "predict ms" in r.stdout

@@ -80,9 +80,16 @@ def test_matches_pycocotools_on_exported_json(tmp_path: Path, gt_frames: list[Gt
     reader = DriveReader(run)
     gt_json = tmp_path / "gt.json"
     write_coco(gt_json, sorted(reader.ground_truth().items()))
-    results = [{"image_id": e.source.frame_seq + 1, "category_id": COCO_CATEGORY_IDS[i.class_id],
-                "segmentation": {"size": list(i.mask.size), "counts": i.mask.counts}, "score": i.score}
-               for e in reader.messages("detections") for i in e.payload.instances]
+    results = [
+        {
+            "image_id": e.source.frame_seq + 1,
+            "category_id": COCO_CATEGORY_IDS[i.class_id],
+            "segmentation": {"size": list(i.mask.size), "counts": i.mask.counts},
+            "score": i.score,
+        }
+        for e in reader.messages("detections")
+        for i in e.payload.instances
+    ]
     res_json = tmp_path / "res.json"
     res_json.write_text(json.dumps(results))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -94,7 +101,8 @@ def test_matches_pycocotools_on_exported_json(tmp_path: Path, gt_frames: list[Gt
     s = ev.stats
     assert 0.2 < s[0] < 0.95
     assert [ours.ap, ours.ap50, ours.ap75, ours.ap_small, ours.ap_medium, ours.ar100] == pytest.approx(
-        [s[0], s[1], s[2], s[3], s[4], s[8]])
+        [s[0], s[1], s[2], s[3], s[4], s[8]]
+    )
     car = COCO_CATEGORY_IDS.index(3)
     p = ev.eval["precision"][:, :, ev.params.catIds.index(3), 0, -1]
     assert ours.per_class[CLASSES[car]].ap == pytest.approx(p[p > -1].mean())

@@ -22,11 +22,18 @@ def models(i: int) -> str:
 
 def statuses() -> list[Status]:
     seg = {"stale": 2, "deadline_misses": 1, "switches": 3, "policy": "auto", "predicted_ms.fast": 30.0}
-    return [Status("segmenter", 10, frames_in=4, counters={**seg, "stale": 1}),  # earlier heartbeat
-            Status("segmenter", 10, frames_in=6, dropped=1, counters=seg),  # last of pid 10
-            Status("segmenter", 11, frames_in=3, dropped=2,  # after a restart
-                   counters={**seg, "stale": 5, "policy": "fast", "predicted_ms.fast": 40.0}),
-            Status("tracker", 12, frames_in=8, dropped=4)]
+    return [
+        Status("segmenter", 10, frames_in=4, counters={**seg, "stale": 1}),  # earlier heartbeat
+        Status("segmenter", 10, frames_in=6, dropped=1, counters=seg),  # last of pid 10
+        Status(
+            "segmenter",
+            11,
+            frames_in=3,
+            dropped=2,  # after a restart
+            counters={**seg, "stale": 5, "policy": "fast", "predicted_ms.fast": 40.0},
+        ),
+        Status("tracker", 12, frames_in=8, dropped=4),
+    ]
 
 
 def test_latency_deadline_drops_and_models(tmp_path: Path, gt_frames: list[GtFrame]) -> None:
@@ -89,8 +96,14 @@ def test_written_report_holds_the_figures(tmp_path: Path, gt_frames: list[GtFram
     r = evaluate_run(write_run(tmp_path / "run.mcap", gt_frames, RunSpec(model=models, statuses=statuses())))
     files = write_report(r, tmp_path / "rep")
     names = {f.name for f in files}
-    assert names == {"report.json", "report.md", "latency_timeline.png", "latency_stages.png", "model_usage.png",
-                     "class_ap.png"}
+    assert names == {
+        "report.json",
+        "report.md",
+        "latency_timeline.png",
+        "latency_stages.png",
+        "model_usage.png",
+        "class_ap.png",
+    }
     for f in files:
         if f.suffix == ".png":
             assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000
@@ -105,8 +118,9 @@ def test_written_report_holds_the_figures(tmp_path: Path, gt_frames: list[GtFram
     assert "stale frames skipped by segmenter | 7 |" in md
 
 
-def test_cli_writes_the_report_and_rejects_a_bad_file(tmp_path: Path, gt_frames: list[GtFrame],
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_the_report_and_rejects_a_bad_file(
+    tmp_path: Path, gt_frames: list[GtFrame], capsys: pytest.CaptureFixture[str]
+) -> None:
     run = write_run(tmp_path / "run.mcap", gt_frames, RunSpec())
     assert main(["eval", str(run), "--out", str(tmp_path / "rep"), "--no-plots", "--budget-ms", "50"]) == 0
     out = capsys.readouterr().out

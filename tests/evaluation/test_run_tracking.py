@@ -27,8 +27,9 @@ def test_new_ids_halfway_are_id_switches(tmp_path: Path, gt_frames: list[GtFrame
     spec = RunSpec(track_id=lambda i, inst: inst.instance_id + (100_000 if i >= 5 else 0))
     t = evaluate_run(write_run(tmp_path / "run.mcap", gt_frames, spec)).tracking
     assert t is not None
-    both = ({i.instance_id for f in gt_frames[:5] for i in f.gt.instances if not i.ignore}
-            & {i.instance_id for f in gt_frames[5:] for i in f.gt.instances if not i.ignore})
+    both = {i.instance_id for f in gt_frames[:5] for i in f.gt.instances if not i.ignore} & {
+        i.instance_id for f in gt_frames[5:] for i in f.gt.instances if not i.ignore
+    }
     assert t["idsw"] == len(both) > 0
     assert t["deta"] == pytest.approx(1.0)
     assert t["assa"] < 0.9 and t["hota"] < 0.95 and t["idf1"] < 0.9

@@ -37,8 +37,16 @@ class Disk:
 def recorder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     disk = Disk(10_000.0)
     monkeypatch.setattr(RecorderLogic, "free_mb", lambda self: disk.free_mb)
-    rec = RecorderLogic(RecorderConfig(out=str(tmp_path / "rec.mcap"), topics=("frames",), chunk_s=0.0,
-                                       min_free_mb=100.0, reserve_mb=1.0, space_check_s=1.0))
+    rec = RecorderLogic(
+        RecorderConfig(
+            out=str(tmp_path / "rec.mcap"),
+            topics=("frames",),
+            chunk_s=0.0,
+            min_free_mb=100.0,
+            reserve_mb=1.0,
+            space_check_s=1.0,
+        )
+    )
     yield rec, disk
     rec.close()
 
@@ -105,9 +113,17 @@ def test_an_enospc_write_closes_the_file_and_the_pipeline_goes_on(recorder) -> N
 
 
 def test_the_size_cap_stops_the_recording(tmp_path: Path) -> None:
-    rec = RecorderLogic(RecorderConfig(out=str(tmp_path / "cap.mcap"), topics=("frames",), chunk_s=0.0,
-                                       chunk_bytes=4096, min_free_mb=0.0, max_disk_gb=40e3 / 2**30,
-                                       space_check_s=0.001))
+    rec = RecorderLogic(
+        RecorderConfig(
+            out=str(tmp_path / "cap.mcap"),
+            topics=("frames",),
+            chunk_s=0.0,
+            chunk_bytes=4096,
+            min_free_mb=0.0,
+            max_disk_gb=40e3 / 2**30,
+            space_check_s=0.001,
+        )
+    )
     for i in range(200):
         rec.step(i * 1_000_000, _frame(i))
     assert rec.disk_full and "max_disk_gb" in rec.last_error

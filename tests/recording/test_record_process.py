@@ -30,9 +30,14 @@ N = 30
 
 def _record(run_dir: str, out: Path, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PERCEPTION_RUN_DIR=run_dir, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "perception", "record", "--out", str(out),
-                             "--topics", "frames", "gt", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "perception", "record", "--out", str(out), "--topics", "frames", "gt", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 class _Camera:
@@ -123,17 +128,25 @@ def test_kill_9_leaves_a_file_that_recover_repairs(run_dir: str, tmp_path: Path)
     assert r.meta.generator == "recovered" and r.meta.width == 64  # the metadata record is written at close
 
 
-def test_recorder_node_in_a_launch_records_every_published_frame(run_dir: str, tmp_path: Path,
-                                                                 image_folder: Path) -> None:
+def test_recorder_node_in_a_launch_records_every_published_frame(
+    run_dir: str, tmp_path: Path, image_folder: Path
+) -> None:
     out = tmp_path / "launch.mcap"
     launch = tmp_path / "rec.yaml"
     launch.write_text(
         "run: rec\nnodes:\n"
         f"  camera: {{source: '{image_folder}', fps: 40, max_frames: 12}}\n"
-        f"  recorder: {{out: '{out}', topics: [frames, status]}}\n")
+        f"  recorder: {{out: '{out}', topics: [frames, status]}}\n"
+    )
     env = dict(os.environ, PERCEPTION_RUN_DIR=run_dir, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "perception", "launch", str(launch)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perception", "launch", str(launch)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         os.environ["PERCEPTION_RUN_DIR"] = run_dir
         published = None

@@ -35,16 +35,18 @@ def _messages(i: int) -> list[Received]:
     """One frame's worth of every recorded non-frame topic."""
     src = Source("cam7", i, 10**9 + i * PERIOD_NS)
     mask = np.zeros((H, W), bool)
-    mask[i % H:, : 1 + i % W] = True
+    mask[i % H :, : 1 + i % W] = True
     rle = encode_mask(mask)
     det = Detections("fast", W, H, (Instance(1, 0.5 + i / 1000, (1.0, 2.0, 9.0, 8.0 + i), rle),), inference_ms=3.5)
     trk = Tracks(W, H, (Track(i + 1, "confirmed", 2, 0.75, (0.0, 1.0, 5.0, 6.0), rle, (1.5, -2.0)),), epoch=1)
     gt = GroundTruth(W, H, (GtInstance(4, 2, (0.0, 0.0, 4.0, 4.0), rle, occlusion=0.5),))
     st = Status("tracker", 123, rate_hz=10.0, counters={"n": i})
-    return [Received(Envelope("detections", i, src.capture_ns + 2, src, det)),
-            Received(Envelope("tracks", i, src.capture_ns + 3, src, trk)),
-            Received(Envelope("gt", i, src.capture_ns + 4, src, gt)),
-            Received(Envelope("status", i, src.capture_ns + 5, None, st))]
+    return [
+        Received(Envelope("detections", i, src.capture_ns + 2, src, det)),
+        Received(Envelope("tracks", i, src.capture_ns + 3, src, trk)),
+        Received(Envelope("gt", i, src.capture_ns + 4, src, gt)),
+        Received(Envelope("status", i, src.capture_ns + 5, None, st)),
+    ]
 
 
 def _record(cfg: RecorderConfig, n: int, with_messages: bool = True) -> tuple[RecorderLogic, list[Received]]:
@@ -101,8 +103,13 @@ def test_rgb8_and_mono8_frames_are_stored_as_bgr(tmp_path: Path) -> None:
 
 
 def test_split_by_size_gives_valid_drives_that_add_up(tmp_path: Path) -> None:
-    cfg = RecorderConfig(out=str(tmp_path / "drive.mcap"), topics=("frames", "gt"), chunk_bytes=8_000,
-                         split_bytes=20_000, compression="lz4")
+    cfg = RecorderConfig(
+        out=str(tmp_path / "drive.mcap"),
+        topics=("frames", "gt"),
+        chunk_bytes=8_000,
+        split_bytes=20_000,
+        compression="lz4",
+    )
     logic, _ = _record(cfg, 40)
     assert len(logic.files) >= 3
     assert logic.files[:2] == [str(tmp_path / "drive.mcap"), str(tmp_path / "drive_0001.mcap")]
@@ -156,12 +163,15 @@ def test_bad_message_is_counted_and_skipped(tmp_path: Path) -> None:
     assert DriveReader(logic.files[0]).frame_count == 1
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"topics": ["frames.rect"]}, "not recordable"),
-    ({"topics": ["nope"]}, "unknown topic"),
-    ({"compression": "gzip"}, "compression"),
-    ({"jpeg_quality": 0}, "jpeg_quality"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"topics": ["frames.rect"]}, "not recordable"),
+        ({"topics": ["nope"]}, "unknown topic"),
+        ({"compression": "gzip"}, "compression"),
+        ({"jpeg_quality": 0}, "jpeg_quality"),
+    ],
+)
 def test_bad_config_is_rejected(params: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build_config(RecorderConfig, params, where="node 'recorder'")

@@ -120,9 +120,17 @@ def start_pipeline(spec: LaunchSpec, run_dir: str, external: str) -> Iterator[Pi
 
 
 def pipeline_spec(drive: Path, card: str, external: str, *overrides: str, record: Path | None = None) -> LaunchSpec:
-    spec = load_launch(ROOT / "launch" / "replay.yaml", [
-        f"replay.drive={drive}", "replay.start_delay_s=0.5", f"segmenter.fast={card}",
-        f"publisher.bind={external}", "segmenter.threads=1", *overrides])
+    spec = load_launch(
+        ROOT / "launch" / "replay.yaml",
+        [
+            f"replay.drive={drive}",
+            "replay.start_delay_s=0.5",
+            f"segmenter.fast={card}",
+            f"publisher.bind={external}",
+            "segmenter.threads=1",
+            *overrides,
+        ],
+    )
     if record is not None:
         spec = with_node(spec, "recorder", {"out": str(record), "chunk_s": 0.2}, "recorder")
     return spec

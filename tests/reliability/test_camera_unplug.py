@@ -54,8 +54,10 @@ def _run(cam: CameraLogic, seconds: float) -> list:
 
 def test_unplugged_camera_is_reported_retried_with_backoff_and_resumes() -> None:
     dev = Device()
-    cam = CameraLogic(CameraConfig(source="/dev/video7", fps=50, start_delay_s=0, backoff_initial_s=0.1,
-                                   backoff_max_s=0.4), opener=dev.open)
+    cam = CameraLogic(
+        CameraConfig(source="/dev/video7", fps=50, start_delay_s=0, backoff_initial_s=0.1, backoff_max_s=0.4),
+        opener=dev.open,
+    )
     frames = _run(cam, 0.3)
     assert len(frames) >= 5 and cam.counters()["connected"] is True and cam.counters()["epoch"] == 0
     dev.plugged = False
@@ -83,8 +85,12 @@ def test_a_camera_absent_at_start_is_waited_for_when_asked_and_an_error_otherwis
         CameraLogic(CameraConfig(source="2", fps=50), opener=absent.open)
     dev = Device()
     dev.plugged = False
-    cam = CameraLogic(CameraConfig(source="2", fps=50, start_delay_s=0, backoff_initial_s=0.05, backoff_max_s=0.1,
-                                   wait_at_start=True), opener=dev.open)
+    cam = CameraLogic(
+        CameraConfig(
+            source="2", fps=50, start_delay_s=0, backoff_initial_s=0.05, backoff_max_s=0.1, wait_at_start=True
+        ),
+        opener=dev.open,
+    )
     assert _run(cam, 0.3) == [] and cam.counters()["connected"] is False
     dev.plugged = True
     assert len(_run(cam, 0.5)) >= 3 and cam.counters()["epoch"] == 1

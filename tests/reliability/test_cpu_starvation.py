@@ -25,8 +25,10 @@ ACCURATE = ROOT / "models" / "maskrcnn_accurate.toml"
 
 #: a busy loop at a higher priority than the pipeline where allowed, bounded in time so that
 #: it ends by itself even if the test dies
-HOG = ("import os, time\ntry:\n    os.nice(-5)\nexcept OSError:\n    pass\n"
-       "end = time.monotonic() + {seconds}\nx = 0\nwhile time.monotonic() < end:\n    x += 1\n")
+HOG = (
+    "import os, time\ntry:\n    os.nice(-5)\nexcept OSError:\n    pass\n"
+    "end = time.monotonic() + {seconds}\nx = 0\nwhile time.monotonic() < end:\n    x += 1\n"
+)
 
 
 def _usage(p, name: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
@@ -34,8 +36,9 @@ def _usage(p, name: str) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     return int(c.get("usage.fast", 0)), int(c.get("usage.accurate", 0))
 
 
-def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_drive: Path, fast_card: str,
-                                                                         run_dir: str) -> None:
+def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(
+    small_drive: Path, fast_card: str, run_dir: str
+) -> None:
     if load_card(ACCURATE).onnx is None:
         pytest.skip("needs the bundled accurate model")
     # the accurate model (about 0.1-0.2 s on a free CPU, 0.35 s with two other busy jobs on this
@@ -44,8 +47,16 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
     budget_ms = 600.0
     external = next_external()
     # 15 fps drive at 0.15x: a frame every 444 ms, time for the accurate model on a busy CPU
-    spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=0.15", "replay.loop=true",
-                         "segmenter.policy=auto", f"segmenter.accurate={ACCURATE}", f"segmenter.budget_ms={budget_ms}")
+    spec = pipeline_spec(
+        small_drive,
+        fast_card,
+        external,
+        "replay.rate=0.15",
+        "replay.loop=true",
+        "segmenter.policy=auto",
+        f"segmenter.accurate={ACCURATE}",
+        f"segmenter.budget_ms={budget_ms}",
+    )
     with start_pipeline(spec, run_dir, external) as p:
         collector = _Collector(run_dir)
         p.wait_status("segmenter", lambda st: st.counters.get("usage.accurate", 0) >= 5, 90)
@@ -61,8 +72,10 @@ def test_starved_cpu_falls_back_to_fast_drops_stale_frames_and_recovers(small_dr
         cpus = os.cpu_count() or 2
         calm_step_ms = max(p.status["segmenter"].step_p50_ms, 1.0)
         n_hogs = min(64, max(3 * cpus + math.ceil(os.getloadavg()[0]), math.ceil(3 * budget_ms * cpus / calm_step_ms)))
-        hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(seconds=14)], start_new_session=True)
-                for _ in range(n_hogs)]
+        hogs = [
+            subprocess.Popen([sys.executable, "-c", HOG.format(seconds=14)], start_new_session=True)
+            for _ in range(n_hogs)
+        ]
         time.sleep(12)
         hog_fast, hog_acc = _usage(p, "segmenter")
         hog_status = p.status["segmenter"]

@@ -21,7 +21,11 @@ from perception.system.launch import load_launch
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=True) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=20)
     | st.binary(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
@@ -58,8 +62,13 @@ def test_envelopes_with_random_payloads(topic: str, payload: dict) -> None:
 
 
 @FUZZ
-@given(st.integers(-5, 5000), st.integers(-5, 5000), st.sampled_from(["bgr8", "rgb8", "mono8"]),
-       st.integers(-5, 20000), st.integers(0, 4096))
+@given(
+    st.integers(-5, 5000),
+    st.integers(-5, 5000),
+    st.sampled_from(["bgr8", "rgb8", "mono8"]),
+    st.integers(-5, 20000),
+    st.integers(0, 4096),
+)
 def test_frames_with_wrong_sizes_or_strides(w: int, h: int, enc: str, stride: int, nbytes: int) -> None:
     header = FrameHeader(width=w, height=h, encoding=enc, stride=stride)  # type: ignore[arg-type]
     try:
@@ -70,7 +79,11 @@ def test_frames_with_wrong_sizes_or_strides(w: int, h: int, enc: str, stride: in
 
 
 @FUZZ
-@given(st.integers(0, 64), st.integers(0, 64), st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=300), max_size=40))
+@given(
+    st.integers(0, 64),
+    st.integers(0, 64),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=300), max_size=40),
+)
 def test_random_rle_strings_are_rejected_or_decode_exactly(h: int, w: int, counts: str) -> None:
     try:
         rle = Rle(size=(h, w), counts=counts)
@@ -91,8 +104,12 @@ _rle_text = st.text(alphabet=st.characters(min_codepoint=40, max_codepoint=120),
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12), st.booleans(), _rle_text, st.integers(0, 2**32 - 1)),
-                max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.integers(0, 12), st.booleans(), _rle_text, st.integers(0, 2**32 - 1)),
+        max_size=8,
+    )
+)
 def test_masks_checked_together_are_accepted_exactly_when_each_is_alone(masks: list) -> None:
     items = []
     for h, w, real, counts, seed in masks:  # real masks, and random strings (mostly bad)
@@ -113,9 +130,19 @@ def test_masks_checked_together_are_accepted_exactly_when_each_is_alone(masks: l
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.booleans(),
-                          st.text(alphabet=st.characters(min_codepoint=44, max_codepoint=115), max_size=60),
-                          st.integers(0, 2**32 - 1)), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),
+            st.integers(0, 40),
+            st.booleans(),
+            st.text(alphabet=st.characters(min_codepoint=44, max_codepoint=115), max_size=60),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_the_plain_and_the_vectorised_mask_checks_accept_the_same_masks(masks: list) -> None:
     """A message's masks are checked in plain Python up to PLAIN_PYTHON_CHARS characters and
     with NumPy above: both accept exactly the same ones (random strings, with long values
@@ -153,8 +180,13 @@ def test_both_mask_checks_on_the_edges_of_the_format() -> None:
     for check in (_check_plain, _check_vectorised):
         check([(good.size, good.counts), ((0, 0), ""), ((2, 2), "4")])  # "4": one run of 4 pixels
         check([((0, 5), value_of_6_groups)])
-        for bad, why in ([((1, 1), "P" * 6 + "1")], "longer than 6 groups"), ([((2, 2), "4P")], "middle"), \
-                ([((2, 2), "3")], "cover"), ([((1, 1), "@")], "negative"), ([((1, 1), "1~")], "outside"):
+        for bad, why in (
+            ([((1, 1), "P" * 6 + "1")], "longer than 6 groups"),
+            ([((2, 2), "4P")], "middle"),
+            ([((2, 2), "3")], "cover"),
+            ([((1, 1), "@")], "negative"),
+            ([((1, 1), "1~")], "outside"),
+        ):
             with pytest.raises(ValueError, match=why):
                 check(bad)
 
@@ -176,8 +208,13 @@ def test_the_native_mask_check_leaves_what_it_cannot_read_exactly_to_the_others(
     negative = "0N08"
     with pytest.raises(ValueError, match="negative"):
         validate_rles([((2, 3), negative)])
-    for size, counts in (((2, 3), negative), (good.size, good.counts[:-1]), (good.size, good.counts + "~"),
-                         (good.size, good.counts + "P"), (good.size, good.counts + "\u00e9")):
+    for size, counts in (
+        ((2, 3), negative),
+        (good.size, good.counts[:-1]),
+        (good.size, good.counts + "~"),
+        (good.size, good.counts + "P"),
+        (good.size, good.counts + "\u00e9"),
+    ):
         assert not _check_native([(size, counts)]), counts
 
 
@@ -216,8 +253,9 @@ def test_rle_claiming_a_huge_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="outside"):
         Rle(size=(100_000, 100_000), counts="0")
     doc = codec.to_plain(Envelope("gt", 0, 0, None, schema.GroundTruth(4, 4)))
-    doc["payload"]["instances"] = [{"instance_id": 1, "class_id": 0, "box_xyxy": [0, 0, 1, 1],
-                                    "mask": {"size": [100000, 100000], "counts": "0"}}]
+    doc["payload"]["instances"] = [
+        {"instance_id": 1, "class_id": 0, "box_xyxy": [0, 0, 1, 1], "mask": {"size": [100000, 100000], "counts": "0"}}
+    ]
     with pytest.raises(MalformedMessage, match="outside"):
         codec.decode(msgspec.msgpack.encode(doc))
 
@@ -234,9 +272,15 @@ def test_random_launch_files(tmp_path_factory: pytest.TempPathFactory, text: str
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["camera", "preprocess", "publisher", "x"]),
-                       st.dictionaries(st.sampled_from(["source", "fps", "width", "height", "topics", "bind", "loop", "y"]),
-                                       plain, max_size=4), max_size=3))
+@given(
+    st.dictionaries(
+        st.sampled_from(["camera", "preprocess", "publisher", "x"]),
+        st.dictionaries(
+            st.sampled_from(["source", "fps", "width", "height", "topics", "bind", "loop", "y"]), plain, max_size=4
+        ),
+        max_size=3,
+    )
+)
 def test_random_launch_documents(tmp_path_factory: pytest.TempPathFactory, nodes: dict) -> None:
     p = Path(tmp_path_factory.mktemp("l")) / "fuzz.yaml"
     p.write_text(__import__("yaml").safe_dump({"nodes": nodes}))
@@ -260,9 +304,25 @@ def test_random_calibration_files(tmp_path_factory: pytest.TempPathFactory, text
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["image_width", "image_height", "camera_name", "camera_matrix",
-                                        "distortion_model", "distortion_coefficients", "rectification_matrix",
-                                        "projection_matrix", "extrinsics"]), plain, max_size=9))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "image_width",
+                "image_height",
+                "camera_name",
+                "camera_matrix",
+                "distortion_model",
+                "distortion_coefficients",
+                "rectification_matrix",
+                "projection_matrix",
+                "extrinsics",
+            ]
+        ),
+        plain,
+        max_size=9,
+    )
+)
 def test_random_calibration_documents(tmp_path_factory: pytest.TempPathFactory, doc: dict) -> None:
     from perception.calibration.camera_file import CalibrationError, load_calibration
 
@@ -300,7 +360,7 @@ def test_corrupted_and_truncated_drive_files(tmp_path_factory: pytest.TempPathFa
     data = good.read_bytes()
     cut = cut % len(data)
     bad = d / "bad.mcap"
-    bad.write_bytes(data[:cut] + junk + data[cut + len(junk):])
+    bad.write_bytes(data[:cut] + junk + data[cut + len(junk) :])
     try:
         reader = DriveReader(bad)
         list(reader.frames())

@@ -25,8 +25,9 @@ class _Collector:
 
     def __init__(self, run_dir: str, topic: str = "detections", endpoint: str | None = None) -> None:
         self.ctx = zmq.Context()
-        self.sub = Subscriber(self.ctx, {topic: endpoint or schema.endpoint(topic, run_dir)},
-                              keep_newest=False, hwm=100000)
+        self.sub = Subscriber(
+            self.ctx, {topic: endpoint or schema.endpoint(topic, run_dir)}, keep_newest=False, hwm=100000
+        )
         self.out: list = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -64,8 +65,9 @@ def _drained(p: Pipeline, published: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pre, seg = p.status["preprocess"], p.status["segmenter"]
-        if pre.frames_in + pre.dropped == _received_span(pre, "frames") and \
-                seg.frames_in + seg.dropped == _received_span(seg, "frames.rect"):
+        if pre.frames_in + pre.dropped == _received_span(
+            pre, "frames"
+        ) and seg.frames_in + seg.dropped == _received_span(seg, "frames.rect"):
             break
         time.sleep(0.3)
     last = None
@@ -80,16 +82,23 @@ def _drained(p: Pipeline, published: int) -> None:
 def test_overload_latency_bounded_memory_flat_drops_exact(small_drive: Path, fast_card: str, run_dir: str) -> None:
     # phase 1: how fast is the segmenter here, now?
     external = next_external()
-    with start_pipeline(pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.end_s=1.5"),
-                        run_dir, external) as p:
+    with start_pipeline(
+        pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.end_s=1.5"), run_dir, external
+    ) as p:
         st = p.wait_status("segmenter", lambda st: st.frames_out >= 10, 60)
         capacity_fps = 1000.0 / max(st.step_p50_ms, 1.0)
     rate = 3 * capacity_fps / 15.0  # the drive is 15 fps: frames arrive at 3x capacity
     repeat = max(2, int(np.ceil(12 * 15 * rate / 45)))  # about 12 s of frames
     budget_ms = 100.0
     external = next_external()
-    spec = pipeline_spec(small_drive, fast_card, external, f"replay.rate={rate:.3f}", f"replay.repeat={repeat}",
-                         f"segmenter.budget_ms={budget_ms}")
+    spec = pipeline_spec(
+        small_drive,
+        fast_card,
+        external,
+        f"replay.rate={rate:.3f}",
+        f"replay.repeat={repeat}",
+        f"segmenter.budget_ms={budget_ms}",
+    )
     with start_pipeline(spec, run_dir, external) as p:
         collector = _Collector(run_dir)
         p.wait_status("segmenter", lambda st: st.frames_out >= 3, 60)
@@ -132,8 +141,14 @@ def test_stuck_subscriber_does_not_slow_the_pipeline(small_drive: Path, fast_car
     results = {}
     for stuck in (False, True):
         external = next_external()
-        spec = pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "publisher.hwm=4",
-                             "publisher.topics=[frames.rect,detections,tracks,status]")
+        spec = pipeline_spec(
+            small_drive,
+            fast_card,
+            external,
+            "replay.rate=1",
+            "publisher.hwm=4",
+            "publisher.topics=[frames.rect,detections,tracks,status]",
+        )
         ctx = zmq.Context()
         # connects before the publisher binds (ZeroMQ retries), so it sees the first tracks too
         healthy = _Collector(run_dir, topic="tracks", endpoint=external)

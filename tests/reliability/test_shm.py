@@ -173,8 +173,9 @@ def test_a_step_on_a_frame_overwritten_meanwhile_publishes_nothing() -> None:
 def test_a_frame_too_large_for_a_slot_goes_over_the_socket() -> None:
     run_dir = tempfile.mkdtemp(prefix="shm-", dir="/tmp")
     ctx = zmq.Context()
-    pub = Publisher(ctx, schema.endpoint("frames", run_dir), ring=FrameRing(segment_name(run_dir, "frames"), 2, 1000),
-                    hwm=0)
+    pub = Publisher(
+        ctx, schema.endpoint("frames", run_dir), ring=FrameRing(segment_name(run_dir, "frames"), 2, 1000), hwm=0
+    )
     sub = Subscriber(ctx, {"frames": schema.endpoint("frames", run_dir)}, keep_newest=False)
     time.sleep(0.3)
     small, big = np.full((10, 10, 3), 7, np.uint8), np.full((100, 100, 3), 9, np.uint8)
@@ -203,7 +204,8 @@ def test_a_frame_too_large_for_a_slot_goes_over_the_socket() -> None:
 
 
 def test_a_ring_the_shared_memory_cannot_hold_leaves_nothing_and_its_frames_use_the_socket(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A full /dev/shm (Docker's 64 MB) would make a write into the ring kill the node with
     SIGBUS; the ring reserves its memory when made instead, and the node falls back to the
     socket, says so in its log and status, and its frames still arrive."""
@@ -249,8 +251,10 @@ def test_a_ring_the_shared_memory_cannot_hold_leaves_nothing_and_its_frames_use_
 
 def test_kill_9_of_a_producer_leaves_no_shared_memory(small_drive: Path, fast_card: str, run_dir: str) -> None:
     external = next_external()
-    spec = replace(pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.loop=true"),
-                   shm=ShmConfig(slots=4, slot_mb=2))
+    spec = replace(
+        pipeline_spec(small_drive, fast_card, external, "replay.rate=1", "replay.loop=true"),
+        shm=ShmConfig(slots=4, slot_mb=2),
+    )
     with start_pipeline(spec, run_dir, external) as p:
         p.wait_status("preprocess", lambda st: st.frames_out >= 5, 60)
         before = segments(run_dir)

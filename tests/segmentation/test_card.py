@@ -108,14 +108,19 @@ def test_a_bad_file_reference_is_one_line_naming_card_and_field(tiny_card: Path,
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
 def test_an_unreadable_file_is_a_card_error(tiny_card: Path) -> None:
     # a regular file that cannot be read, whoever runs the test (root reads a chmod 0 file)
-    tiny_card.write_text(tiny_card.read_text().replace('[onnx]\nfile = "tiny.onnx"\nsha256 = ""',
-                                                       f'[onnx]\nfile = "/proc/self/mem"\nsha256 = "{"0" * 64}"'))
+    tiny_card.write_text(
+        tiny_card.read_text().replace(
+            '[onnx]\nfile = "tiny.onnx"\nsha256 = ""', f'[onnx]\nfile = "/proc/self/mem"\nsha256 = "{"0" * 64}"'
+        )
+    )
     with pytest.raises(CardError, match=r"\[onnx\] file '/proc/.*/mem' cannot be read: Input/output error"):
         load_card(tiny_card).onnx.verify()  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("card", "expected"), [("folder", "is a directory"), ("/dev/zero", "not a regular file"),
-                                                 ("c" * 300 + ".toml", "File name too long")])
+@pytest.mark.parametrize(
+    ("card", "expected"),
+    [("folder", "is a directory"), ("/dev/zero", "not a regular file"), ("c" * 300 + ".toml", "File name too long")],
+)
 def test_a_bad_card_path_is_one_line(tmp_path: Path, card: str, expected: str) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(CardError, match=f"model card .* {expected}"):

@@ -24,10 +24,24 @@ def tiny_coco(root: Path) -> Path:
     doc = {
         "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "segmentation": poly(10, 20, 70, 60), "area": 2400.0,
-             "bbox": [10, 20, 60, 40], "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 17, "segmentation": poly(75, 5, 95, 45), "area": 800.0,
-             "bbox": [75, 5, 20, 40], "iscrowd": 0},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "segmentation": poly(10, 20, 70, 60),
+                "area": 2400.0,
+                "bbox": [10, 20, 60, 40],
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": 17,
+                "segmentation": poly(75, 5, 95, 45),
+                "area": 800.0,
+                "bbox": [75, 5, 20, 40],
+                "iscrowd": 0,
+            },
         ],
         "categories": [{"id": 3, "name": "car"}, {"id": 17, "name": "cat"}],
     }

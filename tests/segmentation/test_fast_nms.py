@@ -73,7 +73,9 @@ def test_thresholds_and_limits() -> None:
     np.testing.assert_array_equal(scores[idx, cls], sc)
     empty = fast_nms_np(boxes, scores, NmsParams(score_threshold=0.99999))
     assert all(len(a) == 0 for a in empty)
-    assert all(len(a) == 0 for a in fast_nms_np(np.zeros((0, 4), np.float32), np.zeros((0, 3), np.float32), NmsParams()))
+    assert all(
+        len(a) == 0 for a in fast_nms_np(np.zeros((0, 4), np.float32), np.zeros((0, 3), np.float32), NmsParams())
+    )
 
 
 @pytest.mark.torch

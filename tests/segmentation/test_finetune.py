@@ -41,8 +41,14 @@ def test_finetune_from_torchvision_format_lowers_held_out_loss_and_exports(tmp_p
     # random weights of torchvision's architecture, saved the way torchvision publishes them
     torch.save(maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91).state_dict(), checkpoint)
     card = _small_r50_card(tmp_path)
-    result = train(card, steps=6, init=str(checkpoint), progress=False, run_dir=str(tmp_path / "runs"),
-                   settings={"freeze_trunk": True, "lr": 3e-4})
+    result = train(
+        card,
+        steps=6,
+        init=str(checkpoint),
+        progress=False,
+        run_dir=str(tmp_path / "runs"),
+        settings={"freeze_trunk": True, "lr": 3e-4},
+    )
     assert result["metrics"]["val_loss"] < 0.9 * result["initial_val_loss"], result
     export_card(card)
     segmenter = load_segmenter(load_card(card), threads=2)
@@ -62,8 +68,12 @@ def test_init_cuts_a_coco_head_to_the_card_and_freeze_holds_the_trunk(make_maskr
     card = load_card(make_maskrcnn_card())
     model = build_model(card)
     state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    for key in ("roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias",
-                "roi_heads.mask_predictor.mask_fcn_logits.weight", "roi_heads.mask_predictor.mask_fcn_logits.bias"):
+    for key in (
+        "roi_heads.box_predictor.cls_score.weight",
+        "roi_heads.box_predictor.cls_score.bias",
+        "roi_heads.mask_predictor.mask_fcn_logits.weight",
+        "roi_heads.mask_predictor.mask_fcn_logits.bias",
+    ):
         state[key] = torch.randn(91, *state[key].shape[1:])  # a 91-class COCO head
     for key in ("roi_heads.box_predictor.bbox_pred.weight", "roi_heads.box_predictor.bbox_pred.bias"):
         state[key] = torch.randn(91 * 4, *state[key].shape[1:])
@@ -72,11 +82,21 @@ def test_init_cuts_a_coco_head_to_the_card_and_freeze_holds_the_trunk(make_maskr
     got = model.state_dict()
     assert copied == total
     rows = coco_rows(card.classes)
-    assert torch.equal(got["roi_heads.box_predictor.cls_score.weight"], state["roi_heads.box_predictor.cls_score.weight"][rows])
+    assert torch.equal(
+        got["roi_heads.box_predictor.cls_score.weight"], state["roi_heads.box_predictor.cls_score.weight"][rows]
+    )
     body = trunk(model, card)
     assert freeze(body) == sum(p.numel() for p in body.parameters())
     before = {k: v.clone() for k, v in body.state_dict().items()}
     model.train()
-    model([torch.rand(3, 96, 160)], [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]), "labels": torch.tensor([1]),
-                                      "masks": torch.ones(1, 96, 160, dtype=torch.uint8)}])
+    model(
+        [torch.rand(3, 96, 160)],
+        [
+            {
+                "boxes": torch.tensor([[10.0, 10.0, 60.0, 50.0]]),
+                "labels": torch.tensor([1]),
+                "masks": torch.ones(1, 96, 160, dtype=torch.uint8),
+            }
+        ],
+    )
     assert not body.training and all(torch.equal(v, before[k]) for k, v in body.state_dict().items())

@@ -97,8 +97,11 @@ def test_card_architecture_is_checked(make_maskrcnn_card) -> None:  # type: igno
     from perception.train.build import build_model
 
     path = make_maskrcnn_card()
-    path.write_text(path.read_text().replace("anchor_sizes = [[16.0], [32.0], [64.0], [128.0]]",
-                                             "anchor_sizes = [[16.0], [32.0], [64.0]]"))
+    path.write_text(
+        path.read_text().replace(
+            "anchor_sizes = [[16.0], [32.0], [64.0], [128.0]]", "anchor_sizes = [[16.0], [32.0], [64.0]]"
+        )
+    )
     with pytest.raises(ConfigError, match=r"tiny_maskrcnn.toml: \[architecture\]: anchor_sizes needs 4"):
         build_model(load_card(path))
 

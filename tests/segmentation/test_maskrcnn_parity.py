@@ -119,9 +119,12 @@ def test_the_runtime_checks_family_and_graph(exported, tiny_card) -> None:  # ty
     with pytest.raises(CardError, match="family 'yolact' is not a maskrcnn model"):
         MaskRCNNSegmenter(tiny_card)
     # a graph with other inputs and outputs (here an identity) under a maskrcnn card
-    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["boxes"])], "other",
-                              [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 96, 160])],
-                              [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 96, 160])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["boxes"])],
+        "other",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 96, 160])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 96, 160])],
+    )
     other = card.path.parent / "other.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(other))
     text = card.path.read_text().replace('file = "tiny_maskrcnn.onnx"', 'file = "other.onnx"')
@@ -137,9 +140,13 @@ def test_the_segmenter_node_loads_it_as_its_accurate_model(exported) -> None:  #
 
     card, _ = exported
     path = card.path.parent / "with_latency.toml"
-    path.write_text(card.path.read_text() + (
-        '\n[[latency]]\ndevice = "test"\nprovider = "CPUExecutionProvider"\nthreads = 1\n'
-        'median_ms = 40.0\np95_ms = 55.0\nper_instance_ms = 1.5\n'))
+    path.write_text(
+        card.path.read_text()
+        + (
+            '\n[[latency]]\ndevice = "test"\nprovider = "CPUExecutionProvider"\nthreads = 1\n'
+            "median_ms = 40.0\np95_ms = 55.0\nper_instance_ms = 1.5\n"
+        )
+    )
     logic = build_segmenter(SegmenterConfig(accurate=str(path), policy="accurate", threads=1))
     seeded = logic.policy.estimators["accurate"]
     assert seeded.predict(0) == pytest.approx(55.0) and seeded.predict(10) == pytest.approx(70.0)

@@ -18,7 +18,7 @@ def disc(radius: float = 10.0, cx: float = 14.0, cy: float = 12.0) -> np.ndarray
 def paste_full(prob: np.ndarray, box: np.ndarray, lb: Letterbox) -> np.ndarray:
     region = roi_mask_region_px(box, lb)
     out = np.zeros((lb.src_height, lb.src_width), bool)
-    out[region[1]:region[3], region[0]:region[2]] = paste_roi_mask(prob, box, region, lb)
+    out[region[1] : region[3], region[0] : region[2]] = paste_roi_mask(prob, box, region, lb)
     return out
 
 

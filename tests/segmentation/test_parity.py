@@ -64,9 +64,13 @@ def test_torch_and_onnx_give_the_same_detections(make_card) -> None:  # type: ig
         unused = set(range(len(ref.boxes)))
         for inst in got.instances:
             # match by content, not position: equal scores (constant letterbox borders) may swap order
-            same = [j for j in unused if inst.class_id == card.class_ids[ref.labels[j]]
-                    and abs(inst.score - float(ref.scores[j])) < 1e-4
-                    and np.abs(np.array(inst.box_xyxy) - ref.boxes[j]).max() < 1.0]
+            same = [
+                j
+                for j in unused
+                if inst.class_id == card.class_ids[ref.labels[j]]
+                and abs(inst.score - float(ref.scores[j])) < 1e-4
+                and np.abs(np.array(inst.box_xyxy) - ref.boxes[j]).max() < 1.0
+            ]
             assert same, f"ONNX detection {inst.class_id} {inst.score:.4f} {inst.box_xyxy} has no torch twin"
             m = decode_mask(inst.mask)  # type: ignore[arg-type]
             assert m.shape == (h, w)

@@ -71,11 +71,19 @@ def test_card_fields_are_checked_against_the_weights() -> None:
     from perception.segmentation.yolact import YolactConfig
 
     for config in (YolactConfig, MaskRCNNConfig):
-        config(backbone="efficientnet_lite0", pretrained="imagenet-efficientnet-lite0",
-               input_mean=(0.5, 0.5, 0.5), input_std=(0.5, 0.5, 0.5)).validate()
+        config(
+            backbone="efficientnet_lite0",
+            pretrained="imagenet-efficientnet-lite0",
+            input_mean=(0.5, 0.5, 0.5),
+            input_std=(0.5, 0.5, 0.5),
+        ).validate()
         with pytest.raises(ValueError, match=r"expects input_mean \[0.5, 0.5, 0.5\]"):
-            config(backbone="efficientnet_lite0", pretrained="imagenet-efficientnet-lite0",
-                   input_mean=(0.485, 0.456, 0.406), input_std=(0.229, 0.224, 0.225)).validate()
+            config(
+                backbone="efficientnet_lite0",
+                pretrained="imagenet-efficientnet-lite0",
+                input_mean=(0.485, 0.456, 0.406),
+                input_std=(0.229, 0.224, 0.225),
+            ).validate()
         with pytest.raises(ValueError, match="is a trunk of backbone 'efficientnet_lite0'"):
             config(backbone="mobilenet_v3_small", pretrained="imagenet-efficientnet-lite0").validate()
         with pytest.raises(ValueError, match="three values"):
@@ -95,11 +103,17 @@ def test_a_new_run_starts_from_the_pretrained_trunk(make_card, tmp_path: Path) -
 
     card_path = make_card()
     text = card_path.read_text()
-    text = text.replace('backbone = "mobilenet_v3_small"', 'backbone = "efficientnet_lite0"\n'
-                        'pretrained = "imagenet-efficientnet-lite0"\ninput_mean = [0.5, 0.5, 0.5]\n'
-                        'input_std = [0.5, 0.5, 0.5]')
-    text = text.replace("threads = 1", 'threads = 1\nfreeze_trunk_bn = true\ntrunk_lr_scale = 0.2\n'
-                        'frozen_prefixes = ["backbone.body.conv_stem", "backbone.body.blocks.0"]')
+    text = text.replace(
+        'backbone = "mobilenet_v3_small"',
+        'backbone = "efficientnet_lite0"\n'
+        'pretrained = "imagenet-efficientnet-lite0"\ninput_mean = [0.5, 0.5, 0.5]\n'
+        "input_std = [0.5, 0.5, 0.5]",
+    )
+    text = text.replace(
+        "threads = 1",
+        "threads = 1\nfreeze_trunk_bn = true\ntrunk_lr_scale = 0.2\n"
+        'frozen_prefixes = ["backbone.body.conv_stem", "backbone.body.blocks.0"]',
+    )
     card_path.write_text(text)
     train(card_path, steps=2, progress=False, run_dir=str(tmp_path / "runs"))
     card = load_card(card_path)

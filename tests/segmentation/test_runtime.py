@@ -36,8 +36,10 @@ def test_open_session_prefers_tensorrt_then_cuda_then_cpu(tmp_path: Path, monkey
     open_session(model)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider"])
     open_session(model)
-    assert opened == [["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                      ["CPUExecutionProvider"]]
+    assert opened == [
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        ["CPUExecutionProvider"],
+    ]
 
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:
@@ -82,10 +84,12 @@ def test_runtime_modules_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import perception.segmentation.runtime, perception.segmentation.ultralytics_adapter, "
-            "perception.segmentation.maskrcnn_runtime, "
-            "perception.segmentation.postprocess, perception.segmentation.fast_nms, perception.segmentation.card; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; import perception.segmentation.runtime, perception.segmentation.ultralytics_adapter, "
+        "perception.segmentation.maskrcnn_runtime, "
+        "perception.segmentation.postprocess, perception.segmentation.fast_nms, perception.segmentation.card; "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -96,8 +100,9 @@ def test_set_card_value_stays_inside_its_table(tmp_path: Path) -> None:
     import tomllib
 
     card = tmp_path / "c.toml"
-    card.write_text('name = "x"\n\n[accuracy]\n# measured\nmask_ap = "0.1"\n\n'
-                    '[[latency]]\ncommand = "bench/models.py"\n')
+    card.write_text(
+        'name = "x"\n\n[accuracy]\n# measured\nmask_ap = "0.1"\n\n[[latency]]\ncommand = "bench/models.py"\n'
+    )
     set_card_value(card, "accuracy", "command", "bench/eval_models.py")
     set_card_value(card, "accuracy", "mask_ap", "0.2")
     data = tomllib.loads(card.read_text())

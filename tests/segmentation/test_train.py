@@ -52,7 +52,11 @@ def test_resume_continues_where_it_stopped(make_card, tmp_path: Path) -> None:  
     from perception.train.loop import train
 
     card = make_card(width=64, height=64)
-    text = card.read_text().replace("checkpoint_every = 20", "checkpoint_every = 2").replace("eval_every = 1000", "eval_every = 100")
+    text = (
+        card.read_text()
+        .replace("checkpoint_every = 20", "checkpoint_every = 2")
+        .replace("eval_every = 1000", "eval_every = 100")
+    )
     card.write_text(text)
     train(card, steps=4, run_dir=str(tmp_path / "a"), progress=False)
     straight = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]
@@ -69,7 +73,9 @@ def test_resume_with_a_weight_average_gives_the_uninterrupted_weights(make_card,
     from perception.train.loop import train
 
     card = make_card(width=64, height=64)
-    text = card.read_text().replace("checkpoint_every = 20", "checkpoint_every = 2\nema_decay = 0.9\nema_ramp_steps = 2")
+    text = card.read_text().replace(
+        "checkpoint_every = 20", "checkpoint_every = 2\nema_decay = 0.9\nema_ramp_steps = 2"
+    )
     card.write_text(text)
     train(card, steps=4, run_dir=str(tmp_path / "a"), progress=False)
     straight = torch.load(card.parent / "tiny.pt", weights_only=True)["model"]

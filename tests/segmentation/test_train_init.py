@@ -33,7 +33,7 @@ def test_trunk_and_fpn_transfer_heads_stay_random(tiny_card: Path, make_maskrcnn
     fpn = [k for k in src if k.startswith("fpn.") and not k.startswith("fpn.extra_blocks")]
     assert copied == len(trunk) + len(fpn) and copied < total
     for k in trunk:
-        assert torch.equal(after["backbone.body." + k[len("backbone."):]], src[k]), k
+        assert torch.equal(after["backbone.body." + k[len("backbone.") :]], src[k]), k
     for k in fpn:
         assert torch.equal(after["backbone." + k], src[k]), k
     heads = [k for k in after if k.startswith(("roi_heads.", "rpn."))]

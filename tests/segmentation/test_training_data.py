@@ -47,8 +47,11 @@ def write_coco(root: Path, encoding: str = "polygons") -> tuple[Path, list[np.nd
     from pycocotools import mask as mask_utils
 
     images = _images(root / "images")
-    doc: dict = {"images": [], "annotations": [],
-                 "categories": [{"id": i, "name": n} for n, i in COCO_IDS.items()] + [{"id": 18, "name": "dog"}]}
+    doc: dict = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": n} for n, i in COCO_IDS.items()] + [{"id": 18, "name": "dog"}],
+    }
     truth = []
     for k, objs in enumerate(OBJECTS):
         doc["images"].append({"id": k + 1, "file_name": f"images/{'abc'[k]}.png", "width": W, "height": H})
@@ -63,11 +66,19 @@ def write_coco(root: Path, encoding: str = "polygons") -> tuple[Path, list[np.nd
                 rle = mask_utils.encode(np.asfortranarray(m))
                 seg = {"size": [H, W], "counts": rle["counts"].decode()}
                 masks.append(m)
-            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": k + 1,
-                                       "category_id": COCO_IDS[name], "segmentation": seg, "iscrowd": 0})
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]) + 1,
+                    "image_id": k + 1,
+                    "category_id": COCO_IDS[name],
+                    "segmentation": seg,
+                    "iscrowd": 0,
+                }
+            )
         truth.append(masks)
-    doc["annotations"].append({"id": 99, "image_id": 1, "category_id": 18, "iscrowd": 0,
-                               "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]})  # a dog: not ours
+    doc["annotations"].append(
+        {"id": 99, "image_id": 1, "category_id": 18, "iscrowd": 0, "segmentation": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]}
+    )  # a dog: not ours
     path = root / "instances.json"
     path.write_text(json.dumps(doc))
     return path, images, truth
@@ -100,8 +111,9 @@ def _check_arrival(source, images: list[np.ndarray], truth: list[list[np.ndarray
 
 
 @pytest.mark.parametrize("encoding", ["polygons", "rle"])
-def test_coco_images_masks_and_classes_arrive_as_written(tmp_path: Path, encoding: str,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_coco_images_masks_and_classes_arrive_as_written(
+    tmp_path: Path, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from perception.train.labelled import read_coco
     from perception.train.sources import FileSource
 
@@ -138,8 +150,12 @@ def test_drive_frames_and_ground_truth_arrive_as_recorded(tmp_path: Path) -> Non
     for k, f in enumerate(frames):
         image, target = source.sample(k)
         assert np.array_equal((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), f.image[:, :, ::-1])
-        kept = [i for i in f.gt.instances if not i.ignore  # type: ignore[union-attr]
-                and mask_utils.decode(i.mask.to_coco()).sum() >= 16]
+        kept = [
+            i
+            for i in f.gt.instances
+            if not i.ignore  # type: ignore[union-attr]
+            and mask_utils.decode(i.mask.to_coco()).sum() >= 16
+        ]
         assert target["labels"].tolist() == [i.class_id for i in kept]
         for m, inst in zip(target["masks"].numpy(), kept, strict=True):
             assert np.array_equal(m, mask_utils.decode(inst.mask.to_coco()))
@@ -168,18 +184,23 @@ def _coco_with(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
 
 BROKEN_COCO = {
     "missing image": (lambda d: d["images"][1].update(file_name="images/nope.png"), "image file not found"),
-    "two-point polygon": (lambda d: d["annotations"][2].update(segmentation=[[1.0, 2.0, 3.0, 4.0]]),
-                          "polygon with fewer than three points"),
-    "mask of the wrong size": (lambda d: d["annotations"][2].update(segmentation={"size": [H + 1, W], "counts": [6240]}),
-                               "mask of the wrong size"),
+    "two-point polygon": (
+        lambda d: d["annotations"][2].update(segmentation=[[1.0, 2.0, 3.0, 4.0]]),
+        "polygon with fewer than three points",
+    ),
+    "mask of the wrong size": (
+        lambda d: d["annotations"][2].update(segmentation={"size": [H + 1, W], "counts": [6240]}),
+        "mask of the wrong size",
+    ),
     "class id out of range": (lambda d: d["annotations"][2].update(category_id=77), "class id out of range"),
     "image of another size": (lambda d: d["images"][1].update(width=W * 2), "mask of the wrong size"),
 }
 
 
 @pytest.mark.parametrize("case", list(BROKEN_COCO))
-def test_one_bad_coco_entry_is_skipped_counted_and_named(tmp_path: Path, case: str,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_one_bad_coco_entry_is_skipped_counted_and_named(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from perception.train.labelled import read_coco
 
     edit, problem = BROKEN_COCO[case]
@@ -192,15 +213,19 @@ def test_one_bad_coco_entry_is_skipped_counted_and_named(tmp_path: Path, case: s
     assert any("1 entries skipped" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("85 0.1 0.1 0.5 0.1 0.5 0.5", "class id out of range: 85"),
-    ("2 0.1 0.1", "polygon with fewer than three points"),
-    ("2 0.5 0.5 0.2 0.2", "a box (x y w h), not a polygon"),
-    ("2 10 10 50 10 50 50", "normalised to 0..1"),
-    ("car 0.1 0.1 0.5 0.1 0.5 0.5", "class id 'car' is not an integer"),
-])
-def test_one_bad_yolo_row_is_skipped_with_its_file_and_line(tmp_path: Path, text: str, problem: str,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("85 0.1 0.1 0.5 0.1 0.5 0.5", "class id out of range: 85"),
+        ("2 0.1 0.1", "polygon with fewer than three points"),
+        ("2 0.5 0.5 0.2 0.2", "a box (x y w h), not a polygon"),
+        ("2 10 10 50 10 50 50", "normalised to 0..1"),
+        ("car 0.1 0.1 0.5 0.1 0.5 0.5", "class id 'car' is not an integer"),
+    ],
+)
+def test_one_bad_yolo_row_is_skipped_with_its_file_and_line(
+    tmp_path: Path, text: str, problem: str, caplog: pytest.LogCaptureFixture
+) -> None:
     from perception.train.labelled import read_yolo_seg
 
     root, _, _ = write_yolo(tmp_path / "set")
@@ -220,8 +245,11 @@ def test_missing_yolo_image_and_empty_datasets_are_clear_errors(tmp_path: Path) 
     root, _, _ = write_yolo(tmp_path / "set")
     for name in "abc":
         (root / "images" / "train" / f"{name}.png").unlink()
-    with pytest.raises(DataError, match=r"empty dataset: no usable labelled image among 3 entries \(3 entries "
-                                        r"skipped: image file not found \(3\)\)"):
+    with pytest.raises(
+        DataError,
+        match=r"empty dataset: no usable labelled image among 3 entries \(3 entries "
+        r"skipped: image file not found \(3\)\)",
+    ):
         read_yolo_seg(root)
     with pytest.raises(DataError, match="not a YOLO-seg folder"):
         read_yolo_seg(tmp_path)
@@ -242,30 +270,58 @@ def test_missing_yolo_image_and_empty_datasets_are_clear_errors(tmp_path: Path) 
         read_drive(tmp_path / "cut.mcap")
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=True)
-                           | st.text(max_size=5), lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=12)
-annotation = st.fixed_dictionaries({}, optional={
-    "image_id": st.integers(0, 3) | json_values, "category_id": st.sampled_from([1, 3, 8, 18, 77]) | json_values,
-    "iscrowd": json_values,
-    "segmentation": st.lists(st.lists(st.floats(-200, 200) | st.integers(-5, 100), max_size=10), max_size=2)
-    | st.fixed_dictionaries({"size": st.lists(st.integers(-1, 100), max_size=3) | json_values,
-                             "counts": st.text(max_size=12) | st.lists(st.integers(-3, 7000), max_size=4)})
-    | json_values})
-image = st.fixed_dictionaries({}, optional={"id": st.integers(0, 3) | json_values,
-                                            "file_name": st.sampled_from(["images/a.png", "nope.png", "", "images"])
-                                            | json_values, "width": st.sampled_from([W, 5]) | json_values,
-                                            "height": st.sampled_from([H, 5]) | json_values})
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=True) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12,
+)
+annotation = st.fixed_dictionaries(
+    {},
+    optional={
+        "image_id": st.integers(0, 3) | json_values,
+        "category_id": st.sampled_from([1, 3, 8, 18, 77]) | json_values,
+        "iscrowd": json_values,
+        "segmentation": st.lists(st.lists(st.floats(-200, 200) | st.integers(-5, 100), max_size=10), max_size=2)
+        | st.fixed_dictionaries(
+            {
+                "size": st.lists(st.integers(-1, 100), max_size=3) | json_values,
+                "counts": st.text(max_size=12) | st.lists(st.integers(-3, 7000), max_size=4),
+            }
+        )
+        | json_values,
+    },
+)
+image = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.integers(0, 3) | json_values,
+        "file_name": st.sampled_from(["images/a.png", "nope.png", "", "images"]) | json_values,
+        "width": st.sampled_from([W, 5]) | json_values,
+        "height": st.sampled_from([H, 5]) | json_values,
+    },
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(doc=st.fixed_dictionaries({"images": st.lists(image | json_values, max_size=4),
-                                  "annotations": st.lists(annotation | json_values, max_size=5),
-                                  "categories": st.lists(st.fixed_dictionaries({"id": st.sampled_from([1, 3, 18])
-                                                                                | json_values,
-                                                                                "name": st.sampled_from(["person", "car"])
-                                                                                | json_values}) | json_values,
-                                                         max_size=3)}) | json_values)
+@given(
+    doc=st.fixed_dictionaries(
+        {
+            "images": st.lists(image | json_values, max_size=4),
+            "annotations": st.lists(annotation | json_values, max_size=5),
+            "categories": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "id": st.sampled_from([1, 3, 18]) | json_values,
+                        "name": st.sampled_from(["person", "car"]) | json_values,
+                    }
+                )
+                | json_values,
+                max_size=3,
+            ),
+        }
+    )
+    | json_values
+)
 def test_fuzzed_coco_json_gives_records_or_a_data_error(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
     from perception.train.data import DataError
     from perception.train.labelled import read_coco
@@ -309,11 +365,19 @@ def test_specs_parse_with_weights_and_name_what_is_wrong(tmp_path: Path) -> None
     from perception.train.sources import SourceSpec, parse_specs
 
     assert parse_specs("synth, yolo-seg:data/robot@0.5,coco:x.json@2") == (
-        SourceSpec("synth"), SourceSpec("yolo-seg", "data/robot", 0.5), SourceSpec("coco", "x.json", 2.0))
+        SourceSpec("synth"),
+        SourceSpec("yolo-seg", "data/robot", 0.5),
+        SourceSpec("coco", "x.json", 2.0),
+    )
     assert parse_specs(["drive:d.mcap"], base=tmp_path) == (SourceSpec("drive", str(tmp_path / "d.mcap")),)
-    for text, problem in [("lidar:x", "kind must be one of synth, shapes, yolo-seg, coco, drive, got 'lidar'"),
-                          ("coco", "coco needs a path"), ("synth:x", "synth takes no path"),
-                          ("synth@lots", "must be a number, got 'lots'"), ("synth@0", "must be > 0"), ("", "no data")]:
+    for text, problem in [
+        ("lidar:x", "kind must be one of synth, shapes, yolo-seg, coco, drive, got 'lidar'"),
+        ("coco", "coco needs a path"),
+        ("synth:x", "synth takes no path"),
+        ("synth@lots", "must be a number, got 'lots'"),
+        ("synth@0", "must be > 0"),
+        ("", "no data"),
+    ]:
         with pytest.raises(DataError, match=problem.replace("(", r"\(")):
             parse_specs(text)
 
@@ -338,8 +402,10 @@ def test_mixed_sources_follow_their_weights() -> None:
     assert drawn == [mix.which(i) for i in range(1000)]
     share = np.bincount(drawn, minlength=3) / 1000
     assert np.all(np.abs(share - [0.6, 0.3, 0.1]) <= 0.05), share
-    assert drawn == [int(MixedSource([_Const(0.0), _Const(1.0), _Const(2.0)], [6, 3, 1], 4).sample(i)[0][0, 0, 0])
-                     for i in range(1000)]  # reproducible
+    assert drawn == [
+        int(MixedSource([_Const(0.0), _Const(1.0), _Const(2.0)], [6, 3, 1], 4).sample(i)[0][0, 0, 0])
+        for i in range(1000)
+    ]  # reproducible
 
 
 def test_validation_split_is_stable_and_never_empty(tmp_path: Path) -> None:
@@ -359,20 +425,29 @@ def test_train_on_a_yolo_seg_folder_and_a_coco_json_mixed(tiny_card: Path, tmp_p
 
     root, _, _ = write_yolo(tmp_path / "set")
     coco, _, _ = write_coco(tmp_path / "coco")
-    result = train(tiny_card, steps=2, progress=False, run_dir=str(tmp_path / "runs"),
-                   data=f"yolo-seg:{root}@1,coco:{coco}@1,shapes@1")
+    result = train(
+        tiny_card,
+        steps=2,
+        progress=False,
+        run_dir=str(tmp_path / "runs"),
+        data=f"yolo-seg:{root}@1,coco:{coco}@1,shapes@1",
+    )
     assert result["data"][0] == f"yolo-seg:{root} (weight 1): 2 training and 1 validation images"
     assert "mask_ap" in result["metrics"] and np.isfinite(result["metrics"]["val_loss"])
 
 
-def test_bad_data_on_the_command_line_is_one_line(tiny_card: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_data_on_the_command_line_is_one_line(
+    tiny_card: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from perception.cli import main
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"images": [], "annotations": [], "categories": []}')
-    for spec, problem in [(f"coco:{bad}", "empty dataset"), ("lidar:x", "kind must be one of"),
-                          (f"yolo-seg:{tmp_path}", "not a YOLO-seg folder")]:
+    for spec, problem in [
+        (f"coco:{bad}", "empty dataset"),
+        ("lidar:x", "kind must be one of"),
+        (f"yolo-seg:{tmp_path}", "not a YOLO-seg folder"),
+    ]:
         assert main(["train", "--card", str(tiny_card), "--data", spec, "--steps", "1", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("perception train: error:") and problem in err[0], err
@@ -388,8 +463,9 @@ def test_a_validation_set_of_its_own_is_all_that_is_held_out(tmp_path: Path) -> 
     root, _, _ = write_yolo(tmp_path / "train")
     val_root, _, val_truth = write_yolo(tmp_path / "val")
     cfg = DataConfig(eval_images=8, scale_min=0.5, scale_max=2.0, flip=0.5, photometric=1.0)
-    data = build_training_data(cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES,
-                               val_specs=parse_specs(f"yolo-seg:{val_root},shapes"))
+    data = build_training_data(
+        cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES, val_specs=parse_specs(f"yolo-seg:{val_root},shapes")
+    )
     assert data.summary[0] == f"yolo-seg:{root} (weight 1): 3 training and 0 validation images"
     assert data.summary[1:] == (f"validation yolo-seg:{val_root}: 3 samples", "validation shapes: 4 samples")
     assert len(data.held_out) == 7
@@ -397,5 +473,6 @@ def test_a_validation_set_of_its_own_is_all_that_is_held_out(tmp_path: Path) -> 
         _, target = data.held_out.sample(i)
         assert np.array_equal(target["masks"].numpy().astype(np.uint8), np.stack(truth)), i
     with pytest.raises(Exception, match="not a YOLO-seg folder"):
-        build_training_data(cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES,
-                            val_specs=parse_specs(f"yolo-seg:{tmp_path}"))
+        build_training_data(
+            cfg, parse_specs(f"yolo-seg:{root}"), W, H, CLASSES, val_specs=parse_specs(f"yolo-seg:{tmp_path}")
+        )

@@ -17,15 +17,29 @@ def _train(card: Path, spec: str, tmp_path: Path, capsys: pytest.CaptureFixture[
     from perception.cli import main
 
     capsys.readouterr()
-    code = main(["train", "--card", str(card), "--data", spec, "--steps", "2", "--no-progress",
-                 "--run-dir", str(tmp_path / "runs"), *extra])
+    code = main(
+        [
+            "train",
+            "--card",
+            str(card),
+            "--data",
+            spec,
+            "--steps",
+            "2",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "runs"),
+            *extra,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
-    return json.loads(out[out.index("{"):])
+    return json.loads(out[out.index("{") :])
 
 
-def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_data: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_on_coco128_seg_as_yolo_and_as_coco_json(
+    tiny_card: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pycocotools import mask as mask_utils
 
     from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
@@ -42,16 +56,31 @@ def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_d
     assert "mask_ap" in result["metrics"]
 
     # the same images as a COCO instances JSON (masks as RLE, road categories)
-    doc: dict = {"images": [], "annotations": [],
-                 "categories": [{"id": i, "name": n} for n, i in zip(CLASSES, COCO_CATEGORY_IDS, strict=True)]}
+    doc: dict = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": n} for n, i in zip(CLASSES, COCO_CATEGORY_IDS, strict=True)],
+    }
     for k, rec in enumerate(records):
-        doc["images"].append({"id": k, "file_name": str(rec.path.relative_to(root / "images")),  # type: ignore[union-attr]
-                              "width": rec.width, "height": rec.height})
+        doc["images"].append(
+            {
+                "id": k,
+                "file_name": str(rec.path.relative_to(root / "images")),  # type: ignore[union-attr]
+                "width": rec.width,
+                "height": rec.height,
+            }
+        )
         for obj in rec.objects:
             rle = mask_utils.encode(np.asfortranarray(obj.mask(rec.height, rec.width)))
-            doc["annotations"].append({"id": len(doc["annotations"]), "image_id": k, "iscrowd": 0,
-                                       "category_id": COCO_CATEGORY_IDS[obj.class_id],
-                                       "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]),
+                    "image_id": k,
+                    "iscrowd": 0,
+                    "category_id": COCO_CATEGORY_IDS[obj.class_id],
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
     coco = tmp_path / "coco128.json"
     coco.write_text(json.dumps(doc))
     result = _train(tiny_card, f"coco:{coco}", tmp_path, capsys, "--images", str(root / "images"))
@@ -60,8 +89,9 @@ def test_train_on_coco128_seg_as_yolo_and_as_coco_json(tiny_card: Path, shared_d
     assert n_train + n_val == len(records)
 
 
-def test_train_on_a_davis_sequence_imported_as_a_drive(tiny_card: Path, shared_data: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_on_a_davis_sequence_imported_as_a_drive(
+    tiny_card: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from perception.drives.importer import import_frames
 
     seq = shared_data / "davis2016" / "car-shadow"

@@ -23,14 +23,18 @@ def constant_graph(path: Path, outputs: dict[str, np.ndarray]) -> Path:
     for name, value in outputs.items():
         nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name + "_value")))
         outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(value.shape)))
-    graph = helper.make_graph(nodes, "ultralytics_like", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, H, W])], outs)
+    graph = helper.make_graph(
+        nodes, "ultralytics_like", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, H, W])], outs
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
 
 
-def anchor(pred: np.ndarray, i: int, box_cxcywh: tuple[float, ...], cls: int, score: float, coef: dict[int, float]) -> None:
+def anchor(
+    pred: np.ndarray, i: int, box_cxcywh: tuple[float, ...], cls: int, score: float, coef: dict[int, float]
+) -> None:
     pred[0, :4, i] = box_cxcywh
     pred[0, 4 + cls, i] = score
     for c, v in coef.items():
@@ -40,11 +44,11 @@ def anchor(pred: np.ndarray, i: int, box_cxcywh: tuple[float, ...], cls: int, sc
 @pytest.fixture
 def seg_onnx(tmp_path: Path) -> Path:
     pred = np.zeros((1, 4 + NC + 32, N), np.float32)
-    anchor(pred, 0, (20, 30, 16, 40), cls=0, score=0.9, coef={0: 8.0})     # person, full mask
-    anchor(pred, 1, (21, 30, 16, 40), cls=0, score=0.8, coef={0: 8.0})     # its duplicate: suppressed
-    anchor(pred, 2, (70, 32, 40, 24), cls=2, score=0.7, coef={1: 8.0})     # car, left part only
-    anchor(pred, 3, (60, 10, 10, 10), cls=15, score=0.95, coef={0: 8.0})   # cat: not a road class
-    anchor(pred, 4, (80, 50, 10, 10), cls=7, score=0.1, coef={0: 8.0})     # truck below threshold
+    anchor(pred, 0, (20, 30, 16, 40), cls=0, score=0.9, coef={0: 8.0})  # person, full mask
+    anchor(pred, 1, (21, 30, 16, 40), cls=0, score=0.8, coef={0: 8.0})  # its duplicate: suppressed
+    anchor(pred, 2, (70, 32, 40, 24), cls=2, score=0.7, coef={1: 8.0})  # car, left part only
+    anchor(pred, 3, (60, 10, 10, 10), cls=15, score=0.95, coef={0: 8.0})  # cat: not a road class
+    anchor(pred, 4, (80, 50, 10, 10), cls=7, score=0.1, coef={0: 8.0})  # truck below threshold
     protos = np.zeros((1, 32, H // 4, W // 4), np.float32)
     protos[0, 0] = 1.0
     protos[0, 1] = -1.0
@@ -88,6 +92,8 @@ def test_few_class_model_maps_by_index(tmp_path: Path) -> None:
     pred = np.zeros((1, 4 + 2 + 32, N), np.float32)
     pred[0, :4, 0] = (20, 20, 10, 10)
     pred[0, 4 + 1, 0] = 0.9  # model class 1
-    path = constant_graph(tmp_path / "two.onnx", {"output0": pred, "output1": np.ones((1, 32, H // 4, W // 4), np.float32)})
+    path = constant_graph(
+        tmp_path / "two.onnx", {"output0": pred, "output1": np.ones((1, 32, H // 4, W // 4), np.float32)}
+    )
     seg = UltralyticsSegmenter(path, class_indices=(-1, -1, 0, -1, -1, 1))  # model 0 = car, 1 = truck
     assert [CLASSES[i.class_id] for i in seg.predict(np.zeros((H, W, 3), np.uint8)).instances] == ["truck"]

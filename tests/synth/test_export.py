@@ -21,9 +21,18 @@ def test_coco_export_scores_ap_one_against_itself(small_drive: Path, tmp_path: P
     gt = COCO(str(out))
     anns = [a for a in gt.dataset["annotations"] if not a["iscrowd"]]
     assert len(anns) > 20
+
     def dets(skip_category: int = -1) -> list[dict]:  # fresh dicts: loadRes mutates them
-        return [{"image_id": a["image_id"], "category_id": a["category_id"], "segmentation": dict(a["segmentation"]),
-                 "score": 1.0} for a in anns if a["category_id"] != skip_category]
+        return [
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "segmentation": dict(a["segmentation"]),
+                "score": 1.0,
+            }
+            for a in anns
+            if a["category_id"] != skip_category
+        ]
 
     ev = COCOeval(gt, gt.loadRes(dets()), "segm")
     ev.evaluate()
@@ -41,14 +50,28 @@ def test_coco_export_scores_ap_one_against_itself(small_drive: Path, tmp_path: P
 def _trackeval_hota(root: Path) -> dict[str, float]:
     trackeval = pytest.importorskip("trackeval")
     ds_cfg = trackeval.datasets.MOTSChallenge.get_default_dataset_config()
-    ds_cfg.update(GT_FOLDER=str(root / "gt"), TRACKERS_FOLDER=str(root / "trackers"), TRACKERS_TO_EVAL=["self"],
-                  PRINT_CONFIG=False, SEQMAP_FILE=str(root / "gt" / "seqmaps" / f"{MOTS_SPLIT}.txt"))
+    ds_cfg.update(
+        GT_FOLDER=str(root / "gt"),
+        TRACKERS_FOLDER=str(root / "trackers"),
+        TRACKERS_TO_EVAL=["self"],
+        PRINT_CONFIG=False,
+        SEQMAP_FILE=str(root / "gt" / "seqmaps" / f"{MOTS_SPLIT}.txt"),
+    )
     ev_cfg = trackeval.Evaluator.get_default_eval_config()
-    ev_cfg.update(USE_PARALLEL=False, PRINT_RESULTS=False, PRINT_CONFIG=False, OUTPUT_SUMMARY=False,
-                  OUTPUT_DETAILED=False, PLOT_CURVES=False, TIME_PROGRESS=False, DISPLAY_LESS_PROGRESS=True)
+    ev_cfg.update(
+        USE_PARALLEL=False,
+        PRINT_RESULTS=False,
+        PRINT_CONFIG=False,
+        OUTPUT_SUMMARY=False,
+        OUTPUT_DETAILED=False,
+        PLOT_CURVES=False,
+        TIME_PROGRESS=False,
+        DISPLAY_LESS_PROGRESS=True,
+    )
     evaluator = trackeval.Evaluator(ev_cfg)
-    res, _ = evaluator.evaluate([trackeval.datasets.MOTSChallenge(ds_cfg)],
-                                [trackeval.metrics.HOTA(), trackeval.metrics.Identity()])
+    res, _ = evaluator.evaluate(
+        [trackeval.datasets.MOTSChallenge(ds_cfg)], [trackeval.metrics.HOTA(), trackeval.metrics.Identity()]
+    )
     out = {}
     for seq, r in res["MOTSChallenge"]["self"].items():
         out[seq] = float(np.mean(r["pedestrian"]["HOTA"]["HOTA"]))

@@ -35,8 +35,10 @@ def test_a_seed_gives_the_same_drive_file_byte_for_byte(tmp_path: Path) -> None:
 
     def synth(seed: int, name: str) -> bytes:
         out = tmp_path / name
-        assert main(["synth", "--frames", "6", "--seed", str(seed), "--width", "160", "--height", "96",
-                     "--out", str(out)]) == 0
+        assert (
+            main(["synth", "--frames", "6", "--seed", str(seed), "--width", "160", "--height", "96", "--out", str(out)])
+            == 0
+        )
         return out.read_bytes()
 
     first = synth(11, "a.mcap")

@@ -29,7 +29,7 @@ def _folder(tmp: Path) -> tuple[Path, Path, list[np.ndarray]]:
         img = np.full((40, 60, 3), 50 + 20 * i, np.uint8)
         cv2.imwrite(str(frames / f"{i:05d}.png"), img)
         m = np.zeros((40, 60), np.uint8)
-        m[5:15, 10 + i:20 + i] = 1  # instance 1 moves right
+        m[5:15, 10 + i : 20 + i] = 1  # instance 1 moves right
         m[20:35, 30:50] = 2
         cv2.imwrite(str(masks / f"{i:05d}.png"), m)
         truth.append(m)
@@ -39,8 +39,12 @@ def _folder(tmp: Path) -> tuple[Path, Path, list[np.ndarray]]:
 def test_import_frames_with_instance_masks(tmp_path: Path) -> None:
     frames, masks, truth = _folder(tmp_path)
     out = tmp_path / "d.mcap"
-    assert main(["import-frames", str(frames), "--masks", str(masks), "--fps", "20", "--out", str(out),
-                 "--class", "person"]) == 0
+    assert (
+        main(
+            ["import-frames", str(frames), "--masks", str(masks), "--fps", "20", "--out", str(out), "--class", "person"]
+        )
+        == 0
+    )
     r = DriveReader(out)
     assert r.meta.fps == 20 and r.frame_count == 4
     for f, m in zip(r.frames(), truth, strict=True):
@@ -91,11 +95,26 @@ def test_copy_paste_from_a_coco_json(tmp_path: Path) -> None:
     img[20:80, 30:60] = (10, 20, 200)
     cv2.imwrite(str(tmp_path / "a.jpg"), img)
     import json
-    (tmp_path / "instances.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 120, "height": 100}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                         "segmentation": [[30, 20, 60, 20, 60, 80, 30, 80]], "bbox": [30, 20, 30, 60], "area": 1800}],
-        "categories": [{"id": 1, "name": "person"}]}))
+
+    (tmp_path / "instances.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "width": 120, "height": 100}],
+                "annotations": [
+                    {
+                        "id": 1,
+                        "image_id": 1,
+                        "category_id": 1,
+                        "iscrowd": 0,
+                        "segmentation": [[30, 20, 60, 20, 60, 80, 30, 80]],
+                        "bbox": [30, 20, 30, 60],
+                        "area": 1800,
+                    }
+                ],
+                "categories": [{"id": 1, "name": "person"}],
+            }
+        )
+    )
     bank = load_cutouts(tmp_path, min_height_px=40)
     (cut,) = bank.by_class["person"]
     assert cut.mask.shape == (60, 30) and cut.mask.mean() > 0.9

@@ -26,8 +26,13 @@ def _check_translate(m: np.ndarray, dx: int, dy: int) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(h=st.integers(1, 30), w=st.integers(1, 30), seed=st.integers(0, 10_000),
-       dx=st.integers(-35, 35), dy=st.integers(-35, 35))
+@given(
+    h=st.integers(1, 30),
+    w=st.integers(1, 30),
+    seed=st.integers(0, 10_000),
+    dx=st.integers(-35, 35),
+    dy=st.integers(-35, 35),
+)
 def test_translate_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy: int) -> None:
     rng = np.random.default_rng(seed)
     m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
@@ -35,8 +40,13 @@ def test_translate_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy:
 
 
 @settings(max_examples=150, deadline=None)
-@given(h=st.integers(2, 60), w=st.integers(2, 60), seed=st.integers(0, 10_000),
-       dx=st.integers(-8, 8), dy=st.integers(-8, 8))
+@given(
+    h=st.integers(2, 60),
+    w=st.integers(2, 60),
+    seed=st.integers(0, 10_000),
+    dx=st.integers(-8, 8),
+    dy=st.integers(-8, 8),
+)
 def test_translate_of_compact_objects_matches_a_dense_shift(h: int, w: int, seed: int, dx: int, dy: int) -> None:
     """Blobs inside the image moved a few pixels (the tracker's case, which edits only the
     end runs of the string), some reaching or crossing the border."""
@@ -67,8 +77,15 @@ def test_noise_model_rates() -> None:
     assert 0.2 < 1 - len(noisy) / len(frames) < 0.4
     n_gt = sum(len(frames[f.index][1].instances) for f in noisy)
     n_det = sum(len(f.detections.instances) for f in noisy)
-    fp = sum(1 for f in noisy for d in f.detections.instances if not any(
-        mask_utils.iou([d.mask.to_coco()], [g.mask.to_coco()], [0])[0][0] > 0.3 for g in frames[f.index][1].instances))
+    fp = sum(
+        1
+        for f in noisy
+        for d in f.detections.instances
+        if not any(
+            mask_utils.iou([d.mask.to_coco()], [g.mask.to_coco()], [0])[0][0] > 0.3
+            for g in frames[f.index][1].instances
+        )
+    )
     assert 0.02 < fp / n_gt < 0.09
     assert 0.05 < 1 - (n_det - fp) / n_gt < 0.16
 

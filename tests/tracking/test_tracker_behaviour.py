@@ -56,10 +56,13 @@ def ids_per_object(results, min_visible_area: int = 150) -> dict[int, set[int]]:
 
 def test_object_passing_behind_another_keeps_its_id() -> None:
     stamps = [i / 30 for i in range(75)]
-    frames = scripted({
-        1: (CAR, (70, 40), lambda t: (320, 190)),  # near, standing
-        2: (PERSON, (8, 22), lambda t: (160 + 150 * t, 188)),  # far, walks behind the car
-    }, stamps)
+    frames = scripted(
+        {
+            1: (CAR, (70, 40), lambda t: (320, 190)),  # near, standing
+            2: (PERSON, (8, 22), lambda t: (160 + 150 * t, 188)),  # far, walks behind the car
+        },
+        stamps,
+    )
     hidden = [i for i, (_, gt) in enumerate(frames) if all(g.instance_id != 2 for g in gt.instances)]
     assert len(hidden) >= 15, "the scene must hide the person completely for a while"
     cfg = TrackerConfig(lost_time_s=1.0)  # longer than the ~0.6 s the person is out of sight
@@ -69,10 +72,13 @@ def test_object_passing_behind_another_keeps_its_id() -> None:
 
 def test_two_crossing_objects_of_one_class_do_not_swap_ids() -> None:
     stamps = [i / 30 for i in range(60)]
-    frames = scripted({
-        1: (PERSON, (10, 28), lambda t: (200 + 120 * t, 200)),  # nearer, left to right
-        2: (PERSON, (10, 28), lambda t: (440 - 120 * t, 192)),  # farther, right to left
-    }, stamps)
+    frames = scripted(
+        {
+            1: (PERSON, (10, 28), lambda t: (200 + 120 * t, 200)),  # nearer, left to right
+            2: (PERSON, (10, 28), lambda t: (440 - 120 * t, 192)),  # farther, right to left
+        },
+        stamps,
+    )
     for seed in range(3):
         ids = ids_per_object(run(frames, DetectionNoise(fp_rate=0.0), seed=seed))
         assert len(ids[1]) == 1 and len(ids[2]) == 1 and ids[1] != ids[2], f"seed {seed}: {ids}"
@@ -182,20 +188,22 @@ def test_low_score_detection_keeps_a_track_but_starts_none() -> None:
 
 def _box_det(box: tuple[float, float, float, float], score: float, cls: int = CAR) -> Instance:
     m = np.zeros((H, W), bool)
-    m[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = True
+    m[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = True
     return Instance(cls, score, box, encode_mask(m))
 
 
 def test_confident_detection_away_from_tracks_is_confirmed_at_once_near_one_it_waits() -> None:
     tracker = Tracker(TrackerConfig(confirm_score=0.7), epoch=1)
-    first = tracker.update(Detections("m", W, H, (_box_det((100, 100, 160, 140), 0.9),
-                                                  _box_det((400, 100, 460, 140), 0.65))), 33_000_000)
+    first = tracker.update(
+        Detections("m", W, H, (_box_det((100, 100, 160, 140), 0.9), _box_det((400, 100, 460, 140), 0.65))), 33_000_000
+    )
     states = {t.box_xyxy[0]: t.state for t in first.tracks}
     assert states == {100.0: "confirmed", 400.0: "tentative"}  # 0.65: confident enough to start, not to confirm
     # the car at 100 is missed (coasts); a confident box half a car away from it may be that
     # car badly segmented, so it waits for a second hit, while one far from every track does not
-    second = tracker.update(Detections("m", W, H, (_box_det((175, 100, 200, 140), 0.95),
-                                                   _box_det((300, 250, 340, 290), 0.95))), 66_000_000)
+    second = tracker.update(
+        Detections("m", W, H, (_box_det((175, 100, 200, 140), 0.95), _box_det((300, 250, 340, 290), 0.95))), 66_000_000
+    )
     new = {t.box_xyxy[0]: t.state for t in second.tracks if t.age_s == 0}
     assert new == {175.0: "tentative", 300.0: "confirmed"}
     never = Tracker(TrackerConfig(confirm_score=1.5), epoch=1)
@@ -212,7 +220,9 @@ def test_class_rule_keeps_other_classes_apart_unless_they_overlap_nearly_fully()
     (car_id,) = [t.track_id for t in first.tracks]
     same_place = tracker.update(Detections("m", W, H, (Instance(TRUCK, 0.9, (100, 100, 160, 140), encode_mask(m)),)), 2)
     assert [t.track_id for t in same_place.tracks if not t.predicted] == [car_id]
-    moved = tracker.update(Detections("m", W, H, (Instance(PERSON, 0.9, (115, 100, 175, 140), encode_mask(shifted)),)), 3)
+    moved = tracker.update(
+        Detections("m", W, H, (Instance(PERSON, 0.9, (115, 100, 175, 140), encode_mask(shifted)),)), 3
+    )
     observed = [t for t in moved.tracks if not t.predicted]
     assert len(observed) == 1 and observed[0].track_id != car_id and observed[0].class_id == PERSON
 

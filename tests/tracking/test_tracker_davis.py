@@ -27,8 +27,11 @@ def test_one_object_keeps_one_id_for_the_whole_sequence(seq: str) -> None:
         out = tracker.update(f.detections, f.stamp_ns)
         (gt,) = frames[f.index].gt.instances
         for t in out.tracks:
-            if t.state == "confirmed" and t.mask is not None and \
-                    mask_utils.iou([t.mask.to_coco()], [gt.mask.to_coco()], [0])[0][0] >= 0.5:
+            if (
+                t.state == "confirmed"
+                and t.mask is not None
+                and mask_utils.iou([t.mask.to_coco()], [gt.mask.to_coco()], [0])[0][0] >= 0.5
+            ):
                 ids.add(t.track_id)
                 covered += 1
     assert len(ids) == 1, f"{seq}: the car got ids {sorted(ids)}"

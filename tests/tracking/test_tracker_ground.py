@@ -28,10 +28,14 @@ def _det(y0: int, y1: int) -> Received:
 
 
 def test_tracks_get_ground_positions_and_horizon_flag() -> None:
-    logic = TrackerLogic(build_config(TrackerConfig, {"calib": str(ROOT / "calib/example_pinhole.yaml"), "min_hits": 1}))
+    logic = TrackerLogic(
+        build_config(TrackerConfig, {"calib": str(ROOT / "calib/example_pinhole.yaml"), "min_hits": 1})
+    )
     near = logic.step(0, _det(400, 470))[0].payload.tracks[0]
     assert near.ground_xy_m is not None and near.ground_xy_m[0] > 0 and not near.ground_above_horizon
-    logic = TrackerLogic(build_config(TrackerConfig, {"calib": str(ROOT / "calib/example_pinhole.yaml"), "min_hits": 1}))
+    logic = TrackerLogic(
+        build_config(TrackerConfig, {"calib": str(ROOT / "calib/example_pinhole.yaml"), "min_hits": 1})
+    )
     sky = logic.step(0, _det(5, 40))[0].payload.tracks[0]
     assert sky.ground_above_horizon and math.isnan(sky.ground_xy_m[0])
 

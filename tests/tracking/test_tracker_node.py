@@ -18,12 +18,13 @@ W, H = 320, 240
 
 def message(frame_seq: int, capture_ns: int, x: float, camera: str = "cam0", valid: bool = True) -> Received:
     m = np.zeros((H, W), bool)
-    m[50:90, int(x):int(x) + 40] = True
+    m[50:90, int(x) : int(x) + 40] = True
     dets = Detections("m", W, H, (Instance(2, 0.9, (x, 50.0, x + 40, 90.0), encode_mask(m)),))
     src = Source(camera, frame_seq, capture_ns)
     # the envelope stamp is the send time, far later than capture: tracking must use capture
-    return Received(Envelope("detections", frame_seq, capture_ns + 80_000_000 + frame_seq * 7_000_000, src, dets,
-                             valid=valid))
+    return Received(
+        Envelope("detections", frame_seq, capture_ns + 80_000_000 + frame_seq * 7_000_000, src, dets, valid=valid)
+    )
 
 
 def test_tracks_use_capture_stamps_and_keep_the_source() -> None:
@@ -100,8 +101,9 @@ def test_working_ahead_changes_no_output_and_takes_the_mask_moves_off_the_update
 
     for jitter, drop in ((0.15, 0.2), (0.0, 0.0)):
         spec = replace(SCENARIOS[scenario], duration_s=2.0, stamp_jitter=jitter)
-        frames = noisy_detections([(f.stamp_ns, f.gt) for f in generate(spec, seed=5)],
-                                  DetectionNoise(drop_rate=drop), seed=5)
+        frames = noisy_detections(
+            [(f.stamp_ns, f.gt) for f in generate(spec, seed=5)], DetectionNoise(drop_rate=drop), seed=5
+        )
         (plain, moved), (ahead, moved_ahead) = run(frames, False), run(frames, True)
         assert ahead == plain
         assert moved > 100 and moved_ahead < (moved if jitter else moved / 10), (jitter, moved, moved_ahead)

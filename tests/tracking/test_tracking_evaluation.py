@@ -14,13 +14,14 @@ W, H = 64, 48
 
 def box_mask(x: int, y: int, w: int = 8, h: int = 10):
     m = np.zeros((H, W), bool)
-    m[y:y + h, x:x + w] = True
+    m[y : y + h, x : x + w] = True
     return encode_mask(m)
 
 
 def two_walkers(n: int = 20, cls: int = 0) -> list[list[MotsObject]]:
-    return [[MotsObject(1, cls, box_mask(2 + 2 * t, 5)), MotsObject(2, cls, box_mask(50 - 2 * t, 30))]
-            for t in range(n)]
+    return [
+        [MotsObject(1, cls, box_mask(2 + 2 * t, 5)), MotsObject(2, cls, box_mask(50 - 2 * t, 30))] for t in range(n)
+    ]
 
 
 def test_identical_predictions_score_perfectly() -> None:
@@ -33,8 +34,10 @@ def test_identical_predictions_score_perfectly() -> None:
 
 def test_id_swap_and_misses_lower_the_scores() -> None:
     gt = {"a": two_walkers()}
-    swapped = [[MotsObject(o.track_id if t < 10 else 3 - o.track_id, o.class_id, o.mask) for o in objs]
-               for t, objs in enumerate(gt["a"])]
+    swapped = [
+        [MotsObject(o.track_id if t < 10 else 3 - o.track_id, o.class_id, o.mask) for o in objs]
+        for t, objs in enumerate(gt["a"])
+    ]
     s = evaluate_tracking(gt, {"a": swapped})
     assert s.idsw == 2 and s.assa < 0.75 and s.deta == pytest.approx(1.0) and s.hota < 0.9
     half = [objs if t % 2 == 0 else [] for t, objs in enumerate(gt["a"])]
@@ -45,8 +48,7 @@ def test_id_swap_and_misses_lower_the_scores() -> None:
 
 
 def test_ignore_regions_forgive_unmatched_predictions_inside_them() -> None:
-    gt = [[MotsObject(1, 0, box_mask(5, 5)), MotsObject(9, 0, box_mask(40, 20, 16, 16), ignore=True)]
-          for _ in range(5)]
+    gt = [[MotsObject(1, 0, box_mask(5, 5)), MotsObject(9, 0, box_mask(40, 20, 16, 16), ignore=True)] for _ in range(5)]
     pred = [[MotsObject(1, 0, box_mask(5, 5)), MotsObject(2, 0, box_mask(42, 22))] for _ in range(5)]
     assert evaluate_tracking({"s": gt}, {"s": pred}).hota == pytest.approx(1.0)
     outside = [[MotsObject(1, 0, box_mask(5, 5)), MotsObject(2, 0, box_mask(20, 30))] for _ in range(5)]
@@ -78,22 +80,41 @@ def test_agrees_with_trackeval_motschallenge_dataset(tmp_path) -> None:
             if rng.random() < 0.2:
                 continue
             tid = o.track_id + (10 if (o.track_id == 1 and t > 8) else 0)
-            frame.append(MotsObject(tid, 2, box_mask(2 + 2 * t + int(rng.integers(0, 2)), 5) if o.track_id == 1 else o.mask))
+            frame.append(
+                MotsObject(tid, 2, box_mask(2 + 2 * t + int(rng.integers(0, 2)), 5) if o.track_id == 1 else o.mask)
+            )
         pred.append(frame)
     seq = "seq01"
     (tmp_path / "gt" / seq / "gt").mkdir(parents=True)
     write_mots(tmp_path / "gt" / seq / "gt" / "gt.txt", gt)
     (tmp_path / "trackers" / "ours" / "data").mkdir(parents=True)
     write_mots(tmp_path / "trackers" / "ours" / "data" / f"{seq}.txt", pred)
-    dataset = trackeval.datasets.MOTSChallenge({
-        "GT_FOLDER": str(tmp_path / "gt"), "TRACKERS_FOLDER": str(tmp_path / "trackers"),
-        "SEQ_INFO": {seq: len(gt)}, "SKIP_SPLIT_FOL": True, "PRINT_CONFIG": False,
-    })
-    evaluator = trackeval.Evaluator({"PRINT_RESULTS": False, "PRINT_CONFIG": False, "OUTPUT_SUMMARY": False,
-                                     "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "PRINT_ONLY_COMBINED": True,
-                                     "TIME_PROGRESS": False, "DISPLAY_LESS_PROGRESS": True})
-    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
-               trackeval.metrics.Identity({"PRINT_CONFIG": False})]
+    dataset = trackeval.datasets.MOTSChallenge(
+        {
+            "GT_FOLDER": str(tmp_path / "gt"),
+            "TRACKERS_FOLDER": str(tmp_path / "trackers"),
+            "SEQ_INFO": {seq: len(gt)},
+            "SKIP_SPLIT_FOL": True,
+            "PRINT_CONFIG": False,
+        }
+    )
+    evaluator = trackeval.Evaluator(
+        {
+            "PRINT_RESULTS": False,
+            "PRINT_CONFIG": False,
+            "OUTPUT_SUMMARY": False,
+            "OUTPUT_DETAILED": False,
+            "PLOT_CURVES": False,
+            "PRINT_ONLY_COMBINED": True,
+            "TIME_PROGRESS": False,
+            "DISPLAY_LESS_PROGRESS": True,
+        }
+    )
+    metrics = [
+        trackeval.metrics.HOTA(),
+        trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+        trackeval.metrics.Identity({"PRINT_CONFIG": False}),
+    ]
     res, _ = evaluator.evaluate([dataset], metrics)
     ref = res["MOTSChallenge"]["ours"][seq]["pedestrian"]
     ours = evaluate_tracking({seq: gt}, {seq: pred})
