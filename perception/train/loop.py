@@ -6,6 +6,13 @@ same data as an uninterrupted one. Checkpoints (model, optimizer, schedule, step
 go to ``<run_dir>/<card name>/last.pt``; the final weights go to the card's ``[weights]``
 file and its sha256 into the card.
 
+:func:`train` reads top down: the run's start (:mod:`.start`: configuration, model and
+first weights, optimizer and schedule, or the checkpoint resumed), its data, then
+:func:`train_steps`, each step :func:`train_one_step`, the schedule (the step schedule, or
+:func:`follow_budget` under a CPU budget, with its snapshots), :func:`evaluate` (and the
+best weights kept, the early stop) and :func:`save_checkpoint`, and last :func:`_finish`
+(BatchNorm statistics, the card's weights file).
+
 Families: ``yolact`` (the project's loss, :mod:`perception.segmentation.yolact_loss`) and
 ``maskrcnn`` (torchvision's Mask R-CNN, which computes its own RPN, box and mask losses in
 train mode; its class 0 is the background, so labels are shifted by one).
@@ -17,31 +24,20 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from perception.node.config import build_config
-from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
-from perception.train.build import (
-    build_model,
-    freeze,
-    freeze_batchnorm,
-    freeze_prefixes,
-    init_from,
-    load_pretrained_trunk,
-    load_weights,
-    param_groups,
-    save_weights,
-    trunk,
-)
-from perception.train.config import TrainConfig
+from perception.segmentation.card import ModelCard, load_card, set_card_value, sha256_of
+from perception.train.build import save_weights
 from perception.train.data import DataConfig, DataSource
-from perception.train.sources import SourceSpec, build_training_data, parse_specs
+from perception.train.sources import SourceSpec, TrainingData, build_training_data
+from perception.train.start import Run, cosine, data_specs, resume_run, run_configs, start_run, val_specs
 from perception.train.steps import StepBatches, batch_at, loss_terms
-from perception.train.validation import BestKeeper, evaluate_model, held_out_loss
+from perception.train.validation import evaluate_model, held_out_loss
 
 log = logging.getLogger(__name__)
 
@@ -97,47 +93,18 @@ def precise_bn(
     return steps * batch_size
 
 
-def make_ema(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.swa_utils.AveragedModel | None:
-    """The weights' moving average (buffers too, so BatchNorm statistics follow), or None."""
-    if cfg.ema_decay <= 0:
-        return None
-    decay, ramp = cfg.ema_decay, cfg.ema_ramp_steps
+@dataclass
+class CpuBudget:
+    """``cpu_minutes``: the schedule follows this process's CPU time instead of the step
+    count (warm-up over the first steps, then the cosine over the budget's fraction spent);
+    the averaged weights are saved at each of ``snapshot_minutes``."""
 
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = decay * (1.0 - math.exp(-float(n) / ramp))
-        return averaged * d + current * (1.0 - d)
+    minutes: float
+    snapshot_minutes: list[float]
+    t0_s: float = field(default_factory=time.process_time)
 
-    return torch.optim.swa_utils.AveragedModel(model, avg_fn=avg, use_buffers=True)
-
-
-def _cosine(t: float) -> float:
-    """Cosine decay from 1 at ``t = 0`` to 0.05 at ``t >= 1``."""
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
-
-
-def _lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the base rate."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    return _cosine((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-
-
-def data_specs(card: ModelCard, data_cfg: DataConfig, data: str | None) -> tuple[SourceSpec, ...]:
-    """The run's sources: ``--data`` (paths as given), else the card's ``[data] sources``
-    (paths relative to the card), else its ``[data] source`` alone."""
-    if data:
-        return parse_specs(data)
-    if data_cfg.sources:
-        return parse_specs(data_cfg.sources, base=card.path.parent)
-    return (SourceSpec(data_cfg.source),)
-
-
-def val_specs(card: ModelCard, data_cfg: DataConfig, val: str | None) -> tuple[SourceSpec, ...]:
-    """The run's own validation sets: ``--val``, else the card's ``[data] val_sources``
-    (relative to the card), else none (held-out parts of the training sources)."""
-    if val:
-        return parse_specs(val)
-    return parse_specs(data_cfg.val_sources, base=card.path.parent) if data_cfg.val_sources else ()
+    def spent_s(self) -> float:
+        return time.process_time() - self.t0_s
 
 
 def train(
@@ -175,180 +142,205 @@ def train(
     to ``<run_dir>/<name>/snapshots/cpu-<minutes>.pt``. Not exactly reproducible (the schedule
     follows the clock). ``settings``: ``[training]`` keys overridden for this run."""
     card = load_card(card_path)
-    overrides = {**(settings or {}), **({"steps": steps} if steps is not None else {})}
-    cfg = build_config(TrainConfig, {**card.training, **overrides}, card.where("training"))
-    data_cfg = build_config(DataConfig, card.data, card.where("data"))
-    if card.weights is None:
-        raise CardError(f"{card.path}: a [weights] table with the output file is needed to train")
-    if init and (resume or continue_from_card):
-        raise CardError("--init starts a new run from a weights file; it does not go with --resume or --continue")
+    cfg, data_cfg = run_configs(card, steps, settings, init, resume or continue_from_card)
     specs = data_specs(card, data_cfg, data)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    device = cfg.torch_device()
-    model = build_model(card).to(device).train()
     root = Path(run_dir or cfg.run_dir)
-    ckpt = root / card.name / "last.pt"
-    prior_steps = 0
-    if continue_from_card:
-        prior_steps = load_weights(model, card, card.weights.verify())
-        log.info("continuing %s from its weights %s (%d steps before)", card.name, card.weights.path, prior_steps)
-    elif init or (cfg.init.weights and not resume):
-        path, rename = (Path(init), {}) if init else (card.path.parent / cfg.init.weights, cfg.init.rename)
-        copied, total = init_from(model, card, path, rename, "--init" if init else "[training.init] weights")
-        log.info("initialised %d of %d tensors of %s from %s", copied, total, card.name, path)
-    elif not resume and (loaded := load_pretrained_trunk(model, card)):
-        log.info("pretrained trunk: %s", loaded)
-    if cfg.freeze_trunk:
-        log.info("trunk frozen: %d parameters do not learn", freeze(trunk(model, card)))
-    if cfg.freeze_trunk_bn:
-        log.info("trunk BatchNorm frozen: %d layers", freeze_batchnorm(trunk(model, card)))
-    if cfg.frozen_prefixes:
-        log.info(
-            "frozen %s: %d parameters", ", ".join(cfg.frozen_prefixes), freeze_prefixes(model, cfg.frozen_prefixes)
-        )
-    opt = torch.optim.AdamW(param_groups(model, card, cfg.trunk_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, [lambda s, k=g["lr_scale"]: k * _lr_factor(s, cfg) for g in opt.param_groups]
-    )
-    ema = make_ema(model, cfg)
-    keeper = BestKeeper(ckpt.parent / "best.pt", cfg.patience)
-    start = 0
-    if resume:
-        start, prior_steps = _resume(ckpt, card, model, opt, sched, ema, keeper, device, prior_steps)
-    run_data = build_training_data(
-        data_cfg,
-        specs,
-        card.input_width,
-        card.input_height,
-        card.classes,
-        cache_dir=str(root / "frame_bank"),
-        images_dir=images_dir,
-        val_specs=val_specs(card, data_cfg, val),
-    )
-    for line in run_data.summary:
-        log.info("data: %s", line)
-    source = run_data.train
-    if coco_root:
-        from perception.train.copy_paste import CopyPaste
+    run = start_run(card, cfg, root / card.name / "last.pt", init, resume, continue_from_card)
+    start = resume_run(run) if resume else 0
+    run_data = _training_data(card, data_cfg, specs, root, images_dir, val_specs(card, data_cfg, val))
+    source, held_out = _with_copy_paste(run_data.train, card, data_cfg, coco_root), run_data.held_out
+    _log_start(run, run_data.summary, len(held_out))
+    initial_loss = _initial_loss(run, held_out) if init else None
+    batches = _batches(run, source, start, progress)
+    budget = CpuBudget(cpu_minutes, sorted(snapshot_minutes)) if cpu_minutes else None
+    losses, metrics = train_steps(run, batches, held_out, budget)
+    metrics = _finish(run, source, held_out, metrics)
+    weights = str(card.weights.path)  # type: ignore[union-attr]
+    result = {"losses": losses, "metrics": metrics, "weights": weights, "data": list(run_data.summary)}
+    initial = {"initial_val_loss": initial_loss} if initial_loss is not None else {}
+    return {**result, "best": run.keeper.state_dict(), **initial}
 
-        source = CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
-    held_out, n_held = run_data.held_out, len(run_data.held_out)
+
+def _training_data(
+    card: ModelCard,
+    data_cfg: DataConfig,
+    specs: Sequence[SourceSpec],
+    root: Path,
+    images_dir: str | None,
+    val: Sequence[SourceSpec],
+) -> TrainingData:
+    """The run's training and held-out samples at the model's input size (frame banks of
+    synthetic drives cached under ``root``)."""
+    w, h = card.input_width, card.input_height
+    cache = str(root / "frame_bank")
+    return build_training_data(data_cfg, specs, w, h, card.classes, cache, images_dir=images_dir, val_specs=val)
+
+
+def _with_copy_paste(source: DataSource, card: ModelCard, data_cfg: DataConfig, coco_root: str | None) -> DataSource:
+    """``source``, with COCO objects pasted in where ``coco_root`` is given (``--coco-root``)."""
+    if not coco_root:
+        return source
+    from perception.train.copy_paste import CopyPaste
+
+    return CopyPaste(source, Path(coco_root), card.classes, data_cfg.copy_paste_per_image, data_cfg.train_seed)
+
+
+def _log_start(run: Run, summary: Sequence[str], n_held: int) -> None:
+    for line in summary:
+        log.info("data: %s", line)
     if not n_held:
         log.warning("no held-out samples (too few images for a validation split): nothing is validated")
-    log.info("training %s on %s: %d steps of %d images", card.name, device, cfg.steps, cfg.batch_size)
+    cfg = run.cfg
+    log.info("training %s on %s: %d steps of %d images", run.card.name, run.device, cfg.steps, cfg.batch_size)
 
-    def final() -> torch.nn.Module:
-        """The weights to evaluate and save: the moving average when there is one."""
-        return ema.module if ema is not None else model  # type: ignore[return-value]
 
-    def validate(step: int) -> dict[str, object]:
-        if not n_held:
-            return {}
-        result = evaluate_model(final(), card, held_out, n_held)
-        result["val_loss"] = held_out_loss(final(), card, held_out, n_held, cfg.batch_size, cfg, device)
-        log.info(
-            "step %d: mask AP %.3f AP50 %.3f AP75 %.3f, held-out loss %.4f",
-            step,
-            result["mask_ap"],
-            result["mask_ap50"],
-            result["mask_ap75"],
-            result["val_loss"],
-        )
-        if cfg.keep_best:
-            keeper.update(
-                float(result["mask_ap"]),
-                prior_steps + step,  # type: ignore[arg-type]
-                lambda p: save_weights(final(), card, p, prior_steps + step),
-            )
-        return result
+def _initial_loss(run: Run, held_out: DataSource) -> float:
+    """The held-out loss of the first weights (runs started from another file, ``--init``)."""
+    loss = _held_out_loss(run, run.model, held_out)
+    log.info("held-out loss before training: %.4f", loss)
+    return loss
 
-    initial_loss = held_out_loss(model, card, held_out, n_held, cfg.batch_size, cfg, device) if init else None
-    if initial_loss is not None:
-        log.info("held-out loss before training: %.4f", initial_loss)
-    losses: dict[str, float] = {}
-    metrics: dict[str, object] = {}
-    # on a GPU, rendering workers prepare batches ahead into pinned memory, so copies overlap the step
+
+def _batches(run: Run, source: DataSource, start: int, progress: bool) -> tqdm:
+    """Steps ``start..steps-1`` with their batches, behind a progress bar. On a GPU, rendering
+    workers prepare batches ahead into pinned memory, so copies overlap the step."""
+    cfg = run.cfg
     batches = torch.utils.data.DataLoader(
-        StepBatches(source, cfg.batch_size, card.class_ids, cfg.steps),
+        StepBatches(source, cfg.batch_size, run.card.class_ids, cfg.steps),
         batch_size=None,
         sampler=range(start, cfg.steps),
         num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=run.device.type == "cuda",
     )
-    bar = tqdm(
-        zip(range(start, cfg.steps), batches, strict=True),
-        initial=start,
-        total=cfg.steps,
-        disable=not progress,
-        desc=card.name,
-    )
-    t0_cpu = time.process_time()
-    budget_s = cpu_minutes * 60.0 if cpu_minutes else None
-    pending = sorted(snapshot_minutes)
-    for step, (images, targets) in bar:
-        images = images.to(device, non_blocking=True)
-        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            terms = loss_terms(model, card, images, targets, cfg)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if budget_s is None:
-            sched.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        if budget_s is not None:
-            spent_s = time.process_time() - t0_cpu
-            factor = min(1.0, (step + 2) / cfg.warmup_steps) * _cosine(spent_s / budget_s)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * group["lr_scale"] * factor
-            while pending and spent_s >= pending[0] * 60.0:
-                snap = ckpt.parent / "snapshots" / f"cpu-{pending.pop(0):g}.pt"
-                save_weights(final(), card, snap, prior_steps + step + 1)
-                log.info("snapshot after %.1f CPU-minutes, step %d: %s", spent_s / 60, step + 1, snap)
-            if spent_s >= budget_s:
-                log.info("CPU budget of %.1f minutes spent after %d steps", cpu_minutes, step + 1)
-                cfg = replace(cfg, steps=step + 1)
-        losses = {k: float(v.detach()) for k, v in terms.items()}
-        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+    steps = zip(range(start, cfg.steps), batches, strict=True)
+    return tqdm(steps, initial=start, total=cfg.steps, disable=not progress, desc=run.card.name)
+
+
+def train_steps(
+    run: Run, batches: tqdm, held_out: DataSource, budget: CpuBudget | None
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Run the steps to the end of the schedule (or of the CPU budget, or an early stop):
+    each one a training step, then the schedule, the evaluation every ``eval_every`` steps
+    and the checkpoint every ``checkpoint_every``. Returns the last losses and evaluation."""
+    losses: dict[str, float] = {}
+    metrics: dict[str, object] = {}
+    for step, (images, targets) in batches:
+        losses = train_one_step(run, images, targets)
+        if budget is None:
+            run.sched.step()
+        else:
+            follow_budget(run, budget, step)
+        batches.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            metrics = validate(done)
-            if keeper.should_stop and done < cfg.steps:
-                log.info(
-                    "early stop after step %d: %d evaluations without a better mask AP than %.3f (step %d)",
-                    done,
-                    keeper.since,
-                    keeper.best_ap,
-                    keeper.best_step,
-                )
-                cfg = replace(cfg, steps=done)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            extra = {"ema": ema.state_dict()} if ema is not None else {}
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "schedule": sched.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "step": done,
-                    "prior_steps": prior_steps,
-                    "best": keeper.state_dict(),
-                    **extra,
-                },
-                ckpt,
-            )
-        if done == cfg.steps:
+        if done % run.cfg.eval_every == 0 or done == run.cfg.steps:
+            metrics = evaluate(run, held_out, done)
+            _stop_early(run, done)
+        if done % run.cfg.checkpoint_every == 0 or done == run.cfg.steps:
+            save_checkpoint(run, done)
+        if done == run.cfg.steps:
             break
+    return losses, metrics
+
+
+def train_one_step(run: Run, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One optimizer step on a batch (then the weight average's update); returns the losses."""
+    cfg, device, model = run.cfg, run.device, run.model
+    images = images.to(device, non_blocking=True)
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        terms = loss_terms(model, run.card, images, targets, cfg)
+    run.opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    if run.ema is not None:
+        run.ema.update_parameters(model)
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def follow_budget(run: Run, budget: CpuBudget, step: int) -> None:
+    """After step ``step`` of a CPU-budget run: the learning rate of the budget's fraction
+    spent, the snapshots now due, and the run's end when the budget is spent."""
+    spent_s, budget_s = budget.spent_s(), budget.minutes * 60.0
+    factor = min(1.0, (step + 2) / run.cfg.warmup_steps) * cosine(spent_s / budget_s)
+    for group in run.opt.param_groups:
+        group["lr"] = run.cfg.lr * group["lr_scale"] * factor
+    while budget.snapshot_minutes and spent_s >= budget.snapshot_minutes[0] * 60.0:
+        snap = run.ckpt.parent / "snapshots" / f"cpu-{budget.snapshot_minutes.pop(0):g}.pt"
+        save_weights(run.final, run.card, snap, run.prior_steps + step + 1)
+        log.info("snapshot after %.1f CPU-minutes, step %d: %s", spent_s / 60, step + 1, snap)
+    if spent_s >= budget_s:
+        log.info("CPU budget of %.1f minutes spent after %d steps", budget.minutes, step + 1)
+        run.end_at(step + 1)
+
+
+def _held_out_loss(run: Run, model: torch.nn.Module, held_out: DataSource) -> float:
+    return held_out_loss(model, run.card, held_out, len(held_out), run.cfg.batch_size, run.cfg, run.device)
+
+
+def evaluate(run: Run, held_out: DataSource, step: int) -> dict[str, object]:
+    """Mask AP and loss of the weights to save on the held-out samples after ``step``; with
+    ``keep_best`` the best weights so far are kept. Empty without held-out samples."""
+    if not len(held_out):
+        return {}
+    result = evaluate_model(run.final, run.card, held_out, len(held_out))
+    result["val_loss"] = _held_out_loss(run, run.final, held_out)
+    log.info(
+        "step %d: mask AP %.3f AP50 %.3f AP75 %.3f, held-out loss %.4f",
+        step,
+        result["mask_ap"],
+        result["mask_ap50"],
+        result["mask_ap75"],
+        result["val_loss"],
+    )
+    if run.cfg.keep_best:
+        total = run.prior_steps + step
+        run.keeper.update(float(result["mask_ap"]), total, lambda p: save_weights(run.final, run.card, p, total))  # type: ignore[arg-type]
+    return result
+
+
+def _stop_early(run: Run, done: int) -> None:
+    """End the run at step ``done`` when ``patience`` evaluations brought no better AP."""
+    keeper = run.keeper
+    if keeper.should_stop and done < run.cfg.steps:
+        log.info(
+            "early stop after step %d: %d evaluations without a better mask AP than %.3f (step %d)",
+            done,
+            keeper.since,
+            keeper.best_ap,
+            keeper.best_step,
+        )
+        run.end_at(done)
+
+
+def save_checkpoint(run: Run, done: int) -> None:
+    """``last.pt``: what a resumed run needs to go on as if never stopped."""
+    run.ckpt.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"ema": run.ema.state_dict()} if run.ema is not None else {}
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "schedule": run.sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "step": done,
+        "prior_steps": run.prior_steps,
+        "best": run.keeper.state_dict(),
+    }
+    torch.save({**state, **extra}, run.ckpt)
+
+
+def _finish(run: Run, source: DataSource, held_out: DataSource, metrics: dict[str, object]) -> dict[str, object]:
+    """After the last step: BatchNorm statistics recomputed (``precise_bn_images``) and
+    evaluated again, then the card's weights file written, the best kept weights where they
+    beat the last ones, and its sha256 put in the card. Returns the final evaluation."""
+    card, cfg, keeper = run.card, run.cfg, run.keeper
     if cfg.precise_bn_images > 0:
-        n = precise_bn(final(), card, source, cfg.precise_bn_images, cfg.batch_size, cfg.steps, device)
+        n = precise_bn(run.final, card, source, cfg.precise_bn_images, cfg.batch_size, cfg.steps, run.device)
         log.info("BatchNorm statistics recomputed on %d unseen training images", n)
-        metrics = validate(cfg.steps)
-    if cfg.keep_best and keeper.best_step >= 0 and keeper.best_ap > float(metrics.get("mask_ap", -math.inf)):  # type: ignore[arg-type]
-        shutil.copyfile(keeper.path, card.weights.path)
+        metrics = evaluate(run, held_out, cfg.steps)
+    last_ap = float(metrics.get("mask_ap", -math.inf))  # type: ignore[arg-type]
+    if cfg.keep_best and keeper.best_step >= 0 and keeper.best_ap > last_ap:
+        shutil.copyfile(keeper.path, card.weights.path)  # type: ignore[union-attr]
         log.info(
             "kept the weights of step %d (held-out mask AP %.3f) over the last ones (%.3f)",
             keeper.best_step,
@@ -356,42 +348,6 @@ def train(
             metrics.get("mask_ap"),
         )
     else:
-        save_weights(final(), card, card.weights.path, prior_steps + cfg.steps)
-    set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))
-    return {
-        "losses": losses,
-        "metrics": metrics,
-        "weights": str(card.weights.path),
-        "data": list(run_data.summary),
-        "best": keeper.state_dict(),
-        **({"initial_val_loss": initial_loss} if initial_loss is not None else {}),
-    }
-
-
-def _resume(
-    ckpt: Path,
-    card: ModelCard,
-    model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    ema: torch.optim.swa_utils.AveragedModel | None,
-    keeper: BestKeeper,
-    device: torch.device,
-    prior_steps: int,
-) -> tuple[int, int]:
-    """Load the run's checkpoint into its parts; returns ``(step, prior_steps)``."""
-    if not ckpt.is_file():
-        raise CardError(f"--resume: no checkpoint {str(ckpt)!r} for card {card.name!r}")
-    state = torch.load(ckpt, map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["schedule"])
-    torch.set_rng_state(state["rng"].cpu())
-    if ema is not None:
-        if "ema" not in state:
-            raise CardError(f"--resume: checkpoint {str(ckpt)!r} has no weight average but the card sets ema_decay")
-        ema.load_state_dict(state["ema"])
-    if "best" in state:
-        keeper.load_state_dict(state["best"])
-    log.info("resuming %s from step %d (%s)", card.name, int(state["step"]), ckpt)
-    return int(state["step"]), int(state.get("prior_steps", prior_steps))
+        save_weights(run.final, card, card.weights.path, run.prior_steps + cfg.steps)  # type: ignore[union-attr]
+    set_card_value(card.path, "weights", "sha256", sha256_of(card.weights.path))  # type: ignore[union-attr]
+    return metrics
