@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import zmq
@@ -47,6 +48,7 @@ __all__ = [
     "Publisher",
     "Received",
     "Subscriber",
+    "SubscriberConfig",
     "frame_pixels",
     "header_for",
     "iter_messages",
@@ -104,8 +106,60 @@ class _Bell:
     fd: int | None = None  # registered with the poller while connected
 
 
+@dataclass(frozen=True)
+class SubscriberConfig:
+    """How a :class:`Subscriber` reads; ``Subscriber(ctx, endpoints, keep_newest=False, ...)``
+    takes these as keywords too."""
+
+    #: sockets that carry only frame topics are drained by a background thread that keeps
+    #: the newest frame (:class:`NewestReceiver`); off: every message, in order
+    keep_newest: bool = True
+    #: messages queued per socket in keep-newest mode
+    hwm: int = DEFAULT_HWM
+    #: bind the endpoints instead of connecting to them
+    bind: bool = False
+    #: called with each socket before it binds or connects (security options)
+    configure: Callable[[zmq.Socket], object] | None = None
+    #: frames in shared memory handed over in place with their ``unchanged`` check, not
+    #: copied out (for a consumer that is done with the pixels before it checks)
+    shm_views: bool = False
+    #: read a local topic from its publisher's doorbell when it has one
+    doorbells: bool = True
+    #: keep-all mode: messages queued per socket, 0 for no limit; with a lossless publisher
+    #: (deterministic runs) a full queue holds the sender back, so a bounded backlog bounds
+    #: what a slow reader has in memory. Status (heartbeats, from publishers that drop) has
+    #: no limit
+    backlog: int = DETERMINISTIC_HWM
+    #: this reader makes outputs of its own from what it reads (a node with output topics):
+    #: its producers' bells ring it before the readers that only relay or record
+    stage: bool = False
+    #: spin this long around a steady topic's next message (:mod:`perception.bus.arrivals`);
+    #: 0: sleep
+    spin_us: int = 0
+    #: messages other than frames keep their payload as received
+    #: (:func:`~perception.bus.codec.decode_relay`), for a reader that passes them on unchanged
+    relay: bool = False
+
+    def queue(self, names: Sequence[str]) -> int:
+        """The receive high water mark of a socket that carries ``names``."""
+        if self.keep_newest:
+            return self.hwm
+        return DETERMINISTIC_HWM if "status" in names else self.backlog
+
+    def rings(self, address: str, names: Sequence[str], frames: bool) -> str | None:
+        """The doorbell path to read ``names`` (``frames``: a frame topic first) on
+        ``address`` from, or None: a local endpoint of one topic, frames always, others in
+        keep-newest mode only (a deterministic reader takes them from ZeroMQ, whose queue has
+        no limit)."""
+        path = bell_path(address)
+        if not self.doorbells or self.bind or path is None or len(names) != 1:
+            return None
+        return path if frames or self.keep_newest else None
+
+
 class Subscriber:
-    """Subscribes to topics, each on its own endpoint (or several on one endpoint).
+    """Subscribes to topics, each on its own endpoint (or several on one endpoint), read as
+    ``cfg`` (a :class:`SubscriberConfig`, or its fields as keywords) says.
 
     :meth:`poll` returns the messages that arrived, decoded. With ``keep_newest``, sockets
     that carry only frame topics are drained by a background thread that keeps the newest
@@ -113,47 +167,25 @@ class Subscriber:
     every ``seq`` gap (frames skipped here or lost at a sender's high water mark).
     Bad messages are not raised: they are counted in ``errors`` with the text in
     ``last_error`` and skipped, so a node keeps going. Frames that come in shared memory are
-    copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check
-    (for a consumer that is done with the pixels before it checks, such as a node's step).
-    ``backlog`` (keep-all mode): messages queued per socket, 0 for no limit; with a
-    lossless publisher (deterministic runs) a full queue holds the sender back, so a bounded
-    backlog bounds what a slow reader has in memory.
+    copied out, or with ``shm_views`` handed over in place with their ``unchanged`` check.
 
     A topic on a local (``ipc://``) endpoint of its own is also read from its publisher's
     doorbell when it has one (:mod:`perception.bus.doorbell`; frame topics always, others in
     keep-newest mode), found at start and retried every half second: its messages then come
     by the bell (in keep-newest mode only the newest frame is decoded), ZeroMQ is subscribed
     to the ones the bell marked only, and when the publisher goes away the subscription
-    returns to everything on ZeroMQ. ``stage``: this reader makes outputs of its own from
-    what it reads (a node with output topics), and its producers' bells ring it before the
-    readers that only relay or record (:mod:`perception.bus.doorbell`). ``spin_us``: spin
-    this long around a steady topic's next message (:mod:`perception.bus.arrivals`); 0: sleep.
-    ``relay``: messages other than frames keep their payload as received
-    (:func:`~perception.bus.codec.decode_relay`), for a reader that passes them on unchanged.
+    returns to everything on ZeroMQ.
     """
 
     def __init__(
-        self,
-        ctx: zmq.Context,
-        endpoints: dict[str, str],
-        *,
-        keep_newest: bool = True,
-        hwm: int = DEFAULT_HWM,
-        bind: bool = False,
-        configure: Callable[[zmq.Socket], object] | None = None,
-        shm_views: bool = False,
-        doorbells: bool = True,
-        backlog: int = DETERMINISTIC_HWM,
-        stage: bool = False,
-        spin_us: int = 0,
-        relay: bool = False,
+        self, ctx: zmq.Context, endpoints: dict[str, str], cfg: SubscriberConfig | None = None, **options: Any
     ) -> None:
-        self.keep_newest = keep_newest
-        self.decode = codec.decode_relay if relay else codec.decode
-        self.arrivals = Arrivals(spin_us * 1000)
+        cfg = replace(cfg or SubscriberConfig(), **options)
+        self.cfg, self.keep_newest, self.shm_views = cfg, cfg.keep_newest, cfg.shm_views
+        self.decode = codec.decode_relay if cfg.relay else codec.decode
+        self.arrivals = Arrivals(cfg.spin_us * 1000)
         self.spun_s = 0.0  # time spent spinning (``spin_us``), and the times a message came meanwhile
         self.spin_caught = 0
-        self.shm_views = shm_views
         self.topics = set(endpoints)
         self.socks: list[zmq.Socket] = []
         self.receivers: list[NewestReceiver] = []
@@ -164,37 +196,7 @@ class Subscriber:
         for name, address in endpoints.items():
             by_address.setdefault(address, []).append(name)
         for address, names in by_address.items():
-            s = ctx.socket(zmq.SUB)
-            # keep-all: ``backlog`` messages queued here before a lossless sender is held back
-            # (0: no limit); status (heartbeats, from publishers that drop) never held
-            s.setsockopt(zmq.RCVHWM, hwm if keep_newest else DETERMINISTIC_HWM if "status" in names else backlog)
-            s.setsockopt(zmq.LINGER, 0)
-            path = bell_path(address)
-            bell = None
-            frames = schema.topic(names[0]).kind == "frame"
-            # a deterministic reader takes other topics from ZeroMQ, whose queue has no limit
-            if doorbells and not bind and path is not None and len(names) == 1 and (frames or keep_newest):
-                bell = _Bell(BellReader(names[0], path, keep_newest and frames, stage=stage, decode=self.decode), s)
-                self.bells[names[0]] = bell
-            for n in names:
-                s.setsockopt(zmq.SUBSCRIBE, n.encode())
-            if configure is not None:
-                configure(s)
-            (s.bind if bind else s.connect)(address)
-            if keep_newest and all(schema.topic(n).kind == "frame" for n in names):
-                if self.wake is None:
-                    wake_address = f"inproc://wake-{id(self)}"
-                    self.wake = ctx.socket(zmq.PAIR)
-                    self.wake.bind(wake_address)
-                    self.poller.register(self.wake, zmq.POLLIN)
-                r = NewestReceiver(ctx, s, wake_address)
-                self.receivers.append(r)
-                if bell is not None:
-                    bell.receiver = r
-                r.start()
-            else:
-                self.socks.append(s)
-                self.poller.register(s, zmq.POLLIN)
+            self._open(ctx, address, names)
         self.dropped = 0
         self.received = 0
         self.errors = 0
@@ -202,6 +204,42 @@ class Subscriber:
         self._seq = SeqTracker()
         self.shm = ShmReader()
         self._ring_bells(time.monotonic())
+
+    def _open(self, ctx: zmq.Context, address: str, names: list[str]) -> None:
+        """One socket for the topics ``names`` on ``address``, with its doorbell when it has
+        one, read by a newest-frame thread (keep-newest, frames only) or by :meth:`poll`."""
+        cfg = self.cfg
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.RCVHWM, cfg.queue(names))
+        s.setsockopt(zmq.LINGER, 0)
+        bell = None
+        frames = schema.topic(names[0]).kind == "frame"
+        if (path := cfg.rings(address, names, frames)) is not None:
+            reader = BellReader(names[0], path, cfg.keep_newest and frames, stage=cfg.stage, decode=self.decode)
+            bell = self.bells[names[0]] = _Bell(reader, s)
+        for n in names:
+            s.setsockopt(zmq.SUBSCRIBE, n.encode())
+        if cfg.configure is not None:
+            cfg.configure(s)
+        (s.bind if cfg.bind else s.connect)(address)
+        if cfg.keep_newest and all(schema.topic(n).kind == "frame" for n in names):
+            r = NewestReceiver(ctx, s, self._wake_address(ctx))
+            self.receivers.append(r)
+            if bell is not None:
+                bell.receiver = r
+            r.start()
+        else:
+            self.socks.append(s)
+            self.poller.register(s, zmq.POLLIN)
+
+    def _wake_address(self, ctx: zmq.Context) -> str:
+        """Where the newest-frame threads wake :meth:`poll` (the socket bound on first use)."""
+        address = f"inproc://wake-{id(self)}"
+        if self.wake is None:
+            self.wake = ctx.socket(zmq.PAIR)
+            self.wake.bind(address)
+            self.poller.register(self.wake, zmq.POLLIN)
+        return address
 
     # -- doorbells ---------------------------------------------------------------------
     def _subscribe(self, name: str, bell: _Bell, via_bell: bool) -> None:
