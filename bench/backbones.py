@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception.segmentation.backbone import BACKBONES, Backbone
+from perception.nets.backbone import BACKBONES, Backbone
 from perception.segmentation.runtime import open_session
 
 

@@ -123,7 +123,7 @@ def score_ours(
     card: Path, snapshot: Path, work: Path, sets: Sequence[ValSet], threads: int, class_ids: Collection[int]
 ) -> dict[str, object]:
     """Score ``snapshot`` of ``card``'s model; its card copy and ONNX file go to ``work``."""
-    from perception.segmentation.runtime import load_segmenter
+    from perception.segmentation.families import load_segmenter
     from perception.train.export import export_card
 
     tmp = card_copy(card, work, str(snapshot.resolve()))

@@ -31,7 +31,7 @@ from bench.heldout import held_out_drives  # noqa: E402
 from perception.bus.classes import CLASSES  # noqa: E402
 from perception.evaluation.offline import evaluate_segmenter  # noqa: E402
 from perception.segmentation.card import CardError, load_card, set_card_value  # noqa: E402
-from perception.segmentation.runtime import load_segmenter  # noqa: E402
+from perception.segmentation.families import load_segmenter  # noqa: E402
 
 
 def main() -> None:

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from perception.nets.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from perception.node.config import build_config
 from perception.segmentation.card import load_card
-from perception.segmentation.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from perception.segmentation.runtime import open_session
-from perception.train.data import DataConfig, make_source
+from perception.train.data import DataConfig
 from perception.train.export import export_maskrcnn_onnx
+from perception.train.sources import make_source
 from perception.train.steps import batch_at
 
 

@@ -88,7 +88,7 @@ def accurate_models(
         return acc, how, None
     import torch
 
-    from perception.segmentation.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
+    from perception.nets.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
     from perception.train.build import build_model
     from perception.train.export import export_maskrcnn_onnx
 

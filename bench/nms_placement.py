@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from perception.nets.fast_nms_torch import pairwise_iou_torch
+from perception.nets.yolact import YolactExport
 from perception.node.config import build_config
 from perception.segmentation.card import load_card
-from perception.segmentation.fast_nms import NmsParams, fast_nms_np, pairwise_iou_torch
+from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import PostprocessConfig
 from perception.segmentation.runtime import open_session
-from perception.segmentation.yolact import YolactExport
 from perception.train.build import build_model
 
 

@@ -8,7 +8,7 @@ in one run.
 
 - **Bare segmenter** (the baseline): the drive's frames, letterboxed once beforehand exactly as
   the preprocess node does, through the same runtime the segmenter node loads
-  (:func:`perception.segmentation.runtime.load_segmenter`, same card and threads), called in
+  (:func:`perception.segmentation.families.load_segmenter`, same card and threads), called in
   a loop on a CPU of its own (the last one). Throughput = frames / time between the first
   and last result.
 - **Pipeline throughput**: ``perception replay --max --deterministic`` of the same drive
@@ -68,11 +68,11 @@ sys.path.insert(0, str(ROOT))
 from perception.bus.pubsub import Received  # noqa: E402
 from perception.bus.schema import Envelope, Status  # noqa: E402
 from perception.bus.shm_ring import ShmConfig  # noqa: E402
-from perception.camera.preprocess import letterbox  # noqa: E402
 from perception.drives.drive_file import DriveReader  # noqa: E402
 from perception.evaluation.latency import run_stats  # noqa: E402
+from perception.geometry.letterbox import letterbox  # noqa: E402
 from perception.segmentation.card import load_card  # noqa: E402
-from perception.segmentation.runtime import load_segmenter  # noqa: E402
+from perception.segmentation.families import load_segmenter  # noqa: E402
 from perception.synth import SynthConfig, write_drive  # noqa: E402
 from perception.system.launch import load_launch  # noqa: E402
 from perception.system.runner import run_pipeline  # noqa: E402

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from perception.bus import codec  # noqa: E402
 from perception.bus.schema import Envelope  # noqa: E402
-from perception.camera.preprocess import letterbox  # noqa: E402
 from perception.drives.drive_file import DriveReader  # noqa: E402
+from perception.geometry.letterbox import letterbox  # noqa: E402
 from perception.segmentation.card import load_card  # noqa: E402
-from perception.segmentation.runtime import load_segmenter  # noqa: E402
+from perception.segmentation.families import load_segmenter  # noqa: E402
 from perception.synth import SynthConfig, write_drive  # noqa: E402
 from perception.tracking.tracker import Tracker  # noqa: E402
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from perception.camera.preprocess import letterbox, to_camera_xyxy
 from perception.camera.sources import CameraConfig, CameraLogic, FolderSource
+from perception.geometry.letterbox import letterbox, to_camera_xyxy
 
 
 def test_folder_source_reads_in_name_order_and_loops(tmp_path: Path) -> None:

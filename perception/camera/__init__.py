@@ -1,4 +1,4 @@
 """Frame sources and preprocessing: the camera node (V4L2 devices, video files, image
 folders, streams; reconnects) and the undistort + letterbox node.
 
-Layer 3: imports ``bus``, ``node``, ``calibration``."""
+Layer 3: imports ``bus``, ``node``, ``geometry`` (the letterbox), ``calibration``."""

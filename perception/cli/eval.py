@@ -86,7 +86,7 @@ def run_image_set(args: argparse.Namespace) -> int:
     from perception.evaluation.image_report import image_summary_text, write_image_report
     from perception.evaluation.image_set import ImageSetEvaluator, evaluate_image_set
     from perception.segmentation.card import load_card
-    from perception.segmentation.runtime import load_segmenter
+    from perception.segmentation.families import load_segmenter
     from perception.train.datasets import labelled_frames, parse_specs, read_set
     from perception.train.labelled import ClassMap
 

@@ -1,7 +1,8 @@
-"""Segmentation models and the segmenter node: the torch-free ONNX runtime (``runtime``,
-``maskrcnn_runtime``, ``postprocess``, ``fast_nms``, ``card``, ``ultralytics_adapter``), the
-node's logic and its latency policy (``segmenter_logic``, ``latency_policy``), and the torch
-model code used by training and export (``backbone``, ``yolact``, ``yolact_loss``,
-``yolact_infer``, ``maskrcnn``, ``maskrcnn_checkpoint``, ``maskrcnn_infer``).
+"""The segmenter the node runs, torch-free: ONNX Runtime sessions and the model families
+(``runtime``, ``maskrcnn_runtime``, ``ultralytics_adapter``, picked by a card's family in
+``families``), ``providers``, ``postprocess``, ``fast_nms``, ``card``, the node's logic
+and its latency policy (``segmenter_logic``, ``latency_policy``). The torch networks that
+training and export use are in :mod:`perception.nets`.
 
-Layer 4: imports layers 0-3 (``camera`` for the letterbox; never ``drives`` or ``tracking``)."""
+Layer 4: imports layers 0-3 (``geometry`` for the letterbox; never ``drives`` or
+``tracking``); never torch (tests/test_layout.py checks it)."""

@@ -1,4 +1,4 @@
-"""Fast NMS as in YOLACT (Bolya et al. 2019, section 3.3), in NumPy and in torch.
+"""Fast NMS as in YOLACT (Bolya et al. 2019, section 3.3), in NumPy.
 
 For each class the ``top_k`` candidates are sorted by score, their IoU matrix is taken,
 its upper triangle kept (``X[i, j]`` for ``i < j``: box ``i`` scores higher than ``j``) and
@@ -14,19 +14,15 @@ because ``torchvision.ops.box_iou`` is two-dimensional only.
 ``class_aware=True`` runs one Fast NMS per class (an anchor may survive in two classes,
 as in YOLACT); ``class_aware=False`` runs one across classes on each anchor's best class.
 
-The NumPy version needs no torch (the runtime uses it); the torch version imports torch
-when called, so importing this module never imports torch.
+The NumPy version is here (the runtime uses it; no torch); its torch twin, for training's
+validation, is :mod:`perception.nets.fast_nms_torch`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -90,47 +86,3 @@ def fast_nms_np(boxes: np.ndarray, scores: np.ndarray, p: NmsParams) -> tuple[np
         cls = best[index]
     first = np.argsort(-score, kind="stable")[: p.max_detections]
     return index[first].astype(np.int64), cls[first].astype(np.int64), score[first].astype(np.float32)
-
-
-def pairwise_iou_torch(boxes: torch.Tensor) -> torch.Tensor:
-    """Torch twin of :func:`pairwise_iou_np`: ``(B, K, 4)`` -> ``(B, K, K)``."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    area = (x1 - x0).clamp(min=0) * (y1 - y0).clamp(min=0)
-    w = (x1[:, :, None].minimum(x1[:, None, :]) - x0[:, :, None].maximum(x0[:, None, :])).clamp(min=0)
-    h = (y1[:, :, None].minimum(y1[:, None, :]) - y0[:, :, None].maximum(y0[:, None, :])).clamp(min=0)
-    inter = w * h
-    return inter / (area[:, :, None] + area[:, None, :] - inter).clamp(min=1e-9)
-
-
-def fast_nms_torch(
-    boxes: torch.Tensor, scores: torch.Tensor, p: NmsParams
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Torch twin of :func:`fast_nms_np` (same arguments and results, as tensors)."""
-    import torch
-
-    dev = boxes.device
-    empty = (
-        torch.zeros(0, dtype=torch.long, device=dev),
-        torch.zeros(0, dtype=torch.long, device=dev),
-        torch.zeros(0, device=dev),
-    )
-    if boxes.shape[0] == 0:
-        return empty
-    best = scores.argmax(1)
-    if not p.class_aware:
-        scores = scores.gather(1, best[:, None])
-    cand = torch.nonzero(scores.max(1).values > p.score_threshold).flatten()
-    if cand.numel() == 0:
-        return empty
-    s = scores[cand]
-    k = min(p.top_k, int(cand.numel()))
-    top_scores, order = s.t().sort(dim=1, descending=True, stable=True)
-    top_scores, order = top_scores[:, :k], order[:, :k]  # (C, k)
-    iou = pairwise_iou_torch(boxes[cand[order]]).triu(diagonal=1)
-    keep = (iou.max(dim=1).values <= p.iou_threshold) & (top_scores > p.score_threshold)
-    cls, pos = torch.nonzero(keep, as_tuple=True)
-    index, score = cand[order[cls, pos]], top_scores[cls, pos]
-    if not p.class_aware:
-        cls = best[index]
-    first = torch.argsort(-score, stable=True)[: p.max_detections]
-    return index[first], cls[first], score[first]

@@ -1,7 +1,7 @@
 """The accurate two-stage model exported by ``perception export``, run by ONNX Runtime
 (torch-free).
 
-The graph (:class:`perception.segmentation.maskrcnn.MaskRCNNExport`) runs torchvision's Mask
+The graph (:class:`perception.nets.maskrcnn.MaskRCNNExport`) runs torchvision's Mask
 R-CNN up to its per-box 28x28 mask probabilities; pasting them into the image is done here
 in NumPy (:func:`~perception.segmentation.postprocess.paste_roi_mask`), over each box only
 and directly in camera pixels, because the traced paste loop of torchvision is slow and
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.bus.schema import Detections, Instance, Letterbox
-from perception.camera.preprocess import to_camera_xyxy
+from perception.geometry.letterbox import to_camera_xyxy
 from perception.segmentation.card import ModelCard
 from perception.segmentation.postprocess import (
     encode_region_mask,

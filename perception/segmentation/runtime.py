@@ -1,5 +1,6 @@
 """The torch-free runtime: ONNX Runtime sessions and the one-stage segmenter (the
-two-stage one is in :mod:`.maskrcnn_runtime`).
+two-stage one is in :mod:`.maskrcnn_runtime`, Ultralytics models in
+:mod:`.ultralytics_adapter`; :mod:`.families` picks the one a card names).
 
 Every segmenter follows :class:`Segmenter`: ``predict(image_bgr) -> Detections`` with boxes
 and masks in the pixels of the image given. :func:`open_session` picks the execution
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from perception.bus.schema import Detections, Letterbox
-from perception.camera.preprocess import compose, letterbox, to_camera_xyxy
+from perception.geometry.letterbox import compose, letterbox, to_camera_xyxy
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
@@ -224,22 +225,3 @@ def network_blob(
     check_bgr(image_bgr)
     img, lb = model_input(image_bgr, transform, width, height, pad_value)
     return cv2.dnn.blobFromImage(img, 1.0 / 255.0, swapRB=True), lb
-
-
-def load_segmenter(
-    card_path: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None
-) -> Segmenter:
-    """The segmenter a card (a path, or a loaded card) describes (``yolact``, ``maskrcnn`` or
-    ``ultralytics`` family)."""
-    card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
-    if card.family == "yolact":
-        return YolactSegmenter(card, threads, providers)
-    if card.family == "maskrcnn":
-        from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter  # imports this module
-
-        return MaskRCNNSegmenter(card, threads, providers)
-    if card.family == "ultralytics":
-        from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
-
-        return UltralyticsSegmenter.from_card(card, threads, providers)
-    raise CardError(f"{card.path}: family {card.family!r} has no ONNX runtime in this module")

@@ -20,9 +20,10 @@ from perception.bus.pubsub import Received
 from perception.bus.schema import Detections, FrameHeader
 from perception.node.loop import FrameOverwritten, Outgoing
 from perception.segmentation.card import ModelCard, load_card
+from perception.segmentation.families import load_segmenter
 from perception.segmentation.latency_policy import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
 from perception.segmentation.providers import describe
-from perception.segmentation.runtime import Segmenter, TwoStepSegmenter, load_segmenter
+from perception.segmentation.runtime import Segmenter, TwoStepSegmenter
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from perception.bus.classes import CLASSES, COCO80_INDEX
 from perception.bus.schema import Detections, Letterbox
-from perception.camera.preprocess import to_camera_xyxy
+from perception.geometry.letterbox import to_camera_xyxy
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config

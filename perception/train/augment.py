@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perception.camera.preprocess import resize_interpolation
+from perception.geometry.letterbox import resize_interpolation
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perception.node.config import build_config
-from perception.segmentation.card import CardError, ModelCard
-from perception.segmentation.maskrcnn import COCO_NUM_CLASSES
-from perception.segmentation.maskrcnn_checkpoint import (
+from perception.nets.maskrcnn import COCO_NUM_CLASSES
+from perception.nets.maskrcnn_checkpoint import (
     CheckpointError,
     coco_to_road_classes,
     load_torch_file,
     read_state_dict,
 )
+from perception.nets.yolact import Yolact, YolactConfig
+from perception.node.config import build_config
+from perception.segmentation.card import CardError, ModelCard
 from perception.segmentation.postprocess import postprocess_config
-from perception.segmentation.yolact import Yolact, YolactConfig
 
 
 def build_model(card: ModelCard) -> nn.Module:
@@ -29,7 +29,7 @@ def build_model(card: ModelCard) -> nn.Module:
     :class:`Yolact` or a torchvision ``MaskRCNN`` (classes + background) at the card's
     fixed input size, its test-time settings from ``[postprocess]``."""
     if card.family == "maskrcnn":
-        from perception.segmentation.maskrcnn import InferenceSettings, MaskRCNNConfig, build_maskrcnn
+        from perception.nets.maskrcnn import InferenceSettings, MaskRCNNConfig, build_maskrcnn
 
         cfg = build_config(MaskRCNNConfig, card.architecture, card.where("architecture"))
         post = postprocess_config(card)
@@ -132,7 +132,7 @@ def freeze_prefixes(model: nn.Module, prefixes: tuple[str, ...]) -> int:
 def load_pretrained_trunk(model: nn.Module, card: ModelCard) -> str:
     """Load the card's ``[architecture] pretrained`` trunk (when set) into ``model``; returns
     a line saying what was loaded ("" when the card has none). Raises :class:`CardError`."""
-    from perception.segmentation.pretrained import PretrainedError, load_pretrained, trunk_of
+    from perception.nets.pretrained import PretrainedError, load_pretrained, trunk_of
 
     name = str(card.architecture.get("pretrained", ""))
     if not name:

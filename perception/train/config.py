@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from perception.segmentation.yolact_loss import LossConfig
+from perception.nets.yolact_loss import LossConfig
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ held-out set is just another seed. Sources: ``shapes`` (built in: class-specific
 on textured backgrounds, for tests and smoke runs) and ``synth`` (the synthetic drives of
 ``perception.synth``, letterboxed like the preprocess node does); users' files (COCO,
 YOLO-seg, drives) are read by :mod:`perception.train.labelled`, and
-:mod:`perception.train.sources` mixes the sources a run names.
+:mod:`perception.train.sources` picks the source a card's ``[data]`` names
+(``make_source``) and mixes the sources a run names.
 """
 
 from __future__ import annotations
@@ -169,40 +170,3 @@ class ShapesSource:
             masks.append(m.astype(bool))
             labels.append(CLASSES.index(name))
         return to_sample(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), masks, labels)
-
-
-def make_source(
-    cfg: DataConfig,
-    width: int,
-    height: int,
-    seed: int,
-    classes: tuple[str, ...],
-    cache_dir: str | None = None,
-    held_out: bool = False,
-) -> DataSource:
-    """The data source a card's ``[data]`` table names, at the card's input size. With
-    ``cache_dir`` and ``bank_drives > 0`` a synth source is a frame bank cached there: for
-    training, random frames of ``bank_drives`` drives, augmented; ``held_out``: every frame
-    of ``eval_images / 2`` drives (two frames each, all scenarios and looks) once, as the node
-    sees them. Otherwise frames stream from the simulator."""
-    if cfg.source == "shapes":
-        return ShapesSource(width, height, seed, classes, cfg.max_objects)
-    if cache_dir is not None and cfg.bank_drives > 0:
-        from perception.train.frame_bank import BankConfig, BankSource, FrameBank
-
-        if held_out:
-            bank = FrameBank(
-                BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2, stride=cfg.bank_stride),
-                cache_dir,
-            )
-            return BankSource(bank, width, height, seed, shuffle=False)
-        bank = FrameBank(
-            BankConfig(
-                seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive, stride=cfg.bank_stride
-            ),
-            cache_dir,
-        )
-        return BankSource(bank, width, height, seed, cfg.augment())
-    from perception.train.synth_source import SynthSource
-
-    return SynthSource(width, height, seed)

@@ -2,8 +2,8 @@
 (torch only), at the card's fixed input size, checked with ``onnx.checker``; its sha256 is
 written into the card's ``[onnx]`` table.
 
-- ``yolact``: :class:`~perception.segmentation.yolact.YolactExport`;
-- ``maskrcnn``: :class:`~perception.segmentation.maskrcnn.MaskRCNNExport` (batch 1; mask
+- ``yolact``: :class:`~perception.nets.yolact.YolactExport`;
+- ``maskrcnn``: :class:`~perception.nets.maskrcnn.MaskRCNNExport` (batch 1; mask
   pasting left to the runtime). Weights come from the card's ``[weights]`` file or from a
   checkpoint in torchvision's published format (``torchvision_checkpoint``).
 
@@ -23,9 +23,9 @@ import onnx
 import torch
 from torch import nn
 
+from perception.nets.yolact import Yolact, YolactExport
 from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
 from perception.segmentation.runtime import YOLACT_OUTPUTS
-from perception.segmentation.yolact import Yolact, YolactExport
 from perception.train.build import build_model, load_weights
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) 
     """Export a torchvision ``MaskRCNN`` for a ``(1, 3, height, width)`` float input and a
     0-d score threshold to ``path``. Traced on a random image with threshold 0, so that
     every branch (detections, masks) is recorded."""
-    from perception.segmentation.maskrcnn import MaskRCNNExport
+    from perception.nets.maskrcnn import MaskRCNNExport
     from perception.segmentation.maskrcnn_runtime import MASKRCNN_INPUTS, MASKRCNN_OUTPUTS
 
     graph = MaskRCNNExport(model.eval(), width, height)
@@ -78,7 +78,7 @@ def export_card(
     if torchvision_checkpoint is not None:
         if card.family != "maskrcnn":
             raise CardError(f"{card.path}: a torchvision checkpoint needs a maskrcnn card, not {card.family!r}")
-        from perception.segmentation.maskrcnn_checkpoint import load_torchvision_checkpoint
+        from perception.nets.maskrcnn_checkpoint import load_torchvision_checkpoint
 
         load_torchvision_checkpoint(torchvision_checkpoint, model, card.classes)
     elif not random_init:

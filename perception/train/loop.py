@@ -13,7 +13,7 @@ first weights, optimizer and schedule, or the checkpoint resumed), its data, the
 best weights kept, the early stop) and :func:`save_checkpoint`, and last :func:`_finish`
 (BatchNorm statistics, the card's weights file).
 
-Families: ``yolact`` (the project's loss, :mod:`perception.segmentation.yolact_loss`) and
+Families: ``yolact`` (the project's loss, :mod:`perception.nets.yolact_loss`) and
 ``maskrcnn`` (torchvision's Mask R-CNN, which computes its own RPN, box and mask losses in
 train mode; its class 0 is the background, so labels are shifted by one).
 """

@@ -28,12 +28,14 @@ import cv2
 import numpy as np
 
 from perception.train.augment import NO_AUGMENT, Augment, augment_image
-from perception.train.data import DataConfig, DataError, DataSource, Sample, make_source, to_sample
+from perception.train.data import DataConfig, DataError, DataSource, Sample, ShapesSource, to_sample
 from perception.train.datasets import FILE_KINDS as FILE_KINDS
 from perception.train.datasets import KINDS as KINDS
 from perception.train.datasets import SourceSpec, evenly_spaced, read_images
 from perception.train.datasets import parse_specs as parse_specs
+from perception.train.frame_bank import BankConfig, BankSource, FrameBank
 from perception.train.labelled import LabelledImage
+from perception.train.synth_source import SynthSource
 
 
 def split(images: Sequence[LabelledImage], val_fraction: float) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -49,6 +51,39 @@ def split(images: Sequence[LabelledImage], val_fraction: float) -> tuple[list[La
     if len(val) == len(images) and len(images) > 1:
         val.discard(int(np.argmax(keys)))
     return [im for i, im in enumerate(images) if i not in val], [im for i, im in enumerate(images) if i in val]
+
+
+def make_source(
+    cfg: DataConfig,
+    width: int,
+    height: int,
+    seed: int,
+    classes: tuple[str, ...],
+    cache_dir: str | None = None,
+    held_out: bool = False,
+) -> DataSource:
+    """The data source a card's ``[data]`` table names, at the card's input size. With
+    ``cache_dir`` and ``bank_drives > 0`` a synth source is a frame bank cached there: for
+    training, random frames of ``bank_drives`` drives, augmented; ``held_out``: every frame
+    of ``eval_images / 2`` drives (two frames each, all scenarios and looks) once, as the node
+    sees them. Otherwise frames stream from the simulator."""
+    if cfg.source == "shapes":
+        return ShapesSource(width, height, seed, classes, cfg.max_objects)
+    if cache_dir is not None and cfg.bank_drives > 0:
+        if held_out:
+            bank = FrameBank(
+                BankConfig(seed=seed, drives=max(1, cfg.eval_images // 2), frames_per_drive=2, stride=cfg.bank_stride),
+                cache_dir,
+            )
+            return BankSource(bank, width, height, seed, shuffle=False)
+        bank = FrameBank(
+            BankConfig(
+                seed=seed, drives=cfg.bank_drives, frames_per_drive=cfg.bank_frames_per_drive, stride=cfg.bank_stride
+            ),
+            cache_dir,
+        )
+        return BankSource(bank, width, height, seed, cfg.augment())
+    return SynthSource(width, height, seed)
 
 
 class FileSource:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from perception.nets.yolact_loss import yolact_loss
 from perception.segmentation.card import ModelCard
-from perception.segmentation.yolact_loss import yolact_loss
 from perception.train.data import DataSource, Target
 
 if TYPE_CHECKING:

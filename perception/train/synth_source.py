@@ -14,7 +14,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from perception.camera.preprocess import letterbox
+from perception.geometry.letterbox import letterbox
 from perception.synth import DriveSimulator, SynthConfig
 from perception.train.data import Sample, to_sample
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from perception.nets.maskrcnn_infer import detect as detect_maskrcnn
+from perception.nets.yolact_infer import detect
 from perception.segmentation.card import ModelCard
-from perception.segmentation.maskrcnn_infer import detect as detect_maskrcnn
 from perception.segmentation.postprocess import postprocess_config
-from perception.segmentation.yolact_infer import detect
 from perception.train.data import DataSource
 from perception.train.evaluate import evaluate_samples
 from perception.train.steps import loss_terms, to_model_targets

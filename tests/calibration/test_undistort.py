@@ -15,7 +15,8 @@ from perception.bus.schema import Envelope, FrameHeader, Source
 from perception.calibration.board import Board, find_corners
 from perception.calibration.camera_file import Calibration, CalibrationError, load_calibration, save_calibration
 from perception.calibration.undistort import Undistorter
-from perception.camera.preprocess import PreprocessConfig, PreprocessLogic, letterbox
+from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.geometry.letterbox import letterbox
 
 BIG_BOARD = Board(9, 6, 0.05)
 

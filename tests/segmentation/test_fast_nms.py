@@ -83,7 +83,7 @@ def test_thresholds_and_limits() -> None:
 def test_numpy_and_torch_versions_agree(class_aware: bool) -> None:
     import torch
 
-    from perception.segmentation.fast_nms import fast_nms_torch
+    from perception.nets.fast_nms_torch import fast_nms_torch
 
     rng = np.random.default_rng(11)
     boxes = random_boxes(rng, 400, size=300.0)

@@ -32,7 +32,7 @@ def test_finetune_from_torchvision_format_lowers_held_out_loss_and_exports(tmp_p
     from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
 
     from perception.segmentation.card import load_card
-    from perception.segmentation.runtime import load_segmenter
+    from perception.segmentation.families import load_segmenter
     from perception.train.export import export_card
     from perception.train.loop import train
 
@@ -61,8 +61,8 @@ def test_finetune_from_torchvision_format_lowers_held_out_loss_and_exports(tmp_p
 def test_init_cuts_a_coco_head_to_the_card_and_freeze_holds_the_trunk(make_maskrcnn_card, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from perception.nets.maskrcnn_checkpoint import coco_rows
     from perception.segmentation.card import load_card
-    from perception.segmentation.maskrcnn_checkpoint import coco_rows
     from perception.train.build import build_model, freeze, init_from, trunk
 
     card = load_card(make_maskrcnn_card())

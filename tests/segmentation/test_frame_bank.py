@@ -58,7 +58,7 @@ def test_samples_are_a_pure_function_of_seed_and_index(tmp_path: Path) -> None:
 
 
 def test_scale_one_is_the_letterbox_the_node_applies(tmp_path: Path) -> None:
-    from perception.camera.preprocess import letterbox
+    from perception.geometry.letterbox import letterbox
     from perception.train.frame_bank import BankSource
 
     bank = small_bank(tmp_path)

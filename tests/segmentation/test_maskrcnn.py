@@ -20,7 +20,7 @@ def r50_coco_state():  # type: ignore[no-untyped-def]
 
 
 def test_r50_builder_is_torchvisions_architecture(r50_coco_state) -> None:  # type: ignore[no-untyped-def]
-    from perception.segmentation.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
+    from perception.nets.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
 
     model = maskrcnn_resnet50_fpn_v2_coco(width=640, height=320)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -32,8 +32,8 @@ def test_a_coco_checkpoint_loads_with_road_classes(r50_coco_state, tmp_path: Pat
     import torch
 
     from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
-    from perception.segmentation.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
-    from perception.segmentation.maskrcnn_checkpoint import load_torchvision_checkpoint
+    from perception.nets.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
+    from perception.nets.maskrcnn_checkpoint import load_torchvision_checkpoint
 
     path = tmp_path / "maskrcnn_resnet50_fpn_v2_coco.pth"
     torch.save(r50_coco_state, path)  # torchvision's published format: a plain state_dict
@@ -59,8 +59,8 @@ def test_a_checkpoint_of_another_architecture_names_the_keys(tmp_path: Path) -> 
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-    from perception.segmentation.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
-    from perception.segmentation.maskrcnn_checkpoint import CheckpointError, load_torchvision_checkpoint
+    from perception.nets.maskrcnn import maskrcnn_resnet50_fpn_v2_coco
+    from perception.nets.maskrcnn_checkpoint import CheckpointError, load_torchvision_checkpoint
 
     r18 = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None), num_classes=91)
     path = tmp_path / "r18.pth"
@@ -77,7 +77,7 @@ def test_a_checkpoint_of_another_architecture_names_the_keys(tmp_path: Path) -> 
 def test_files_that_are_not_state_dicts(tmp_path: Path) -> None:
     import torch
 
-    from perception.segmentation.maskrcnn_checkpoint import CheckpointError, read_state_dict
+    from perception.nets.maskrcnn_checkpoint import CheckpointError, read_state_dict
 
     with pytest.raises(CheckpointError, match="does not exist"):
         read_state_dict(tmp_path / "absent.pth")
@@ -109,8 +109,8 @@ def test_card_architecture_is_checked(make_maskrcnn_card) -> None:  # type: igno
 def test_light_model_has_the_cards_classes_and_fixed_size(make_maskrcnn_card) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from perception.nets.maskrcnn import raw_detections
     from perception.segmentation.card import load_card
-    from perception.segmentation.maskrcnn import raw_detections
     from perception.train.build import build_model
 
     card = load_card(make_maskrcnn_card(width=128, height=96))
@@ -128,9 +128,9 @@ def test_light_model_has_the_cards_classes_and_fixed_size(make_maskrcnn_card) ->
 
 @pytest.mark.parametrize("name", ["maskrcnn_accurate", "maskrcnn_r50_coco"])
 def test_bundled_two_stage_cards_are_valid(name: str) -> None:
+    from perception.nets.maskrcnn import MaskRCNNConfig
     from perception.node.config import build_config
     from perception.segmentation.card import load_card
-    from perception.segmentation.maskrcnn import MaskRCNNConfig
     from perception.segmentation.postprocess import postprocess_config
 
     card = load_card(Path(__file__).resolve().parents[2] / "models" / f"{name}.toml")

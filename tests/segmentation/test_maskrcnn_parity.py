@@ -23,7 +23,7 @@ def spread_outputs(model, probe, score_std: float = 1.5, mask_std: float = 4.0) 
     mask probabilities about 0.5, so thresholds would cut through ties)."""
     import torch
 
-    from perception.segmentation.maskrcnn import raw_detections
+    from perception.nets.maskrcnn import raw_detections
 
     layers = [model.roi_heads.box_predictor.cls_score, model.roi_heads.mask_predictor.mask_fcn_logits]
     for layer, std in zip(layers, (score_std, mask_std), strict=True):
@@ -60,7 +60,7 @@ def exported(make_maskrcnn_card):  # type: ignore[no-untyped-def]
 
 
 def test_torch_and_onnx_give_the_same_detections(exported) -> None:  # type: ignore[no-untyped-def]
-    from perception.segmentation.maskrcnn_infer import detect
+    from perception.nets.maskrcnn_infer import detect
     from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter
     from perception.segmentation.postprocess import box_region_px
     from perception.train.data import ShapesSource
@@ -89,7 +89,7 @@ def test_torch_and_onnx_give_the_same_detections(exported) -> None:  # type: ign
 
 
 def test_a_frame_without_detections(exported) -> None:  # type: ignore[no-untyped-def]
-    from perception.segmentation.maskrcnn_infer import detect
+    from perception.nets.maskrcnn_infer import detect
     from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter
 
     card, model = exported
@@ -111,8 +111,9 @@ def test_the_runtime_checks_family_and_graph(exported, tiny_card) -> None:  # ty
     from onnx import TensorProto, helper
 
     from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
+    from perception.segmentation.families import load_segmenter
     from perception.segmentation.maskrcnn_runtime import MaskRCNNSegmenter
-    from perception.segmentation.runtime import ModelFileError, load_segmenter
+    from perception.segmentation.runtime import ModelFileError
 
     card, _ = exported
     assert isinstance(load_segmenter(card.path, threads=1), MaskRCNNSegmenter)

@@ -18,7 +18,8 @@ def held_out_loss(card_path: Path, weights: Path | None) -> float:
     from perception.segmentation.card import load_card
     from perception.train.build import build_model, load_weights
     from perception.train.config import TrainConfig
-    from perception.train.data import DataConfig, make_source
+    from perception.train.data import DataConfig
+    from perception.train.sources import make_source
     from perception.train.steps import batch_at, loss_terms
 
     card = load_card(card_path)
@@ -39,7 +40,7 @@ def test_a_short_run_lowers_the_held_out_loss(make_maskrcnn_card, tmp_path: Path
     import numpy as np
 
     from perception.segmentation.card import load_card, sha256_of
-    from perception.segmentation.runtime import load_segmenter
+    from perception.segmentation.families import load_segmenter
     from perception.train.export import export_card
     from perception.train.loop import train
 

@@ -38,10 +38,10 @@ def spread_outputs(model, probe) -> None:  # type: ignore[no-untyped-def]
 def test_torch_and_onnx_give_the_same_detections(make_card) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from perception.nets.yolact_infer import detect
     from perception.segmentation.card import load_card, set_card_value, sha256_of
     from perception.segmentation.postprocess import box_region_px, postprocess_config
     from perception.segmentation.runtime import YolactSegmenter
-    from perception.segmentation.yolact_infer import detect
     from perception.train.build import build_model
     from perception.train.data import ShapesSource
     from perception.train.export import export_onnx

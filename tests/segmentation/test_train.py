@@ -12,12 +12,13 @@ pytestmark = pytest.mark.torch
 def held_out_loss(card_path: Path, weights: Path | None) -> float:
     import torch
 
+    from perception.nets.yolact_loss import yolact_loss
     from perception.node.config import build_config
     from perception.segmentation.card import load_card
-    from perception.segmentation.yolact_loss import yolact_loss
     from perception.train.build import build_model, load_weights
     from perception.train.config import TrainConfig
-    from perception.train.data import DataConfig, make_source
+    from perception.train.data import DataConfig
+    from perception.train.sources import make_source
     from perception.train.steps import batch_at
 
     card = load_card(card_path)

@@ -67,8 +67,9 @@ def test_precise_bn_recomputes_running_statistics(family: str, tiny_card: Path, 
     from perception.node.config import build_config
     from perception.segmentation.card import load_card
     from perception.train.build import build_model
-    from perception.train.data import DataConfig, make_source
+    from perception.train.data import DataConfig
     from perception.train.loop import precise_bn
+    from perception.train.sources import make_source
 
     card = load_card(tiny_card if family == "yolact" else make_maskrcnn_card())
     model = build_model(card).eval()

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.torch
 def test_box_coding_round_trips() -> None:
     import torch
 
-    from perception.segmentation.yolact import decode_boxes, encode_boxes
+    from perception.nets.yolact import decode_boxes, encode_boxes
 
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(50, 2, generator=g) * 300
@@ -24,7 +24,7 @@ def test_box_coding_round_trips() -> None:
 def test_anchors_follow_the_head_output_order() -> None:
     import torch
 
-    from perception.segmentation.yolact import Yolact, YolactConfig
+    from perception.nets.yolact import Yolact, YolactConfig
 
     cfg = YolactConfig(fpn_channels=16, head_channels=16, proto_channels=16, num_prototypes=4, semantic_aux=False)
     model = Yolact(cfg, num_classes=2).eval()
@@ -49,7 +49,7 @@ def test_anchors_follow_the_head_output_order() -> None:
 def test_matching_positives_negatives_and_forced_best_anchor() -> None:
     import torch
 
-    from perception.segmentation.yolact_loss import LossConfig, match
+    from perception.nets.yolact_loss import LossConfig, match
 
     anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 12], [0, 0, 20, 20], [50, 50, 60, 60]], dtype=torch.float32)
     gt = torch.tensor([[0, 0, 10, 10], [50, 50, 70, 75]], dtype=torch.float32)

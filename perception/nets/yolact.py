@@ -26,8 +26,8 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from perception.segmentation.backbone import BACKBONES, Backbone, input_normalisation
-from perception.segmentation.pretrained import check_card_fields
+from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
+from perception.nets.pretrained import check_card_fields
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 MAX_DWH = math.log(1000.0 / 16)
@@ -46,7 +46,7 @@ class YolactConfig:
     anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, 256.0)
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
     semantic_aux: bool = True
-    #: where the trunk's weights start (:data:`perception.segmentation.pretrained.PRETRAINED`
+    #: where the trunk's weights start (:data:`perception.nets.pretrained.PRETRAINED`
     #: key, loaded when a new training run starts), "" for random init
     pretrained: str = ""
     #: normalisation of RGB in [0, 1] inside the graph; empty: the backbone entry's

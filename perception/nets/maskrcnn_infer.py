@@ -1,6 +1,6 @@
 """Inference with the torch Mask R-CNN (evaluation during training and the torch side of
 the torch-vs-ONNX parity test): letterbox, torchvision's eval forward up to its per-box
-mask probabilities (:func:`~perception.segmentation.maskrcnn.raw_detections`), boxes mapped
+mask probabilities (:func:`~perception.nets.maskrcnn.raw_detections`), boxes mapped
 to camera pixels and masks pasted there with ``grid_sample`` (the convention of
 :func:`~perception.segmentation.postprocess.paste_roi_mask`, written with torch ops).
 """
@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torchvision.models.detection import MaskRCNN
 
 from perception.bus.schema import Letterbox
-from perception.camera.preprocess import letterbox
-from perception.segmentation.maskrcnn import raw_detections
+from perception.geometry.letterbox import letterbox
+from perception.nets.maskrcnn import raw_detections
+from perception.nets.yolact_infer import TorchDetections, image_tensor
 from perception.segmentation.postprocess import roi_mask_region_px
-from perception.segmentation.yolact_infer import TorchDetections, image_tensor
 
 
 def paste_masks(probs: torch.Tensor, boxes_model: torch.Tensor, lb: Letterbox, threshold: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perception.segmentation.backbone import BACKBONES, Backbone
+from perception.nets.backbone import BACKBONES, Backbone
 
 
 class PretrainedError(ValueError):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
-from perception.segmentation.yolact import encode_boxes
+from perception.nets.yolact import encode_boxes
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from perception.bus.schema import Letterbox
-from perception.camera.preprocess import letterbox
-from perception.segmentation.fast_nms import NmsParams, fast_nms_torch
+from perception.geometry.letterbox import letterbox
+from perception.nets.fast_nms_torch import fast_nms_torch
+from perception.nets.yolact import Yolact, YolactExport
+from perception.segmentation.fast_nms import NmsParams
 from perception.segmentation.postprocess import box_region_px
-from perception.segmentation.yolact import Yolact, YolactExport
 
 
 @dataclass(frozen=True)

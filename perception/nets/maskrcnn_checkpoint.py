@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
-from perception.segmentation.maskrcnn import COCO_NUM_CLASSES
+from perception.nets.maskrcnn import COCO_NUM_CLASSES
 
 #: Predictor tensors whose first axis runs over classes, and the rows per class.
 CLASS_ROWS = {

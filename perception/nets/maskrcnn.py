@@ -36,8 +36,8 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, poolers, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from perception.segmentation.backbone import BACKBONES, Backbone, input_normalisation
-from perception.segmentation.pretrained import check_card_fields
+from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
+from perception.nets.pretrained import check_card_fields
 
 #: ``[architecture] backbone`` value that selects torchvision's published ResNet-50-FPN v2.
 RESNET50_FPN_V2 = "resnet50_fpn_v2"
@@ -68,7 +68,7 @@ class MaskRCNNConfig:
     rpn_pre_nms_top_n_test: int = 500
     rpn_post_nms_top_n_test: int = 300
     box_batch_size_per_image: int = 256
-    #: where the trunk's weights start (a :data:`perception.segmentation.pretrained.PRETRAINED`
+    #: where the trunk's weights start (a :data:`perception.nets.pretrained.PRETRAINED`
     #: key, loaded when a new training run starts), "" for random init
     pretrained: str = ""
     #: normalisation of RGB in [0, 1] (the transform's); empty: the backbone entry's
