@@ -1,12 +1,6 @@
 """Foxglove node: frames, detections, tracks and status out over the Foxglove WebSocket protocol."""
 
-from perception.node.loop import node_main
-from perception.outputs.foxglove_bridge import FoxgloveConfig, FoxgloveLogic
-
-
-def main() -> None:
-    node_main("foxglove", FoxgloveLogic, FoxgloveConfig)
-
+from perception.system.node_table import run_node
 
 if __name__ == "__main__":
-    main()
+    run_node("foxglove")

@@ -1,12 +1,6 @@
 """Preprocess node: frames -> frames.rect (letterboxed to the model input size)."""
 
-from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
-from perception.node.loop import node_main
-
-
-def main() -> None:
-    node_main("preprocess", PreprocessLogic, PreprocessConfig)
-
+from perception.system.node_table import run_node
 
 if __name__ == "__main__":
-    main()
+    run_node("preprocess")

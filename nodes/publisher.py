@@ -1,12 +1,6 @@
 """Publisher node: republishes chosen topics on the external endpoint."""
 
-from perception.node.loop import node_main
-from perception.outputs.publisher import PublisherConfig, PublisherLogic
-
-
-def main() -> None:
-    node_main("publisher", PublisherLogic, PublisherConfig)
-
+from perception.system.node_table import run_node
 
 if __name__ == "__main__":
-    main()
+    run_node("publisher")

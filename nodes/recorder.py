@@ -1,12 +1,6 @@
 """Recorder node: writes the recorded topics of the run to MCAP drives."""
 
-from perception.drives.recorder import RecorderConfig, RecorderLogic
-from perception.node.loop import node_main
-
-
-def main() -> None:
-    node_main("recorder", RecorderLogic, RecorderConfig)
-
+from perception.system.node_table import run_node
 
 if __name__ == "__main__":
-    main()
+    run_node("recorder")

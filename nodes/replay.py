@@ -1,12 +1,6 @@
 """Replay node: publishes a recorded drive (frames and ground truth) in place of the camera."""
 
-from perception.drives.replay import ReplayConfig, ReplayLogic
-from perception.node.loop import node_main
-
-
-def main() -> None:
-    node_main("replay", ReplayLogic, ReplayConfig)
-
+from perception.system.node_table import run_node
 
 if __name__ == "__main__":
-    main()
+    run_node("replay")

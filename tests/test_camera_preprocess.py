@@ -100,10 +100,16 @@ def test_preprocess_letterboxes_into_its_rings_slot_without_a_copy(run_dir: str)
     from perception.bus.schema import Envelope, Source
     from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
     from perception.node.loop import NodeContext, NodeLoop
+    from perception.system.node_table import NODE_TYPES
 
     ctx = zmq.Context()
     logic = PreprocessLogic(PreprocessConfig(width=640, height=320))
-    loop = NodeLoop(NodeContext("preprocess", run_dir, shm_slots=4, shm_slot_bytes=1 << 20), logic, ctx)
+    loop = NodeLoop(
+        NodeContext("preprocess", run_dir, shm_slots=4, shm_slot_bytes=1 << 20),
+        logic,
+        ctx,
+        NODE_TYPES["preprocess"].caps,
+    )
     ring = loop.pubs["frames.rect"].ring
     assert ring is not None and logic.claim is not None
     sub = Subscriber(ctx, {"frames.rect": schema.endpoint("frames.rect", run_dir)}, keep_newest=False)

@@ -19,6 +19,7 @@ from perception.drives.drive_file import DriveMeta, DriveWriter
 from perception.drives.replay import ReplayConfig, ReplayLogic
 from perception.node.config import ConfigError, build_config
 from perception.node.loop import NodeContext, NodeLoop
+from perception.system.node_table import NODE_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_rate_scaling_keeps_spacing(tmp_path: Path, run_dir: str, rate: float) -
     drive = _drive(tmp_path / "d.mcap", n=12, fps=20.0)
     zctx = zmq.Context()
     logic = ReplayLogic(ReplayConfig(drive=str(drive), rate=rate, start_delay_s=0.2))
-    loop = NodeLoop(NodeContext("replay", run_dir, deterministic=True), logic, zctx)
+    loop = NodeLoop(NodeContext("replay", run_dir, deterministic=True), logic, zctx, NODE_TYPES["replay"].caps)
     sub = Subscriber(zctx, {t: schema.endpoint(t, run_dir) for t in ("frames", "gt")}, keep_newest=False)
     try:
         time.sleep(0.2)

@@ -11,6 +11,7 @@ from perception.bus.pubsub import Received
 from perception.bus.schema import Detections, Envelope, FrameHeader, Instance, Letterbox, Source
 from perception.segmentation.latency_policy import LatencyProfile
 from perception.segmentation.segmenter_logic import SegmenterConfig, SegmenterLogic
+from perception.system.node_table import NODE_TYPES
 
 
 class FakeModel:
@@ -175,7 +176,7 @@ def test_a_frame_in_shared_memory_is_read_in_place_and_checked_once_its_input_is
 
     model = TwoStepModel()
     logic = SegmenterLogic(SegmenterConfig(policy="fast"), {"fast": model}, PROFILES, deterministic=True)  # type: ignore[dict-item]
-    assert logic.frame_views and logic.checks_frame_views
+    assert NODE_TYPES["segmenter"].caps.frame_views and NODE_TYPES["segmenter"].caps.checks_frame_views
     assert len(logic.step(0, in_slot(0))) == 1 and model.inputs == [9]
     model.during = {"inference": lap}
     assert len(logic.step(0, in_slot(1))) == 1 and model.inputs == [9, 9]  # its input made before the lap

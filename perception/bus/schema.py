@@ -325,8 +325,9 @@ class Topic:
     """One row of the topic table.
 
     ``endpoint`` is written out in full; ``{run_dir}`` is replaced by the run directory.
-    ``publisher`` names the node type that binds it (``supervisor`` for ``status``, whose
-    nodes send to ``status_in`` and the supervisor republishes).
+    Which node sends a topic and which take it is the node table's
+    (:mod:`perception.system.node_table`); ``status`` the supervisor republishes from what
+    the nodes send to ``status_in``.
     """
 
     name: str
@@ -335,7 +336,6 @@ class Topic:
     rate_hz: float
     recorded: bool
     kind: Kind
-    publisher: str
     description: str
 
 
@@ -347,7 +347,6 @@ TOPICS: tuple[Topic, ...] = (
         30.0,
         True,
         "frame",
-        "camera",
         "raw camera frames (or a replayed drive)",
     ),
     Topic(
@@ -357,7 +356,6 @@ TOPICS: tuple[Topic, ...] = (
         30.0,
         False,
         "frame",
-        "preprocess",
         "frames resized/letterboxed (and undistorted) for the model, with the transform back",
     ),
     Topic(
@@ -367,7 +365,6 @@ TOPICS: tuple[Topic, ...] = (
         30.0,
         True,
         "message",
-        "segmenter",
         "per-frame instances: class, score, box, mask (COCO RLE)",
     ),
     Topic(
@@ -377,7 +374,6 @@ TOPICS: tuple[Topic, ...] = (
         30.0,
         True,
         "message",
-        "tracker",
         "tracked instances with stable ids, state, velocity",
     ),
     Topic(
@@ -387,7 +383,6 @@ TOPICS: tuple[Topic, ...] = (
         30.0,
         True,
         "message",
-        "camera",
         "ground truth of a synthetic or annotated drive, when known",
     ),
     Topic(
@@ -397,7 +392,6 @@ TOPICS: tuple[Topic, ...] = (
         2.0,
         True,
         "message",
-        "supervisor",
         "heartbeats and diagnostics of every node",
     ),
 )

@@ -54,8 +54,8 @@ class PreprocessLogic:
     once more if the frames turn out to be another size of the same aspect ratio).
     """
 
-    #: done with a frame's pixels when step returns: shared-memory frames come in place
-    frame_views = True
+    # done with a frame's pixels when step returns: shared-memory frames come in place
+    # (its node table row: frame_views)
     inputs: tuple[str, ...] = ("frames",)
     outputs: tuple[str, ...] = ("frames.rect",)
 

@@ -18,6 +18,7 @@ from perception.drives.recovery import recover_drive
 from perception.node.config import ConfigError, build_config
 from perception.node.loop import NodeContext, NodeLoop
 from perception.system.launch import default_run_dir
+from perception.system.node_table import NODE_TYPES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: run {args.run!r} is not running yet ({run_dir}); waiting for it", file=sys.stderr)
     logic = RecorderLogic(cfg)
     try:
-        loop = NodeLoop(NodeContext("record", run_dir), logic)
+        loop = NodeLoop(NodeContext("record", run_dir), logic, caps=NODE_TYPES["recorder"].caps)
     except BaseException:  # Ctrl-C before the loop took over the signals: still finish the file
         logic.close()
         raise

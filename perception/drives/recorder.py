@@ -162,7 +162,7 @@ class RecorderLogic:
     skipped."""
 
     outputs: tuple[str, ...] = ()
-    keep_all = True  # NodeLoop: every message in order, and drain the sockets on stop
+    # its node table row: keep_all (every message in order, and drain the sockets on stop)
 
     def __init__(self, cfg: RecorderConfig, meta: DriveMeta | None = None) -> None:
         self.cfg = cfg

@@ -26,18 +26,19 @@ from typing import Any
 
 from perception.bus.pubsub import Received, header_for
 from perception.bus.schema import Detections, Envelope, GroundTruth, Source
-from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.camera.preprocess import PreprocessLogic
 from perception.drives.drive_file import DriveMeta, DriveReader, DriveWriter
 from perception.evaluation.report import RunData, score_runs, tracking_parts
 from perception.node.config import build_config
 from perception.segmentation.card import load_card
-from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
+from perception.segmentation.segmenter_logic import build_segmenter
 from perception.system.launch import LaunchSpec
-from perception.tracking.tracker_config import TrackerConfig
+from perception.system.node_table import NODE_TYPES, stages
 from perception.tracking.tracker_logic import TrackerLogic
 
 #: node types whose logic a fleet task runs, with their config classes
-STAGES: dict[str, type] = {"preprocess": PreprocessConfig, "segmenter": SegmenterConfig, "tracker": TrackerConfig}
+#: the chain run in process: the node table's stages (preprocess, segmenter, tracker)
+STAGES: tuple[str, ...] = stages()
 #: bumps when what a task computes changes (part of every cache key)
 JOB_VERSION = "1"
 
@@ -107,9 +108,7 @@ def make_bundle(spec: LaunchSpec) -> Bundle:
         params[node.type] = p
     missing = [s for s in STAGES if s not in params]
     if missing:
-        raise FleetError(
-            f"{spec.path}: no {', '.join(missing)} node; a fleet run needs preprocess, segmenter and tracker"
-        )
+        raise FleetError(f"{spec.path}: no {', '.join(missing)} node; a fleet run needs {', '.join(STAGES)}")
     return Bundle(params, files)
 
 
@@ -118,7 +117,7 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
     stage, real paths), in order; frames, ground truth, detections and tracks written to
     the run file ``out`` (frame ``seq`` renumbered from 0 as the replay node does). Returns
     what the run file holds, for scoring without reading it back."""
-    configs = {s: build_config(cls, params.get(s, {}), where=f"fleet: {s}") for s, cls in STAGES.items()}
+    configs = {s: build_config(NODE_TYPES[s].config_class(), params.get(s, {}), where=f"fleet: {s}") for s in STAGES}
     pre = PreprocessLogic(configs["preprocess"])
     seg = build_segmenter(configs["segmenter"], deterministic=True, loaded=_MODELS)
     trk = TrackerLogic(configs["tracker"])

@@ -30,6 +30,7 @@ from perception.bus.records import record
 from perception.bus.schema import Envelope, Source, Status
 from perception.bus.shm_ring import FrameRing, segment_name
 from perception.node.affinity import pin, thread_name, threads
+from perception.node.capabilities import Capabilities
 from perception.node.config import ConfigError, build_config
 
 log = logging.getLogger(__name__)
@@ -60,25 +61,9 @@ class Logic(Protocol):
     ``step(now_ns, msg)`` is called with each received message, and with ``msg=None`` when
     ``next_wakeup_ns`` (for sources, such as a camera) says it is due.
 
-    Optional: a class attribute ``keep_all = True`` asks for every message in order even
-    outside deterministic mode (a recorder must not keep only the newest frame); such a node
-    also receives what is still queued when it is told to stop. ``close()`` is called on
-    shutdown. ``frame_views = True``: the step is done with a frame's pixels when it returns,
-    so frames that come in shared memory are given in place, without a copy (the loop checks
-    afterwards that the slot was not overwritten meanwhile, and drops the step's outputs and
-    counts the frame as dropped if it was); with ``checks_frame_views = True`` as well, the
-    logic checks ``msg.unchanged()`` itself once it no longer reads the pixels (the segmenter,
-    right after making its network input: a ring lapped during the inference that follows
-    costs nothing) and raises :class:`FrameOverwritten` when it finds the slot overwritten.
-    ``relays = True``: the step passes messages on unchanged, and gets them with their
-    payload undecoded (``Subscriber(relay=True)``; frames as ever).
-    ``prepare(now_ns)`` is called before each wait: work that can be done ahead of
-    the next step (a replay decodes its next frame there, so that the frame goes out on time
-    instead of a decode later); it may return a monotonic time in ns at which it wants to
-    be called again (the wait ends then), or None. A logic with a ``claim`` attribute gets
-    it set to a function ``(topic, shape) -> array | None``: the next shared-memory slot of
-    an output topic to make a frame in, which then goes out without a copy (None without a
-    ring, or when the frame does not fit a slot).
+    Optional capabilities (taking every message, frames in place, relaying, ``prepare``,
+    ``claim``, ``close``) are declared in the node type's row of the node table as a
+    :class:`~perception.node.capabilities.Capabilities`, which the loop is given.
     """
 
     inputs: tuple[str, ...]
@@ -125,14 +110,20 @@ class _Stats:
 
 
 class NodeLoop:
-    """Runs ``logic`` until stopped. Tests may call :meth:`run_once` directly."""
+    """Runs ``logic`` until stopped. Tests may call :meth:`run_once` directly.
 
-    def __init__(self, ctx: NodeContext, logic: Logic, zctx: zmq.Context | None = None) -> None:
+    ``caps``: the logic's capabilities, from its node type's row (:func:`node_main`); none
+    when not given."""
+
+    def __init__(
+        self, ctx: NodeContext, logic: Logic, zctx: zmq.Context | None = None, caps: Capabilities | None = None
+    ) -> None:
         self.ctx = ctx
         self.logic = logic
+        self.caps = caps = caps if caps is not None else Capabilities()
         self.zctx = zctx or zmq.Context.instance()
         hwm = LOSSLESS_WINDOW if ctx.deterministic else DEFAULT_HWM
-        self.keep_all = ctx.deterministic or bool(getattr(logic, "keep_all", False))
+        self.keep_all = ctx.deterministic or caps.keep_all
         # deterministic runs are lossless with a bounded backlog at every hop: a node is held
         # back at the pace of its slowest reader (see Publisher) and never queues a drive
         self.sub = (
@@ -140,11 +131,11 @@ class NodeLoop:
                 self.zctx,
                 {t: schema.endpoint(t, ctx.run_dir) for t in logic.inputs},
                 keep_newest=not self.keep_all,
-                shm_views=bool(getattr(logic, "frame_views", False)),
+                shm_views=caps.frame_views,
                 backlog=LOSSLESS_WINDOW if ctx.deterministic else DETERMINISTIC_HWM,
                 stage=bool(logic.outputs),
                 spin_us=ctx.spin_us,
-                relay=bool(getattr(logic, "relays", False)),
+                relay=caps.relays,
             )
             if logic.inputs
             else None
@@ -152,7 +143,7 @@ class NodeLoop:
         #: frame topics whose shared-memory ring could not be made (reported in status)
         self.shm_unavailable: list[str] = []
         self.pubs = {t: self._publisher(t, hwm) for t in logic.outputs}
-        if hasattr(logic, "claim"):
+        if caps.claim:
             logic.claim = self._claim
         self.status_pub = Publisher(
             self.zctx, schema.STATUS_IN_ENDPOINT.format(run_dir=ctx.run_dir), bind=False, hwm=16
@@ -163,8 +154,8 @@ class NodeLoop:
         self.running = True
         self._next_heartbeat = 0
         self._parent = os.getppid()
-        self._prepare: Callable[[int], int | None] | None = getattr(logic, "prepare", None)
-        self._checks_views = bool(getattr(logic, "checks_frame_views", False))
+        self._prepare: Callable[[int], int | None] | None = logic.prepare if caps.prepare else None  # type: ignore[attr-defined]
+        self._checks_views = caps.checks_frame_views
 
     def _publisher(self, topic: str, hwm: int) -> Publisher:
         """``topic``'s publisher, with a doorbell for local readers where it saves them a
@@ -349,7 +340,7 @@ class NodeLoop:
         try:
             while self.running:
                 self.run_once()
-            if getattr(self.logic, "keep_all", False):
+            if self.caps.keep_all:
                 self.drain()
         finally:
             self.close()
@@ -375,9 +366,8 @@ class NodeLoop:
         for p in self.pubs.values():
             p.close()
         self.status_pub.close()
-        close = getattr(self.logic, "close", None)
-        if close:
-            close()
+        if self.caps.close:
+            self.logic.close()  # type: ignore[attr-defined]
 
 
 def _plain(value: object) -> int | float | str | bool:
@@ -393,13 +383,15 @@ def node_main(
     config_cls: type,
     argv: Sequence[str] | None = None,
     with_context: bool = False,
+    caps: Capabilities | None = None,
 ) -> None:
-    """Entry point shared by the scripts in ``nodes/``.
+    """A node's process (the scripts in ``nodes/`` reach it through the node table's
+    :func:`~perception.system.node_table.run_node`).
 
     Arguments: ``--name``, ``--run-dir``, ``--params`` (JSON of the node's parameters),
     ``--deterministic``. ``with_context``: ``make_logic(cfg, ctx)`` also gets the
-    :class:`NodeContext`. Bad configuration (or a model or file that does not load) exits
-    with code 2 and one clear line.
+    :class:`NodeContext`; ``caps``: the node type's declared capabilities. Bad configuration
+    (or a model or file that does not load) exits with code 2 and one clear line.
     """
     ap = argparse.ArgumentParser(prog=f"nodes.{node_type}")
     ap.add_argument("--name", default=node_type)
@@ -433,7 +425,7 @@ def node_main(
     except (ConfigError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {args.name}: {e}", file=sys.stderr)
         sys.exit(2)
-    loop = NodeLoop(ctx, logic)
+    loop = NodeLoop(ctx, logic, caps=caps)
     if args.step_cpus:
         # after the loop has started its sockets: ZeroMQ's I/O thread and the receivers stay
         # on --cpus, and only the threads that run the logic move to CPUs of their own

@@ -79,8 +79,7 @@ class PublisherLogic:
     not decoded and encoded again on the way out; the external subscriber checks it when it
     decodes it (:func:`perception.bus.codec.decode_relay`)."""
 
-    outputs: tuple[str, ...] = ()
-    relays = True
+    outputs: tuple[str, ...] = ()  # its node table row: relays
 
     def __init__(self, cfg: PublisherConfig, ctx: zmq.Context | None = None) -> None:
         self.cfg = cfg

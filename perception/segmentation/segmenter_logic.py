@@ -18,7 +18,7 @@ import numpy as np
 
 from perception.bus.pubsub import Received
 from perception.bus.schema import Detections, FrameHeader
-from perception.node.loop import FrameOverwritten, Outgoing
+from perception.node.loop import FrameOverwritten, NodeContext, Outgoing
 from perception.segmentation.card import ModelCard, load_card
 from perception.segmentation.families import load_segmenter
 from perception.segmentation.latency_policy import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
@@ -65,13 +65,12 @@ class SegmenterConfig:
 
 
 class SegmenterLogic:
-    #: shared-memory frames are read in place, and checked right after the network input is
-    #: made from them (:meth:`_predict`), not after the step: a frame is needed only until
-    #: then, and a slot overwritten during the inference (tens of ms, a ring lapped by a
-    #: camera faster than the model) must not throw the inference away. Copying each frame
-    #: out on receipt instead cost a tenth of a millisecond of every frame's latency.
-    frame_views = True
-    checks_frame_views = True
+    #: shared-memory frames are read in place (its node table row: ``frame_views`` and
+    #: ``checks_frame_views``), and checked right after the network input is made from them
+    #: (:meth:`_predict`), not after the step: a frame is needed only until then, and a slot
+    #: overwritten during the inference (tens of ms, a ring lapped by a camera faster than the
+    #: model) must not throw the inference away. Copying each frame out on receipt instead
+    #: cost a tenth of a millisecond of every frame's latency.
     inputs: tuple[str, ...] = ("frames.rect",)
     outputs: tuple[str, ...] = ("detections",)
 
@@ -177,6 +176,11 @@ def latency_profile(card: ModelCard) -> LatencyProfile:
         log.warning("%s: no end-to-end latency in its card; assuming 1000 ms until measured", card.path)
         return LatencyProfile(p95_ms=1000.0)
     return LatencyProfile(p95_ms=rows[0].p95_ms, per_instance_ms=rows[0].per_instance_ms)
+
+
+def segmenter_node(cfg: SegmenterConfig, ctx: NodeContext) -> SegmenterLogic:
+    """The segmenter node's logic (its row in the node table), deterministic when the run is."""
+    return build_segmenter(cfg, ctx.deterministic)
 
 
 def build_segmenter(

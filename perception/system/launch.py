@@ -16,8 +16,8 @@ Layout::
       tracker: {cpus: [0]}      # optional on any node: pin its process to these CPUs
       publisher: {}
 
-The table :data:`NODE_TYPES` is the one list of node types: the config class that
-validates a node's parameters and the module that runs it.
+A node's type must be a row of the node table (:data:`~perception.system.node_table.NODE_TYPES`),
+whose config class validates its parameters.
 """
 
 from __future__ import annotations
@@ -31,37 +31,8 @@ from typing import Any
 import yaml
 
 from perception.bus.shm_ring import ShmConfig
-from perception.camera.preprocess import PreprocessConfig
-from perception.camera.sources import CameraConfig
-from perception.drives.recorder import RecorderConfig
-from perception.drives.replay import ReplayConfig
 from perception.node.config import ConfigError, build_config
-from perception.outputs.foxglove_bridge import FoxgloveConfig
-from perception.outputs.publisher import PublisherConfig
-from perception.segmentation.segmenter_logic import SegmenterConfig
-from perception.tracking.tracker_config import TrackerConfig
-
-
-@dataclass(frozen=True)
-class NodeType:
-    """``source``: the node has no inputs (a camera); the supervisor starts sources after
-    every other node has sent its first heartbeat, so no frame goes out unheard."""
-
-    config: type
-    module: str
-    source: bool = False
-
-
-NODE_TYPES: dict[str, NodeType] = {
-    "camera": NodeType(CameraConfig, "nodes.camera", source=True),
-    "preprocess": NodeType(PreprocessConfig, "nodes.preprocess"),
-    "segmenter": NodeType(SegmenterConfig, "nodes.segmenter"),
-    "tracker": NodeType(TrackerConfig, "nodes.tracker"),
-    "publisher": NodeType(PublisherConfig, "nodes.publisher"),
-    "recorder": NodeType(RecorderConfig, "nodes.recorder"),
-    "replay": NodeType(ReplayConfig, "nodes.replay", source=True),
-    "foxglove": NodeType(FoxgloveConfig, "nodes.foxglove"),
-}
+from perception.system.node_table import NODE_TYPES
 
 
 @dataclass(frozen=True)
@@ -188,12 +159,12 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
             raise ConfigError(
                 f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
             )
-        cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
+        cfg = build_config(NODE_TYPES[type_name].config_class(), params, where=f"{where}: node {name!r}")
         n_isolated = _isolate(isolate, cpus, getattr(cfg, "threads", None), f"{where}: node {name!r}")
         if n_isolated and getattr(cfg, "threads", None) == 0:
             # its runtime's default pool is one thread a core; on CPUs of its own it gets one a CPU
             params["threads"] = n_isolated
-            cfg = build_config(NODE_TYPES[type_name].config, params, where=f"{where}: node {name!r}")
+            cfg = build_config(NODE_TYPES[type_name].config_class(), params, where=f"{where}: node {name!r}")
         nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated, spin_us))
     sup = build_config(SupervisorConfig, sup_doc, where=f"{where}: supervisor")
     # checked and kept as a node's cpus: are (sorted, each CPU once)
@@ -258,7 +229,7 @@ def with_node(spec: LaunchSpec, name: str, params: dict[str, Any], type_name: st
     node = NodeSpec(
         name,
         t,
-        build_config(NODE_TYPES[t].config, merged, where=f"{spec.path}: node {name!r}"),
+        build_config(NODE_TYPES[t].config_class(), merged, where=f"{spec.path}: node {name!r}"),
         merged,
         existing.cpus if existing else (),
         existing.isolate if existing else 0,

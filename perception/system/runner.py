@@ -20,7 +20,8 @@ import zmq
 from perception.bus import schema
 from perception.bus.pubsub import Received, Subscriber
 from perception.bus.schema import Status
-from perception.system.launch import NODE_TYPES, LaunchSpec
+from perception.system.launch import LaunchSpec
+from perception.system.node_table import NODE_TYPES
 from perception.system.supervisor import LaunchFailed, Supervisor
 
 

@@ -38,7 +38,8 @@ from perception.bus.shm_ring import remove_stale
 from perception.node.affinity import pin
 from perception.system.cpu_plan import plan_cpus
 from perception.system.idle_poll import IdlePollers
-from perception.system.launch import NODE_TYPES, LaunchSpec, NodeSpec
+from perception.system.launch import LaunchSpec, NodeSpec
+from perception.system.node_table import NODE_TYPES
 from perception.system.sched import SchedSample, read_schedstat, verdict
 
 log = logging.getLogger("supervisor")

@@ -16,6 +16,7 @@ from perception.drives.recorder import RECORDED_TOPICS, RecorderConfig, Recorder
 from perception.drives.replay import ReplayConfig, ReplayLogic
 from perception.node.config import ConfigError, build_config
 from perception.node.loop import NodeContext, NodeLoop
+from perception.system.node_table import NODE_TYPES
 
 W, H = 40, 30
 PERIOD_NS = 50_000_000
@@ -186,7 +187,7 @@ class _Viewer:
 
 def test_node_loop_gives_a_recorder_every_message(tmp_path: Path, run_dir: str) -> None:
     logic = RecorderLogic(RecorderConfig(out=str(tmp_path / "r.mcap"), topics=("frames", "gt")))
-    loop = NodeLoop(NodeContext("recorder", run_dir), logic)
+    loop = NodeLoop(NodeContext("recorder", run_dir), logic, caps=NODE_TYPES["recorder"].caps)
     viewer = NodeLoop(NodeContext("viewer", run_dir), _Viewer())  # type: ignore[arg-type]
     try:
         assert loop.sub is not None and not loop.sub.keep_newest and not loop.sub.receivers

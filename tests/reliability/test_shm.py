@@ -23,6 +23,7 @@ from perception.bus import schema
 from perception.bus.pubsub import Publisher, Received, Subscriber, header_for
 from perception.bus.schema import Envelope, Source
 from perception.bus.shm_ring import FrameRing, ShmConfig, ShmReader, SlotError, segment_name, segments
+from perception.node.capabilities import Capabilities
 from perception.node.loop import NodeContext, NodeLoop, Outgoing
 
 from .conftest import next_external, pipeline_spec, start_pipeline
@@ -128,7 +129,6 @@ def test_a_step_on_a_frame_overwritten_meanwhile_publishes_nothing() -> None:
     img = np.full((24, 32, 3), 5, np.uint8)
 
     class Copy:
-        frame_views = True
         inputs, outputs = ("frames",), ("frames.rect",)
         overwrite = False
 
@@ -146,7 +146,7 @@ def test_a_step_on_a_frame_overwritten_meanwhile_publishes_nothing() -> None:
             return {}
 
     logic = Copy()
-    loop = NodeLoop(NodeContext("copy", run_dir), logic, ctx)
+    loop = NodeLoop(NodeContext("copy", run_dir), logic, ctx, Capabilities(frame_views=True))
 
     def steps() -> int:
         before = loop.stats.frames_in
@@ -282,7 +282,6 @@ def test_a_logic_that_finds_its_frame_overwritten_has_it_counted_dropped_not_as_
     ctx = zmq.Context()
 
     class Checks:
-        frame_views = checks_frame_views = True
         inputs, outputs = ("frames",), ("frames.rect",)
 
         def step(self, now_ns: int, msg: Received | None) -> list[Outgoing]:
@@ -294,7 +293,9 @@ def test_a_logic_that_finds_its_frame_overwritten_has_it_counted_dropped_not_as_
         def counters(self) -> dict:
             return {}
 
-    loop = NodeLoop(NodeContext("checks", run_dir), Checks(), ctx)
+    loop = NodeLoop(
+        NodeContext("checks", run_dir), Checks(), ctx, Capabilities(frame_views=True, checks_frame_views=True)
+    )
     assert loop.sub is not None and loop.sub.shm_views
     img = np.zeros((4, 4, 3), np.uint8)
     loop.stats.frames_in += 1  # as run_once counts it before the step

@@ -9,7 +9,7 @@ from perception.bus.masks import encode_mask
 from perception.bus.pubsub import Received
 from perception.bus.schema import Detections, Envelope, Instance, Source, Tracks
 from perception.node.config import ConfigError, build_config
-from perception.system.launch import NODE_TYPES
+from perception.system.node_table import NODE_TYPES
 from perception.tracking.tracker_config import TrackerConfig
 from perception.tracking.tracker_logic import TrackerLogic
 
@@ -56,7 +56,7 @@ def test_out_of_order_frame_is_dropped_and_rewind_restarts_with_new_epoch() -> N
 
 
 def test_tracker_config_is_validated_and_registered() -> None:
-    assert NODE_TYPES["tracker"].config is TrackerConfig and NODE_TYPES["tracker"].module == "nodes.tracker"
+    assert NODE_TYPES["tracker"].config_class() is TrackerConfig and NODE_TYPES["tracker"].module == "nodes.tracker"
     cfg = build_config(TrackerConfig, {"lost_time_s": 2, "high_score": 0.6}, where="launch.yaml: node 'tracker'")
     assert cfg.lost_time_s == 2.0
     with pytest.raises(ConfigError, match="lost_time"):
