@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from perception.drives.drive_file import DEFAULT_CHUNK_BYTES, DriveError
@@ -101,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     run_dir = default_run_dir(args.run)
     if not os.path.isdir(run_dir):
         print(f"note: run {args.run!r} is not running yet ({run_dir}); waiting for it", file=sys.stderr)
+    # Ctrl-C or SIGTERM from here until the loop takes over the signals stops the recording
+    # at once, with what was already sent still drained into the file
+    early: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     logic = RecorderLogic(cfg)
     try:
         loop = NodeLoop(NodeContext("record", run_dir), logic, caps=NODE_TYPES["recorder"].caps)
@@ -108,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         logic.close()
         raise
     print(f"recording {' '.join(cfg.topics)} of run {args.run!r} to {logic.files[0]}; Ctrl-C to stop", flush=True)
+    if early:
+        loop.running = False
     loop.run()  # until SIGINT/SIGTERM; drains what was sent, then finishes the file
     lost = loop.sub.dropped if loop.sub is not None else 0
     for t in cfg.topics:
