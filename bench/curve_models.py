@@ -17,13 +17,13 @@ image of each validation set at its own resolution, by the code of ``perception 
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from bench.curve_data import ValSet
+from bench.models import export_ultralytics
 from perception.bus.classes import CLASSES
 from perception.evaluation.offline import Predict
 from perception.segmentation.card import load_card, set_card_value, sha256_of
@@ -150,20 +150,6 @@ def score_peer(
     model = SegmentationModel("yolo11n-seg.yaml", nc=len(CLASSES), verbose=False)
     model.load_state_dict(torch.load(snapshot, weights_only=True)["model"])
     model = model.eval().fuse(verbose=False)
-    for m in model.modules():  # Ultralytics' own export path of its heads: concatenated outputs
-        if hasattr(m, "export"):
-            m.export, m.format = True, "onnx"
     work.mkdir(parents=True, exist_ok=True)
-    path = work / snapshot.with_suffix(".onnx").name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.zeros(1, 3, height, width),),
-            str(path),
-            opset_version=17,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["output0", "output1"],
-        )
+    path = export_ultralytics(model, work / snapshot.with_suffix(".onnx").name, width, height)
     return score(UltralyticsSegmenter(path, threads=threads).predict, sets, class_ids)

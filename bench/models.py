@@ -122,18 +122,14 @@ def thresholds_for(seg: MaskRCNNSegmenter, frame: np.ndarray, counts: list[int])
     return out
 
 
-def yolo_baseline(tmp: Path, width: int, height: int) -> Path | None:
-    """YOLO11n-seg (random weights) exported to ONNX, or None without ultralytics."""
-    try:
-        import torch
-        from ultralytics.nn.tasks import SegmentationModel
-    except ImportError:
-        return None
-    model = SegmentationModel("yolo11n-seg.yaml", nc=80, verbose=False).eval().fuse(verbose=False)
-    for m in model.modules():  # the export path of Ultralytics' heads: concatenated outputs
+def export_ultralytics(model: object, path: Path, width: int, height: int) -> Path:
+    """An Ultralytics segmentation model to ONNX through its heads' own export path
+    (concatenated outputs ``output0`` and prototypes ``output1``), as the project's adapter reads it."""
+    import torch
+
+    for m in model.modules():  # type: ignore[attr-defined]
         if hasattr(m, "export"):
             m.export, m.format = True, "onnx"
-    path = tmp / "yolo11n-seg.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -146,6 +142,16 @@ def yolo_baseline(tmp: Path, width: int, height: int) -> Path | None:
             output_names=["output0", "output1"],
         )
     return path
+
+
+def yolo_baseline(tmp: Path, width: int, height: int) -> Path | None:
+    """YOLO11n-seg (random weights) exported to ONNX, or None without ultralytics."""
+    try:
+        from ultralytics.nn.tasks import SegmentationModel
+    except ImportError:
+        return None
+    model = SegmentationModel("yolo11n-seg.yaml", nc=80, verbose=False).eval().fuse(verbose=False)
+    return export_ultralytics(model, tmp / "yolo11n-seg.onnx", width, height)
 
 
 def stats(xs: list[float]) -> str:

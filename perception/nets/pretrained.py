@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from perception.nets.backbone import BACKBONES, Backbone
 
@@ -144,14 +143,6 @@ def load_pretrained(backbone: Backbone, name: str, path: str | Path | None = Non
         raise PretrainedError(f"{what}: {len(stray)} tensor(s) outside the classifier are not used, first {stray[0]!r}")
     backbone.body.load_state_dict({k: named[k] for k in trunk_keys}, strict=True)
     return LoadReport(tuple(sorted(trunk_keys)), unused, file)
-
-
-def trunk_of(model: nn.Module) -> Backbone:
-    """The :class:`Backbone` inside a model of either family."""
-    for module in model.modules():
-        if isinstance(module, Backbone):
-            return module
-    raise PretrainedError(f"{type(model).__name__} has no Backbone trunk")
 
 
 def check_card_fields(pretrained: str, backbone: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:

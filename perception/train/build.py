@@ -18,6 +18,7 @@ from perception.nets.maskrcnn_checkpoint import (
     load_torch_file,
     read_state_dict,
 )
+from perception.nets.pretrained import PretrainedError, load_pretrained
 from perception.nets.yolact import Yolact, YolactConfig
 from perception.node.config import build_config
 from perception.segmentation.card import CardError, ModelCard
@@ -116,29 +117,26 @@ def freeze_batchnorm(module: nn.Module) -> int:
 
 
 def freeze_prefixes(model: nn.Module, prefixes: tuple[str, ...]) -> int:
-    """Freeze the parameters (and hold the BatchNorm statistics) of the submodules whose
-    name starts with one of ``prefixes``; returns the number of parameters frozen. Raises
-    :class:`CardError` when a prefix names nothing (a typo would silently train all)."""
+    """Freeze the parameters (and hold the BatchNorm statistics) of the submodules named by
+    ``prefixes`` (everything under each); returns the number of parameters frozen. Raises
+    :class:`CardError` when a prefix names no module (a typo would silently train all)."""
     n = 0
     for prefix in prefixes:
-        hits = [m for name, m in model.named_modules() if name == prefix or name.startswith(prefix + ".")]
-        if not hits:
-            raise CardError(f"[training] frozen_prefixes: {prefix!r} names no module of the model")
-        top = [m for name, m in model.named_modules() if name == prefix] or hits
-        n += sum(freeze(m) for m in top)
+        try:
+            n += freeze(model.get_submodule(prefix))
+        except AttributeError:
+            raise CardError(f"[training] frozen_prefixes: {prefix!r} names no module of the model") from None
     return n
 
 
 def load_pretrained_trunk(model: nn.Module, card: ModelCard) -> str:
     """Load the card's ``[architecture] pretrained`` trunk (when set) into ``model``; returns
     a line saying what was loaded ("" when the card has none). Raises :class:`CardError`."""
-    from perception.nets.pretrained import PretrainedError, load_pretrained, trunk_of
-
     name = str(card.architecture.get("pretrained", ""))
     if not name:
         return ""
     try:
-        report = load_pretrained(trunk_of(model), name)
+        report = load_pretrained(trunk(model, card), name)  # type: ignore[arg-type]
     except PretrainedError as e:
         raise CardError(f"{card.path}: [architecture] pretrained: {e}") from None
     return f"{len(report.loaded)} trunk tensors from {name} ({report.file})"

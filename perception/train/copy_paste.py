@@ -18,7 +18,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from perception.bus.classes import CLASSES, COCO_CATEGORY_IDS
-from perception.train.data import DataError, DataSource, Sample, to_sample
+from perception.train.data import DataSource, Sample, to_sample
+from perception.train.errors import DataError
 
 MIN_AREA_PX = 32 * 32
 

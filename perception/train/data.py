@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from perception.bus.classes import CLASSES
-from perception.train.errors import DataError as DataError  # re-exported: raised by every source
 
 if TYPE_CHECKING:
     from perception.train.augment import Augment

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from perception.segmentation.card import ModelCard, load_card, set_card_value, sha256_of
 from perception.train.build import save_weights
 from perception.train.data import DataConfig, DataSource
-from perception.train.sources import SourceSpec, TrainingData, build_training_data
+from perception.train.datasets import SourceSpec
+from perception.train.sources import TrainingData, build_training_data
 from perception.train.start import Run, cosine, data_specs, resume_run, run_configs, start_run, val_specs
 from perception.train.steps import StepBatches, batch_at, loss_terms
 from perception.train.validation import evaluate_model, held_out_loss

@@ -28,13 +28,11 @@ import cv2
 import numpy as np
 
 from perception.train.augment import NO_AUGMENT, Augment, augment_image
-from perception.train.data import DataConfig, DataError, DataSource, Sample, ShapesSource, to_sample
-from perception.train.datasets import FILE_KINDS as FILE_KINDS
-from perception.train.datasets import KINDS as KINDS
+from perception.train.data import DataConfig, DataSource, Sample, ShapesSource, to_sample
 from perception.train.datasets import SourceSpec, evenly_spaced, read_images
-from perception.train.datasets import parse_specs as parse_specs
+from perception.train.errors import DataError
 from perception.train.frame_bank import BankConfig, BankSource, FrameBank
-from perception.train.labelled import LabelledImage
+from perception.train.labelled import ClassMap, LabelledImage
 from perception.train.synth_source import SynthSource
 
 
@@ -172,6 +170,22 @@ class TrainingData:
     summary: tuple[str, ...]
 
 
+def _held_out_synth(
+    cfg: DataConfig, kind: str, width: int, height: int, classes: tuple[str, ...], cache_dir: str | None
+) -> DataSource:
+    """The synthetic (or toy) held-out samples: drives of ``eval_seed``, never trained on."""
+    return make_source(replace(cfg, source=kind), width, height, cfg.eval_seed, classes, cache_dir, held_out=True)
+
+
+def _held_out_files(
+    images: Sequence[LabelledImage], count: int, width: int, height: int, seed: int
+) -> tuple[DataSource, int]:
+    """Up to ``count`` of ``images``, evenly spaced over the (sorted) set so that every city
+    or sequence of it is in, unaugmented; and how many."""
+    picks = evenly_spaced(len(images), count)
+    return FileSource([images[i] for i in picks], width, height, seed, shuffle=False), len(picks)
+
+
 def build_training_data(
     cfg: DataConfig,
     specs: Sequence[SourceSpec],
@@ -187,22 +201,17 @@ def build_training_data(
     (a validation set of its own, such as ``yolo-seg:cityscapes/val``) the held-out samples
     come from those instead and the training sources are used whole; a ``synth`` validation
     spec is the synthetic held-out drives (``eval_seed``)."""
-    from perception.train.labelled import ClassMap
-
     class_map = ClassMap(cfg.classes)
     train: list[DataSource] = []
-    held: list[DataSource] = []
-    counts: list[int] = []
+    held: list[tuple[DataSource, int]] = []
     lines: list[str] = []
     own_val = bool(val_specs)
     per_source = max(1, cfg.eval_images // len(val_specs or specs))
     for spec in specs:
         if spec.kind in ("synth", "shapes"):
-            sub = replace(cfg, source=spec.kind)
-            train.append(make_source(sub, width, height, cfg.train_seed, classes, cache_dir))
+            train.append(make_source(replace(cfg, source=spec.kind), width, height, cfg.train_seed, classes, cache_dir))
             if not own_val:
-                held.append(make_source(sub, width, height, cfg.eval_seed, classes, cache_dir, held_out=True))
-                counts.append(per_source)
+                held.append((_held_out_synth(cfg, spec.kind, width, height, classes, cache_dir), per_source))
             lines.append(
                 f"{spec.kind} (weight {spec.weight:g}): generated"
                 + ("" if own_val else f"; {per_source} held-out samples")
@@ -217,24 +226,16 @@ def build_training_data(
             )
         train.append(FileSource(fit, width, height, cfg.train_seed, cfg.augment()))
         if val:
-            held.append(FileSource(val, width, height, cfg.eval_seed, shuffle=False))
-            counts.append(min(len(val), per_source))
+            held.append(_held_out_files(val, per_source, width, height, cfg.eval_seed))
         lines.append(
             f"{spec.kind}:{spec.path} (weight {spec.weight:g}): {len(fit)} training and {len(val)} validation images"
         )
     for spec in val_specs:
         if spec.kind in ("synth", "shapes"):
-            held.append(
-                make_source(
-                    replace(cfg, source=spec.kind), width, height, cfg.eval_seed, classes, cache_dir, held_out=True
-                )
-            )
-            counts.append(per_source)
+            held.append((_held_out_synth(cfg, spec.kind, width, height, classes, cache_dir), per_source))
         else:
             images = read_images(spec, class_map, images_dir)
-            picks = evenly_spaced(len(images), per_source)  # so every city / sequence of the set is in
-            held.append(FileSource([images[i] for i in picks], width, height, cfg.eval_seed, shuffle=False))
-            counts.append(len(picks))
-        lines.append(f"validation {spec.kind}{':' + spec.path if spec.path else ''}: {counts[-1]} samples")
+            held.append(_held_out_files(images, per_source, width, height, cfg.eval_seed))
+        lines.append(f"validation {spec.kind}{':' + spec.path if spec.path else ''}: {held[-1][1]} samples")
     mixed = train[0] if len(train) == 1 else MixedSource(train, [s.weight for s in specs], cfg.train_seed)
-    return TrainingData(mixed, HeldOut(held, counts), tuple(lines))
+    return TrainingData(mixed, HeldOut([h for h, _ in held], [n for _, n in held]), tuple(lines))

@@ -28,7 +28,7 @@ from perception.train.build import (
 )
 from perception.train.config import TrainConfig
 from perception.train.data import DataConfig
-from perception.train.sources import SourceSpec, parse_specs
+from perception.train.datasets import SourceSpec, parse_specs
 from perception.train.validation import BestKeeper
 
 log = logging.getLogger(__name__)

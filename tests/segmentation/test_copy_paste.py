@@ -75,7 +75,8 @@ def test_pastes_road_objects_with_occlusion(tmp_path: Path) -> None:
 
 def test_bad_roots_are_clear_errors(tmp_path: Path) -> None:
     from perception.train.copy_paste import CopyPaste
-    from perception.train.data import DataError, ShapesSource
+    from perception.train.data import ShapesSource
+    from perception.train.errors import DataError
 
     with pytest.raises(DataError, match="no annotations"):
         CopyPaste(ShapesSource(64, 64, 0), tmp_path, ("car",), 1, 0)

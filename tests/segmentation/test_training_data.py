@@ -163,7 +163,7 @@ def test_drive_frames_and_ground_truth_arrive_as_recorded(tmp_path: Path) -> Non
 
 def test_class_map_renames_drops_and_checks(tmp_path: Path) -> None:
     from perception.bus.classes import CLASSES
-    from perception.train.data import DataError
+    from perception.train.errors import DataError
     from perception.train.labelled import ClassMap, read_coco
 
     path, _, _ = write_coco(tmp_path)
@@ -239,7 +239,7 @@ def test_one_bad_yolo_row_is_skipped_with_its_file_and_line(
 
 
 def test_missing_yolo_image_and_empty_datasets_are_clear_errors(tmp_path: Path) -> None:
-    from perception.train.data import DataError
+    from perception.train.errors import DataError
     from perception.train.labelled import read_coco, read_drive, read_yolo_seg
 
     root, _, _ = write_yolo(tmp_path / "set")
@@ -323,7 +323,7 @@ image = st.fixed_dictionaries(
     | json_values
 )
 def test_fuzzed_coco_json_gives_records_or_a_data_error(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
-    from perception.train.data import DataError
+    from perception.train.errors import DataError
     from perception.train.labelled import read_coco
     from perception.train.sources import FileSource
 
@@ -344,7 +344,7 @@ def test_fuzzed_coco_json_gives_records_or_a_data_error(tmp_path_factory: pytest
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=st.sampled_from("0123456789 .-e\nnaif+_٣"), max_size=60))
 def test_fuzzed_yolo_labels_give_records_or_a_data_error(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
-    from perception.train.data import DataError
+    from perception.train.errors import DataError
     from perception.train.labelled import read_yolo_seg
     from perception.train.sources import FileSource
 
@@ -361,8 +361,8 @@ def test_fuzzed_yolo_labels_give_records_or_a_data_error(tmp_path_factory: pytes
 
 
 def test_specs_parse_with_weights_and_name_what_is_wrong(tmp_path: Path) -> None:
-    from perception.train.data import DataError
-    from perception.train.sources import SourceSpec, parse_specs
+    from perception.train.datasets import SourceSpec, parse_specs
+    from perception.train.errors import DataError
 
     assert parse_specs("synth, yolo-seg:data/robot@0.5,coco:x.json@2") == (
         SourceSpec("synth"),
@@ -458,7 +458,8 @@ def test_a_validation_set_of_its_own_is_all_that_is_held_out(tmp_path: Path) -> 
     validation folder's images at the model size, unaugmented, then the synthetic held-out ones."""
     from perception.bus.classes import CLASSES
     from perception.train.data import DataConfig
-    from perception.train.sources import build_training_data, parse_specs
+    from perception.train.datasets import parse_specs
+    from perception.train.sources import build_training_data
 
     root, _, _ = write_yolo(tmp_path / "train")
     val_root, _, val_truth = write_yolo(tmp_path / "val")
