@@ -34,7 +34,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from perception.bus.classes import CLASSES
 from perception.bus.schema import Detections, Source, Tracks
-from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter
+from perception.drives.drive_file import DriveError, DriveMeta, DriveReader, DriveWriter, RecordedFrame
 
 IMAGE, DETECTIONS, TRACKS, MASKS = (
     "/camera/image/compressed",
@@ -133,6 +133,57 @@ def _label_image(store: Any, header: Any, tracks: Tracks) -> Any:
     )
 
 
+#: the export's topics and their message types, in the order the bag lists its connections
+EXPORT_TYPES = {
+    IMAGE: "sensor_msgs/msg/CompressedImage",
+    DETECTIONS: DETECTION_ARRAY,
+    TRACKS: DETECTION_ARRAY,
+    MASKS: "sensor_msgs/msg/Image",
+}
+
+
+class _BagOut:
+    """The export's connections on an open rosbag2 writer, and how many messages each got."""
+
+    def __init__(self, writer: Writer, store: Any) -> None:
+        self.writer, self.store = writer, store
+        self.conns = {
+            topic: writer.add_connection(topic, name, typestore=store) for topic, name in EXPORT_TYPES.items()
+        }
+        self.counts = dict.fromkeys(EXPORT_TYPES, 0)
+
+    def put(self, topic: str, msg: Any, stamp_ns: int) -> None:
+        """Write ``msg`` (of the topic's type) at bag time ``stamp_ns``."""
+        self.writer.write(self.conns[topic], stamp_ns, self.store.serialize_cdr(msg, EXPORT_TYPES[topic]))
+        self.counts[topic] += 1
+
+
+def _by_frame(reader: DriveReader, topic: str) -> dict[int, Any]:
+    """``{frame_seq: payload}`` of a recorded topic (empty when the run did not record it)."""
+    if topic not in reader.counts:
+        return {}
+    return {e.source.frame_seq: e.payload for e in reader.messages(topic) if e.source}
+
+
+def _put_frame(
+    bag: _BagOut, rec: RecordedFrame, header: Any, stamp_ns: int, dets: Detections | None, tracks: Tracks | None
+) -> None:
+    """One recorded frame's messages: its image, then its detections, tracks and track
+    masks where the run has them."""
+    store = bag.store
+    image = store.types["sensor_msgs/msg/CompressedImage"](
+        header=header, format=rec.format, data=np.frombuffer(rec.data, np.uint8)
+    )
+    bag.put(IMAGE, image, stamp_ns)
+    if dets is not None:
+        items = [(i.class_id, i.score, i.box_xyxy, "") for i in dets.instances]
+        bag.put(DETECTIONS, _detection_array(store, header, items), stamp_ns)
+    if tracks is not None:
+        items = [(k.class_id, k.score, k.box_xyxy, str(k.track_id)) for k in tracks.tracks]
+        bag.put(TRACKS, _detection_array(store, header, items), stamp_ns)
+        bag.put(MASKS, _label_image(store, header, tracks), stamp_ns)
+
+
 def export_ros2(run: str | Path, bag_dir: str | Path) -> dict[str, int]:
     """Write the run as a rosbag2 folder ``bag_dir`` (which must not exist); returns
     messages per topic."""
@@ -143,70 +194,22 @@ def export_ros2(run: str | Path, bag_dir: str | Path) -> dict[str, int]:
     meta = reader.meta
     store = typestore()
     frame_id = meta.camera_id or "camera"
-    dets = (
-        {e.source.frame_seq: e.payload for e in reader.messages("detections") if e.source}
-        if "detections" in reader.counts
-        else {}
-    )
-    trks = (
-        {e.source.frame_seq: e.payload for e in reader.messages("tracks") if e.source}
-        if "tracks" in reader.counts
-        else {}
-    )
-    counts = {IMAGE: 0, DETECTIONS: 0, TRACKS: 0, MASKS: 0}
+    dets, trks = _by_frame(reader, "detections"), _by_frame(reader, "tracks")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with Writer(tmp, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-            conns = {
-                IMAGE: w.add_connection(IMAGE, "sensor_msgs/msg/CompressedImage", typestore=store),
-                DETECTIONS: w.add_connection(DETECTIONS, DETECTION_ARRAY, typestore=store),
-                TRACKS: w.add_connection(TRACKS, DETECTION_ARRAY, typestore=store),
-                MASKS: w.add_connection(MASKS, "sensor_msgs/msg/Image", typestore=store),
-            }
-
-            def put(topic: str, msg: Any, typename: str, stamp: int) -> None:
-                w.write(conns[topic], stamp, store.serialize_cdr(msg, typename))
-                counts[topic] += 1
-
+            bag = _BagOut(w, store)
             for rec in reader.records():
-                seq = rec.source.frame_seq
-                stamp = meta.wall_ns(rec.source.capture_ns)
-                header = _header(store, stamp, frame_id)
-                put(
-                    IMAGE,
-                    store.types["sensor_msgs/msg/CompressedImage"](
-                        header=header, format=rec.format, data=np.frombuffer(rec.data, np.uint8)
-                    ),
-                    "sensor_msgs/msg/CompressedImage",
-                    stamp,
-                )
-                d: Detections | None = dets.get(seq)  # type: ignore[assignment]
-                if d is not None:
-                    put(
-                        DETECTIONS,
-                        _detection_array(store, header, [(i.class_id, i.score, i.box_xyxy, "") for i in d.instances]),
-                        DETECTION_ARRAY,
-                        stamp,
-                    )
-                t: Tracks | None = trks.get(seq)  # type: ignore[assignment]
-                if t is not None:
-                    put(
-                        TRACKS,
-                        _detection_array(
-                            store, header, [(k.class_id, k.score, k.box_xyxy, str(k.track_id)) for k in t.tracks]
-                        ),
-                        DETECTION_ARRAY,
-                        stamp,
-                    )
-                    put(MASKS, _label_image(store, header, t), "sensor_msgs/msg/Image", stamp)
+                seq, stamp = rec.source.frame_seq, meta.wall_ns(rec.source.capture_ns)
+                _put_frame(bag, rec, _header(store, stamp, frame_id), stamp, dets.get(seq), trks.get(seq))
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return counts
+    return bag.counts
 
 
-def _image(store: Any, conn: Any, raw: bytes, where: str) -> tuple[np.ndarray | None, bytes | None, str]:
+def _image(store: Any, conn: Any, raw: bytes, where: str) -> tuple[np.ndarray, bytes | None, str]:
     """``(BGR image, encoded bytes kept as they are, format)`` of one image message."""
     msg = store.deserialize_cdr(raw, conn.msgtype)
     if conn.msgtype == "sensor_msgs/msg/CompressedImage":
@@ -241,6 +244,79 @@ def _camera_info(store: Any, conn: Any, raw: bytes) -> dict[str, Any]:
     }
 
 
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+def _open(bag: Path) -> Reader:
+    """The bag's reader, opened; :class:`BagError` when it is not a readable rosbag2."""
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except (ReaderError, OSError, ValueError, KeyError) as e:
+        raise BagError(f"{bag}: not a readable rosbag2: {type(e).__name__}: {e}") from None
+    return reader
+
+
+def _connection(bag: Path, reader: Reader, topic: str) -> Any:
+    """The connection of ``topic``; :class:`BagError` listing the bag's topics when it has none."""
+    topics = {c.topic: c for c in reader.connections}
+    if topic not in topics:
+        raise BagError(f"{bag}: no topic {topic!r}; its topics: {', '.join(sorted(topics)) or 'none'}")
+    return topics[topic]
+
+
+def _image_connection(bag: Path, reader: Reader, topic: str) -> Any:
+    """The connection of ``topic``, checked to carry ``Image`` or ``CompressedImage``."""
+    conn = _connection(bag, reader, topic)
+    if conn.msgtype not in IMAGE_TYPES:
+        raise BagError(f"{bag}: topic {topic!r} is {conn.msgtype}, not sensor_msgs/msg/Image or CompressedImage")
+    return conn
+
+
+def _write_image(w: DriveWriter, store: Any, conn: Any, raw: bytes, seq: int, where: str) -> tuple[int, int]:
+    """One image message as frame ``seq`` of the drive, at its header stamp (JPEG/PNG bytes
+    kept as they are); returns the image's ``(width, height)``."""
+    image, encoded, fmt = _image(store, conn, raw, where)
+    header = store.deserialize_cdr(raw, conn.msgtype).header
+    src = Source(w.meta.camera_id, seq, header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
+    if encoded is not None:
+        w.write_encoded_frame(encoded, image.shape[1], image.shape[0], src, fmt=fmt)  # type: ignore[arg-type]
+    else:
+        w.write_frame(image, src)
+    return image.shape[1], image.shape[0]
+
+
+def _copy_frames(
+    bag: Path, reader: Reader, store: Any, w: DriveWriter, conn: Any, info_conn: Any | None
+) -> tuple[int, tuple[int, int], dict[str, Any] | None]:
+    """Write every message of the image connection ``conn`` to the drive; returns the frame
+    count, the last frame's ``(width, height)`` and the first message of ``info_conn`` as a
+    calibration file's dict (None without one)."""
+    frames, size, calib = 0, (0, 0), None
+    wanted = [conn] + ([info_conn] if info_conn is not None else [])
+    for c, stamp, raw in reader.messages(connections=wanted):
+        if c is info_conn:
+            if calib is None:
+                calib = _camera_info(store, c, raw)
+            continue
+        size = _write_image(w, store, c, raw, frames, f"{bag}: {c.topic} message at {stamp}")
+        frames += 1
+    return frames, size, calib
+
+
+def _write_calibration(calib: dict[str, Any] | None, bag: Path, topic: str, path: Path) -> None:
+    """Check ``calib`` (the first message of the camera_info ``topic``, None when it had
+    none) as a calibration file is checked, then write it to ``path``."""
+    import yaml
+
+    from perception.calibration.camera_file import camera_info_from_dict
+
+    if calib is None:
+        raise BagError(f"{bag}: topic {topic!r} has no messages")
+    camera_info_from_dict(calib, f"{bag}:{topic}")  # the same checks as a calib file
+    path.write_text(yaml.safe_dump(calib, sort_keys=False))
+
+
 def import_bag(
     bag: str | Path,
     image_topic: str,
@@ -254,58 +330,20 @@ def import_bag(
     their header stamps; JPEG/PNG bytes are kept as they are); with ``camera_info_topic``
     its first message becomes the calibration file ``calib_out`` (default: beside ``out``).
     Raises :class:`BagError` naming the bag and topic."""
-    import yaml
-
-    from perception.calibration.camera_file import camera_info_from_dict
-
     bag, out = Path(bag), Path(out)
+    reader = _open(bag)
     try:
-        reader = Reader(bag)
-        reader.open()
-    except (ReaderError, OSError, ValueError, KeyError) as e:
-        raise BagError(f"{bag}: not a readable rosbag2: {type(e).__name__}: {e}") from None
-    try:
-        topics = {c.topic: c for c in reader.connections}
-        if image_topic not in topics:
-            raise BagError(f"{bag}: no topic {image_topic!r}; its topics: {', '.join(sorted(topics)) or 'none'}")
-        conn = topics[image_topic]
-        if conn.msgtype not in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
-            raise BagError(
-                f"{bag}: topic {image_topic!r} is {conn.msgtype}, not sensor_msgs/msg/Image or CompressedImage"
-            )
-        info_conn = None
-        if camera_info_topic is not None:
-            if camera_info_topic not in topics:
-                raise BagError(f"{bag}: no topic {camera_info_topic!r}; its topics: {', '.join(sorted(topics))}")
-            info_conn = topics[camera_info_topic]
+        conn = _image_connection(bag, reader, image_topic)
+        info_conn = _connection(bag, reader, camera_info_topic) if camera_info_topic is not None else None
         store = typestore()
         tmp = out.with_name(f".{out.name}.partial")
-        frames, size, calib = 0, (0, 0), None
+        camera = camera_id or image_topic.strip("/").replace("/", "_")
+        calib_path = None
         try:
-            with DriveWriter(
-                tmp,
-                DriveMeta(
-                    camera_id=camera_id or image_topic.strip("/").replace("/", "_"), generator="import-bag", fps=fps
-                ),
-            ) as w:
-                wanted = [conn] + ([info_conn] if info_conn is not None else [])
-                for c, stamp, raw in reader.messages(connections=wanted):
-                    where = f"{bag}: {c.topic} message at {stamp}"
-                    if c is info_conn:
-                        if calib is None:
-                            calib = _camera_info(store, c, raw)
-                        continue
-                    image, encoded, fmt = _image(store, c, raw, where)
-                    header = store.deserialize_cdr(raw, c.msgtype).header
-                    src = Source(w.meta.camera_id, frames, header.stamp.sec * 1_000_000_000 + header.stamp.nanosec)
-                    if encoded is not None:
-                        w.write_encoded_frame(encoded, image.shape[1], image.shape[0], src, fmt=fmt)  # type: ignore[arg-type]
-                    else:
-                        w.write_frame(image, src)
-                    size = (image.shape[1], image.shape[0])
-                    frames += 1
+            with DriveWriter(tmp, DriveMeta(camera_id=camera, generator="import-bag", fps=fps)) as w:
+                frames, size, calib = _copy_frames(bag, reader, store, w, conn, info_conn)
                 w.meta = DriveMeta(
-                    camera_id=w.meta.camera_id,
+                    camera_id=camera,
                     width=size[0],
                     height=size[1],
                     fps=fps,
@@ -314,13 +352,9 @@ def import_bag(
                 )  # written at close
             if not frames:
                 raise BagError(f"{bag}: topic {image_topic!r} has no messages")
-            calib_path = None
             if camera_info_topic is not None:
-                if calib is None:
-                    raise BagError(f"{bag}: topic {camera_info_topic!r} has no messages")
-                camera_info_from_dict(calib, f"{bag}:{camera_info_topic}")  # the same checks as a calib file
                 calib_path = Path(calib_out) if calib_out else out.with_suffix(".yaml")
-                calib_path.write_text(yaml.safe_dump(calib, sort_keys=False))
+                _write_calibration(calib, bag, camera_info_topic, calib_path)
             tmp.replace(out)
         except (ReaderError, ValueError, KeyError, AssertionError, IndexError) as e:
             if isinstance(e, BagError):
