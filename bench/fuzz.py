@@ -106,7 +106,7 @@ def make_target(name: str, work: Path):  # type: ignore[no-untyped-def]
                 if topic != "frames":
                     list(r.messages(topic))
     elif name == "coco":
-        from perception.train.labelled import read_coco
+        from perception.train.coco import read_coco
         from perception.train.sources import FileSource
 
         def test(data: bytes) -> None:

@@ -19,8 +19,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from perception.bus.schema import GroundTruth, GtInstance, Rle
+from perception.train.coco import read_coco
 from perception.train.errors import DataError
-from perception.train.labelled import ClassMap, LabelledImage, read_coco, read_drive, read_yolo_seg
+from perception.train.labelled import ClassMap, LabelledImage, read_drive, read_yolo_seg
 
 if TYPE_CHECKING:
     from perception.evaluation.image_set import LabelledFrame

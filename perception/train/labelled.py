@@ -11,12 +11,12 @@ image and counted in :class:`DataIssues`, the first few logged with file and ent
 that is not of its format at all, or a dataset without one usable image, raises
 :class:`~perception.train.data.DataError` naming the file.
 
+The COCO reader is :func:`perception.train.coco.read_coco`;
 :class:`perception.train.sources.FileSource` is the training source over the records.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -31,7 +31,6 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from perception.bus.classes import CLASSES, COCO80_NAMES
-from perception.bus.rle_codec import validate_rle
 from perception.train.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -170,138 +169,12 @@ def image_size(path: Path) -> tuple[int, int]:
         raise BadEntry(f"not a readable image: {path}: {e}") from None
 
 
-def _polygons(seg: object, width: int, height: int) -> list[list[float]]:
-    if not isinstance(seg, list) or not seg:
-        raise BadEntry("segmentation: expected a list of polygons or an RLE object")
-    out = []
-    for poly in seg:
-        if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
-            raise BadEntry("segmentation: a polygon must be a flat list of numbers")
-        if len(poly) < 6 or len(poly) % 2:
-            raise BadEntry(f"polygon with fewer than three points: {len(poly)} coordinates")
-        xs, ys = poly[0::2], poly[1::2]
-        if not all(math.isfinite(v) and -1 <= v <= width + 1 for v in xs) or not all(
-            math.isfinite(v) and -1 <= v <= height + 1 for v in ys
-        ):
-            raise BadEntry(f"polygon points outside the {width}x{height} image")
-        out.append([float(v) for v in poly])
-    return out
-
-
-def _rle(seg: dict, height: int, width: int) -> dict:
-    size, counts = seg.get("size"), seg.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
-        raise BadEntry("segmentation: an RLE needs 'size' [height, width]")
-    if tuple(size) != (height, width):
-        raise BadEntry(f"mask of the wrong size: RLE is {size[0]}x{size[1]} (HxW), the image {height}x{width}")
-    if isinstance(counts, list):
-        if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
-            raise BadEntry(f"mask of the wrong size: RLE runs must be non-negative and cover {height * width} pixels")
-        return {"size": size, "counts": counts}
-    if not isinstance(counts, str):
-        raise BadEntry("segmentation: RLE 'counts' must be a string or a list of run lengths")
-    try:
-        validate_rle((height, width), counts)
-    except ValueError as e:
-        raise BadEntry(f"mask of the wrong size: {e}") from None
-    return {"size": size, "counts": counts.encode()}
-
-
-def _no_images(source: str, entries: int, issues: DataIssues) -> DataError:
+def no_images(source: str, entries: int, issues: DataIssues) -> DataError:
+    """The error of a dataset without one usable labelled image (names the first entry skipped)."""
     return DataError(
         f"{source}: empty dataset: no usable labelled image among {entries} entries ({issues.summary()})"
         + (f"; the first: {issues.first}" if issues.first else "")
     )
-
-
-def read_coco(
-    json_path: str | Path,
-    classes: ClassMap = ClassMap(),
-    images_dir: str | Path | None = None,
-    keep_empty: bool = False,
-) -> list[LabelledImage]:
-    """The images of a COCO instances JSON: image files at ``file_name`` relative to the
-    JSON's folder (or to ``images_dir``), categories mapped by name or id through
-    ``classes``. Images without an object of ours are left out unless ``keep_empty``."""
-    path = Path(json_path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such COCO instances JSON")
-    try:
-        doc = json.loads(path.read_bytes())
-    except ValueError as e:
-        raise DataError(f"{path}: not a JSON file: {e}") from None
-    if not isinstance(doc, dict) or not all(
-        isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")
-    ):
-        raise DataError(
-            f"{path}: not a COCO instances JSON (expected an object with 'images', 'annotations' and "
-            f"'categories' lists)"
-        )
-    issues = DataIssues(f"coco:{path}")
-    base = Path(images_dir) if images_dir is not None else path.parent
-    cats: dict[int, str] = {}
-    for k, c in enumerate(doc["categories"]):
-        if isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str):
-            cats[c["id"]] = c["name"]
-        else:
-            issues.skip(f"{path} categories[{k}]", "category needs an integer 'id' and a string 'name'")
-    images: dict[int, tuple[Path, int, int]] = {}
-    listed: set[int] = set()  # ids of 'images', usable or not: a skipped image's annotations are not errors
-    for k, im in enumerate(doc["images"]):
-        where = f"{path} images[{k}]"
-        if isinstance(im, dict) and isinstance(im.get("id"), int):
-            listed.add(im["id"])
-        try:
-            if not (isinstance(im, dict) and isinstance(im.get("id"), int) and isinstance(im.get("file_name"), str)):
-                raise BadEntry("image needs an integer 'id' and a string 'file_name'")
-            file = base / im["file_name"]
-            w, h = image_size(file)
-            if (im.get("width"), im.get("height")) not in ((w, h), (None, None)):
-                raise BadEntry(
-                    f"mask of the wrong size: image file is {w}x{h}, the JSON says {im.get('width')}x{im.get('height')}"
-                )
-            images[im["id"]] = (file, w, h)
-        except BadEntry as e:
-            issues.skip(where, str(e))
-    objects: dict[int, list[LabelledObject]] = {i: [] for i in images}
-    bad_images: set[int] = set()
-    for k, a in enumerate(doc["annotations"]):
-        where = f"{path} annotations[{k}]" + (f" (id {a.get('id')})" if isinstance(a, dict) else "")
-        try:
-            if not isinstance(a, dict):
-                raise BadEntry("annotation must be an object")
-            image_id, cat = a.get("image_id"), a.get("category_id")
-            if isinstance(image_id, int) and image_id in listed and image_id not in images:
-                continue
-            if not isinstance(image_id, int) or image_id not in images:
-                raise BadEntry(f"image_id {image_id!r} is not in 'images'")
-            if not isinstance(cat, int) or cat not in cats:
-                raise BadEntry(f"class id out of range: category_id {cat!r} is not in 'categories'")
-            ours = classes.lookup(cats[cat], cat)
-            if ours is None:
-                issues.dropped_classes[cats[cat]] += 1
-                continue
-            _, w, h = images[image_id]
-            seg = a.get("segmentation")
-            obj = (
-                LabelledObject(ours, "rle", _rle(seg, h, w), bool(a.get("iscrowd", 0)))
-                if isinstance(seg, dict)
-                else LabelledObject(ours, "polygons", _polygons(seg, w, h), bool(a.get("iscrowd", 0)))
-            )
-            objects[image_id].append(obj)
-        except BadEntry as e:
-            issues.skip(where, f"{e}; its image is left out")
-            if isinstance(a, dict) and isinstance(a.get("image_id"), int) and a["image_id"] in images:
-                bad_images.add(a["image_id"])
-    out = [
-        LabelledImage(f"{path}:{i}", w, h, tuple(objects[i]), path=file)
-        for i, (file, w, h) in sorted(images.items())
-        if i not in bad_images and (objects[i] or keep_empty)
-    ]
-    if not out:
-        raise _no_images(f"coco:{path}", len(doc["images"]), issues)
-    issues.report(len(out))
-    return out
 
 
 def yolo_names(root: Path) -> tuple[str, ...]:
@@ -380,7 +253,7 @@ def read_yolo_seg(root: str | Path, classes: ClassMap = ClassMap(), keep_empty: 
         if not bad and (objs or keep_empty):
             out.append(LabelledImage(str(label), w, h, tuple(objs), path=image))
     if not out:
-        raise _no_images(f"yolo-seg:{root}", len(labels), issues)
+        raise no_images(f"yolo-seg:{root}", len(labels), issues)
     issues.report(len(out))
     return out
 
@@ -426,6 +299,6 @@ def read_drive(path: str | Path) -> list[LabelledImage]:
             continue
         out.append(LabelledImage(where, rec.width, rec.height, tuple(objs), data=rec.data))
     if not out:
-        raise _no_images(f"drive:{path}", len(gts), issues)
+        raise no_images(f"drive:{path}", len(gts), issues)
     issues.report(len(out))
     return out

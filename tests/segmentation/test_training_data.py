@@ -114,7 +114,7 @@ def _check_arrival(source, images: list[np.ndarray], truth: list[list[np.ndarray
 def test_coco_images_masks_and_classes_arrive_as_written(
     tmp_path: Path, encoding: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from perception.train.labelled import read_coco
+    from perception.train.coco import read_coco
     from perception.train.sources import FileSource
 
     path, images, truth = write_coco(tmp_path, encoding)
@@ -163,8 +163,9 @@ def test_drive_frames_and_ground_truth_arrive_as_recorded(tmp_path: Path) -> Non
 
 def test_class_map_renames_drops_and_checks(tmp_path: Path) -> None:
     from perception.bus.classes import CLASSES
+    from perception.train.coco import read_coco
     from perception.train.errors import DataError
-    from perception.train.labelled import ClassMap, read_coco
+    from perception.train.labelled import ClassMap
 
     path, _, _ = write_coco(tmp_path)
     records = read_coco(path, ClassMap({"truck": "car", "3": ""}))  # truck -> car; COCO id 3 (car) dropped
@@ -201,7 +202,7 @@ BROKEN_COCO = {
 def test_one_bad_coco_entry_is_skipped_counted_and_named(
     tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from perception.train.labelled import read_coco
+    from perception.train.coco import read_coco
 
     edit, problem = BROKEN_COCO[case]
     path = _coco_with(tmp_path, edit)
@@ -239,8 +240,9 @@ def test_one_bad_yolo_row_is_skipped_with_its_file_and_line(
 
 
 def test_missing_yolo_image_and_empty_datasets_are_clear_errors(tmp_path: Path) -> None:
+    from perception.train.coco import read_coco
     from perception.train.errors import DataError
-    from perception.train.labelled import read_coco, read_drive, read_yolo_seg
+    from perception.train.labelled import read_drive, read_yolo_seg
 
     root, _, _ = write_yolo(tmp_path / "set")
     for name in "abc":
@@ -323,8 +325,8 @@ image = st.fixed_dictionaries(
     | json_values
 )
 def test_fuzzed_coco_json_gives_records_or_a_data_error(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
+    from perception.train.coco import read_coco
     from perception.train.errors import DataError
-    from perception.train.labelled import read_coco
     from perception.train.sources import FileSource
 
     root = tmp_path_factory.mktemp("fuzz")
