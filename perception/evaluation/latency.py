@@ -160,6 +160,56 @@ def node_counters(statuses: Iterable[Envelope]) -> dict[str, dict[str, float | i
     return out
 
 
+def _frame_timing(seq: int, d: Envelope | None, t: Envelope | None, output_topic: str | None) -> FrameTiming:
+    """Frame ``seq``'s timing from its detections ``d`` and tracks ``t`` (None: not recorded)."""
+    first = d or t
+    src = first.source if first is not None else None
+    det: Detections | None = d.payload if d is not None else None  # type: ignore[assignment]
+    out = t if output_topic == "tracks" else d
+    return FrameTiming(
+        frame_seq=seq,
+        capture_ns=src.capture_ns if src else 0,
+        model=det.model if det else None,
+        instances=len(det.instances) if det else None,
+        detections_ms=_age_ms(d) if d else None,
+        tracks_ms=_age_ms(t) if t else None,
+        tracker_ms=(t.stamp_ns - d.stamp_ns) / 1e6 if d and t else None,
+        inference_ms=det.inference_ms if det else None,
+        queue_wait_ms=det.queue_wait_ms if det else None,
+        output_ms=_age_ms(out) if out else None,
+    )
+
+
+def _stages(timeline: list[FrameTiming]) -> dict[str, Percentiles]:
+    """Latency per stage of the pipeline, the stages without a sample left out."""
+    stages = {
+        "queue_wait": Percentiles.of(f.queue_wait_ms for f in timeline),
+        "inference": Percentiles.of(f.inference_ms for f in timeline),
+        "capture_to_detections": Percentiles.of(f.detections_ms for f in timeline),
+        "tracker": Percentiles.of(f.tracker_ms for f in timeline),
+        "capture_to_tracks": Percentiles.of(f.tracks_ms for f in timeline),
+    }
+    return {k: v for k, v in stages.items() if v.n}
+
+
+def _model_usage(timeline: list[FrameTiming]) -> tuple[dict[str, int], dict[str, dict[str, Percentiles]], list[int]]:
+    """Frames per model (by name), each model's inference and capture-to-output latency,
+    and the frames on which the model differs from the previous frame's with one."""
+    models = [(f.frame_seq, f.model) for f in timeline if f.model is not None]
+    usage: dict[str, int] = {}
+    for _, m in models:
+        usage[m] = usage.get(m, 0) + 1
+    by_model = {
+        m: {
+            "inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
+            "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m),
+        }
+        for m in sorted(usage)
+    }
+    switch_frames = [seq for (_, prev), (seq, m) in pairwise(models) if m != prev]
+    return dict(sorted(usage.items())), by_model, switch_frames
+
+
 def run_stats(
     detections: Iterable[Envelope],
     tracks: Iterable[Envelope],
@@ -174,47 +224,8 @@ def run_stats(
     trks = _by_frame(tracks)
     seqs = sorted(set(frame_seqs) | set(dets) | set(trks))
     output_topic = "tracks" if trks else "detections" if dets else None
-    timeline: list[FrameTiming] = []
-    for seq in seqs:
-        d, t = dets.get(seq), trks.get(seq)
-        first = d or t
-        src = first.source if first is not None else None
-        det: Detections | None = d.payload if d is not None else None  # type: ignore[assignment]
-        out = t if output_topic == "tracks" else d
-        timeline.append(
-            FrameTiming(
-                frame_seq=seq,
-                capture_ns=src.capture_ns if src else 0,
-                model=det.model if det else None,
-                instances=len(det.instances) if det else None,
-                detections_ms=_age_ms(d) if d else None,
-                tracks_ms=_age_ms(t) if t else None,
-                tracker_ms=(t.stamp_ns - d.stamp_ns) / 1e6 if d and t else None,
-                inference_ms=det.inference_ms if det else None,
-                queue_wait_ms=det.queue_wait_ms if det else None,
-                output_ms=_age_ms(out) if out else None,
-            )
-        )
-    stages = {
-        "queue_wait": Percentiles.of(f.queue_wait_ms for f in timeline),
-        "inference": Percentiles.of(f.inference_ms for f in timeline),
-        "capture_to_detections": Percentiles.of(f.detections_ms for f in timeline),
-        "tracker": Percentiles.of(f.tracker_ms for f in timeline),
-        "capture_to_tracks": Percentiles.of(f.tracks_ms for f in timeline),
-    }
-    stages = {k: v for k, v in stages.items() if v.n}
-    models = [(f.frame_seq, f.model) for f in timeline if f.model is not None]
-    usage: dict[str, int] = {}
-    for _, m in models:
-        usage[m] = usage.get(m, 0) + 1
-    by_model = {
-        m: {
-            "inference": Percentiles.of(f.inference_ms for f in timeline if f.model == m),
-            "capture_to_output": Percentiles.of(f.output_ms for f in timeline if f.model == m),
-        }
-        for m in sorted(usage)
-    }
-    switch_frames = [seq for (_, prev), (seq, m) in pairwise(models) if m != prev]
+    timeline = [_frame_timing(seq, dets.get(seq), trks.get(seq), output_topic) for seq in seqs]
+    usage, by_model, switch_frames = _model_usage(timeline)
     hits = sum(1 for f in timeline if f.output_ms is not None and f.output_ms <= budget_ms)
     return RunStats(
         frames_total=len(seqs),
@@ -225,9 +236,9 @@ def run_stats(
         budget_ms=budget_ms,
         deadline_hits=hits,
         deadline_hit_rate=hits / len(seqs) if seqs else None,
-        stages=stages,
+        stages=_stages(timeline),
         capture_to_output=Percentiles.of(f.output_ms for f in timeline),
-        model_usage=dict(sorted(usage.items())),
+        model_usage=usage,
         by_model=by_model,
         model_switches=len(switch_frames),
         switch_frames=switch_frames,

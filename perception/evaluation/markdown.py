@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from perception.evaluation.latency import Percentiles, summed_counter
+from perception.evaluation.latency import Percentiles, RunStats, summed_counter
 
 if TYPE_CHECKING:
     from perception.evaluation.masks import MaskScores
@@ -98,54 +98,57 @@ def mask_ap_summary(m: MaskScores) -> list[str]:
     ]
 
 
-def report_markdown(report: Report, images: Mapping[str, str]) -> str:
-    """The Markdown report; ``images`` maps a caption to a PNG file name beside it."""
-    s, m, t = report.stats, report.masks, report.tracking
-    lines = [f"# Evaluation of `{report.run}`", ""]
+def _overview(report: Report) -> list[str]:
+    """The title, the drive, the recorded topics and the report's notes."""
     meta = report.meta
-    lines.append(
+    lines = [
+        f"# Evaluation of `{report.run}`",
+        "",
         f"Drive: camera `{meta.get('camera_id')}`, {meta.get('width')}x{meta.get('height')} "
         f"at {meta.get('fps')} fps, made by `{meta.get('generator') or '?'}`"
         + (f", scenario `{meta['scenario']}` seed {meta['seed']}" if meta.get("scenario") else "")
-        + "."
-    )
-    lines.append("Recorded topics: " + ", ".join(f"`{k}` {v}" for k, v in report.topics.items()) + ".")
-    lines.append("")
+        + ".",
+        "Recorded topics: " + ", ".join(f"`{k}` {v}" for k, v in report.topics.items()) + ".",
+        "",
+    ]
     if not report.has_ground_truth:
         lines += ["> **No ground truth in this run: latency and counts only.**", ""]
-    for n in report.notes:
-        lines.append(f"- {n}")
-    lines.append("")
-    if m is not None:
-        lines += mask_ap_section(m)
-    if t is not None:
-        lines += ["## Tracking (TrackEval; fractions in [0, 1])", ""]
-        lines += _table(
-            ["HOTA", "DetA", "AssA", "MOTA", "IDF1", "ID switches", "GT dets", "predicted dets"],
+    return [*lines, *(f"- {n}" for n in report.notes), ""]
+
+
+def _tracking_section(t: Mapping[str, Any]) -> list[str]:
+    """The Markdown section of the TrackEval figures, with a table per class where there are classes."""
+    lines = ["## Tracking (TrackEval; fractions in [0, 1])", ""]
+    lines += _table(
+        ["HOTA", "DetA", "AssA", "MOTA", "IDF1", "ID switches", "GT dets", "predicted dets"],
+        [
             [
-                [
-                    _frac(t["hota"]),
-                    _frac(t["deta"]),
-                    _frac(t["assa"]),
-                    _frac(t["mota"]),
-                    _frac(t["idf1"]),
-                    str(t["idsw"]),
-                    str(t["gt_dets"]),
-                    str(t["pred_dets"]),
-                ]
+                _frac(t["hota"]),
+                _frac(t["deta"]),
+                _frac(t["assa"]),
+                _frac(t["mota"]),
+                _frac(t["idf1"]),
+                str(t["idsw"]),
+                str(t["gt_dets"]),
+                str(t["pred_dets"]),
+            ]
+        ],
+    )
+    if t.get("per_class"):
+        lines += ["", "Per class:", ""]
+        lines += _table(
+            ["class", "HOTA", "MOTA", "IDF1", "ID switches"],
+            [
+                [k, _frac(v["hota"]), _frac(v["mota"]), _frac(v["idf1"]), str(v["idsw"])]
+                for k, v in t["per_class"].items()
             ],
         )
-        if t.get("per_class"):
-            lines += ["", "Per class:", ""]
-            lines += _table(
-                ["class", "HOTA", "MOTA", "IDF1", "ID switches"],
-                [
-                    [k, _frac(v["hota"]), _frac(v["mota"]), _frac(v["idf1"]), str(v["idsw"])]
-                    for k, v in t["per_class"].items()
-                ],
-            )
-        lines.append("")
-    lines += [
+    return [*lines, ""]
+
+
+def _latency_section(s: RunStats) -> list[str]:
+    """The deadline and a table of latency per stage (and per model)."""
+    lines = [
         "## Latency",
         "",
         (
@@ -154,17 +157,17 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         ),
         "",
     ]
-    lines += _table(
+    by_model = {f"{name} on `{m}`": p for m, ps in s.by_model.items() for name, p in ps.items()}
+    return lines + _table(
         ["stage", "n", "p50 ms", "p95 ms", "p99 ms", "mean ms", "max ms"],
-        _latency_rows(
-            {
-                **s.stages,
-                "capture_to_output": s.capture_to_output,
-                **{f"{name} on `{m}`": p for m, ps in s.by_model.items() for name, p in ps.items()},
-            }
-        ),
+        _latency_rows({**s.stages, "capture_to_output": s.capture_to_output, **by_model}),
     )
-    lines += ["", "## Frames, drops and models", ""]
+
+
+def _counts_section(report: Report) -> list[str]:
+    """Frames, drops, model use and each node's counters."""
+    s = report.stats
+    lines = ["", "## Frames, drops and models", ""]
     lines += _table(
         ["count", "value"],
         [
@@ -181,6 +184,18 @@ def report_markdown(report: Report, images: Mapping[str, str]) -> str:
         lines += _table(
             ["node", "counters"], [[n, ", ".join(f"{k}={v}" for k, v in c.items())] for n, c in s.node_counters.items()]
         )
+    return lines
+
+
+def report_markdown(report: Report, images: Mapping[str, str]) -> str:
+    """The Markdown report; ``images`` maps a caption to a PNG file name beside it."""
+    lines = _overview(report)
+    if report.masks is not None:
+        lines += mask_ap_section(report.masks)
+    if report.tracking is not None:
+        lines += _tracking_section(report.tracking)
+    lines += _latency_section(report.stats)
+    lines += _counts_section(report)
     return "\n".join([*lines, "", *image_lines(images)])
 
 
