@@ -113,67 +113,88 @@ class Traffic:
         return all(abs(a.z_m - z) > gap_m for a in self.agents if a.lane == lane and a.kind == "vehicle")
 
     def spawn(self, ego_z: float, ego_speed: float, initial: bool) -> None:
-        sc, rng = self.scene, self.rng
-        kind = _pick(rng, sc.mix)
-        L, R, S = sc.road_left_m, sc.road_right_m, sc.sidewalk_m
+        """Add one road user of the scenario's mix (a ride with its rider): far ahead of the
+        ego car, or anywhere ahead on a drive's first frame (``initial``); some vehicles and
+        cyclists come from behind, crossers from the side."""
+        rng = self.rng
+        kind = _pick(rng, self.scene.mix)
         ahead = 4 + 146 * rng.random() ** 1.6 if initial else rng.uniform(90, 170)
         if kind == "vehicle":
-            li = int(rng.integers(len(sc.lanes)))
-            lane = sc.lanes[li]
-            cls = _pick(rng, sc.vehicle_classes)
-            v = float(rng.uniform(*sc.vehicle_speed_mps))
-            if lane.direction < 0:
-                z = ego_z + (ahead if initial else rng.uniform(130, 190))
-            elif li == 0:
-                z, v = ego_z + max(ahead, 14.0), max(v, ego_speed * 1.05)
-            elif not initial and v > ego_speed + 1.0 and rng.random() < 0.6:
-                z = ego_z - rng.uniform(6, 25)  # overtakes the ego car: enters from the bottom corner
-            else:
-                z = ego_z + ahead
-            if self._lane_free(li, z, 12.0 if cls == "car" else 20.0):
-                x = lane.x_m + rng.normal(0, 0.15)
-                self._new(cls, "vehicle", x, z, 0.0 if lane.direction > 0 else math.pi, v, lane=li)
+            self._spawn_vehicle(ego_z, ego_speed, initial, ahead)
         elif kind == "parked":
-            side = 1 if sc.parking_x_m is not None else -1
-            x = sc.parking_x_m if sc.parking_x_m is not None else (L + 1.1)
-            li = 1000 + side
-            z = ego_z + ahead
-            if self._lane_free(li, z, 6.0):
-                self._new("car", "vehicle", x, z, 0.0 if rng.random() < 0.7 else math.pi, 0.0, lane=li)
+            self._spawn_parked(ego_z + ahead)
         elif kind in ("walker", "crosser", "roamer"):
-            v = float(rng.uniform(0.8, 1.7))
-            if kind == "walker":
-                side = 1 if rng.random() < 0.5 else -1
-                x = (R + rng.uniform(0.5, S - 0.4)) if side > 0 else (L - rng.uniform(0.5, S - 0.4))
-                self._new("person", kind, x, ego_z + ahead, 0.0 if rng.random() < 0.5 else math.pi, v)
-            elif kind == "crosser":
-                side = 1 if rng.random() < 0.5 else -1
-                x = (R + rng.uniform(0.3, S)) if side > 0 else (L - rng.uniform(0.3, S))
-                z = ego_z + rng.uniform(8, 70)
-                self._new("person", kind, x, z, -side * math.pi / 2 + rng.normal(0, 0.12), v)
-            else:
-                x = rng.uniform(L - S, R + S)
-                z = ego_z + (rng.uniform(5, 90) if initial else rng.uniform(30, 100))
-                self._new("person", kind, x, z, rng.uniform(-math.pi, math.pi), v * 0.8)
-        else:  # cyclist
-            cls = "bicycle" if rng.random() < 0.8 else "motorcycle"
-            v = float(rng.uniform(3.0, 7.5) if cls == "bicycle" else rng.uniform(6, 14))
-            if rng.random() < 0.2:  # crossing the road
-                side = 1 if rng.random() < 0.5 else -1
-                self._new(
-                    cls,
-                    "crosser",
-                    R + 1.0 if side > 0 else L - 1.0,
-                    ego_z + rng.uniform(12, 70),
-                    -side * math.pi / 2,
-                    v * 0.6,
-                )
-            else:
-                fwd = rng.random() < 0.7
-                bike = sc.bike_lane_x_m if sc.bike_lane_x_m is not None else R - 0.7
-                x = bike if fwd else (L + 0.7)
-                z = ego_z + (ahead if initial or v < ego_speed else -rng.uniform(4, 15))
-                self._new(cls, "cyclist", x + rng.normal(0, 0.1), z, 0.0 if fwd else math.pi, v)
+            self._spawn_pedestrian(kind, ego_z, initial, ahead)
+        else:
+            self._spawn_cyclist(ego_z, ego_speed, initial, ahead)
+
+    def _spawn_vehicle(self, ego_z: float, ego_speed: float, initial: bool, ahead: float) -> None:
+        """A vehicle in a random lane, where it keeps its distance to the lane's others: the
+        ego car's lane ahead of it (not slower), oncoming ones far ahead, faster ones in the
+        other lanes sometimes from behind (overtaking)."""
+        sc, rng = self.scene, self.rng
+        li = int(rng.integers(len(sc.lanes)))
+        lane = sc.lanes[li]
+        cls = _pick(rng, sc.vehicle_classes)
+        v = float(rng.uniform(*sc.vehicle_speed_mps))
+        if lane.direction < 0:
+            z = ego_z + (ahead if initial else rng.uniform(130, 190))
+        elif li == 0:
+            z, v = ego_z + max(ahead, 14.0), max(v, ego_speed * 1.05)
+        elif not initial and v > ego_speed + 1.0 and rng.random() < 0.6:
+            z = ego_z - rng.uniform(6, 25)  # overtakes the ego car: enters from the bottom corner
+        else:
+            z = ego_z + ahead
+        if self._lane_free(li, z, 12.0 if cls == "car" else 20.0):
+            x = lane.x_m + rng.normal(0, 0.15)
+            self._new(cls, "vehicle", x, z, 0.0 if lane.direction > 0 else math.pi, v, lane=li)
+
+    def _spawn_parked(self, z: float) -> None:
+        """A parked car at ``z`` in the parking lane (else at the left kerb), if there is room."""
+        sc, rng = self.scene, self.rng
+        side = 1 if sc.parking_x_m is not None else -1
+        x = sc.parking_x_m if sc.parking_x_m is not None else (sc.road_left_m + 1.1)
+        li = 1000 + side
+        if self._lane_free(li, z, 6.0):
+            self._new("car", "vehicle", x, z, 0.0 if rng.random() < 0.7 else math.pi, 0.0, lane=li)
+
+    def _spawn_pedestrian(self, kind: str, ego_z: float, initial: bool, ahead: float) -> None:
+        """A walker along a sidewalk, a crosser stepping off one into the road, or a roamer
+        anywhere between the sidewalks."""
+        sc, rng = self.scene, self.rng
+        L, R, S = sc.road_left_m, sc.road_right_m, sc.sidewalk_m
+        v = float(rng.uniform(0.8, 1.7))
+        if kind == "walker":
+            side = 1 if rng.random() < 0.5 else -1
+            x = (R + rng.uniform(0.5, S - 0.4)) if side > 0 else (L - rng.uniform(0.5, S - 0.4))
+            self._new("person", kind, x, ego_z + ahead, 0.0 if rng.random() < 0.5 else math.pi, v)
+        elif kind == "crosser":
+            side = 1 if rng.random() < 0.5 else -1
+            x = (R + rng.uniform(0.3, S)) if side > 0 else (L - rng.uniform(0.3, S))
+            z = ego_z + rng.uniform(8, 70)
+            self._new("person", kind, x, z, -side * math.pi / 2 + rng.normal(0, 0.12), v)
+        else:
+            x = rng.uniform(L - S, R + S)
+            z = ego_z + (rng.uniform(5, 90) if initial else rng.uniform(30, 100))
+            self._new("person", kind, x, z, rng.uniform(-math.pi, math.pi), v * 0.8)
+
+    def _spawn_cyclist(self, ego_z: float, ego_speed: float, initial: bool, ahead: float) -> None:
+        """A bicycle or motorcycle: sometimes crossing the road, else riding along the bike
+        lane (or against the traffic at the left kerb), faster ones from behind."""
+        sc, rng = self.scene, self.rng
+        L, R = sc.road_left_m, sc.road_right_m
+        cls = "bicycle" if rng.random() < 0.8 else "motorcycle"
+        v = float(rng.uniform(3.0, 7.5) if cls == "bicycle" else rng.uniform(6, 14))
+        if rng.random() < 0.2:  # crossing the road
+            side = 1 if rng.random() < 0.5 else -1
+            x = R + 1.0 if side > 0 else L - 1.0
+            self._new(cls, "crosser", x, ego_z + rng.uniform(12, 70), -side * math.pi / 2, v * 0.6)
+        else:
+            fwd = rng.random() < 0.7
+            bike = sc.bike_lane_x_m if sc.bike_lane_x_m is not None else R - 0.7
+            x = bike if fwd else (L + 0.7)
+            z = ego_z + (ahead if initial or v < ego_speed else -rng.uniform(4, 15))
+            self._new(cls, "cyclist", x + rng.normal(0, 0.1), z, 0.0 if fwd else math.pi, v)
 
     def roots(self) -> int:
         return sum(1 for a in self.agents if a.kind != "rider")

@@ -103,28 +103,10 @@ def _skeleton(h: float, phase: float, riding: str | None) -> dict[str, np.ndarra
     return {name: np.array(p, float) for name, p in j.items()}
 
 
-def draw_person(
-    p: Painter, pr: Projector, st: PersonStyle, phase: float, riding: str | None = None, detail: bool = True
-) -> None:
-    """Draw a person standing at the projector's pose (feet on the ground, or seated on a
-    ride). ``detail=False`` draws a simpler silhouette for far-away people."""
-    if p.mask is None:
-        return
-    joints = _skeleton(st.height_m, phase, riding)
-    names = list(joints)
-    uv, depth = pr.uv(np.stack([joints[n] for n in names]))
-    F = dict(zip(names, uv, strict=True))
-    ppm = pr.ppm(float(depth.mean()))
-    k = st.height_m / 1.75
-    cl = pr.cam_local
-    near_side, far_side = ("l", "r") if cl[0] > 0 else ("r", "l")
-    facing = math.atan2(abs(cl[0]), abs(cl[2]) + 1e-6)  # 0: seen from front/back, pi/2: side
-    torso_w = (0.38 * math.cos(facing) + 0.24 * math.sin(facing)) * st.build * k
+def _extra_points(F: dict[str, np.ndarray], k: float, ppm: float) -> dict[str, np.ndarray]:
+    """Image points the skeleton lacks: the shoulders, the centres of the hair and the face,
+    and the backpack (``k``: the person's height / 1.75 m, ``ppm``: pixels per metre)."""
     axis = F["neck"] - F["pelvis"]
-    across = np.array([-axis[1], axis[0]]) / max(float(np.hypot(*axis)), 1e-6)
-    half = torso_w * ppm / 2
-    sh, hip = F["neck"] - axis * 0.06, F["pelvis"] - axis * 0.04
-    belt = hip + axis * 0.14
     extra = {
         f"sh_{sd}": F["neck"] + (F[f"hip_{sd}"] - F["pelvis"]) * 1.6 + (F["pelvis"] - F["neck"]) * 0.08
         for sd in ("l", "r")
@@ -132,7 +114,17 @@ def draw_person(
     extra["hair"] = F["head"] + np.array([0.0, -0.25 * 0.115 * k * ppm])
     extra["face"] = F["head"] + np.array([0.0, 0.2 * 0.115 * k * ppm])
     extra["bag"] = F["pelvis"] + axis * 0.62
-    torso = np.stack(
+    return extra
+
+
+def _torso_quads(F: dict[str, np.ndarray], width_m: float, ppm: float) -> np.ndarray:
+    """``(8, 2)`` image points: the top's quad (hips to shoulders), then the belt's."""
+    axis = F["neck"] - F["pelvis"]
+    across = np.array([-axis[1], axis[0]]) / max(float(np.hypot(*axis)), 1e-6)
+    half = width_m * ppm / 2
+    sh, hip = F["neck"] - axis * 0.06, F["pelvis"] - axis * 0.04
+    belt = hip + axis * 0.14
+    return np.stack(
         [
             hip - across * half * 0.85,
             hip + across * half * 0.85,
@@ -144,34 +136,63 @@ def draw_person(
             belt - across * half * 0.86,
         ]
     )
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """A posed person projected into the painter's ROI (fixed-point pixels)."""
+
+    at: dict[str, tuple[int, int]]  # the joints and the extra points by name
+    torso: np.ndarray  # (8, 2): the two quads of :func:`_torso_quads`
+    k: float  # height / 1.75 m
+    ppm: float  # pixels per metre at the person's depth
+    near: str  # the side ("l" or "r") towards the camera
+    far: str
+    cam_local: np.ndarray  # the camera in the person's frame (across, up, forward)
+
+
+def _project(p: Painter, pr: Projector, st: PersonStyle, phase: float, riding: str | None) -> _Figure:
+    """Pose the skeleton and project it, with the points and torso that are drawn."""
+    joints = _skeleton(st.height_m, phase, riding)
+    names = list(joints)
+    uv, depth = pr.uv(np.stack([joints[n] for n in names]))
+    F = dict(zip(names, uv, strict=True))
+    ppm = pr.ppm(float(depth.mean()))
+    k = st.height_m / 1.75
+    cl = pr.cam_local
+    facing = math.atan2(abs(cl[0]), abs(cl[2]) + 1e-6)  # 0: seen from front/back, pi/2: side
+    torso_w = (0.38 * math.cos(facing) + 0.24 * math.sin(facing)) * st.build * k
+    extra = _extra_points(F, k, ppm)
     xnames = list(extra)
-    pts = p.to_int(np.concatenate([uv, np.stack([extra[n] for n in xnames]), torso]))
-    P = {n: (int(q[0]), int(q[1])) for n, q in zip(names + xnames, pts.tolist(), strict=False)}  # torso unnamed
-    tp = pts[-8:]
+    pts = p.to_int(np.concatenate([uv, np.stack([extra[n] for n in xnames]), _torso_quads(F, torso_w, ppm)]))
+    at = {n: (int(q[0]), int(q[1])) for n, q in zip(names + xnames, pts.tolist(), strict=False)}  # torso unnamed
+    near, far = ("l", "r") if cl[0] > 0 else ("r", "l")
+    return _Figure(at, pts[-8:], k, ppm, near, far, cl)
 
-    def leg(side: str) -> None:
-        tone = st.legs if side == near_side else shade(st.legs, 0.85)
-        p.line_i(P[f"hip_{side}"], P[f"knee_{side}"], tone, 0.16 * k * ppm)
-        p.line_i(P[f"knee_{side}"], P[f"foot_{side}"], tone, 0.12 * k * ppm)
-        if detail:
-            p.circle_i(P[f"foot_{side}"], 0.06 * k * ppm, st.shoes)
 
-    def arm(side: str) -> None:
-        tone = st.top if side == near_side else shade(st.top, 0.8)
-        p.line_i(P[f"sh_{side}"], P[f"elbow_{side}"], tone, 0.1 * k * ppm)
-        p.line_i(P[f"elbow_{side}"], P[f"hand_{side}"], shade(tone, 0.95), 0.085 * k * ppm)
-        if detail:
-            p.circle_i(P[f"hand_{side}"], 0.045 * k * ppm, st.skin)
-
-    leg(far_side)
+def _leg(p: Painter, fig: _Figure, st: PersonStyle, side: str, detail: bool) -> None:
+    """Thigh and shin (darker on the far side), and the shoe with ``detail``."""
+    P, k, ppm = fig.at, fig.k, fig.ppm
+    tone = st.legs if side == fig.near else shade(st.legs, 0.85)
+    p.line_i(P[f"hip_{side}"], P[f"knee_{side}"], tone, 0.16 * k * ppm)
+    p.line_i(P[f"knee_{side}"], P[f"foot_{side}"], tone, 0.12 * k * ppm)
     if detail:
-        arm(far_side)
-    leg(near_side)
-    p.poly_i(tp[:4], st.top)
-    p.poly_i(tp[4:], st.legs)
-    if st.bag and cl[2] < 0 and detail:  # backpack, seen from behind
-        p.circle_i(P["bag"], 0.15 * k * ppm, shade(st.top, 0.5))
-    arm(near_side)
+        p.circle_i(P[f"foot_{side}"], 0.06 * k * ppm, st.shoes)
+
+
+def _arm(p: Painter, fig: _Figure, st: PersonStyle, side: str, detail: bool) -> None:
+    """Upper arm and forearm (darker on the far side), and the hand with ``detail``."""
+    P, k, ppm = fig.at, fig.k, fig.ppm
+    tone = st.top if side == fig.near else shade(st.top, 0.8)
+    p.line_i(P[f"sh_{side}"], P[f"elbow_{side}"], tone, 0.1 * k * ppm)
+    p.line_i(P[f"elbow_{side}"], P[f"hand_{side}"], shade(tone, 0.95), 0.085 * k * ppm)
+    if detail:
+        p.circle_i(P[f"hand_{side}"], 0.045 * k * ppm, st.skin)
+
+
+def _head(p: Painter, fig: _Figure, st: PersonStyle) -> None:
+    """Neck and head: all hair seen from behind, else hair above a face."""
+    P, k, ppm, cl = fig.at, fig.k, fig.ppm, fig.cam_local
     head_r = 0.115 * k * ppm
     p.line_i(P["neck"], P["head"], st.skin, 0.09 * k * ppm)
     p.circle_i(P["head"], head_r, st.skin)
@@ -181,6 +202,26 @@ def draw_person(
     else:
         p.circle_i(P["hair"], head_r * 0.92, st.hair)
         p.circle_i(P["face"], head_r * 0.78, st.skin)
+
+
+def draw_person(
+    p: Painter, pr: Projector, st: PersonStyle, phase: float, riding: str | None = None, detail: bool = True
+) -> None:
+    """Draw a person standing at the projector's pose (feet on the ground, or seated on a
+    ride), far limbs first. ``detail=False`` draws a simpler silhouette for far-away people."""
+    if p.mask is None:
+        return
+    fig = _project(p, pr, st, phase, riding)
+    _leg(p, fig, st, fig.far, detail)
+    if detail:
+        _arm(p, fig, st, fig.far, detail)
+    _leg(p, fig, st, fig.near, detail)
+    p.poly_i(fig.torso[:4], st.top)
+    p.poly_i(fig.torso[4:], st.legs)
+    if st.bag and fig.cam_local[2] < 0 and detail:  # backpack, seen from behind
+        p.circle_i(fig.at["bag"], 0.15 * fig.k * fig.ppm, shade(st.top, 0.5))
+    _arm(p, fig, st, fig.near, detail)
+    _head(p, fig, st)
 
 
 @dataclass(frozen=True)
