@@ -7,7 +7,9 @@ import argparse
 import json
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The card, how the run starts (fresh, ``--resume``, ``--continue``), the objects to
+    copy-paste, where checkpoints go, the progress bar."""
     p.add_argument("--card", required=True, help="model card TOML (models/<name>.toml)")
     p.add_argument("--steps", type=int, default=None, help="override [training] steps (tiny runs)")
     p.add_argument("--resume", action="store_true", help="continue from <run_dir>/<name>/last.pt")
@@ -25,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--run-dir", default=None, help="checkpoint folder (default: [training] run_dir)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """How long it trains (CPU minutes, with snapshots) and on how many threads and workers."""
     p.add_argument(
         "--cpu-minutes",
         type=float,
@@ -40,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=int, default=None, help="override [training] threads")
     p.add_argument("--workers", type=int, default=None, help="override [training] workers (data loader processes)")
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """What it trains and validates on."""
     p.add_argument(
         "--data",
         default=None,
@@ -60,6 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder the COCO JSON's file_name entries are relative to (default: the JSON's folder)",
     )
+
+
+def _add_fine_tuning_arguments(p: argparse.ArgumentParser) -> None:
+    """Starting weights, frozen trunk, learning rate and early stop (fine-tuning)."""
     p.add_argument(
         "--init",
         default=None,
@@ -76,6 +90,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop after this many evaluations (every [training] eval_every steps) without a better held-out mask AP",
     )
     p.add_argument("--eval-every", type=int, default=None, help="override [training] eval_every (steps)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``perception train``, in the order ``--help`` lists them."""
+    _add_run_arguments(p)
+    _add_budget_arguments(p)
+    _add_data_arguments(p)
+    _add_fine_tuning_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -67,6 +67,48 @@ def _instances(mask: np.ndarray, colours: dict[tuple[int, ...], int], min_size_p
     return out
 
 
+def _frame_files(frames_dir: Path, masks_dir: str | Path | None) -> list[Path]:
+    """The images of ``frames_dir`` in name order; :class:`FrameImportError` when it holds
+    none, or it or ``masks_dir`` does not exist."""
+    if not frames_dir.is_dir():
+        raise FrameImportError(f"frames folder {frames_dir} does not exist")
+    files = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FrameImportError(f"{frames_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    if masks_dir is not None and not Path(masks_dir).is_dir():
+        raise FrameImportError(f"masks folder {masks_dir} does not exist")
+    return files
+
+
+def _write_frame(wr: DriveWriter, path: Path, src: Source, w: int, h: int) -> None:
+    """The image file ``path`` as the drive's frame ``src``: a JPEG file as it is, any other
+    as PNG; :class:`FrameImportError` when it is unreadable or not ``w`` x ``h``."""
+    data = path.read_bytes()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrameImportError(f"{path}: not a readable image")
+    if image.shape[:2] != (h, w):
+        raise FrameImportError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first frame {w}x{h}")
+    fmt: ImageFormat = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    if fmt == "jpeg":
+        wr.write_encoded_frame(data, w, h, src, fmt="jpeg")
+    else:
+        wr.write_frame(image, src, fmt="png")
+
+
+def _read_mask(frame: Path, masks_dir: Path, w: int, h: int) -> np.ndarray | None:
+    """The mask of the frame file ``frame`` (the PNG of its stem under ``masks_dir``):
+    instance ids, or BGR colours; None, with a warning, when there is none."""
+    mpath = masks_dir / f"{frame.stem}.png"
+    if not mpath.is_file():
+        log.warning("%s: no mask %s; frame has no ground truth", frame.name, mpath)
+        return None
+    mask = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
+    if mask is None or mask.shape[:2] != (h, w):
+        raise FrameImportError(f"{mpath}: not a {w}x{h} mask image")
+    return mask[:, :, :3] if mask.ndim == 3 and mask.shape[2] == 4 else mask
+
+
 def import_frames(
     frames_dir: str | Path,
     out: str | Path,
@@ -79,13 +121,7 @@ def import_frames(
     """Write a drive from ``frames_dir`` (images in name order). JPEG files are stored as
     they are (no re-encoding); other formats are stored as PNG."""
     frames_dir = Path(frames_dir)
-    if not frames_dir.is_dir():
-        raise FrameImportError(f"frames folder {frames_dir} does not exist")
-    files = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FrameImportError(f"{frames_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    if masks_dir is not None and not Path(masks_dir).is_dir():
-        raise FrameImportError(f"masks folder {masks_dir} does not exist")
+    files = _frame_files(frames_dir, masks_dir)
     cls = class_index(class_name)
     first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
     if first is None:
@@ -104,31 +140,11 @@ def import_frames(
     period_ns = int(round(1e9 / fps))
     with DriveWriter(out, meta) as wr:
         for seq, path in enumerate(files):
-            data = path.read_bytes()
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                raise FrameImportError(f"{path}: not a readable image")
-            if image.shape[:2] != (h, w):
-                raise FrameImportError(
-                    f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first frame {w}x{h}"
-                )
             src = Source(camera_id=camera_id, frame_seq=seq, capture_ns=seq * period_ns)
-            fmt: ImageFormat = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
-            if fmt == "jpeg":
-                wr.write_encoded_frame(data, w, h, src, fmt="jpeg")
-            else:
-                wr.write_frame(image, src, fmt="png")
-            if masks_dir is None:
+            _write_frame(wr, path, src, w, h)
+            mask = _read_mask(path, Path(masks_dir), w, h) if masks_dir is not None else None
+            if mask is None:
                 continue
-            mpath = Path(masks_dir) / f"{path.stem}.png"
-            if not mpath.is_file():
-                log.warning("%s: no mask %s; frame has no ground truth", path.name, mpath)
-                continue
-            mask = cv2.imread(str(mpath), cv2.IMREAD_UNCHANGED)
-            if mask is None or mask.shape[:2] != (h, w):
-                raise FrameImportError(f"{mpath}: not a {w}x{h} mask image")
-            if mask.ndim == 3 and mask.shape[2] == 4:
-                mask = mask[:, :, :3]
             insts = _instances(mask, colours, min_size_px, cls)
             wr.write_gt(src, GroundTruth(image_width=w, image_height=h, instances=tuple(insts)))
             with_masks += 1

@@ -46,7 +46,7 @@ from foxglove.messages import (
 from pycocotools import mask as mask_utils
 
 from perception.bus.classes import CLASSES
-from perception.bus.schema import Detections, Status, Tracks
+from perception.bus.schema import Detections, Status, Track, Tracks
 
 IMAGE, ANNOTATIONS, MASKS, LATENCY, STATUS = (
     "/camera/image",
@@ -98,69 +98,70 @@ def outline(mask: np.ndarray, max_points: int = 64) -> list[Point2]:
     return [Point2(x=float(x), y=float(y)) for x, y in c[::step]]
 
 
+def _points(
+    ts: Timestamp,
+    kind: str,
+    track_id: int,
+    shape: PointsAnnotationType,
+    points: list[Point2],
+    colour: Color,
+    thickness: float = 1.0,
+) -> PointsAnnotation:
+    """A track's point list; its metadata says what it is (``kind``) and whose (``track_id``)."""
+    return PointsAnnotation(
+        timestamp=ts,
+        type=shape,
+        points=points,
+        outline_color=colour,
+        thickness=thickness,
+        metadata=[KeyValuePair(key="kind", value=kind), KeyValuePair(key="track_id", value=str(track_id))],
+    )
+
+
+def _track_points(t: Track, ts: Timestamp, trails: dict[int, deque] | None) -> list[PointsAnnotation]:
+    """A track's box (thin while coasted), its mask outline (where it has one of three
+    points or more) and, when ``trails`` are kept, its trail (two box centres or more)."""
+    r, g, b = track_colour(t.track_id)
+    colour = Color(r=r, g=g, b=b, a=1.0)
+    x0, y0, x1, y1 = t.box_xyxy
+    corners = [Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1), Point2(x=x0, y=y1)]
+    loop, strip = PointsAnnotationType.LineLoop, PointsAnnotationType.LineStrip
+    out = [_points(ts, "box", t.track_id, loop, corners, colour, 1.0 if t.predicted else 2.0)]
+    if t.mask is not None:
+        ring = outline(mask_utils.decode(t.mask.to_coco()))
+        if len(ring) >= 3:
+            out.append(_points(ts, "mask_outline", t.track_id, loop, ring, colour))
+    if trails is not None:
+        trail = trails.setdefault(t.track_id, deque(maxlen=TRAIL))
+        trail.append(Point2(x=(x0 + x1) / 2, y=(y0 + y1) / 2))
+        if len(trail) >= 2:
+            out.append(_points(ts, "trail", t.track_id, strip, list(trail), colour))
+    return out
+
+
+def _label(t: Track, ts: Timestamp) -> TextAnnotation:
+    """``class id`` (with ``?`` while coasted) and the score, white on dark above the box."""
+    x0, y0 = t.box_xyxy[:2]
+    label = f"{CLASSES[t.class_id] if 0 <= t.class_id < len(CLASSES) else t.class_id} {t.track_id}"
+    return TextAnnotation(
+        timestamp=ts,
+        position=Point2(x=x0, y=max(12.0, y0 - 2)),
+        text=label + (" ?" if t.predicted else "") + f" {t.score:.2f}",
+        font_size=12.0,
+        text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
+        background_color=Color(r=0.0, g=0.0, b=0.0, a=0.7),
+    )
+
+
 def annotations(
     tracks: Tracks, stamp_ns: int, trails: dict[int, deque] | None = None, frame_seq: int | None = None
 ) -> ImageAnnotations:
     """Boxes, mask outlines, labels and trails of a frame's tracks (``trails``: kept
-    between frames by the caller; updated here); ``frame_seq`` goes into the metadata."""
+    between frames by the caller; updated here, those of tracks gone forgotten);
+    ``frame_seq`` goes into the metadata."""
     ts = timestamp(stamp_ns)
-    points, texts = [], []
-    for t in tracks.tracks:
-        r, g, b = track_colour(t.track_id)
-        colour = Color(r=r, g=g, b=b, a=1.0)
-        x0, y0, x1, y1 = t.box_xyxy
-
-        def meta(kind: str, tid: int = t.track_id) -> list[KeyValuePair]:
-            return [KeyValuePair(key="kind", value=kind), KeyValuePair(key="track_id", value=str(tid))]
-
-        points.append(
-            PointsAnnotation(
-                timestamp=ts,
-                type=PointsAnnotationType.LineLoop,
-                outline_color=colour,
-                thickness=1.0 if t.predicted else 2.0,
-                metadata=meta("box"),
-                points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1), Point2(x=x0, y=y1)],
-            )
-        )
-        if t.mask is not None:
-            ring = outline(mask_utils.decode(t.mask.to_coco()))
-            if len(ring) >= 3:
-                points.append(
-                    PointsAnnotation(
-                        timestamp=ts,
-                        type=PointsAnnotationType.LineLoop,
-                        points=ring,
-                        outline_color=colour,
-                        thickness=1.0,
-                        metadata=meta("mask_outline"),
-                    )
-                )
-        if trails is not None:
-            trail = trails.setdefault(t.track_id, deque(maxlen=TRAIL))
-            trail.append(Point2(x=(x0 + x1) / 2, y=(y0 + y1) / 2))
-            if len(trail) >= 2:
-                points.append(
-                    PointsAnnotation(
-                        timestamp=ts,
-                        type=PointsAnnotationType.LineStrip,
-                        points=list(trail),
-                        outline_color=colour,
-                        thickness=1.0,
-                        metadata=meta("trail"),
-                    )
-                )
-        label = f"{CLASSES[t.class_id] if 0 <= t.class_id < len(CLASSES) else t.class_id} {t.track_id}"
-        texts.append(
-            TextAnnotation(
-                timestamp=ts,
-                position=Point2(x=x0, y=max(12.0, y0 - 2)),
-                text=label + (" ?" if t.predicted else "") + f" {t.score:.2f}",
-                font_size=12.0,
-                text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
-                background_color=Color(r=0.0, g=0.0, b=0.0, a=0.7),
-            )
-        )
+    points = [p for t in tracks.tracks for p in _track_points(t, ts, trails)]
+    texts = [_label(t, ts) for t in tracks.tracks]
     if trails is not None:
         alive = {t.track_id for t in tracks.tracks}
         for tid in [k for k in trails if k not in alive]:
