@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from perception.bus.rle_codec import validate_rle
@@ -127,31 +128,36 @@ def _images(entries: list, path: Path, base: Path, issues: DataIssues) -> tuple[
     return images, listed
 
 
-def _object(
-    a: object,
-    cats: Mapping[int, str],
-    images: Mapping[int, CocoImage],
-    listed: set[int],
-    classes: ClassMap,
-    issues: DataIssues,
-) -> tuple[int, LabelledObject] | None:
+@dataclass(frozen=True)
+class _Index:
+    """What the annotations are read against: the categories and usable images by id, the
+    ids of all listed images (usable or not), the class map and the issues counted."""
+
+    cats: Mapping[int, str]
+    images: Mapping[int, CocoImage]
+    listed: set[int]
+    classes: ClassMap
+    issues: DataIssues
+
+
+def _object(a: object, index: _Index) -> tuple[int, LabelledObject] | None:
     """One 'annotations' entry as ``(image id, object)``; None for one of a listed image
     that was skipped, or of a class not ours (counted as dropped); :class:`BadEntry` when
     it is malformed."""
     if not isinstance(a, dict):
         raise BadEntry("annotation must be an object")
     image_id, cat = a.get("image_id"), a.get("category_id")
-    if isinstance(image_id, int) and image_id in listed and image_id not in images:
+    if isinstance(image_id, int) and image_id in index.listed and image_id not in index.images:
         return None
-    if not isinstance(image_id, int) or image_id not in images:
+    if not isinstance(image_id, int) or image_id not in index.images:
         raise BadEntry(f"image_id {image_id!r} is not in 'images'")
-    if not isinstance(cat, int) or cat not in cats:
+    if not isinstance(cat, int) or cat not in index.cats:
         raise BadEntry(f"class id out of range: category_id {cat!r} is not in 'categories'")
-    ours = classes.lookup(cats[cat], cat)
+    ours = index.classes.lookup(index.cats[cat], cat)
     if ours is None:
-        issues.dropped_classes[cats[cat]] += 1
+        index.issues.dropped_classes[index.cats[cat]] += 1
         return None
-    _, w, h = images[image_id]
+    _, w, h = index.images[image_id]
     seg = a.get("segmentation")
     crowd = bool(a.get("iscrowd", 0))
     if isinstance(seg, dict):
@@ -159,26 +165,18 @@ def _object(
     return image_id, LabelledObject(ours, "polygons", _polygons(seg, w, h), crowd)
 
 
-def _objects(
-    entries: list,
-    path: Path,
-    cats: Mapping[int, str],
-    images: Mapping[int, CocoImage],
-    listed: set[int],
-    classes: ClassMap,
-    issues: DataIssues,
-) -> tuple[dict[int, list[LabelledObject]], set[int]]:
+def _objects(entries: list, path: Path, index: _Index) -> tuple[dict[int, list[LabelledObject]], set[int]]:
     """The objects of each usable image, and the ids of the images left out because one
     of their annotations is bad."""
-    objects: dict[int, list[LabelledObject]] = {i: [] for i in images}
+    objects: dict[int, list[LabelledObject]] = {i: [] for i in index.images}
     bad_images: set[int] = set()
     for k, a in enumerate(entries):
         try:
-            found = _object(a, cats, images, listed, classes, issues)
+            found = _object(a, index)
         except BadEntry as e:
             where = f"{path} annotations[{k}]" + (f" (id {a.get('id')})" if isinstance(a, dict) else "")
-            issues.skip(where, f"{e}; its image is left out")
-            if isinstance(a, dict) and isinstance(a.get("image_id"), int) and a["image_id"] in images:
+            index.issues.skip(where, f"{e}; its image is left out")
+            if isinstance(a, dict) and isinstance(a.get("image_id"), int) and a["image_id"] in index.images:
                 bad_images.add(a["image_id"])
             continue
         if found is not None:
@@ -201,7 +199,8 @@ def read_coco(
     base = Path(images_dir) if images_dir is not None else path.parent
     cats = _categories(doc["categories"], path, issues)
     images, listed = _images(doc["images"], path, base, issues)
-    objects, bad_images = _objects(doc["annotations"], path, cats, images, listed, classes, issues)
+    index = _Index(cats, images, listed, classes, issues)
+    objects, bad_images = _objects(doc["annotations"], path, index)
     out = [
         LabelledImage(f"{path}:{i}", w, h, tuple(objects[i]), path=file)
         for i, (file, w, h) in sorted(images.items())
