@@ -48,6 +48,7 @@ from perception.bus.schema import Envelope, Source
 from perception.evaluation.detection_noise import DetectionNoise, NoisyFrame, drop_frames, noisy_detections
 from perception.evaluation.track_scenarios import CROWD, SCENARIOS, GtFrame, generate
 from perception.evaluation.tracking import TrackingScores, evaluate_tracking, mots_from_gt, mots_from_tracks
+from perception.system.inprocess import InProcessRunner, stage
 from perception.tracking.tracker import Tracker
 from perception.tracking.tracker_config import TrackerConfig
 from perception.tracking.tracker_logic import TrackerLogic
@@ -67,21 +68,16 @@ def add_peers() -> list[str]:
 
 
 def worked_ahead(frames: list[NoisyFrame]) -> tuple[list[float], list[float]]:
-    """Our tracker as the node runs it (:class:`TrackerLogic`): ``prepare`` for the expected
-    next stamp while it waits, then the step with the detections. Times (ms) of each, per
-    frame. The scenes' stamps jitter like a camera's, so the prediction (kept for that very
-    stamp only) is rarely taken and a share of the masks moves again; a replay's stamps are
-    exact."""
-    logic = TrackerLogic(TrackerConfig())
-    steps, prepares = [], []
+    """Our tracker as the node runs it (:class:`TrackerLogic`, by the in-process runner):
+    ``prepare`` for the expected next stamp while it waits, then the step with the
+    detections. Times (ms) of each, per frame. The scenes' stamps jitter like a camera's, so
+    the prediction (kept for that very stamp only) is rarely taken and a share of the masks
+    moves again; a replay's stamps are exact."""
+    runner = InProcessRunner([stage("tracker", TrackerLogic(TrackerConfig()))], fed=("detections",))
     for f in frames:
-        t0 = time.perf_counter()
-        logic.prepare(0)
-        t1 = time.perf_counter()
-        logic.step(0, Received(Envelope("detections", f.index, 0, Source("bench", f.index, f.stamp_ns), f.detections)))
-        steps.append((time.perf_counter() - t1) * 1e3)
-        prepares.append((t1 - t0) * 1e3)
-    return steps, prepares[2:]  # the first two frames have no spacing to expect the next from
+        runner.feed(Received(Envelope("detections", f.index, 0, Source("bench", f.index, f.stamp_ns), f.detections)))
+    times = runner.times["tracker"]
+    return times.step_ms, times.prepare_ms[2:]  # the first two frames have no spacing to expect the next from
 
 
 def run_tracker(make: Callable[[float], object], frames: list[NoisyFrame], fps: float) -> tuple[list, list[float]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -18,17 +17,17 @@ import numpy as np
 from perception.bus.pubsub import Received, header_for
 from perception.bus.schema import Envelope, Source
 from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.system.inprocess import InProcessRunner, stage
 
 CALIB = Path(__file__).resolve().parents[1] / "calib"
 
 
 def median_ms(logic: PreprocessLogic, msg: Received, frames: int) -> float:
-    times = []
+    """The median time of the preprocess step on ``msg``, stepped ``frames`` times by the in-process runner."""
+    runner = InProcessRunner([stage("preprocess", logic)], fed=("frames",))
     for _ in range(frames):
-        t0 = time.perf_counter_ns()
-        logic.step(0, msg)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return statistics.median(times)
+        runner.feed(msg)
+    return statistics.median(runner.times["preprocess"].step_ms)
 
 
 def main() -> None:

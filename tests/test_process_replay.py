@@ -1,6 +1,7 @@
 """Process replay (as openpilot does it): a small committed drive goes through the
-preprocess, segmenter and tracker logic in deterministic mode, and the outputs are compared
-with committed reference outputs. After an intended change, rewrite the references with
+preprocess, segmenter and tracker logic in deterministic mode, by the in-process runner
+(:mod:`perception.system.inprocess`), and the outputs are compared with committed reference
+outputs. After an intended change, rewrite the references with
 
     uv run pytest tests/test_process_replay.py --update-refs
 
@@ -19,14 +20,14 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from perception.bus.codec import to_plain
-from perception.bus.pubsub import Received, header_for
-from perception.bus.schema import Envelope
-from perception.camera.preprocess import PreprocessConfig, PreprocessLogic
+from perception.bus.schema import Detections, Tracks
+from perception.camera.preprocess import PreprocessConfig
 from perception.drives.drive_file import DriveReader
-from perception.segmentation.segmenter_logic import SegmenterConfig, build_segmenter
+from perception.node.loop import NodeContext
+from perception.segmentation.segmenter_logic import SegmenterConfig
 from perception.synth import SynthConfig, write_drive
+from perception.system.inprocess import InProcessRunner, frame_message, make_stage
 from perception.tracking.tracker_config import TrackerConfig
-from perception.tracking.tracker_logic import TrackerLogic
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVE = ROOT / "tests" / "data" / "replay_drive.mcap"
@@ -37,20 +38,21 @@ BOX_PX, SCORE, MASK_IOU = 1.0, 0.02, 0.95
 
 def run_logs(drive: Path) -> list[dict]:
     """Per frame: the detections and tracks the pipeline's logic produces, as plain dicts."""
-    pre = PreprocessLogic(PreprocessConfig(width=640, height=320))
-    seg = build_segmenter(SegmenterConfig(policy="fast", fast=str(CARD), threads=1), deterministic=True)
-    trk = TrackerLogic(TrackerConfig())
+    ctx = NodeContext("process-replay", "", deterministic=True)
+    configs = {
+        "preprocess": PreprocessConfig(width=640, height=320),
+        "segmenter": SegmenterConfig(policy="fast", fast=str(CARD), threads=1),
+        "tracker": TrackerConfig(),
+    }
+    runner = InProcessRunner([make_stage(t, cfg, ctx) for t, cfg in configs.items()], fed=("frames",))
     out = []
     for f in DriveReader(drive).frames():
-        env = Envelope("frames", f.source.frame_seq, f.source.capture_ns, f.source, header_for(f.image))
-        [rect] = pre.step(0, Received(env, f.image, f.source.capture_ns))
-        rect_env = Envelope("frames.rect", env.seq, env.stamp_ns, f.source, rect.payload)
-        [det] = seg.step(f.source.capture_ns, Received(rect_env, rect.pixels, f.source.capture_ns))
-        det_env = Envelope("detections", env.seq, env.stamp_ns, f.source, det.payload)
-        trk.prepare(0)  # as the node does before it waits (works ahead; the outputs are the same)
-        [trk_out] = trk.step(0, Received(det_env))
-        d = to_plain(replace(det.payload, inference_ms=0.0, queue_wait_ms=0.0, frame_age_ms=0.0, policy_reason=""))
-        t = to_plain(replace(trk_out.payload, epoch=0))
+        sent = {s.topic: s for s in runner.feed(frame_message(f.source, f.image, f.source.frame_seq))}
+        assert sorted(sent) == ["detections", "frames.rect", "tracks"], sorted(sent)
+        det: Detections = sent["detections"].payload  # type: ignore[assignment]
+        trk: Tracks = sent["tracks"].payload  # type: ignore[assignment]
+        d = to_plain(replace(det, inference_ms=0.0, queue_wait_ms=0.0, frame_age_ms=0.0, policy_reason=""))
+        t = to_plain(replace(trk, epoch=0))
         out.append({"frame_seq": f.source.frame_seq, "detections": d, "tracks": t})
     return out
 

@@ -1,7 +1,8 @@
 """One drive of a fleet run: the pipeline's logic (preprocess, segmenter, tracker: the classes
-the nodes run) stepped in-process over every frame in order, as ``perception replay
---deterministic`` runs them, the outputs written to a run MCAP like ``--record`` writes, and
-that run scored like ``perception eval`` scores it.
+the nodes run) stepped over every frame in order by the in-process runner
+(:mod:`perception.system.inprocess`), as ``perception replay --deterministic`` runs them, the
+outputs written to a run MCAP like ``--record`` writes, and that run scored like
+``perception eval`` scores it.
 
 What a worker needs travels with the task, not by shared paths: the drive's bytes, and a
 :class:`Bundle` of the launch file's node parameters with every file they name (model cards
@@ -24,19 +25,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from perception.bus.pubsub import Received, header_for
-from perception.bus.schema import Detections, Envelope, GroundTruth, Source
-from perception.camera.preprocess import PreprocessLogic
+from perception.bus.schema import Envelope, GroundTruth, Source
 from perception.drives.drive_file import DriveMeta, DriveReader, DriveWriter
 from perception.evaluation.report import RunData, score_runs, tracking_parts
 from perception.node.config import build_config
+from perception.node.loop import NodeContext
 from perception.segmentation.card import load_card
 from perception.segmentation.segmenter_logic import build_segmenter
+from perception.system.inprocess import InProcessRunner, Stage, frame_message, make_stage, stage
 from perception.system.launch import LaunchSpec
 from perception.system.node_table import NODE_TYPES, stages
-from perception.tracking.tracker_logic import TrackerLogic
 
-#: node types whose logic a fleet task runs, with their config classes
 #: the chain run in process: the node table's stages (preprocess, segmenter, tracker)
 STAGES: tuple[str, ...] = stages()
 #: bumps when what a task computes changes (part of every cache key)
@@ -114,49 +113,32 @@ def make_bundle(spec: LaunchSpec) -> Bundle:
 
 def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str | Path) -> RunData:
     """Every frame of ``drive`` through preprocess, segmenter and tracker (``params`` per
-    stage, real paths), in order; frames, ground truth, detections and tracks written to
-    the run file ``out`` (frame ``seq`` renumbered from 0 as the replay node does). Returns
-    what the run file holds, for scoring without reading it back."""
-    configs = {s: build_config(NODE_TYPES[s].config_class(), params.get(s, {}), where=f"fleet: {s}") for s in STAGES}
-    pre = PreprocessLogic(configs["preprocess"])
-    seg = build_segmenter(configs["segmenter"], deterministic=True, loaded=_MODELS)
-    trk = TrackerLogic(configs["tracker"])
+    stage, real paths), in order, by the in-process runner; frames, ground truth, detections
+    and tracks written to the run file ``out`` (frame ``seq`` renumbered from 0 as the replay
+    node does). Returns what the run file holds, for scoring without reading it back."""
+    runner = InProcessRunner(_stages(params), fed=("frames",))
     reader = DriveReader(drive)
     gts = reader.ground_truth()
-    camera = reader.meta.camera_id
-    meta = DriveMeta(
-        camera_id=camera,
-        width=reader.meta.width,
-        height=reader.meta.height,
-        fps=reader.meta.fps,
-        generator="fleet",
-        scenario=reader.meta.scenario,
-        seed=reader.meta.seed,
-        notes=f"fleet replay of {Path(drive).name}",
-    )
+    meta = _run_meta(reader.meta, Path(drive).name)
     outputs: dict[str, list[Envelope]] = {"detections": [], "tracks": []}
     run_gts: dict[int, GroundTruth] = {}
     t0 = time.monotonic_ns()
     first: int | None = None
     n = 0
-    with DriveWriter(out, meta) as writer:
+    with DriveWriter(out, meta) as writer, runner:
         for frame in reader.frames():
             rec = frame.record
             first = rec.source.capture_ns if first is None else first
-            src = Source(camera, n, t0 + (rec.source.capture_ns - first))
+            src = Source(meta.camera_id, n, t0 + (rec.source.capture_ns - first))
             writer.write_encoded_frame(rec.data, rec.width, rec.height, src, fmt=rec.format)
             gt = gts.get(rec.source.frame_seq)
             if gt is not None:
                 writer.write_gt(src, gt)
                 run_gts[n] = gt
-            start = time.monotonic_ns()
-            env = Envelope("frames", n, src.capture_ns, src, header_for(frame.image))
-            for rect in pre.step(src.capture_ns, Received(env, frame.image, src.capture_ns)):
-                rect_env = Envelope("frames.rect", n, src.capture_ns, src, rect.payload)
-                for det in seg.step(src.capture_ns, Received(rect_env, rect.pixels, src.capture_ns)):
-                    det_env = _stamped(writer, outputs["detections"], det.payload, src, start)
-                    for out_trk in trk.step(src.capture_ns, Received(det_env)):
-                        _stamped(writer, outputs["tracks"], out_trk.payload, src, start)
+            for sent in runner.feed(frame_message(src, frame.image, n)):
+                if sent.topic in outputs:
+                    outputs[sent.topic].append(sent.envelope)
+                    writer.write(sent.envelope)
             n += 1
     counts = {"frames": n, "gt": len(run_gts), **{t: len(v) for t, v in outputs.items()}}
     return RunData(
@@ -170,17 +152,35 @@ def replay_logic(drive: str | Path, params: dict[str, dict[str, Any]], out: str 
     )
 
 
+def _run_meta(drive: DriveMeta, name: str) -> DriveMeta:
+    """The run file's metadata: the drive's camera and scenario, made by the fleet."""
+    return DriveMeta(
+        camera_id=drive.camera_id,
+        width=drive.width,
+        height=drive.height,
+        fps=drive.fps,
+        generator="fleet",
+        scenario=drive.scenario,
+        seed=drive.seed,
+        notes=f"fleet replay of {name}",
+    )
+
+
 #: models loaded by the tasks of this worker process, reused across its drives
 _MODELS: dict[tuple[str, int, tuple[str, ...]], Any] = {}
 
 
-def _stamped(writer: DriveWriter, sent: list[Envelope], payload: Any, src: Source, start_ns: int) -> Envelope:
-    """Write an output of the frame ``src``, stamped at capture + the time spent on it."""
-    topic = "detections" if isinstance(payload, Detections) else "tracks"
-    env = Envelope(topic, len(sent), src.capture_ns + (time.monotonic_ns() - start_ns), src, payload)
-    sent.append(env)
-    writer.write(env)
-    return env
+def _stages(params: dict[str, dict[str, Any]]) -> list[Stage]:
+    """The chain's stages from their parameters, in deterministic mode: the segmenter with
+    the models this worker has loaded (:data:`_MODELS`), the others as their node makes them."""
+    ctx = NodeContext("fleet", "", deterministic=True)
+    configs = {s: build_config(NODE_TYPES[s].config_class(), params.get(s, {}), where=f"fleet: {s}") for s in STAGES}
+    return [
+        stage(s, build_segmenter(configs[s], deterministic=True, loaded=_MODELS))
+        if s == "segmenter"
+        else make_stage(s, configs[s], ctx)
+        for s in STAGES
+    ]
 
 
 @dataclass(frozen=True)
