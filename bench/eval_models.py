@@ -57,7 +57,18 @@ def main() -> None:
         default=None,
         help="score with this [postprocess] score_threshold instead of the card's",
     )
-    ap.add_argument("--write-card", action="store_true", help="store the figures in each card's [accuracy]")
+    ap.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=("fp32", "int8", "fp16"),
+        help="score each card's file of these precisions (default fp32; int8: its [int8] file)",
+    )
+    ap.add_argument(
+        "--write-card",
+        action="store_true",
+        help="store the figures in each card's [accuracy] (fp32) or its precision's table (mask_ap)",
+    )
     args = ap.parse_args()
     if args.drive is not None:
         drives = [(args.drive.stem, args.drive)]
@@ -70,22 +81,24 @@ def main() -> None:
     names = [n for n, _ in drives]
     print(f"{'model':<20}" + "".join(f"{n:>15}" for n in names) + f"{'mean':>8}{'time':>7}")
     means: dict[str, float] = {}
-    for path in args.cards:
+    for path, precision in [(c, p) for c in args.cards for p in args.precisions]:
         try:
             card = load_card(path)
             if args.score_threshold is not None:
                 card = replace(card, postprocess={**card.postprocess, "score_threshold": args.score_threshold})
-            seg = load_segmenter(card, threads=args.threads)
+            seg = load_segmenter(card, threads=args.threads, precision=precision)
         except (CardError, RuntimeError, ValueError) as e:
-            print(f"{Path(path).stem:<20} not available: {e}")
+            print(f"{Path(path).stem:<20} {precision} not available: {e}")
             continue
+        label = card.name if precision == "fp32" else f"{card.name} {precision}"
         t0 = time.perf_counter()
         scores = {n: evaluate_segmenter(seg.predict, p) for n, p in drives}
         dt = time.perf_counter() - t0
         aps = {n: s.ap or 0.0 for n, s in scores.items()}
         mean = float(np.mean(list(aps.values())))
-        means[card.family] = mean
-        print(f"{card.name:<20}" + "".join(f"{aps[n]:>15.3f}" for n in names) + f"{mean:>8.3f}{dt:6.0f}s")
+        if precision == "fp32":
+            means[card.family] = mean
+        print(f"{label:<20}" + "".join(f"{aps[n]:>15.3f}" for n in names) + f"{mean:>8.3f}{dt:6.0f}s")
         per_class = {
             c: [s.per_class[c].ap for s in scores.values() if c in s.per_class and s.per_class[c].ap is not None]
             for c in CLASSES
@@ -97,7 +110,9 @@ def main() -> None:
                 f"{c} {s.per_class[c].ap:.3f}" for c in CLASSES if c in s.per_class and s.per_class[c].ap is not None
             )
             print(f"{'':<20}{n:<15} AP50 {s.ap50 or 0:.3f}  {line}")
-        if args.write_card:
+        if args.write_card and precision != "fp32":
+            set_card_value(card.path, precision, "mask_ap", round(mean, 4))
+        elif args.write_card:
             set_card_value(card.path, "accuracy", "mask_ap", f"{mean:.4f}")
             for n in names:
                 set_card_value(card.path, "accuracy", f"ap_{n.replace('-', '_')}", f"{aps[n]:.4f}")

@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="use this [postprocess] score_threshold instead of the card's",
     )
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own)")
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8", "auto"),
+        default="fp32",
+        help="the card's file to score: fp32 ([onnx], default), int8 ([int8]), fp16, or auto (as the node picks)",
+    )
     g.add_argument("--sheet", type=int, default=6, help="images on the contact sheet of the most missed (default 6)")
 
 
@@ -100,8 +106,9 @@ def run_image_set(args: argparse.Namespace) -> int:
     if args.score_threshold is not None:
         card = replace(card, postprocess={**card.postprocess, "score_threshold": args.score_threshold})
     images = read_set(parse_specs(args.data), ClassMap(card.data.get("classes", {})), args.images, args.limit)
-    segmenter = load_segmenter(card, threads=args.threads)
+    segmenter = load_segmenter(card, threads=args.threads, precision=args.precision)
     settings = {
+        "precision": getattr(getattr(segmenter, "session", None), "precision", args.precision),
         "score_threshold": card.postprocess.get("score_threshold"),
         "threads": args.threads or "default",
         **({"limit": args.limit} if args.limit else {}),

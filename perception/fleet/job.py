@@ -167,7 +167,7 @@ def _run_meta(drive: DriveMeta, name: str) -> DriveMeta:
 
 
 #: models loaded by the tasks of this worker process, reused across its drives
-_MODELS: dict[tuple[str, int, tuple[str, ...]], Any] = {}
+_MODELS: dict[tuple[str, int, tuple[str, ...], str], Any] = {}
 
 
 def _stages(params: dict[str, dict[str, Any]]) -> list[Stage]:

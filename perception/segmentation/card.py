@@ -16,18 +16,25 @@ Layout (see ``models/yolact_fast.toml``)::
     [input]      width = 640, height = 320
     [weights]    file = "yolact_fast.pt",   sha256 = "..."
     [onnx]       file = "yolact_fast.onnx", sha256 = "..."
+    [int8]       file = "yolact_fast.int8.onnx", sha256 = "...", mask_ap = 0.11, ...
     [architecture] / [postprocess] / [training] / [data] / [accuracy]
-    [[latency]]  device, provider, threads, median_ms, p95_ms, command
+    [[latency]]  device, provider, threads, precision, median_ms, p95_ms, command
+
+``[onnx]`` is the FP32 file. ``[int8]`` (``perception export --card C --int8``) and
+``[fp16]`` are the other precisions' files, each with the accuracy measured on it (the same
+keys as ``[accuracy]``, as numbers) and ``max_ap_drop``, how much AP below FP32 it may be and
+still be taken by ``precision: auto`` (:mod:`perception.segmentation.precision`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +42,11 @@ from typing import Any
 from perception.bus.classes import CLASSES
 
 FAMILIES = ("yolact", "maskrcnn", "ultralytics")
+#: the arithmetic a model can run in; ``fp32`` is the ``[onnx]`` file, the others are
+#: tables of their own (``[int8]``, ``[fp16]``)
+PRECISIONS = ("fp32", "fp16", "int8")
+#: ``max_ap_drop`` when a precision's table gives none (1.5 AP points)
+DEFAULT_MAX_AP_DROP = 0.015
 
 
 class CardError(ValueError):
@@ -124,6 +136,23 @@ class LatencyEntry:
     command: str = ""
     notes: str = ""
     per_instance_ms: float = 0.0
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class PrecisionFile:
+    """Another precision's ONNX file (a ``[int8]`` or ``[fp16]`` table): the file, the
+    accuracy measured on it (``ap``: the keys of ``[accuracy]`` it was measured on, e.g.
+    ``mask_ap``, ``cityscapes_val_mask_ap``), the largest AP drop below FP32 that
+    ``precision: auto`` accepts, the nodes kept in FP32 (patterns, for the export) and how
+    it was calibrated."""
+
+    precision: str
+    file: FileRef
+    ap: Mapping[str, float]
+    max_ap_drop: float = DEFAULT_MAX_AP_DROP
+    fp32_nodes: tuple[str, ...] = ()
+    calibration: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,10 +175,22 @@ class ModelCard:
     accuracy: Mapping[str, Any]
     latency: tuple[LatencyEntry, ...]
     description: str = ""
+    #: the precisions other than FP32 the card lists a file for, by name (``int8``, ``fp16``)
+    precisions: Mapping[str, PrecisionFile] = field(default_factory=lambda: MappingProxyType({}))
 
     def where(self, section: str) -> str:
         """``"<card path>: [section]"``, for error messages of config validation."""
         return f"{self.path}: [{section}]"
+
+    def fp32_ap(self) -> dict[str, float]:
+        """The ``[accuracy]`` figures that are numbers (the card writes them as strings)."""
+        out = {}
+        for key, value in self.accuracy.items():
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        return out
 
 
 def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
@@ -178,25 +219,26 @@ def _file_ref(doc: Mapping[str, Any], section: str, card: Path) -> FileRef | Non
     return FileRef(path=path, sha256=sha, section=section, card=card)
 
 
-def load_card(path: str | Path) -> ModelCard:
-    """Read and check a model card. Raises :class:`CardError` naming the file and field."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
     _check_regular_file(path, f"model card {_shown(str(path))}")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise CardError(f"{path}: not a valid TOML model card: {e}") from None
     except OSError as e:
         raise CardError(f"model card {_shown(str(path))} cannot be read: {_reason(e)}") from None
-    where = str(path)
-    family = _get(doc, "family", str, where)
-    if family not in FAMILIES:
-        raise CardError(f"{where}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
+
+
+def _input_size(doc: Mapping[str, Any], where: str) -> tuple[int, int]:
     size = _get(doc, "input", dict, where)
     width = _get(size, "width", int, f"{where}: [input]")
     height = _get(size, "height", int, f"{where}: [input]")
     if not (32 <= width <= 8192 and 32 <= height <= 8192 and width % 32 == 0 and height % 32 == 0):
         raise CardError(f"{where}: [input] width and height must be multiples of 32 in 32..8192, got {width}x{height}")
+    return width, height
+
+
+def _classes(doc: Mapping[str, Any], where: str) -> tuple[str, ...]:
     classes = tuple(_get(doc, "classes", list, where))
     unknown = [c for c in classes if c not in CLASSES]
     if not classes or unknown or len(set(classes)) != len(classes):
@@ -204,24 +246,65 @@ def load_card(path: str | Path) -> ModelCard:
             f"{where}: classes must be distinct names from {', '.join(CLASSES)}; got {list(classes)}"
             + (f" (unknown: {', '.join(map(str, unknown))})" if unknown else "")
         )
-    latency = []
-    for i, row in enumerate(doc.get("latency", [])):
-        w = f"{where}: [[latency]] #{i + 1}"
-        latency.append(
-            LatencyEntry(
-                device=_get(row, "device", str, w),
-                provider=_get(row, "provider", str, w),
-                threads=_get(row, "threads", int, w),
-                median_ms=float(_get(row, "median_ms", (int, float), w)),
-                p95_ms=float(_get(row, "p95_ms", (int, float), w)),
-                stage=row.get("stage", "end_to_end"),
-                command=row.get("command", ""),
-                notes=row.get("notes", ""),
-                per_instance_ms=float(_get(row, "per_instance_ms", (int, float), w))
-                if "per_instance_ms" in row
-                else 0.0,
-            )
+    return classes
+
+
+def _latency_row(row: Mapping[str, Any], w: str) -> LatencyEntry:
+    precision = row.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise CardError(f"{w}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return LatencyEntry(
+        device=_get(row, "device", str, w),
+        provider=_get(row, "provider", str, w),
+        threads=_get(row, "threads", int, w),
+        median_ms=float(_get(row, "median_ms", (int, float), w)),
+        p95_ms=float(_get(row, "p95_ms", (int, float), w)),
+        stage=row.get("stage", "end_to_end"),
+        command=row.get("command", ""),
+        notes=row.get("notes", ""),
+        per_instance_ms=float(_get(row, "per_instance_ms", (int, float), w)) if "per_instance_ms" in row else 0.0,
+        precision=precision,
+    )
+
+
+def _precision_files(doc: Mapping[str, Any], card: Path) -> dict[str, PrecisionFile]:
+    """The ``[int8]`` / ``[fp16]`` tables; their accuracy keys are the numbers in them."""
+    out = {}
+    for name in PRECISIONS[1:]:
+        ref = _file_ref(doc, name, card)
+        if ref is None:
+            continue
+        table, where = doc[name], f"{card}: [{name}]"
+        drop = float(_get(table, "max_ap_drop", (int, float), where)) if "max_ap_drop" in table else None
+        ap = {k: float(v) for k, v in table.items() if k.endswith("ap") and k != "max_ap_drop"}
+        for key, value in table.items():
+            if key in ap and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise CardError(f"{where}: {key} must be a number (the AP measured on this file), got {value!r}")
+        nodes = table.get("fp32_nodes", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise CardError(f"{where}: fp32_nodes must be a list of node name patterns, got {nodes!r}")
+        out[name] = PrecisionFile(
+            name,
+            ref,
+            MappingProxyType(ap),
+            DEFAULT_MAX_AP_DROP if drop is None else drop,
+            tuple(nodes),
+            str(table.get("calibration", "")),
         )
+    return out
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read and check a model card. Raises :class:`CardError` naming the file and field."""
+    path = Path(path)
+    doc = _read_toml(path)
+    where = str(path)
+    family = _get(doc, "family", str, where)
+    if family not in FAMILIES:
+        raise CardError(f"{where}: family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    width, height = _input_size(doc, where)
+    classes = _classes(doc, where)
+    latency = tuple(_latency_row(row, f"{where}: [[latency]] #{i + 1}") for i, row in enumerate(doc.get("latency", [])))
 
     def section(name: str) -> Mapping[str, Any]:
         value = doc.get(name, {})
@@ -244,22 +327,43 @@ def load_card(path: str | Path) -> ModelCard:
         training=section("training"),
         data=section("data"),
         accuracy=section("accuracy"),
-        latency=tuple(latency),
+        latency=latency,
         description=str(doc.get("description", "")),
+        precisions=MappingProxyType(_precision_files(doc, path)),
     )
 
 
-def set_card_value(path: str | Path, section: str, key: str, value: str) -> None:
-    """Set ``key = "value"`` inside ``[section]`` of a card file, keeping its comments.
+#: a ``[table]`` or ``[[array of tables]]`` header line, its name in group 1
+_HEADER = re.compile(r"\s*\[\[?([^\[\]]+)\]\]?\s*(#.*)?$")
+
+
+def toml_value(value: str | int | float | Sequence[str]) -> str:
+    """``value`` written as TOML: a basic string (JSON's escapes are TOML's), a number, or
+    an array of strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
+
+
+def set_card_value(
+    path: str | Path, section: str, key: str, value: str | int | float | Sequence[str], create: bool = False
+) -> None:
+    """Set ``key = value`` inside ``[section]`` of a card file, keeping its comments; with
+    ``create``, a missing ``[section]`` is added at the end.
 
     A line edit rather than a TOML writer: the standard library reads TOML but does not
     write it, and rewriting the whole file would drop the card's comments.
     """
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    line = f"{key} = {toml_value(value)}\n"
     current, insert_at = "", None
-    for i, line in enumerate(lines):
-        header = re.match(r"\s*\[\[?([^\[\]]+)\]\]?\s*(#.*)?$", line)  # [table] or [[array of tables]]
+    for i, text in enumerate(lines):
+        header = _HEADER.match(text)
         if header:
             if current == section:
                 break
@@ -267,11 +371,35 @@ def set_card_value(path: str | Path, section: str, key: str, value: str) -> None
             if current == section:
                 insert_at = i + 1
             continue
-        if current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
-            lines[i] = f'{key} = "{value}"\n'
+        if current == section and re.match(rf"\s*{re.escape(key)}\s*=", text):
+            lines[i] = line
             path.write_text("".join(lines), encoding="utf-8")
             return
+        if current == section and re.match(r"\s*[\w-]+\s*=", text):
+            insert_at = i + 1  # after the table's last key (a new key goes at its end)
     if insert_at is None:
-        raise CardError(f"{path}: no [{section}] table to set {key!r} in")
-    lines.insert(insert_at, f'{key} = "{value}"\n')
+        if not create:
+            raise CardError(f"{path}: no [{section}] table to set {key!r} in")
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines += ["\n", f"[{section}]\n"]
+        insert_at = len(lines)
+    lines.insert(insert_at, line)
     path.write_text("".join(lines), encoding="utf-8")
+
+
+def unset_card_value(path: str | Path, section: str, key: str) -> bool:
+    """Remove ``key`` from ``[section]`` of a card file (a figure measured on a file that
+    was replaced); whether it was there."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    current = ""
+    for i, text in enumerate(lines):
+        header = _HEADER.match(text)
+        if header:
+            current = header.group(1).strip()
+        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", text):
+            del lines[i]
+            path.write_text("".join(lines), encoding="utf-8")
+            return True
+    return False

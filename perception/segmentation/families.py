@@ -32,11 +32,16 @@ def family_factory(family: str) -> Callable[..., Segmenter]:
 
 
 def load_segmenter(
-    card_path: ModelCard | str | Path, threads: int = 0, providers: Sequence[str] | None = None
+    card_path: ModelCard | str | Path,
+    threads: int = 0,
+    providers: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> Segmenter:
     """The segmenter a card (a path, or a loaded card) describes (a family of
-    :data:`FAMILIES`: ``yolact``, ``maskrcnn`` or ``ultralytics``)."""
+    :data:`FAMILIES`: ``yolact``, ``maskrcnn`` or ``ultralytics``), running the card's file
+    for ``precision`` (``fp32``, ``fp16``, ``int8`` or ``auto``; see
+    :mod:`~perception.segmentation.precision`)."""
     card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)
     if card.family not in FAMILIES:
         raise CardError(f"{card.path}: family {card.family!r} has no ONNX runtime in this module")
-    return family_factory(card.family)(card, threads, providers)
+    return family_factory(card.family)(card, threads, providers, precision)

@@ -44,9 +44,10 @@ class MaskRCNNSegmenter:
         card: ModelCard | str | Path,
         threads: int = 0,
         providers: Sequence[str] | None = None,
+        precision: str = "fp32",
         **overrides: object,
     ) -> None:
-        self.card, self.session = card_session(card, "maskrcnn", threads, providers)
+        self.card, self.session = card_session(card, "maskrcnn", threads, providers, precision)
         self.runner = SessionRunner(self.session)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name

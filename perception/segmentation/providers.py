@@ -68,9 +68,11 @@ def choose(requested: Sequence[str] = (), have: Sequence[str] | None = None) -> 
     return chosen or [CPU]
 
 
-def with_options(providers: Sequence[str]) -> list[str | tuple[str, dict[str, Any]]]:
-    """Providers with their options for ``InferenceSession``: TensorRT in FP16 with its
-    engine cache; CUDA with the cuDNN convolution search done once per shape."""
+def with_options(providers: Sequence[str], precision: str = "fp16") -> list[str | tuple[str, dict[str, Any]]]:
+    """Providers with their options for ``InferenceSession``: TensorRT with its engine cache,
+    its FP16 layers on for ``precision`` fp16 and its INT8 ones for int8 (a QDQ file: the
+    scales are in the graph, TensorRT's explicit quantization, so no calibration table);
+    CUDA with the cuDNN convolution search done once per shape."""
     out: list[str | tuple[str, dict[str, Any]]] = []
     for p in providers:
         if p == TENSORRT:
@@ -79,7 +81,8 @@ def with_options(providers: Sequence[str]) -> list[str | tuple[str, dict[str, An
                 (
                     p,
                     {
-                        "trt_fp16_enable": True,
+                        "trt_fp16_enable": precision == "fp16",
+                        "trt_int8_enable": precision == "int8",
                         "trt_engine_cache_enable": True,
                         "trt_engine_cache_path": str(TRT_CACHE),
                         "trt_timing_cache_enable": True,
@@ -93,16 +96,13 @@ def with_options(providers: Sequence[str]) -> list[str | tuple[str, dict[str, An
     return out
 
 
-def precision(provider: str) -> str:
-    """The arithmetic a session on ``provider`` runs in (TensorRT is opened in FP16)."""
-    return "fp16" if provider == TENSORRT else "fp32"
-
-
-def describe(session: Any) -> dict[str, str]:
-    """Provider, device and precision of an open session (for logs and heartbeats)."""
+def describe(session: Any, precision: str | None = None) -> dict[str, str]:
+    """Provider, device and precision of an open session (for logs and heartbeats):
+    ``precision`` as the session was opened with, else the attribute that
+    :func:`~perception.segmentation.runtime.open_session` sets, else FP32."""
     provider = session.get_providers()[0]
     device = onnxruntime().get_device() if provider != CPU else "CPU"
-    return {"provider": provider, "device": device, "precision": precision(provider)}
+    return {"provider": provider, "device": device, "precision": precision or getattr(session, "precision", "fp32")}
 
 
 def log_fallback(have: Sequence[str]) -> None:

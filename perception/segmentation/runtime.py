@@ -23,6 +23,7 @@ from perception.geometry.letterbox import compose, letterbox, to_camera_xyxy
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
+from perception.segmentation.precision import choose_precision
 from perception.segmentation.providers import (
     SessionRunner,
     choose,
@@ -79,14 +80,32 @@ def check_bgr(image: np.ndarray) -> None:
         raise ValueError(f"predict expects an (H, W, 3) uint8 BGR image, got {got}")
 
 
+def session_providers(providers: Sequence[str] | None = None) -> list[str]:
+    """The providers a session opens with: ``providers`` (each must be available) or, when
+    empty, the available ones by preference (logging once when no GPU provider is there)."""
+    have = onnxruntime().get_available_providers()
+    chosen = choose(tuple(providers or ()), have)
+    if not providers:
+        log_fallback(have)
+    return chosen
+
+
 def open_session(
-    path: str | Path, threads: int = 0, providers: Sequence[str] | None = None, label: str = "", spin: bool = False
+    path: str | Path,
+    threads: int = 0,
+    providers: Sequence[str] | None = None,
+    label: str = "",
+    spin: bool = False,
+    precision: str = "fp32",
+    reason: str = "",
 ) -> Any:
     """An ONNX Runtime session on ``path``. ``threads``: intra-op threads (0: ORT default).
     ``providers``: the ones to use, each of which must be available (default: TensorRT >
     CUDA > CPU by availability; :mod:`.providers`). ``spin``: let idle intra-op threads
     spin-wait; off by default, since the node shares the CPU with the other nodes and its
-    own NumPy post-processing, which spinning threads slow.
+    own NumPy post-processing, which spinning threads slow. ``precision``: what the file
+    computes in (``fp16``: TensorRT's FP16 layers on; ``int8``: its INT8 ones), logged with
+    ``reason`` and kept on the session as ``session.precision`` for the heartbeat.
 
     Raises :class:`ModelFileError` naming the file when it is missing or not a valid model,
     :class:`~perception.segmentation.providers.ProviderError` when a provider asked for is
@@ -96,26 +115,25 @@ def open_session(
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
-    have = ort.get_available_providers()
-    chosen = choose(tuple(providers or ()), have)
-    if not providers:
-        log_fallback(have)
+    chosen = session_providers(providers)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=with_options(chosen))
+        sess = ort.InferenceSession(str(path), opts, providers=with_options(chosen, precision))
     except Exception as e:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         raise ModelFileError(f"model file {str(path)!r} could not be loaded by ONNX Runtime: {e}") from None
-    d = describe(sess)
+    d = describe(sess, precision)
+    sess.precision = d["precision"]  # type: ignore[attr-defined]  # the pybind session takes attributes
     log.info(
-        "segmenter %s: ONNX Runtime %s on %s (device %s, %s, %s intra-op threads) from %s",
+        "segmenter %s: ONNX Runtime %s on %s (device %s, %s%s, %s intra-op threads) from %s",
         label or path.stem,
         ort.__version__,
         d["provider"],
         d["device"],
         d["precision"],
+        f" ({reason})" if reason else "",
         threads or "default",
         path.name,
     )
@@ -123,16 +141,23 @@ def open_session(
 
 
 def card_session(
-    card: ModelCard | str | Path, family: str, threads: int = 0, providers: Sequence[str] | None = None
+    card: ModelCard | str | Path,
+    family: str,
+    threads: int = 0,
+    providers: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> tuple[ModelCard, Any]:
-    """The card (loaded if given as a path) and an ONNX Runtime session on its verified
-    ONNX file; :class:`CardError` when the card is of another family or has no ONNX file."""
+    """The card (loaded if given as a path) and an ONNX Runtime session on its verified file
+    for ``precision`` (``fp32``, ``fp16``, ``int8`` or ``auto``:
+    :mod:`~perception.segmentation.precision`); :class:`CardError` when the card is of
+    another family or lacks the file."""
     card = card if isinstance(card, ModelCard) else load_card(card)
     if card.family != family:
         raise CardError(f"{card.path}: family {card.family!r} is not a {family} model")
-    if card.onnx is None:
-        raise CardError(f"{card.path}: no [onnx] table; run `perception export --card {card.path}`")
-    return card, open_session(card.onnx.verify(), threads, providers, card.name)
+    chosen = session_providers(providers)
+    choice = choose_precision(card, precision, chosen[0], threads)
+    file = choice.file.verify()
+    return card, open_session(file, threads, chosen, card.name, precision=choice.precision, reason=choice.reason)
 
 
 class YolactSegmenter:
@@ -148,9 +173,10 @@ class YolactSegmenter:
         card: ModelCard | str | Path,
         threads: int = 0,
         providers: Sequence[str] | None = None,
+        precision: str = "fp32",
         **overrides: object,
     ) -> None:
-        self.card, self.session = card_session(card, "yolact", threads, providers)
+        self.card, self.session = card_session(card, "yolact", threads, providers, precision)
         self.cfg = postprocess_config(self.card, **overrides)
         self.name = self.card.name
         names = tuple(o.name for o in self.session.get_outputs())

@@ -22,6 +22,7 @@ from perception.node.loop import FrameOverwritten, NodeContext, Outgoing
 from perception.segmentation.card import ModelCard, load_card
 from perception.segmentation.families import load_segmenter
 from perception.segmentation.latency_policy import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
+from perception.segmentation.precision import check_request
 from perception.segmentation.providers import describe
 from perception.segmentation.runtime import Segmenter, TwoStepSegmenter
 
@@ -34,7 +35,9 @@ class SegmenterConfig:
     ``budget_ms``: capture-to-published-detections budget; ``threads``: ONNX Runtime intra-op
     threads per model (0 = its default); ``providers``: the execution providers to use, in
     order, each of which must be available (empty = TensorRT, CUDA, CPU by availability;
-    see :mod:`perception.segmentation.providers`)."""
+    see :mod:`perception.segmentation.providers`); ``fast_precision`` / ``accurate_precision``:
+    fp32, fp16, int8 or auto, each model's file and arithmetic (auto: the fastest the card
+    lists within its AP tolerance; :mod:`perception.segmentation.precision`)."""
 
     fast: str = "models/yolact_fast.toml"
     accurate: str = "models/maskrcnn_accurate.toml"
@@ -48,6 +51,8 @@ class SegmenterConfig:
     threads: int = 0
     providers: tuple[str, ...] = ()
     score_threshold: float = 0.3
+    fast_precision: str = "auto"
+    accurate_precision: str = "auto"
 
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(
@@ -62,6 +67,12 @@ class SegmenterConfig:
 
     def validate(self) -> None:
         self.policy_config().validate()
+        check_request(self.fast_precision, "segmenter.fast_precision")
+        check_request(self.accurate_precision, "segmenter.accurate_precision")
+
+    def card_and_precision(self, model: str) -> tuple[str, str]:
+        """The card file and the precision asked for of ``model`` (fast or accurate)."""
+        return (self.fast, self.fast_precision) if model == FAST else (self.accurate, self.accurate_precision)
 
 
 class SegmenterLogic:
@@ -168,10 +179,12 @@ class SegmenterLogic:
         }
 
 
-def latency_profile(card: ModelCard) -> LatencyProfile:
-    """The policy's seed for a model: the card's first end-to-end latency row (p95, and the
-    cost per instance where the card gives one); pessimistic when the card has none."""
-    rows = [r for r in card.latency if r.stage == "end_to_end"]
+def latency_profile(card: ModelCard, precision: str = "fp32", provider: str = "") -> LatencyProfile:
+    """The policy's seed for a model: the card's first end-to-end latency row for the
+    precision it runs in (on its provider when the card has such a row; p95, and the cost
+    per instance where the card gives one); pessimistic when the card has none."""
+    rows = [r for r in card.latency if r.stage == "end_to_end" and r.precision == precision]
+    rows = [r for r in rows if r.provider == provider] or rows
     if not rows:
         log.warning("%s: no end-to-end latency in its card; assuming 1000 ms until measured", card.path)
         return LatencyProfile(p95_ms=1000.0)
@@ -186,22 +199,24 @@ def segmenter_node(cfg: SegmenterConfig, ctx: NodeContext) -> SegmenterLogic:
 def build_segmenter(
     cfg: SegmenterConfig,
     deterministic: bool = False,
-    loaded: dict[tuple[str, int, tuple[str, ...]], Segmenter] | None = None,
+    loaded: dict[tuple[str, int, tuple[str, ...], str], Segmenter] | None = None,
 ) -> SegmenterLogic:
-    """Load the models the policy needs (both for ``auto``, warm before the first frame).
-    A card or model that fails to load raises with a message naming the file. ``loaded``:
-    models already loaded, by card, threads and providers, reused and added to (a process
-    that runs many drives one after the other loads each model once)."""
+    """Load the models the policy needs (both for ``auto``, warm before the first frame),
+    each in the precision the config asks for. A card or model that fails to load raises
+    with a message naming the file. ``loaded``: models already loaded, by card, threads,
+    providers and precision, reused and added to (a process that runs many drives one after
+    the other loads each model once)."""
     needed = (FAST, ACCURATE) if cfg.policy == "auto" else (cfg.policy,)
-    cards = {m: (cfg.fast if m == FAST else cfg.accurate) for m in needed}
     cache = {} if loaded is None else loaded
-    models = {}
+    models, profiles = {}, {}
     warm = np.zeros((64, 64, 3), np.uint8)
-    for m, path in cards.items():
-        key = (str(path), cfg.threads, tuple(cfg.providers))
+    for m in needed:
+        path, precision = cfg.card_and_precision(m)
+        key = (str(path), cfg.threads, tuple(cfg.providers), precision)
         if key not in cache:
-            cache[key] = load_segmenter(path, cfg.threads, cfg.providers or None)
+            cache[key] = load_segmenter(path, cfg.threads, cfg.providers or None, precision)
             cache[key].predict(warm)  # first run allocates; keep it out of the first frame's latency
         models[m] = cache[key]
-    profiles = {m: latency_profile(load_card(path)) for m, path in cards.items()}
+        runs = describe(models[m].session) if hasattr(models[m], "session") else {"precision": "fp32", "provider": ""}
+        profiles[m] = latency_profile(load_card(path), runs["precision"], runs["provider"])
     return SegmenterLogic(cfg, models, profiles, deterministic)

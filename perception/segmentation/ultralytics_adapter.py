@@ -23,7 +23,8 @@ from perception.geometry.letterbox import to_camera_xyxy
 from perception.segmentation.card import ModelCard
 from perception.segmentation.fast_nms import NmsParams, fast_nms_np
 from perception.segmentation.postprocess import make_detections, postprocess_config
-from perception.segmentation.runtime import ModelFileError, network_blob, open_session
+from perception.segmentation.precision import choose_precision
+from perception.segmentation.runtime import ModelFileError, network_blob, open_session, session_providers
 
 
 class UltralyticsSegmenter:
@@ -40,10 +41,12 @@ class UltralyticsSegmenter:
         providers: Sequence[str] | None = None,
         name: str = "",
         pad_value: int = 114,
+        precision: str = "fp32",
+        reason: str = "",
     ) -> None:
         path = Path(onnx_path)
         self.name = name or path.stem
-        self.session = open_session(path, threads, providers, self.name)
+        self.session = open_session(path, threads, providers, self.name, precision=precision, reason=reason)
         inp = self.session.get_inputs()[0]
         shape = inp.shape
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
@@ -75,19 +78,31 @@ class UltralyticsSegmenter:
 
     @classmethod
     def from_card(
-        cls, card: ModelCard, threads: int = 0, providers: Sequence[str] | None = None
+        cls, card: ModelCard, threads: int = 0, providers: Sequence[str] | None = None, precision: str = "fp32"
     ) -> UltralyticsSegmenter:
         """From a card with ``family = "ultralytics"``; ``[architecture] class_indices``
-        optional (one entry per card class)."""
+        optional (one entry per card class); ``precision`` as for the other families."""
         post = postprocess_config(card)
         indices = None
         if "class_indices" in card.architecture:
             given = dict(zip(card.class_ids, card.architecture["class_indices"], strict=True))
             indices = [given.get(c, -1) for c in range(len(CLASSES))]
-        onnx = card.onnx.verify() if card.onnx is not None else None
-        if onnx is None:
+        if card.onnx is None:
             raise ModelFileError(f"{card.path}: no [onnx] table naming the Ultralytics ONNX file")
-        return cls(onnx, indices, post.nms(), post.mask_threshold, threads, providers, card.name, post.pad_value)
+        chosen = session_providers(providers)
+        choice = choose_precision(card, precision, chosen[0], threads)
+        return cls(
+            choice.file.verify(),
+            indices,
+            post.nms(),
+            post.mask_threshold,
+            threads,
+            chosen,
+            card.name,
+            post.pad_value,
+            choice.precision,
+            choice.reason,
+        )
 
     def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
         """See :class:`perception.segmentation.runtime.Segmenter`."""

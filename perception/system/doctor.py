@@ -86,7 +86,8 @@ def gpus() -> list[str]:
 
 def _cards(report: Report, cards: list[Path], providers: tuple[str, ...], have: list[str]) -> None:
     from perception.segmentation.card import CardError, load_card
-    from perception.segmentation.providers import ProviderError, choose, precision
+    from perception.segmentation.precision import choose_precision
+    from perception.segmentation.providers import ProviderError, choose
 
     for path in cards:
         try:
@@ -96,7 +97,8 @@ def _cards(report: Report, cards: list[Path], providers: tuple[str, ...], have: 
             report.problems.append(str(e))
             continue
         state = []
-        for what, ref in (("onnx", card.onnx), ("weights", card.weights)):
+        files = [("onnx", card.onnx), *((p, listed.file) for p, listed in card.precisions.items())]
+        for what, ref in [*files, ("weights", card.weights)]:
             if ref is None:
                 continue
             try:
@@ -108,10 +110,13 @@ def _cards(report: Report, cards: list[Path], providers: tuple[str, ...], have: 
                     report.problems.append(str(e))
         try:
             provider = choose(providers, have)[0]
-            state.append(f"runs on {provider} ({precision(provider)})")
+            choice = choose_precision(card, "auto", provider)
+            state.append(f"runs on {provider} ({choice.precision}, {choice.reason})")
         except ProviderError as e:
             state.append("no provider")
             report.problems.append(str(e))
+        except CardError as e:
+            state.append(f"precision: {e}")
         report.add("models", card.name, "; ".join(state))
 
 

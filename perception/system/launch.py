@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,31 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     """
     p = Path(path)
     where = str(path)
+    doc = _read_doc(p, where)
+    raw_nodes: dict[str, dict[str, Any]] = {}
+    for name, params in doc["nodes"].items():
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
+        raw_nodes[str(name)] = dict(params)
+    # the top-level sections --set reaches too (--set shm.slots=0, --set supervisor.poll_idle=[0])
+    sections = {
+        name: dict(doc.get(name) or {}) if isinstance(doc.get(name) or {}, dict) else doc.get(name)
+        for name in ("shm", "supervisor")
+    }
+    _apply_overrides(overrides, raw_nodes, sections, where)
+    nodes = [spec for name, params in raw_nodes.items() if (spec := _node_spec(name, params, where)) is not None]
+    sup = build_config(SupervisorConfig, sections["supervisor"], where=f"{where}: supervisor")
+    # checked and kept as a node's cpus: are (sorted, each CPU once)
+    sup = replace(sup, poll_idle=_cpus(list(sup.poll_idle), f"{where}: supervisor", "poll_idle"))
+    run = str(doc.get("run") or p.stem)
+    shm = build_config(ShmConfig, sections["shm"], where=f"{where}: shm")
+    return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
+
+
+def _read_doc(p: Path, where: str) -> dict[str, Any]:
+    """The launch file's YAML mapping, its top-level keys and ``nodes:`` checked."""
     try:
         doc = yaml.safe_load(p.read_text())
     except FileNotFoundError:
@@ -123,19 +149,13 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
     for key in doc:
         if key not in _TOP_KEYS:
             raise ConfigError(f"{where}: unknown top-level key {key!r}; known keys: {', '.join(_TOP_KEYS)}")
-    raw_nodes: dict[str, dict[str, Any]] = {}
-    for name, params in doc["nodes"].items():
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where}: node {name!r}: parameters must be a mapping")
-        raw_nodes[str(name)] = dict(params)
-    # the top-level sections --set reaches too (--set shm.slots=0, --set supervisor.poll_idle=[0])
-    sections = {
-        name: dict(doc.get(name) or {}) if isinstance(doc.get(name) or {}, dict) else doc.get(name)
-        for name in ("shm", "supervisor")
-    }
-    shm_doc, sup_doc = sections["shm"], sections["supervisor"]
+    return doc
+
+
+def _apply_overrides(
+    overrides: Sequence[str], raw_nodes: dict[str, dict[str, Any]], sections: dict[str, Any], where: str
+) -> None:
+    """``--set node.key=value`` into a node's parameters (or a top-level section's)."""
     for text in overrides:
         node, key, value = parse_override(text)
         if node in sections and node not in raw_nodes and isinstance(sections[node], dict):
@@ -144,34 +164,30 @@ def load_launch(path: str | os.PathLike[str], overrides: list[str] | tuple[str, 
         if node not in raw_nodes:
             raise ConfigError(f"{where}: --set {text!r}: no node {node!r}; nodes: {', '.join(raw_nodes)}")
         raw_nodes[node][key] = value
-    nodes = []
-    for name, params in raw_nodes.items():
-        enabled = params.pop("enabled", True)
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"{where}: node {name!r}: key 'enabled' must be true or false, got {enabled!r}")
-        if not enabled:  # in the file, off until `--set NODE.enabled=true`
-            continue
-        cpus = _cpus(params.pop("cpus", []), f"{where}: node {name!r}")
-        isolate = params.pop("isolate", False)
-        spin_us = _spin_us(params.pop("spin_us", 0), f"{where}: node {name!r}")
-        type_name = str(params.pop("type", name))
-        if type_name not in NODE_TYPES:
-            raise ConfigError(
-                f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
-            )
+
+
+def _node_spec(name: str, params: dict[str, Any], where: str) -> NodeSpec | None:
+    """One node's spec from its parameters (``None`` when ``enabled: false``)."""
+    enabled = params.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}: node {name!r}: key 'enabled' must be true or false, got {enabled!r}")
+    if not enabled:  # in the file, off until `--set NODE.enabled=true`
+        return None
+    cpus = _cpus(params.pop("cpus", []), f"{where}: node {name!r}")
+    isolate = params.pop("isolate", False)
+    spin_us = _spin_us(params.pop("spin_us", 0), f"{where}: node {name!r}")
+    type_name = str(params.pop("type", name))
+    if type_name not in NODE_TYPES:
+        raise ConfigError(
+            f"{where}: node {name!r}: unknown node type {type_name!r}; known types: {', '.join(NODE_TYPES)}"
+        )
+    cfg = build_config(NODE_TYPES[type_name].config_class(), params, where=f"{where}: node {name!r}")
+    n_isolated = _isolate(isolate, cpus, getattr(cfg, "threads", None), f"{where}: node {name!r}")
+    if n_isolated and getattr(cfg, "threads", None) == 0:
+        # its runtime's default pool is one thread a core; on CPUs of its own it gets one a CPU
+        params["threads"] = n_isolated
         cfg = build_config(NODE_TYPES[type_name].config_class(), params, where=f"{where}: node {name!r}")
-        n_isolated = _isolate(isolate, cpus, getattr(cfg, "threads", None), f"{where}: node {name!r}")
-        if n_isolated and getattr(cfg, "threads", None) == 0:
-            # its runtime's default pool is one thread a core; on CPUs of its own it gets one a CPU
-            params["threads"] = n_isolated
-            cfg = build_config(NODE_TYPES[type_name].config_class(), params, where=f"{where}: node {name!r}")
-        nodes.append(NodeSpec(name, type_name, cfg, params, cpus, n_isolated, spin_us))
-    sup = build_config(SupervisorConfig, sup_doc, where=f"{where}: supervisor")
-    # checked and kept as a node's cpus: are (sorted, each CPU once)
-    sup = replace(sup, poll_idle=_cpus(list(sup.poll_idle), f"{where}: supervisor", "poll_idle"))
-    run = str(doc.get("run") or p.stem)
-    shm = build_config(ShmConfig, shm_doc, where=f"{where}: shm")
-    return LaunchSpec(where, run, bool(doc.get("deterministic", False)), tuple(nodes), sup, shm)
+    return NodeSpec(name, type_name, cfg, params, cpus, n_isolated, spin_us)
 
 
 def _cpus(value: Any, where: str, key: str = "cpus") -> tuple[int, ...]:
