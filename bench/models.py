@@ -16,6 +16,10 @@ of the card's architecture is exported instead (needs the train extra); to measu
 processing at a busy frame rather than at an empty one, Fast NMS then runs with score
 threshold 0 and ``--detections`` instances are assembled.
 
+``--precisions fp32 int8`` adds (``--table-only``: only) a table of each card's files at each
+precision and each of ``--thread-counts``, beside YOLO11n-seg FP32, on a synthetic street
+frame (:mod:`bench.precision_table`); ``--json`` writes it.
+
 The accurate model runs through the same runtime
 pipeline (letterbox, graph, masks pasted and RLE-encoded in camera pixels); since its cost
 grows with the number of detections, frames are run at several instance counts (the graph's
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import warnings
@@ -174,8 +179,48 @@ def main() -> None:
     )
     p.add_argument("--baseline-runs", type=int, default=5, help="frames of torchvision's R50-FPN v2 (0: skip)")
     p.add_argument("--camera", default="1280x720", help="camera frame WxH")
+    p.add_argument("--precisions", nargs="*", default=[], help="the precision table: e.g. fp32 int8")
+    p.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2], help="the table's thread counts")
+    p.add_argument("--table-runs", type=int, default=30, help="frames of each model in the table")
+    p.add_argument("--table-only", action="store_true", help="only the precision table")
+    p.add_argument("--json", type=Path, default=None, help="write the precision table here")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if a.precisions:
+        precision_table(a)
+    if not a.table_only:
+        two_models(a)
+
+
+def precision_table(a: argparse.Namespace) -> None:
+    """Both cards at each precision and thread count beside YOLO11n-seg FP32 (see the module)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ as a package, run as a script
+    from bench.precision_table import load_all, measure, print_table, ratios, synth_frame, write_json
+
+    cam_w, cam_h = (int(v) for v in a.camera.split("x"))
+    fast = load_card(a.card)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        yolo = yolo_baseline(Path(tmpdir), fast.input_width, fast.input_height)
+        models = load_all([a.card, a.accurate_card], a.precisions, a.thread_counts, yolo)
+        rows = measure(models, synth_frame(cam_w, cam_h), a.table_runs)
+    ratio = ratios(rows, fast.name)
+    print(f"\nONNX Runtime CPU, camera frame {cam_w}x{cam_h} (synthetic crowd), {a.table_runs} runs each, interleaved")
+    print_table(rows, ratio)
+    if a.json is not None:
+        import onnxruntime
+
+        meta = {
+            "onnxruntime": onnxruntime.__version__,
+            "camera": a.camera,
+            "runs": a.table_runs,
+            "command": " ".join(sys.argv),
+        }
+        write_json(a.json, rows, ratio, meta)
+        print(f"wrote {a.json}")
+
+
+def two_models(a: argparse.Namespace) -> None:
+    """The fast and the accurate model at their default precision, beside the baselines."""
     cam_w, cam_h = (int(v) for v in a.camera.split("x"))
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (cam_h, cam_w, 3), dtype=np.uint8)
