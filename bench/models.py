@@ -184,6 +184,11 @@ def main() -> None:
     p.add_argument("--table-runs", type=int, default=30, help="frames of each model in the table")
     p.add_argument("--table-only", action="store_true", help="only the precision table")
     p.add_argument("--json", type=Path, default=None, help="write the precision table here")
+    p.add_argument(
+        "--write-card",
+        action="store_true",
+        help="add the table's rows to each card as [[latency]] rows with their precision (what auto compares)",
+    )
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.precisions:
@@ -217,6 +222,10 @@ def precision_table(a: argparse.Namespace) -> None:
         }
         write_json(a.json, rows, ratio, meta)
         print(f"wrote {a.json}")
+    if a.write_card:
+        from bench.precision_table import write_rows
+
+        write_rows(rows, {load_card(c).name: c for c in (a.card, a.accurate_card)}, " ".join(sys.argv))
 
 
 def two_models(a: argparse.Namespace) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.segmentation.card import CardError, load_card
+from perception.segmentation.card import CardError, LatencyEntry, append_latency_row, load_card
 from perception.segmentation.families import load_segmenter
 from perception.segmentation.runtime import Segmenter
 from perception.segmentation.ultralytics_adapter import UltralyticsSegmenter
@@ -130,3 +130,20 @@ def print_table(rows: Sequence[Row], ratio: dict[str, float]) -> None:
 
 def write_json(path: Path, rows: Sequence[Row], ratio: dict[str, float], meta: dict[str, object]) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "ratios": ratio}, indent=1))
+
+
+def write_rows(rows: Sequence[Row], cards: dict[str, Path], command: str) -> None:
+    """Each card's rows as ``[[latency]]`` rows (end to end, CPU, with their precision)."""
+    import onnxruntime
+
+    device = f"2-core x86 dev machine, ONNX Runtime {onnxruntime.__version__}"
+    for r in rows:
+        if r.model in cards:
+            entry = LatencyEntry(
+                device, "CPUExecutionProvider", r.threads, round(r.total_ms, 1), round(r.p95_ms, 1),
+                command=f"uv run --extra train --group bench python bench/models.py {command.partition(' ')[2]}",
+                notes=f"network {r.network_ms:.1f} ms, post {r.post_ms:.1f} ms, {r.instances} instances "
+                "(synthetic crowd frame, 1280x720)",
+                precision=r.precision,
+            )  # fmt: skip
+            append_latency_row(cards[r.model], entry)

@@ -403,3 +403,13 @@ def unset_card_value(path: str | Path, section: str, key: str) -> bool:
             path.write_text("".join(lines), encoding="utf-8")
             return True
     return False
+
+
+def append_latency_row(path: str | Path, row: LatencyEntry) -> None:
+    """Add a ``[[latency]]`` row at the end of a card file (the newest row of its kind is
+    the one :mod:`~perception.segmentation.precision` compares)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    fields = {k: v for k, v in row.__dict__.items() if v not in ("", 0.0) or k in ("median_ms", "p95_ms")}
+    lines = ["", "[[latency]]", *(f"{k} = {toml_value(v)}" for k, v in fields.items())]
+    path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")

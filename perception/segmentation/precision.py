@@ -89,11 +89,12 @@ def within_tolerance(card: ModelCard, listed: PrecisionFile) -> tuple[bool, str]
 
 def measured_ms(card: ModelCard, precision: str, provider: str, threads: int = 0) -> float:
     """The card's end-to-end median for ``precision`` on ``provider`` (rows with ``threads``
-    preferred when given); ``inf`` when it has none."""
+    preferred when given; of several, the last in the card: the newest, measured in the same
+    run as the other precisions' last rows); ``inf`` when it has none."""
     rows = [r for r in card.latency if r.stage == "end_to_end" and r.provider == provider and r.precision == precision]
     same = [r for r in rows if r.threads == threads]
     rows = same or rows
-    return min((r.median_ms for r in rows), default=math.inf)
+    return rows[-1].median_ms if rows else math.inf
 
 
 def _auto(card: ModelCard, provider: str, threads: int) -> PrecisionChoice:

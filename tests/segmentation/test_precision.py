@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception.segmentation.card import CardError, load_card, set_card_value, unset_card_value
+from perception.segmentation.card import (
+    CardError,
+    LatencyEntry,
+    append_latency_row,
+    load_card,
+    set_card_value,
+    unset_card_value,
+)
 from perception.segmentation.precision import choose_precision
 from perception.segmentation.providers import CPU, TENSORRT
 
@@ -49,7 +56,8 @@ def frame() -> np.ndarray:
 
 def test_int8_outputs_match_fp32_on_a_frame(quantized: Path) -> None:
     """The INT8 network's outputs on a synthetic frame stay within 8 % of each output's
-    FP32 range (boxes, scores, coefficients, prototypes; measured here: at most 3.5 %), and its file is recorded in the card."""
+    FP32 range (boxes, scores, coefficients, prototypes; measured here: at most 3.5 %), and
+    its file is recorded in the card."""
     import onnx
 
     from perception.segmentation.runtime import YolactSegmenter
@@ -109,13 +117,9 @@ def with_figures(card: Path, int8_ap: float | None, fp32_ms: float | None, int8_
     set_card_value(card, "accuracy", "mask_ap", "0.30", create=True)
     if int8_ap is not None:
         set_card_value(card, "int8", "mask_ap", int8_ap)
-    rows = [(p, ms) for p, ms in (("fp32", fp32_ms), ("int8", int8_ms)) if ms is not None]
-    with card.open("a") as f:
-        for precision, ms in rows:
-            f.write(
-                f'\n[[latency]]\ndevice = "test"\nprovider = "{CPU}"\nthreads = 1\nprecision = "{precision}"\n'
-                f"median_ms = {ms}\np95_ms = {ms * 1.2}\n"
-            )
+    for precision, ms in (("fp32", fp32_ms), ("int8", int8_ms)):
+        if ms is not None:
+            append_latency_row(card, LatencyEntry("test", CPU, 1, ms, ms * 1.2, precision=precision))
     return card
 
 
@@ -143,6 +147,14 @@ def test_auto_takes_the_fastest_within_tolerance(
     choice = choose_precision(load_card(card), "auto", provider, threads=1)
     assert choice.precision == expected, choice.reason
     assert choice.reason.startswith("auto:")
+
+
+def test_auto_compares_the_newest_rows(tmp_path: Path, quantized: Path) -> None:
+    """An old FP32 row from a quieter machine does not outvote the rows measured together."""
+    card = with_figures(copy_of(quantized, tmp_path), 0.295, 10.0, None)
+    with_figures(card, 0.295, 40.0, 20.0)
+    assert [r.median_ms for r in load_card(card).latency if r.precision == "fp32"] == [10.0, 40.0]
+    assert choose_precision(load_card(card), "auto", CPU, 1).precision == "int8"
 
 
 def test_max_ap_drop_is_the_cards_own(tmp_path: Path, quantized: Path) -> None:
