@@ -6,9 +6,10 @@ running the FP32 model over calibration frames, made exactly as the runtime make
 input (letterbox to the card's size, :func:`~perception.segmentation.runtime.network_blob`).
 ONNX Runtime runs it with its integer kernels on the CPU (VNNI where the CPU has it) and
 TensorRT builds an INT8 engine from it. Only the layers that carry the compute are quantized
-(convolutions and matrix products); the nodes whose names match the card's ``[int8]
-fp32_nodes`` patterns stay in FP32 (the layers that lose accuracy when quantized, found by
-measuring: ``bench/quantization.py``).
+(convolutions and matrix products, and the activations folded into them); the nodes whose
+names match the card's ``[int8] fp32_nodes`` patterns stay in FP32, for layers that measure
+badly in INT8 (``perception eval --precision int8`` with and without them; none of the bundled
+cards needed any: their INT8 files score within 1 AP point of FP32).
 
 The card's ``[int8]`` table records the file, its sha256, the calibration and the FP32
 nodes; the AP and latency measured on it are added by whoever measures them.
