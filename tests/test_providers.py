@@ -66,7 +66,8 @@ def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(
 
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    assert "providers  " in out and "yolact_fast        onnx ok; weights ok; runs on CPUExecutionProvider (fp32, auto: " in out
+    assert "providers  " in out
+    assert "yolact_fast        onnx ok; weights ok; runs on CPUExecutionProvider (fp32, auto: " in out
     assert "shared memory" in out and "no problems found" in out
     drive = tmp_path / "d.mcap"
     write_drive(SynthConfig(frames=2, width=64, height=48), drive)
