@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +43,11 @@ class Row:
 
 
 def synth_frame(width: int = 1280, height: int = 720, seed: int = 21) -> np.ndarray:
-    """A busy synthetic street frame (crowd scenario, a few seconds in)."""
-    from perception.synth import DriveSimulator, SynthConfig
+    """A busy synthetic street frame (crowd scenario, frame 30 of its drive)."""
+    from perception.synth import SynthConfig, frames
 
-    sim = DriveSimulator(SynthConfig(width=width, height=height, frames=40, seed=seed, scenario="crowd"))
-    for _ in range(30):
-        frame = sim.next()
-    return frame.image
+    cfg = SynthConfig(width=width, height=height, frames=40, seed=seed, scenario="crowd")
+    return next(islice(frames(cfg), 29, None)).image
 
 
 def load_all(

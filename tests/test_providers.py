@@ -28,7 +28,7 @@ def test_preference_and_demands() -> None:
         r"have \(available: CPUExecutionProvider\); install the NVIDIA build",
     ):
         choose((CUDA,), [CPU])
-    trt = dict(p for p in with_options([TENSORRT]) if isinstance(p, tuple))[TENSORRT]
+    trt = dict(p for p in with_options([TENSORRT], "fp16") if isinstance(p, tuple))[TENSORRT]
     assert trt["trt_fp16_enable"] and trt["trt_engine_cache_enable"] and Path(trt["trt_engine_cache_path"]).is_dir()
 
 

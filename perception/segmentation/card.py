@@ -34,7 +34,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -276,9 +276,9 @@ def _precision_files(doc: Mapping[str, Any], card: Path) -> dict[str, PrecisionF
             continue
         table, where = doc[name], f"{card}: [{name}]"
         drop = float(_get(table, "max_ap_drop", (int, float), where)) if "max_ap_drop" in table else None
-        ap = {k: float(v) for k, v in table.items() if k.endswith("ap") and k != "max_ap_drop"}
-        for key, value in table.items():
-            if key in ap and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        ap = {k: v for k, v in table.items() if k.endswith("ap")}
+        for key, value in ap.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise CardError(f"{where}: {key} must be a number (the AP measured on this file), got {value!r}")
         nodes = table.get("fp32_nodes", [])
         if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
@@ -286,7 +286,7 @@ def _precision_files(doc: Mapping[str, Any], card: Path) -> dict[str, PrecisionF
         out[name] = PrecisionFile(
             name,
             ref,
-            MappingProxyType(ap),
+            MappingProxyType({k: float(v) for k, v in ap.items()}),
             DEFAULT_MAX_AP_DROP if drop is None else drop,
             tuple(nodes),
             str(table.get("calibration", "")),
@@ -410,6 +410,7 @@ def append_latency_row(path: str | Path, row: LatencyEntry) -> None:
     the one :mod:`~perception.segmentation.precision` compares)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    fields = {k: v for k, v in row.__dict__.items() if v not in ("", 0.0) or k in ("median_ms", "p95_ms")}
-    lines = ["", "[[latency]]", *(f"{k} = {toml_value(v)}" for k, v in fields.items())]
+    # every field, except the optional ones left at their default (as a hand-written row would)
+    kept = {f.name: getattr(row, f.name) for f in fields(row) if getattr(row, f.name) != f.default}
+    lines = ["", "[[latency]]", *(f"{k} = {toml_value(v)}" for k, v in kept.items())]
     path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")

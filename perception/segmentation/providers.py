@@ -68,7 +68,7 @@ def choose(requested: Sequence[str] = (), have: Sequence[str] | None = None) -> 
     return chosen or [CPU]
 
 
-def with_options(providers: Sequence[str], precision: str = "fp16") -> list[str | tuple[str, dict[str, Any]]]:
+def with_options(providers: Sequence[str], precision: str) -> list[str | tuple[str, dict[str, Any]]]:
     """Providers with their options for ``InferenceSession``: TensorRT with its engine cache,
     its FP16 layers on for ``precision`` fp16 and its INT8 ones for int8 (a QDQ file: the
     scales are in the graph, TensorRT's explicit quantization, so no calibration table);

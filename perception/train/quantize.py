@@ -21,6 +21,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of, unset_card_value
 from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.runtime import network_blob
+from perception.synth import SynthConfig, frames
 from perception.train.datasets import SourceSpec, parse_specs, read_set
 from perception.train.errors import DataError
 from perception.train.labelled import ClassMap
@@ -44,21 +46,20 @@ CALIBRATORS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.
 def synth_frames(count: int, seed: int, size: tuple[int, int] = (640, 360)) -> Iterator[np.ndarray]:
     """``count`` BGR frames of synthetic drives (one every 8 frames, a new drive and
     scenario every 5 frames taken), seeds away from the held-out evaluation's."""
-    from perception.synth import DriveSimulator, SynthConfig
-
     scenarios, per_drive = ("urban", "highway", "crowd"), 5
     for drive in range((count + per_drive - 1) // per_drive):
-        seed_of_drive = 90_000 + seed * 1000 + drive
-        sim = DriveSimulator(
-            SynthConfig(
-                width=size[0], height=size[1], frames=per_drive * 8, seed=seed_of_drive, scenario=scenarios[drive % 3]
-            )
+        cfg = SynthConfig(
+            width=size[0],
+            height=size[1],
+            frames=per_drive * 8,
+            seed=90_000 + seed * 1000 + drive,
+            scenario=scenarios[drive % len(scenarios)],
         )
-        for i in range(per_drive * 8):
-            frame = sim.next()
-            if i % 8 == 7 and count > 0:
-                count -= 1
-                yield frame.image
+        for frame in islice(frames(cfg), 7, None, 8):
+            if count == 0:
+                return
+            count -= 1
+            yield frame.image
 
 
 def calibration_frames(specs: Sequence[SourceSpec], count: int, seed: int) -> Iterator[np.ndarray]:
