@@ -16,7 +16,8 @@ Both get a fixed input size: ``GeneralizedRCNNTransform`` with ``min_size``/``ma
 to the card's shorter/longer side, so an image of the card's size is not resized (scale 1).
 The exported graph (:class:`MaskRCNNExport`) takes the image at that size and leaves the
 resize out; it stops before mask pasting and returns the 28x28 mask probabilities per
-detection, which the runtime pastes in camera pixels with NumPy.
+detection, which the runtime pastes in camera pixels with NumPy. With ``point_head`` the
+RoI heads are PointRend's (:mod:`.pointrend`) and the masks come out at 56x56 or 112x112.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, poolers, 
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
+from perception.nets.pointrend import PointRendSettings, add_point_head
 from perception.nets.pretrained import check_card_fields
 
 #: ``[architecture] backbone`` value that selects torchvision's published ResNet-50-FPN v2.
@@ -74,6 +76,28 @@ class MaskRCNNConfig:
     #: normalisation of RGB in [0, 1] (the transform's); empty: the backbone entry's
     input_mean: tuple[float, ...] = ()
     input_std: tuple[float, ...] = ()
+    #: PointRend on the mask branch (:mod:`.pointrend`; off: torchvision's RoIHeads as they
+    #: are); the ``point_*`` fields are :class:`~.pointrend.PointRendSettings`
+    point_head: bool = False
+    point_channels: int = 64
+    point_layers: int = 3
+    point_train_points: int = 196
+    point_oversample: float = 3.0
+    point_importance: float = 0.75
+    point_subdivision_steps: int = 1
+    point_subdivision_points: int = 392
+
+    def point_settings(self) -> PointRendSettings:
+        """The ``point_*`` fields as :class:`~.pointrend.PointRendSettings`."""
+        return PointRendSettings(
+            self.point_channels,
+            self.point_layers,
+            self.point_train_points,
+            self.point_oversample,
+            self.point_importance,
+            self.point_subdivision_steps,
+            self.point_subdivision_points,
+        )
 
     def validate(self) -> None:
         if self.backbone != RESNET50_FPN_V2 and self.backbone not in BACKBONES:
@@ -98,6 +122,8 @@ class MaskRCNNConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.point_head:
+            self.point_settings().validate()
 
 
 @dataclass(frozen=True)
@@ -207,9 +233,9 @@ def build_maskrcnn(
     cfg: MaskRCNNConfig, num_classes: int, width: int, height: int, infer: InferenceSettings = InferenceSettings()
 ) -> MaskRCNN:
     """The model ``cfg`` names, at a fixed ``width`` x ``height`` input, ``num_classes``
-    including background."""
+    including background; with ``point_head``, its RoI heads are PointRend's."""
     if cfg.backbone == RESNET50_FPN_V2:
-        return maskrcnn_resnet50_fpn_v2_coco(
+        model = maskrcnn_resnet50_fpn_v2_coco(
             width,
             height,
             num_classes,
@@ -219,14 +245,19 @@ def build_maskrcnn(
             box_nms_thresh=infer.iou_threshold,
             box_detections_per_img=infer.max_detections,
         )
-    return maskrcnn_light(cfg, num_classes, width, height, infer)
+    else:
+        model = maskrcnn_light(cfg, num_classes, width, height, infer)
+    if cfg.point_head:
+        add_point_head(model, num_classes, model.backbone.out_channels, cfg.point_settings())
+    return model
 
 
 def raw_detections(model: MaskRCNN, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """torchvision's eval forward up to, not including, ``transform.postprocess`` (box
     rescaling and mask pasting): ``images`` ``(N, 3, H, W)`` float RGB in [0, 1] at the
     model's fixed size -> per image ``boxes`` (M, 4) xyxy model pixels, ``labels`` (M,)
-    int64 in 1..C (0 is background), ``scores`` (M,), ``masks`` (M, 1, 28, 28) probabilities."""
+    int64 in 1..C (0 is background), ``scores`` (M,), ``masks`` (M, 1, S, S) probabilities
+    (S = 28, or PointRend's 56 / 112)."""
     h, w = images.shape[-2:]
     t = model.transform
     if (min(h, w), max(h, w)) != (t.min_size[-1], t.max_size):
@@ -245,7 +276,8 @@ class MaskRCNNExport(nn.Module):
     """The graph the runtime runs: inputs ``images`` ``(1, 3, H, W)`` float32 RGB in [0, 1]
     at the fixed size and ``score_threshold`` (0-d float32); outputs (``N`` detections,
     possibly 0) ``boxes`` (N, 4) float32 xyxy model pixels, ``labels`` (N,) int64 in 1..C,
-    ``scores`` (N,) float32, ``masks`` (N, 28, 28) float32 probabilities over each box.
+    ``scores`` (N,) float32, ``masks`` (N, S, S) float32 probabilities over each box (S = 28,
+    or PointRend's 56 / 112).
 
     Same steps as :func:`raw_detections`; the transform's resize (scale 1) and padding
     (sizes are multiples of 32) are no-ops at the fixed size, so only its normalisation is

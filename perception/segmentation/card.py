@@ -11,7 +11,7 @@ card's path and the section.
 Layout (see ``models/yolact_fast.toml``)::
 
     name = "yolact_fast"
-    family = "yolact"                # yolact | maskrcnn | ultralytics
+    family = "yolact"                # yolact | maskrcnn | ultralytics | solov2
     classes = ["person", "car"]      # each one of perception.bus.classes.CLASSES
     [input]      width = 640, height = 320
     [weights]    file = "yolact_fast.pt",   sha256 = "..."
@@ -41,7 +41,7 @@ from typing import Any
 
 from perception.bus.classes import CLASSES
 
-FAMILIES = ("yolact", "maskrcnn", "ultralytics")
+FAMILIES = ("yolact", "maskrcnn", "ultralytics", "solov2")
 #: the arithmetic a model can run in; ``fp32`` is the ``[onnx]`` file, the others are
 #: tables of their own (``[int8]``, ``[fp16]``)
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "yolact": "perception.segmentation.runtime:YolactSegmenter",
     "maskrcnn": "perception.segmentation.maskrcnn_runtime:MaskRCNNSegmenter",
     "ultralytics": "perception.segmentation.ultralytics_adapter:UltralyticsSegmenter.from_card",
+    "solov2": "perception.segmentation.solov2_runtime:Solov2Segmenter",
 }
 
 
@@ -38,7 +39,7 @@ def load_segmenter(
     precision: str = "fp32",
 ) -> Segmenter:
     """The segmenter a card (a path, or a loaded card) describes (a family of
-    :data:`FAMILIES`: ``yolact``, ``maskrcnn`` or ``ultralytics``), running the card's file
+    :data:`FAMILIES`: ``yolact``, ``maskrcnn``, ``ultralytics`` or ``solov2``), running the card's file
     for ``precision`` (``fp32``, ``fp16``, ``int8`` or ``auto``; see
     :mod:`~perception.segmentation.precision`)."""
     card = card_path if isinstance(card_path, ModelCard) else load_card(card_path)

@@ -36,6 +36,10 @@ def build_model(card: ModelCard) -> nn.Module:
         post = postprocess_config(card)
         infer = InferenceSettings(post.score_threshold, post.iou_threshold, post.max_detections)
         return build_maskrcnn(cfg, len(card.classes) + 1, card.input_width, card.input_height, infer)
+    if card.family == "solov2":
+        from perception.nets.solov2 import Solov2, Solov2Config
+
+        return Solov2(build_config(Solov2Config, card.architecture, card.where("architecture")), len(card.classes))
     if card.family != "yolact":
         raise CardError(f"{card.path}: family {card.family!r} is not trained by this package")
     cfg = build_config(YolactConfig, card.architecture, card.where("architecture"))

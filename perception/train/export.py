@@ -4,10 +4,14 @@ written into the card's ``[onnx]`` table.
 
 - ``yolact``: :class:`~perception.nets.yolact.YolactExport`;
 - ``maskrcnn``: :class:`~perception.nets.maskrcnn.MaskRCNNExport` (batch 1; mask
-  pasting left to the runtime). Weights come from the card's ``[weights]`` file or from a
-  checkpoint in torchvision's published format (``torchvision_checkpoint``).
+  pasting left to the runtime);
+- ``solov2``: :class:`~perception.nets.solov2.Solov2Export` (the top ``top_k`` candidates'
+  mask logits; maskness, Matrix NMS and pasting left to the runtime).
 
-Both use the TorchScript-based exporter (``dynamo=False``): torchvision's detection models
+Weights come from the card's ``[weights]`` file or from a (``maskrcnn``)
+checkpoint in torchvision's published format (``torchvision_checkpoint``).
+
+All use the TorchScript-based exporter (``dynamo=False``): torchvision's detection models
 are written for it (``torchvision._is_tracing()`` paths) and the dynamo exporter does not
 handle their data-dependent shapes (with torch 2.15, torch.export stops on a
 GuardOnDataDependentSymNode in the Mask R-CNN heads).
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 from perception.nets.yolact import Yolact, YolactExport
-from perception.segmentation.card import CardError, load_card, set_card_value, sha256_of
+from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of
 from perception.segmentation.runtime import YOLACT_OUTPUTS
 from perception.train.build import build_model, load_weights
 
@@ -65,6 +69,17 @@ def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) 
     return _export(graph, args, path, list(MASKRCNN_INPUTS), list(MASKRCNN_OUTPUTS))
 
 
+def export_solov2_onnx(model: nn.Module, card: ModelCard) -> Path:
+    """Export a :class:`~perception.nets.solov2.Solov2` for a ``(1, 3, H, W)`` float input at
+    the card's size to its ``[onnx]`` file, its ``[postprocess] top_k`` fixed in the graph."""
+    from perception.nets.solov2 import Solov2Export
+    from perception.segmentation.solov2_runtime import SOLOV2_OUTPUTS, solov2_post_config
+
+    graph = Solov2Export(model.eval(), solov2_post_config(card).top_k)  # type: ignore[arg-type]
+    args = (torch.zeros(1, 3, card.input_height, card.input_width),)
+    return _export(graph, args, card.onnx.path, ["images"], list(SOLOV2_OUTPUTS))  # type: ignore[union-attr]
+
+
 def export_card(
     card_path: str | Path, random_init: bool = False, torchvision_checkpoint: str | Path | None = None
 ) -> Path:
@@ -87,6 +102,8 @@ def export_card(
         load_weights(model, card, card.weights.verify())
     if card.family == "maskrcnn":
         path = export_maskrcnn_onnx(model, card.onnx.path, card.input_width, card.input_height)
+    elif card.family == "solov2":
+        path = export_solov2_onnx(model, card)
     else:
         path = export_onnx(model, card.onnx.path, card.input_width, card.input_height)  # type: ignore[arg-type]
     digest = sha256_of(path)

@@ -57,4 +57,8 @@ def loss_terms(
         # torchvision's Mask R-CNN computes its own losses in train mode; class 0 is its background
         terms = model(list(images), [{**t, "labels": t["labels"] + 1} for t in targets])
         return {**terms, "total": torch.stack(list(terms.values())).sum()}
+    if card.family == "solov2":
+        from perception.nets.solov2_loss import solov2_loss
+
+        return solov2_loss(model(images), targets, model.cfg)  # type: ignore[arg-type]
     return yolact_loss(model(images), targets, cfg.loss)

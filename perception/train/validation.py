@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, n_images: int) -> dict[str, object]:
     """COCO mask AP of the torch model on samples ``0..n_images-1`` of ``source``."""
-    post = postprocess_config(card)
+    post = postprocess_config(card) if card.family != "solov2" else None  # solov2: its own [postprocess]
     samples = []
     for i in range(n_images):
         image, target = source.sample(i)
@@ -34,6 +34,8 @@ def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, 
         samples.append((bgr, target["labels"].tolist(), list(target["masks"].numpy().astype(bool))))
 
     def predict(bgr: np.ndarray) -> tuple[list[int], list[float], list[np.ndarray]]:
+        if post is None:
+            return solov2_predict(model, card, bgr)
         if card.family == "maskrcnn":
             d = detect_maskrcnn(
                 model,
@@ -60,6 +62,17 @@ def evaluate_model(model: torch.nn.Module, card: ModelCard, source: DataSource, 
     result = evaluate_samples(predict, samples, card.classes)
     model.train(was_training)
     return result
+
+
+def solov2_predict(
+    model: torch.nn.Module, card: ModelCard, bgr: np.ndarray
+) -> tuple[list[int], list[float], list[np.ndarray]]:
+    """Class ids, scores and camera masks of the torch SOLOv2 on one BGR image."""
+    from perception.nets.solov2_infer import detect as detect_solov2
+    from perception.segmentation.solov2_runtime import solov2_post_config
+
+    d = detect_solov2(model, bgr, card.input_width, card.input_height, solov2_post_config(card))  # type: ignore[arg-type]
+    return [card.class_ids[c] for c in d.labels], d.scores.tolist(), list(d.masks)
 
 
 def held_out_loss(
