@@ -65,12 +65,13 @@ def mask_ap_section(m: MaskScores, unit: str = "frames") -> list[str]:
         "",
     ]
     lines += _table(
-        ["AP", "AP50", "AP75", "AP small", "AP medium", "AP large", "AR@100"],
+        ["AP", "AP50", "AP75", "AP90", "AP small", "AP medium", "AP large", "AR@100"],
         [
             [
                 _frac(m.ap),
                 _frac(m.ap50),
                 _frac(m.ap75),
+                _frac(m.ap90),
                 _frac(m.ap_small),
                 _frac(m.ap_medium),
                 _frac(m.ap_large),
@@ -90,9 +91,9 @@ def mask_ap_section(m: MaskScores, unit: str = "frames") -> list[str]:
 
 
 def mask_ap_summary(m: MaskScores) -> list[str]:
-    """Two terminal lines: AP, AP50, AP75 and by size; AP per class."""
+    """Two terminal lines: AP, AP50, AP75, AP90 and by size; AP per class."""
     return [
-        f"  mask AP {_frac(m.ap)}  AP50 {_frac(m.ap50)}  AP75 {_frac(m.ap75)}  "
+        f"  mask AP {_frac(m.ap)}  AP50 {_frac(m.ap50)}  AP75 {_frac(m.ap75)}  AP90 {_frac(m.ap90)}  "
         f"(S {_frac(m.ap_small)} M {_frac(m.ap_medium)} L {_frac(m.ap_large)})",
         "  per class: " + "  ".join(f"{k} {_frac(v.ap)}" for k, v in m.per_class.items() if v.ap is not None),
     ]

@@ -58,6 +58,9 @@ class MaskScores:
     detections: int
     frames_without_detections: int  # frames with ground truth but no detections message
     per_class: dict[str, ClassAp] = field(default_factory=dict)
+    #: AP at IoU 0.90 (all sizes, 100 detections per image; not one of COCO's summary stats,
+    #: read from the precision array as ``COCOeval.summarize`` reads AP75): boundary quality
+    ap90: float | None = None
 
 
 def coco_results(detections: Mapping[int, Detections]) -> list[dict[str, object]]:
@@ -156,6 +159,7 @@ def score_masks(
         detections=len(results),
         frames_without_detections=sum(1 for seq, _ in frames if seq not in detections),
         per_class=per_class,
+        ap90=_mean_valid(prec[iou.index(0.9), :, :, 0, -1]),
     )
     return scores, ev
 

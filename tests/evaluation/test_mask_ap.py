@@ -29,7 +29,7 @@ def scored_classes(gt_frames: list[GtFrame]) -> set[int]:
 def test_perfect_detections_score_one(tmp_path: Path, gt_frames: list[GtFrame]) -> None:
     m = evaluate_run(write_run(tmp_path / "run.mcap", gt_frames, RunSpec())).masks
     assert m is not None
-    assert (m.ap, m.ap50, m.ap75) == (pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0))
+    assert (m.ap, m.ap50, m.ap75, m.ap90) == (pytest.approx(1.0),) * 4
     assert m.gt_instances == sum(1 for f in gt_frames for i in f.gt.instances if not i.ignore)
     assert m.ignored_instances == sum(1 for f in gt_frames for i in f.gt.instances if i.ignore) > 0
     assert m.detections == m.gt_instances
@@ -42,6 +42,7 @@ def test_shifted_masks_score_lower_and_ap75_below_ap50(tmp_path: Path, gt_frames
     assert m is not None and m.ap is not None and m.ap50 is not None and m.ap75 is not None
     assert m.ap < 0.9
     assert m.ap75 < m.ap50
+    assert m.ap90 is not None and m.ap90 <= m.ap75  # boundary quality: the strictest threshold scores lowest
 
 
 def test_missing_class_has_ap_zero_and_pulls_the_mean(tmp_path: Path, gt_frames: list[GtFrame]) -> None:
@@ -103,6 +104,8 @@ def test_matches_pycocotools_on_exported_json(tmp_path: Path, gt_frames: list[Gt
     assert [ours.ap, ours.ap50, ours.ap75, ours.ap_small, ours.ap_medium, ours.ar100] == pytest.approx(
         [s[0], s[1], s[2], s[3], s[4], s[8]]
     )
+    at90 = ev.eval["precision"][list(np.round(ev.params.iouThrs, 2)).index(0.9), :, :, 0, -1]
+    assert ours.ap90 == pytest.approx(at90[at90 > -1].mean())  # as summarize(iouThr=0.9) would print it
     car = COCO_CATEGORY_IDS.index(3)
     p = ev.eval["precision"][:, :, ev.params.catIds.index(3), 0, -1]
     assert ours.per_class[CLASSES[car]].ap == pytest.approx(p[p > -1].mean())

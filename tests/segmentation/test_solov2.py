@@ -208,7 +208,8 @@ def test_a_few_steps_have_finite_losses_and_gradients_reaching_the_heads(tmp_pat
         assert set(terms) == {"cls", "mask", "total"} and all(torch.isfinite(v) for v in terms.values())
         terms["total"].backward()
         if step == 0:
-            for name in ("head.cls.weight", "head.kernel.weight", "mask_branch.out.0.weight", "fpn.inner_blocks.0.0.weight"):
+            heads = ("head.cls.weight", "head.kernel.weight", "mask_branch.out.0.weight", "fpn.inner_blocks.0.0.weight")
+            for name in heads:
                 grad = model.get_parameter(name).grad
                 assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
         opt.step()
