@@ -49,6 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="use this [postprocess] score_threshold instead of the card's",
     )
+    g.add_argument(
+        "--no-mask-rescoring",
+        action="store_true",
+        help="score a card with a [mask_iou] graph without YOLACT++ re-scoring (to measure what it adds)",
+    )
     g.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (default: its own)")
     g.add_argument(
         "--precision",
@@ -105,11 +110,14 @@ def run_image_set(args: argparse.Namespace) -> int:
     card = load_card(args.card)
     if args.score_threshold is not None:
         card = replace(card, postprocess={**card.postprocess, "score_threshold": args.score_threshold})
+    if args.no_mask_rescoring:
+        card = replace(card, postprocess={**card.postprocess, "mask_rescoring": False})
     images = read_set(parse_specs(args.data), ClassMap(card.data.get("classes", {})), args.images, args.limit)
     segmenter = load_segmenter(card, threads=args.threads, precision=args.precision)
     settings = {
         "precision": getattr(getattr(segmenter, "session", None), "precision", args.precision),
         "score_threshold": card.postprocess.get("score_threshold"),
+        **({"mask_rescoring": bool(card.postprocess.get("mask_rescoring", True))} if card.mask_iou else {}),
         "threads": args.threads or "default",
         **({"limit": args.limit} if args.limit else {}),
     }

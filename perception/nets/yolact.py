@@ -7,7 +7,8 @@ this module). YOLACT (Bolya et al. 2019) made light for a 2-core CPU:
 - protonet on P3: ``k`` prototypes at stride 4 (ReLU);
 - one head shared by all levels: class logits (sigmoid, focal loss), box deltas and ``k``
   tanh mask coefficients per anchor; depthwise-separable convolutions keep it cheap;
-- optional semantic auxiliary head on P3 (training only).
+- optional semantic auxiliary head on P3 (training only);
+- optional YOLACT++ mask re-scoring network (:mod:`.mask_iou`), run after NMS on the masks.
 
 Anchors: ``len(aspect_ratios)`` per position and level, sized ``anchor_sizes[level]``;
 flattened level by level, then row, column, anchor (the order of the head's outputs).
@@ -27,6 +28,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
+from perception.nets.mask_iou import MaskIoUNet
 from perception.nets.pretrained import check_card_fields
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -46,6 +48,9 @@ class YolactConfig:
     anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, 256.0)
     aspect_ratios: tuple[float, ...] = (1.0, 0.5, 2.0)
     semantic_aux: bool = True
+    #: YOLACT++ mask re-scoring: a small network that predicts each mask's IoU from the mask
+    #: (:mod:`.mask_iou`), exported as a second graph ([mask_iou] in the card)
+    mask_iou_head: bool = False
     #: where the trunk's weights start (:data:`perception.nets.pretrained.PRETRAINED`
     #: key, loaded when a new training run starts), "" for random init
     pretrained: str = ""
@@ -167,6 +172,7 @@ class Yolact(nn.Module):
         self.protonet = ProtoNet(f, cfg.proto_channels, cfg.num_prototypes)
         self.head = Head(f, cfg.head_channels, len(cfg.aspect_ratios), num_classes, cfg.num_prototypes)
         self.semantic = nn.Conv2d(f, num_classes, 1) if cfg.semantic_aux else None
+        self.mask_iou = MaskIoUNet(num_classes) if cfg.mask_iou_head else None
         self._anchor_cache: dict[tuple[tuple[int, int], ...], torch.Tensor] = {}
 
     def anchors_for(self, shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:

@@ -62,6 +62,32 @@ def camera_masks(
     return masks & keep
 
 
+def rescored(
+    model: Yolact,
+    protos: torch.Tensor,
+    coefs: torch.Tensor,
+    boxes: torch.Tensor,
+    index: torch.Tensor,
+    labels: torch.Tensor,
+    score: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YOLACT++ re-scoring (the torch twin of :mod:`perception.segmentation.mask_rescoring`):
+    ``score * predicted IoU`` of each mask (``protos`` (Hp, Wp, k), ``coefs`` (M, k), ``boxes``
+    (M, 4) model pixels), best first; returns the re-ordered ``index``, ``labels``, scores."""
+    assert model.mask_iou is not None
+    hp, wp = protos.shape[:2]
+    stride = model.cfg.strides[0] / 2  # prototypes at stride 4
+    prob = torch.sigmoid((protos @ coefs.t()).permute(2, 0, 1))
+    xs = (torch.arange(wp, dtype=prob.dtype, device=prob.device) + 0.5) * stride
+    ys = (torch.arange(hp, dtype=prob.dtype, device=prob.device) + 0.5) * stride
+    b = boxes[:, :, None, None]
+    crop = (xs >= b[:, 0]) & (xs < b[:, 2]) & (ys[:, None] >= b[:, 1]) & (ys[:, None] < b[:, 3])
+    iou = model.mask_iou(prob[:, None] * crop[:, None])[torch.arange(labels.numel()), labels]
+    new = score * iou
+    order = torch.argsort(new, descending=True, stable=True)
+    return index[order], labels[order], new[order]
+
+
 @torch.no_grad()
 def detect(
     model: Yolact,
@@ -71,12 +97,16 @@ def detect(
     nms: NmsParams,
     mask_threshold: float = 0.5,
     pad_value: int = 114,
+    rescore: bool = True,
 ) -> TorchDetections:
-    """Run ``model`` (in eval mode) on one ``(H, W, 3)`` uint8 BGR image."""
+    """Run ``model`` (in eval mode) on one ``(H, W, 3)`` uint8 BGR image (its scores
+    re-scored by its mask-IoU head when it has one and ``rescore`` is set)."""
     img, lb = letterbox(image_bgr, width, height, pad_value)
     device = next(model.parameters()).device
     boxes, scores, coefs, protos = YolactExport(model.eval())(image_tensor(img)[None].to(device))
     index, labels, score = fast_nms_torch(boxes[0], scores[0], nms)
+    if model.mask_iou is not None and rescore and index.numel():
+        index, labels, score = rescored(model, protos[0], coefs[0][index], boxes[0][index], index, labels, score)
     pad = torch.tensor([lb.pad_x_px, lb.pad_y_px, lb.pad_x_px, lb.pad_y_px], device=device)
     cam = (boxes[0][index] - pad) / lb.scale
     cam[:, 0::2] = cam[:, 0::2].clamp(0, lb.src_width)

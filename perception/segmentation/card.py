@@ -177,6 +177,8 @@ class ModelCard:
     description: str = ""
     #: the precisions other than FP32 the card lists a file for, by name (``int8``, ``fp16``)
     precisions: Mapping[str, PrecisionFile] = field(default_factory=lambda: MappingProxyType({}))
+    #: the YOLACT++ mask re-scoring graph (a ``[mask_iou]`` table: file, sha256), if any
+    mask_iou: FileRef | None = None
 
     def where(self, section: str) -> str:
         """``"<card path>: [section]"``, for error messages of config validation."""
@@ -330,6 +332,7 @@ def load_card(path: str | Path) -> ModelCard:
         latency=latency,
         description=str(doc.get("description", "")),
         precisions=MappingProxyType(_precision_files(doc, path)),
+        mask_iou=_file_ref(doc, "mask_iou", path),
     )
 
 

@@ -39,6 +39,8 @@ class PostprocessConfig:
     class_aware: bool = True
     mask_threshold: float = 0.5
     pad_value: int = 114
+    #: multiply each score by the predicted mask IoU when the card has a ``[mask_iou]`` graph
+    mask_rescoring: bool = True
 
     def validate(self) -> None:
         self.nms().validate()

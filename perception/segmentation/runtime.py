@@ -22,6 +22,7 @@ from perception.bus.schema import Detections, Letterbox
 from perception.geometry.letterbox import compose, letterbox, to_camera_xyxy
 from perception.segmentation.card import CardError, ModelCard, load_card
 from perception.segmentation.fast_nms import fast_nms_np
+from perception.segmentation.mask_rescoring import MaskRescorer, proto_masks
 from perception.segmentation.postprocess import make_detections, postprocess_config
 from perception.segmentation.precision import choose_precision
 from perception.segmentation.providers import (
@@ -165,7 +166,9 @@ class YolactSegmenter:
 
     Pipeline: letterbox to the card's input size, network (graph outputs ``boxes`` (1, A, 4)
     xyxy model pixels, ``scores`` (1, A, C) sigmoid, ``coefs`` (1, A, k), ``protos``
-    (1, Hp, Wp, k)), Fast NMS and mask assembly in NumPy, boxes mapped to camera pixels.
+    (1, Hp, Wp, k)), Fast NMS, YOLACT++ mask re-scoring when the card has a ``[mask_iou]``
+    graph (:mod:`.mask_rescoring`; its time counted in ``nms``), mask assembly in NumPy,
+    boxes mapped to camera pixels.
     """
 
     def __init__(
@@ -184,7 +187,16 @@ class YolactSegmenter:
             raise ModelFileError(f"{self.card.onnx.path}: outputs {names}, expected {YOLACT_OUTPUTS}")
         self.input_name = self.session.get_inputs()[0].name
         self.runner = SessionRunner(self.session)
+        self.rescorer = self._rescorer(threads, providers)
         self.timings_ms: dict[str, float] = {}
+
+    def _rescorer(self, threads: int, providers: Sequence[str] | None) -> MaskRescorer | None:
+        """The card's ``[mask_iou]`` re-scoring graph (its sha256 checked), unless the card
+        has none or ``[postprocess] mask_rescoring`` is off."""
+        if self.card.mask_iou is None or not self.cfg.mask_rescoring:
+            return None
+        path = self.card.mask_iou.verify()
+        return MaskRescorer(open_session(path, threads, providers, f"{self.card.name} mask re-scoring"))
 
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
@@ -206,8 +218,12 @@ class YolactSegmenter:
         boxes, scores, coefs, protos = self.run_network(blob)
         t2 = time.perf_counter()
         index, cls, score = fast_nms_np(boxes[0], scores[0], self.cfg.nms())
-        t3 = time.perf_counter()
         stride = self.card.input_height / protos.shape[1]
+        if self.rescorer is not None and len(index):
+            masks = proto_masks(protos[0], coefs[0][index], boxes[0][index], stride)
+            order, score = self.rescorer.rescore(masks, cls, score)
+            index, cls = index[order], cls[order]
+        t3 = time.perf_counter()
         det = make_detections(
             self.name,
             lb,

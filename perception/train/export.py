@@ -56,6 +56,40 @@ def export_onnx(model: Yolact, path: Path, width: int, height: int) -> Path:
     )
 
 
+def export_mask_iou_onnx(model: Yolact, path: Path, width: int, height: int) -> Path:
+    """Export the YOLACT++ re-scoring network of ``model`` (:mod:`perception.nets.mask_iou`):
+    ``masks`` ``(M, 1, height/4, width/4)`` float probabilities (``M`` dynamic) -> ``mask_iou`` ``(M, C)``."""
+    from perception.segmentation.mask_rescoring import MASK_IOU_INPUT, MASK_IOU_OUTPUT
+
+    assert model.mask_iou is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = (torch.zeros(2, 1, height // 4, width // 4),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model.mask_iou.eval(),
+            args,
+            str(path),
+            opset_version=OPSET,
+            input_names=[MASK_IOU_INPUT],
+            output_names=[MASK_IOU_OUTPUT],
+            dynamic_axes={MASK_IOU_INPUT: {0: "instances"}, MASK_IOU_OUTPUT: {0: "instances"}},
+            dynamo=False,
+        )
+    onnx.checker.check_model(onnx.load(str(path)))
+    return path
+
+
+def _export_mask_iou(model: Yolact, card: ModelCard) -> None:
+    """The card's ``[mask_iou]`` graph, when its architecture has the head (sha256 updated)."""
+    if model.mask_iou is None:
+        return
+    if card.mask_iou is None:
+        raise CardError(f"{card.path}: mask_iou_head = true needs a [mask_iou] table naming the output file")
+    path = export_mask_iou_onnx(model, card.mask_iou.path, card.input_width, card.input_height)
+    set_card_value(card.path, "mask_iou", "sha256", sha256_of(path))
+
+
 def export_maskrcnn_onnx(model: nn.Module, path: Path, width: int, height: int) -> Path:
     """Export a torchvision ``MaskRCNN`` for a ``(1, 3, height, width)`` float input and a
     0-d score threshold to ``path``. Traced on a random image with threshold 0, so that
@@ -106,6 +140,7 @@ def export_card(
         path = export_solov2_onnx(model, card)
     else:
         path = export_onnx(model, card.onnx.path, card.input_width, card.input_height)  # type: ignore[arg-type]
+        _export_mask_iou(model, card)  # type: ignore[arg-type]
     digest = sha256_of(path)
     set_card_value(card.path, "onnx", "sha256", digest)
     log.info("exported %s to %s (sha256 %s)", card.name, path, digest[:12])

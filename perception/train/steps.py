@@ -61,4 +61,4 @@ def loss_terms(
         from perception.nets.solov2_loss import solov2_loss
 
         return solov2_loss(model(images), targets, model.cfg)  # type: ignore[arg-type]
-    return yolact_loss(model(images), targets, cfg.loss)
+    return yolact_loss(model(images), targets, cfg.loss, getattr(model, "mask_iou", None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from segmentation.yolact_outputs import spread_outputs
 
 from perception.bus.masks import decode_mask
 
@@ -13,26 +14,6 @@ pytestmark = pytest.mark.torch
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def spread_outputs(model, probe) -> None:  # type: ignore[no-untyped-def]
-    """Make a random-init model give varied scores and masks that are neither empty nor
-    full (its raw outputs barely depend on the image)."""
-    import torch
-
-    with torch.no_grad():
-        model.head.cls.bias.fill_(0.0)  # the focal-loss prior puts every score near 0.01
-        model.head.cls.weight.mul_(8.0)
-        c3 = model.fpn(model.backbone((probe[None] - model.mean) / model.std))["c3"]
-        pn = model.protonet
-        pre = pn.post[1](pn.post[0](torch.nn.functional.interpolate(pn.pre(c3), scale_factor=2.0, mode="bilinear")))
-        std = pre.std((0, 2, 3))  # prototypes: unit spread around zero before the ReLU
-        pn.post[1].bias.sub_(pre.mean((0, 2, 3))).div_(std)
-        pn.post[1].weight.div_(std[:, None, None, None])
-        mean_proto = pn(c3).mean((0, 2, 3))  # coefficients orthogonal to the mean prototype
-        u = torch.empty(model.head.a, mean_proto.numel()).uniform_(-0.7, 0.7)
-        u -= (u @ mean_proto)[:, None] * mean_proto / (mean_proto @ mean_proto)
-        model.head.coef.bias.copy_(torch.atanh(u.clamp(-0.95, 0.95)).flatten())
 
 
 def test_torch_and_onnx_give_the_same_detections(make_card) -> None:  # type: ignore[no-untyped-def]
