@@ -72,14 +72,31 @@ def load_all(
     return out
 
 
-def measure(models: dict[tuple[str, str, int], Segmenter], frame: np.ndarray, runs: int, warmup: int = 3) -> list[Row]:
-    """``runs`` frames of each, interleaved (each frame goes through every model in turn)."""
+def measure(
+    models: dict[tuple[str, str, int], Segmenter], frame: np.ndarray, runs: int, warmup: int = 3, blocks: int = 0
+) -> list[Row]:
+    """``runs`` frames of each model. ``blocks = 0``: interleaved (each frame goes through every
+    model in turn: all share the same machine state, but each session's thread pool starts
+    cold each time); ``blocks = N``: in ``N`` rounds, each model runs ``runs / N`` frames in a
+    row after ``warmup`` of its own (warm thread pools, as in the node, where one model
+    runs frame after frame)."""
     samples: dict[tuple[str, str, int], list[tuple[float, dict[str, float], int]]] = {k: [] for k in models}
-    for i in range(runs + warmup):
-        for key, seg in models.items():
-            det = seg.predict(frame)
-            if i >= warmup:
-                samples[key].append((det.inference_ms, dict(getattr(seg, "timings_ms", {})), len(det.instances)))
+
+    def run(key: tuple[str, str, int], keep: bool) -> None:
+        det = models[key].predict(frame)
+        if keep:
+            samples[key].append((det.inference_ms, dict(getattr(models[key], "timings_ms", {})), len(det.instances)))
+
+    if blocks <= 0:
+        for i in range(runs + warmup):
+            for key in models:
+                run(key, i >= warmup)
+    else:
+        per_block = max(1, runs // blocks)
+        for _ in range(blocks):
+            for key in models:
+                for i in range(per_block + warmup):
+                    run(key, i >= warmup)
     rows = []
     for (name, precision, threads), got in samples.items():
         total = [g[0] for g in got]
