@@ -6,6 +6,7 @@ file's choices cannot be met."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_doctor_reports_and_exits_non_zero_on_unmet_launch_choices(
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "providers  " in out
-    assert "yolact_fast        onnx ok; weights ok; runs on CPUExecutionProvider (fp32, auto: " in out
+    assert re.search(r"\n  yolact_fast +onnx ok; weights ok; runs on CPUExecutionProvider \(fp32, auto: ", out)
     assert "shared memory" in out and "no problems found" in out
     drive = tmp_path / "d.mcap"
     write_drive(SynthConfig(frames=2, width=64, height=48), drive)
