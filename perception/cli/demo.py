@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         default="auto",
-        choices=("fast", "accurate", "auto"),
-        help="model policy (default auto: the accurate model where it fits the budget)",
+        help="model policy: auto (default: the most accurate model that fits the budget) or a model's name "
+        "(fast, accurate, or one of segmenter.models)",
     )
     p.add_argument("--budget-ms", type=float, default=200.0, help="capture-to-detections budget (default 200)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.KEY=VALUE")

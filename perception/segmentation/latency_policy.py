@@ -2,14 +2,18 @@
 
 Pure logic, no sockets and no clocks of its own: the segmenter calls
 ``choose(now_ns, frame)`` before each frame and ``observe(model, latency_ms, instances)``
-after it. Policies:
+after it. The models form a ladder, fastest first (``PolicyConfig.models``: ``fast``, any
+models between, ``accurate``). Policies:
 
-- ``fast`` / ``accurate``: always that model;
-- ``auto``: the accurate model when its predicted latency fits the budget left for this
-  frame *and* costs the next frame nothing, the fast model otherwise, with hysteresis (it
-  switches up only after ``switch_up_after`` consecutive frames that fit with ``margin_ms``
-  to spare, and down at once when the accurate model no longer fits), optionally running
-  the accurate model only every ``accurate_every_n``-th frame (the fast one in between).
+- a model's name (``fast``, ``accurate``, ...): always that model;
+- ``auto``: the most accurate model whose predicted latency fits the budget left for this
+  frame *and* costs the next frame nothing (:meth:`Policy._fits`), with hysteresis: it
+  climbs one level at a time, only after ``switch_up_after`` consecutive frames in which
+  the next level fits with ``margin_ms`` to spare, and goes down at once, to the highest
+  level that still fits, when its level no longer does; a frame without slack for its
+  level runs the fastest model; optionally the top model runs only every
+  ``accurate_every_n``-th frame (the fastest one in between). With the two models
+  ``fast`` and ``accurate``: the accurate model when it fits, the fast one otherwise.
 
 Frame-period aware: the worker takes the newest frame, so a run that outlasts two frame
 periods makes the next frame be replaced (dropped: a missed deadline in the evaluation),
@@ -18,38 +22,43 @@ from capture stamps and sequence numbers (:class:`FramePeriod`); on a camera fas
 the accurate model, ``auto`` runs it on the frames where there is slack (every other
 frame, say) and the fast model on the rest, so it never lags behind the camera.
 
-The latency estimate of each model is a high quantile (``quantile``) of its recent
-latencies, seeded from the model card's profile and refreshed online; for a model whose
-cost grows with the number of instances (the two-stage model's mask head runs per
-instance) it is a least-squares line ``a + b * instances`` plus the quantile of residuals.
+Each model's latency estimate is a :class:`LatencyEstimator` (a high quantile of its
+recent latencies, seeded from its card's :class:`LatencyProfile`).
 """
 
 from __future__ import annotations
 
-import statistics
 from collections import deque
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
-import numpy as np
+from perception.segmentation.latency_estimate import FramePeriod, LatencyEstimator, LatencyProfile
 
-Mode = Literal["fast", "accurate", "auto"]
-FAST, ACCURATE = "fast", "accurate"
+__all__ = [
+    "ACCURATE",
+    "AUTO",
+    "FAST",
+    "Decision",
+    "FramePeriod",
+    "HasCapture",
+    "LatencyEstimator",
+    "LatencyProfile",
+    "Mode",
+    "Policy",
+    "PolicyConfig",
+]
 
-
-@dataclass(frozen=True)
-class LatencyProfile:
-    """Seed of a model's latency: ``p95_ms`` at ``instances_ref`` instances, plus
-    ``per_instance_ms`` for each further instance (from the model card)."""
-
-    p95_ms: float
-    per_instance_ms: float = 0.0
-    instances_ref: int = 0
+#: a policy: ``auto`` or the name of one of the models
+Mode = str
+FAST, ACCURATE, AUTO = "fast", "accurate", "auto"
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    mode: Mode = "auto"
+    """The policy's settings. ``mode``: ``auto`` or a model's name; ``models``: the model
+    names, fastest first (the last one is the top model of ``accurate_every_n``)."""
+
+    mode: Mode = AUTO
     budget_ms: float = 100.0
     overhead_ms: float = 3.0
     quantile: float = 0.95
@@ -59,13 +68,22 @@ class PolicyConfig:
     accurate_every_n: int = 0
     max_slowdown: float = 5.0
     #: a model's own latency samples expire after this many frames without a run of it, so
-    #: that a model given up under load (a starved CPU) is judged again by the other one's
+    #: that a model given up under load (a starved CPU) is judged again by another one's
     #: current speed, and tried again when the load is gone
     stale_after_frames: int = 64
+    models: tuple[str, ...] = field(default=(FAST, ACCURATE))
 
     def validate(self) -> None:
-        if self.mode not in ("fast", "accurate", "auto"):
-            raise ValueError(f"policy must be fast, accurate or auto, got {self.mode!r}")
+        """``ValueError`` with a one-line message at the first bad setting."""
+        if not self.models:
+            raise ValueError("the policy needs at least one model")
+        twice = sorted({m for m in self.models if self.models.count(m) > 1})
+        if twice:
+            raise ValueError(f"model names must differ, {', '.join(map(repr, twice))} is used twice")
+        if AUTO in self.models:
+            raise ValueError(f"no model may be called {AUTO!r} (that is the policy that chooses)")
+        if self.mode != AUTO and self.mode not in self.models:
+            raise ValueError(f"policy must be {', '.join(self.models)} or auto, got {self.mode!r}")
         if self.budget_ms <= 0:
             raise ValueError(f"budget_ms must be > 0, got {self.budget_ms}")
         if not 0.5 <= self.quantile < 1.0:
@@ -74,6 +92,8 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class Decision:
+    """The model to run on a frame, its predicted latency (ms), the budget left (ms) and why."""
+
     model: str
     predicted_ms: float
     remaining_ms: float
@@ -87,105 +107,37 @@ class HasCapture(Protocol):
     capture_ns: int
 
 
-class FramePeriod:
-    """The camera's frame period, from capture stamps: the median of
-    ``(capture_ns - previous capture_ns) / (frame_seq - previous frame_seq)`` over recent
-    frames (sequence gaps are frames dropped upstream, not a slower camera)."""
-
-    def __init__(self, window: int = 64) -> None:
-        self.intervals_ms: deque[float] = deque(maxlen=window)
-        self.last: tuple[int, int | None] | None = None
-
-    def observe(self, capture_ns: int, seq: int | None) -> None:
-        if self.last is not None:
-            last_ns, last_seq = self.last
-            frames = seq - last_seq if seq is not None and last_seq is not None else 1
-            if capture_ns > last_ns and frames > 0:
-                self.intervals_ms.append((capture_ns - last_ns) / 1e6 / frames)
-        self.last = (capture_ns, seq)
-
-    def period_ms(self) -> float | None:
-        """Median frame period in ms, or ``None`` before two frames with distinct stamps."""
-        # statistics.median: the same value as np.median on a few dozen floats, at a tenth of
-        # its cost on the CPU of a segmenter that just woke up (it runs before the inference)
-        return float(statistics.median(self.intervals_ms)) if self.intervals_ms else None
-
-
-class LatencyEstimator:
-    """Online high-quantile latency estimate of one model, possibly growing with the
-    number of instances."""
-
-    def __init__(self, seed: LatencyProfile, window: int = 64, quantile: float = 0.95) -> None:
-        self.seed = seed
-        self.quantile = quantile
-        self.samples: deque[tuple[float, int]] = deque(maxlen=window)
-        self.scales_with_instances = seed.per_instance_ms > 0
-        #: the last prediction, as (instances, samples version, ms): a prediction is a fit
-        #: over the window, made once per change of the samples (see :meth:`Policy.prepare`)
-        self._memo: tuple[int, int, float] | None = None
-        self._version = 0
-
-    def observe(self, latency_ms: float, instances: int) -> None:
-        self.samples.append((float(latency_ms), int(instances)))
-        self._version += 1
-
-    def clear(self) -> None:
-        """Forget every sample (measured under conditions that may be gone)."""
-        self.samples.clear()
-        self._version += 1
-
-    def seeded(self, instances: int) -> float:
-        """The card's prediction for a frame with ``instances`` instances (ms)."""
-        s = self.seed
-        return s.p95_ms + s.per_instance_ms * max(0, instances - s.instances_ref)
-
-    def predict(self, instances: int) -> float:
-        """Predicted ``quantile`` latency in ms for a frame with ``instances`` instances."""
-        memo = self._memo
-        if memo is not None and memo[0] == instances and memo[1] == self._version:
-            return memo[2]
-        ms = self._fit(instances)
-        self._memo = (instances, self._version, ms)
-        return ms
-
-    def _fit(self, instances: int) -> float:
-        s = self.seed
-        seeded = self.seeded(instances)
-        if len(self.samples) < 4:
-            return seeded if not self.samples else max(seeded, max(v for v, _ in self.samples))
-        lat = np.array([v for v, _ in self.samples])
-        n = np.array([k for _, k in self.samples], dtype=float)
-        if self.scales_with_instances and np.ptp(n) > 0:
-            b, a = np.polyfit(n, lat, 1)
-            b = max(b, 0.0)
-            resid = lat - (a + b * n)
-            return float(a + b * instances + np.quantile(resid, self.quantile))
-        if self.scales_with_instances:  # one instance count seen so far: keep the seed's slope
-            base = float(np.quantile(lat, self.quantile))
-            return base + s.per_instance_ms * (instances - n[0])
-        return float(np.quantile(lat, self.quantile))
-
-
 class Policy:
-    """Chooses ``fast`` or ``accurate`` per frame; counts decisions and switches."""
+    """Chooses one model of the ladder per frame; counts decisions and switches.
 
-    def __init__(self, cfg: PolicyConfig, fast: LatencyProfile, accurate: LatencyProfile) -> None:
+    ``Policy(cfg, *profiles)``: one card profile per name of ``cfg.models``, in that order."""
+
+    def __init__(self, cfg: PolicyConfig, *profiles: LatencyProfile) -> None:
         cfg.validate()
+        if len(profiles) != len(cfg.models):
+            raise ValueError(f"the policy needs a latency profile for each of {', '.join(cfg.models)}")
         self.cfg = cfg
-        self.estimators = {
-            FAST: LatencyEstimator(fast, cfg.window, cfg.quantile),
-            ACCURATE: LatencyEstimator(accurate, cfg.window, cfg.quantile),
-        }
-        self.current = ACCURATE if cfg.mode == ACCURATE else FAST
+        self.ladder = cfg.models
+        seeds = zip(self.ladder, profiles, strict=True)
+        self.estimators = {m: LatencyEstimator(p, cfg.window, cfg.quantile) for m, p in seeds}
+        #: the level the hysteresis is at (a frame without slack for it runs the fastest model)
+        self.current = cfg.mode if cfg.mode != AUTO else self.ladder[0]
         self.period = FramePeriod(cfg.window)
         self.ages_ms: deque[float] = deque(maxlen=cfg.window)
         self.fit_streak = 0
         self.last_instances = 0
         self.frames = 0
         self.switches = 0
-        self.usage = {FAST: 0, ACCURATE: 0}
-        self.last_run = {FAST: 0, ACCURATE: 0}  # frame count at each model's last observed run
+        self.usage = dict.fromkeys(self.ladder, 0)
+        self.last_run = dict.fromkeys(self.ladder, 0)  # frame count at each model's last observed run
         self.expired = 0
+
+    def set_budget(self, budget_ms: float) -> None:
+        """Change the capture-to-output budget (ms) from the next frame on (a robot that
+        speeds up tightens it); ``ValueError`` unless it is > 0."""
+        cfg = replace(self.cfg, budget_ms=budget_ms)
+        cfg.validate()
+        self.cfg = cfg
 
     def choose(self, now_ns: int, frame: HasCapture) -> Decision:
         """The model for the frame captured at ``frame.capture_ns``, given the time now."""
@@ -194,76 +146,96 @@ class Policy:
         age_ms = (now_ns - frame.capture_ns) / 1e6
         self.ages_ms.append(age_ms)
         remaining = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
-        acc, fast = self._predict(ACCURATE), self._predict(FAST)
-        if self.cfg.mode != "auto":
+        pred = {m: self._predict(m) for m in reversed(self.ladder)}  # the most accurate first
+        if self.cfg.mode != AUTO:
             model = self.cfg.mode
-            return self._run(model, model, acc if model == ACCURATE else fast, remaining, f"policy {model}")
-        # The mode (hysteresis) follows whether the accurate model fits a frame that arrives
-        # as early as frames do here (the least recent age), so one late frame does not
-        # switch it; each frame then runs the accurate model only if it fits that frame.
-        fresh_ms = min(self.ages_ms)
-        if self.current == ACCURATE:
-            fits = self._fits(fresh_ms, acc, fast, 0.0) is None  # stay while it fits at all
-        else:
-            # no switch up before the fast model's runs have shown how loaded this machine is
-            known = bool(self.estimators[FAST].samples)
-            self.fit_streak = (
-                self.fit_streak + 1 if known and self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) is None else 0
-            )
-            fits = self.fit_streak >= self.cfg.switch_up_after
-        if not fits:
-            if self.current == ACCURATE:
+            return self._run(model, model, pred[model], remaining, f"policy {model}")
+        # The level (hysteresis) follows what fits a frame that arrives as early as frames do
+        # here (the least recent age), so one late frame does not switch it; each frame then
+        # runs the level's model only if it fits that frame.
+        level, why = self._level(min(self.ages_ms), pred)
+        return self._frame(level, why, age_ms, pred, remaining)
+
+    def _level(self, fresh_ms: float, pred: dict[str, float]) -> tuple[int, str]:
+        """The ladder level for a frame ``fresh_ms`` old, given each model's predicted ms,
+        after this frame's hysteresis step; and the reason the level is not higher ("" when
+        nothing is pending)."""
+        level = self.ladder.index(self.current)
+        if level > 0:
+            held = self._fits(fresh_ms, level, pred, 0.0)  # stay while it fits at all
+            if held is not None:  # down at once, to the highest level that fits
                 self.fit_streak = 0
-                why = self._fits(fresh_ms, acc, fast, 0.0) or ""
-            else:
-                why = (
-                    f"{self._fits(fresh_ms, acc, fast, self.cfg.margin_ms) or 'accurate fits'} "
-                    f"({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)"
-                )
-            return self._run(FAST, FAST, fast, remaining, why)
+                down = next((k for k in range(level - 1, 0, -1) if self._fits(fresh_ms, k, pred, 0.0) is None), 0)
+                return down, held
+        if level == len(self.ladder) - 1:
+            return level, ""
+        # no switch up before the fastest model's runs have shown how loaded this machine is
+        known = bool(self.estimators[self.ladder[0]].samples)
+        up = self._fits(fresh_ms, level + 1, pred, self.cfg.margin_ms)
+        self.fit_streak = self.fit_streak + 1 if known and up is None else 0
+        if self.fit_streak >= self.cfg.switch_up_after:
+            self.fit_streak = 0
+            return level + 1, ""
+        fits = f"{self.ladder[level + 1]} fits"
+        return level, f"{up or fits} ({self.fit_streak}/{self.cfg.switch_up_after} frames fit with margin)"
+
+    def _frame(self, level: int, why: str, age_ms: float, pred: dict[str, float], remaining: float) -> Decision:
+        """The decision for a frame ``age_ms`` old at ladder ``level`` (``why``: the reason
+        the level is not higher), given each model's predicted ms and the budget left."""
+        state, fastest = self.ladder[level], self.ladder[0]
+        if level == 0:
+            return self._run(fastest, fastest, pred[fastest], remaining, why)
         n = self.cfg.accurate_every_n
-        if n > 1 and self.frames % n != 0:
-            return self._run(ACCURATE, FAST, fast, remaining, f"accurate fits; runs every {n}th frame")
-        not_now = self._fits(age_ms, acc, fast, self.cfg.margin_ms)
+        if level == len(self.ladder) - 1 and n > 1 and self.frames % n != 0:
+            return self._run(state, fastest, pred[fastest], remaining, f"{state} fits; runs every {n}th frame")
+        not_now = self._fits(age_ms, level, pred, self.cfg.margin_ms)
         if not_now:
-            return self._run(ACCURATE, FAST, fast, remaining, f"no slack on this frame: {not_now}")
-        return self._run(ACCURATE, ACCURATE, acc, remaining, f"accurate {acc:.0f} ms fits {remaining:.0f} ms left")
+            return self._run(state, fastest, pred[fastest], remaining, f"no slack on this frame: {not_now}")
+        ms = pred[state]
+        reason = f"{state} {ms:.0f} ms fits {remaining:.0f} ms left"
+        return self._run(state, state, ms, remaining, f"{reason}; {why}" if why else reason)
 
     def _predict(self, model: str) -> float:
         """The model's estimate; until it has run a few times here, its card profile scaled
-        by how much slower than *its* card the other model runs on this machine now (both
-        share the CPU with the rest of the pipeline; the cards come from an isolated
-        benchmark), never below the card's figure."""
+        by how much slower than *its* card another model runs on this machine now (the one
+        measured most recently: they all share the CPU with the rest of the pipeline; the
+        cards come from an isolated benchmark), never below the card's figure."""
         own = self.estimators[model]
         if own.samples and self.frames - self.last_run[model] > self.cfg.stale_after_frames:
             own.clear()  # measured under conditions that may be gone
             self.expired += 1
         estimate = own.predict(self.last_instances)
-        other = self.estimators[FAST if model == ACCURATE else ACCURATE]
-        if own.samples or not other.samples:
+        measured = [m for m in self.ladder if m != model and self.estimators[m].samples]
+        if own.samples or not measured:
             return estimate
+        i = self.ladder.index(model)
+        ref = max(measured, key=lambda m: (self.last_run[m], -abs(self.ladder.index(m) - i), -self.ladder.index(m)))
+        other = self.estimators[ref]
         slowdown = other.predict(self.last_instances) / max(other.seeded(self.last_instances), 1e-3)
         return estimate * min(max(slowdown, 1.0), self.cfg.max_slowdown)
 
-    def _fits(self, age_ms: float, acc_ms: float, fast_ms: float, margin_ms: float) -> str | None:
-        """``None`` when running the accurate model on a frame ``age_ms`` old meets its
-        deadline without costing the next frame (which must not be replaced by the one after
-        it while it waits, and must still meet its own deadline with the fast model);
-        otherwise the reason it does not fit."""
+    def _fits(self, age_ms: float, level: int, pred: dict[str, float], margin_ms: float) -> str | None:
+        """``None`` when running the model at ``level`` (predicted ms in ``pred``) on a frame
+        ``age_ms`` old meets its deadline without costing the next frame (which must not be
+        replaced by the one after it while it waits, and must still meet its own deadline
+        with the fastest model); otherwise the reason it does not fit."""
+        name = self.ladder[level]
+        ms, fast_ms = pred[name], pred[self.ladder[0]]
         left = self.cfg.budget_ms - age_ms - self.cfg.overhead_ms
-        if acc_ms + margin_ms > left:
-            return f"accurate {acc_ms:.0f} ms > {left:.0f} ms left"
+        if ms + margin_ms > left:
+            return f"{name} {ms:.0f} ms > {left:.0f} ms left"
         period = self.period.period_ms()
         if period is None:
             return None
-        done_ms = age_ms + acc_ms + margin_ms  # after this frame's capture
+        done_ms = age_ms + ms + margin_ms  # after this frame's capture
         if done_ms > 2 * period:
-            return f"accurate {acc_ms:.0f} ms would drop the next frame ({period:.0f} ms period)"
+            return f"{name} {ms:.0f} ms would drop the next frame ({period:.0f} ms period)"
         if done_ms + fast_ms + self.cfg.overhead_ms > period + self.cfg.budget_ms:
-            return f"accurate {acc_ms:.0f} ms would make the next frame miss its deadline"
+            return f"{name} {ms:.0f} ms would make the next frame miss its deadline"
         return None
 
     def _run(self, state: str, model: str, pred: float, remaining: float, reason: str) -> Decision:
+        """Count and return the decision to run ``model`` with the hysteresis at ``state``."""
         if state != self.current:
             self.switches += 1
             self.current = state
@@ -284,14 +256,14 @@ class Policy:
         self.last_run[model] = self.frames
 
     def counters(self) -> dict[str, int | float | str | bool]:
+        """Plain scalars for the heartbeat: the policy, the level, switches, and per model
+        its frames (``usage.<name>``) and its estimate now (``predicted_ms.<name>``)."""
         return {
             "policy": self.cfg.mode,
             "model": self.current,
             "switches": self.switches,
-            "usage.fast": self.usage[FAST],
-            "usage.accurate": self.usage[ACCURATE],
+            **{f"usage.{m}": self.usage[m] for m in self.ladder},
             "expired_estimates": self.expired,
-            "predicted_ms.fast": round(float(self._predict(FAST)), 2),
-            "predicted_ms.accurate": round(float(self._predict(ACCURATE)), 2),
+            **{f"predicted_ms.{m}": round(float(self._predict(m)), 2) for m in self.ladder},
             "frame_period_ms": round(self.period.period_ms() or 0.0, 2),
         }

@@ -1,4 +1,4 @@
-"""The segmenter node's logic: both models warm, the policy picks one per frame.
+"""The segmenter node's logic: its models warm, the policy picks one per frame.
 
 ``frames.rect`` -> ``detections``. Each output says which model ran, its inference time,
 how long the frame waited before inference, how old the frame was at publish, and why the
@@ -10,10 +10,12 @@ deterministic mode, where every frame is processed in order.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import msgspec
 import numpy as np
 
 from perception.bus.pubsub import Received
@@ -21,7 +23,7 @@ from perception.bus.schema import Detections, FrameHeader
 from perception.node.loop import FrameOverwritten, NodeContext, Outgoing
 from perception.segmentation.card import ModelCard, load_card
 from perception.segmentation.families import load_segmenter
-from perception.segmentation.latency_policy import ACCURATE, FAST, LatencyProfile, Mode, Policy, PolicyConfig
+from perception.segmentation.latency_policy import ACCURATE, AUTO, FAST, LatencyProfile, Mode, Policy, PolicyConfig
 from perception.segmentation.precision import check_request
 from perception.segmentation.providers import describe
 from perception.segmentation.runtime import Segmenter, TwoStepSegmenter
@@ -29,19 +31,35 @@ from perception.segmentation.runtime import Segmenter, TwoStepSegmenter
 log = logging.getLogger(__name__)
 
 
+#: a model's name in ``segmenter.models``: what ``policy``, the counters and the heartbeat call it
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One model of ``segmenter.models`` (between ``fast`` and ``accurate``): ``name`` (what
+    ``policy``, the counters ``usage.<name>`` and the heartbeat call it), ``card`` (its model
+    card file) and ``precision`` (fp32, fp16, int8 or auto, as ``fast_precision``)."""
+
+    name: str
+    card: str
+    precision: str = "auto"
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
-    """``fast`` / ``accurate``: model card files; ``policy``: fast, accurate or auto;
-    ``budget_ms``: capture-to-published-detections budget; ``threads``: ONNX Runtime intra-op
-    threads per model (0 = its default); ``providers``: the execution providers to use, in
-    order, each of which must be available (empty = TensorRT, CUDA, CPU by availability;
-    see :mod:`perception.segmentation.providers`); ``fast_precision`` / ``accurate_precision``:
-    fp32, fp16, int8 or auto, each model's file and arithmetic (auto: the fastest the card
-    lists within its AP tolerance; :mod:`perception.segmentation.precision`)."""
+    """``fast`` / ``accurate``: model card files; ``models``: further models between them,
+    fastest first (:class:`ModelEntry`: name, card, precision); ``policy``: ``auto`` or a
+    model's name (fast, accurate or one of ``models``); ``budget_ms``: capture-to-published-
+    detections budget; ``threads``: ONNX Runtime intra-op threads per model (0 = its default);
+    ``providers``: the execution providers to use, in order, each of which must be available
+    (empty = TensorRT, CUDA, CPU by availability; see :mod:`perception.segmentation.providers`);
+    ``fast_precision`` / ``accurate_precision``: fp32, fp16, int8 or auto, each model's file
+    and arithmetic (auto: the fastest the card lists within its AP tolerance;
+    :mod:`perception.segmentation.precision`)."""
 
     fast: str = "models/yolact_fast.toml"
     accurate: str = "models/maskrcnn_accurate.toml"
-    policy: Mode = "auto"
+    policy: Mode = AUTO
     budget_ms: float = 100.0
     overhead_ms: float = 3.0
     margin_ms: float = 5.0
@@ -53,8 +71,27 @@ class SegmenterConfig:
     score_threshold: float = 0.3
     fast_precision: str = "auto"
     accurate_precision: str = "auto"
+    models: tuple[ModelEntry, ...] = ()
+
+    def ladder(self) -> tuple[tuple[str, str, str], ...]:
+        """(name, card file, precision) of every model, fastest first: ``fast``, the
+        ``models`` in their order, ``accurate``."""
+        return (
+            (FAST, self.fast, self.fast_precision),
+            *((m.name, m.card, m.precision) for m in self.models),
+            (ACCURATE, self.accurate, self.accurate_precision),
+        )
+
+    def model_names(self) -> tuple[str, ...]:
+        """The models' names, fastest first."""
+        return tuple(name for name, _, _ in self.ladder())
+
+    def needed(self) -> tuple[str, ...]:
+        """The names of the models the policy runs (all for ``auto``), fastest first."""
+        return self.model_names() if self.policy == AUTO else (self.policy,)
 
     def policy_config(self) -> PolicyConfig:
+        """The latency policy's settings (the ladder: :meth:`model_names`)."""
         return PolicyConfig(
             mode=self.policy,
             budget_ms=self.budget_ms,
@@ -63,16 +100,37 @@ class SegmenterConfig:
             quantile=self.quantile,
             switch_up_after=self.switch_up_after,
             accurate_every_n=self.accurate_every_n,
+            models=self.model_names(),
         )
 
     def validate(self) -> None:
+        """``ValueError`` with a one-line message naming the key at the first bad value."""
+        self._validate_models()
         self.policy_config().validate()
         check_request(self.fast_precision, "segmenter.fast_precision")
         check_request(self.accurate_precision, "segmenter.accurate_precision")
 
+    def _validate_models(self) -> None:
+        names = [FAST, ACCURATE]
+        for i, m in enumerate(self.models):
+            where = f"segmenter.models[{i}]"
+            if not MODEL_NAME.fullmatch(m.name):
+                raise ValueError(f"{where}.name must be lowercase letters, digits and _ (letter first), got {m.name!r}")
+            if m.name == AUTO:
+                raise ValueError(f"{where}.name may not be 'auto' (that is the policy that chooses)")
+            if m.name in names:
+                raise ValueError(f"{where}.name {m.name!r} is taken (names so far: {', '.join(names)}); use another")
+            names.append(m.name)
+            if not m.card:
+                raise ValueError(f"{where}.card must be a model card file (.toml), got an empty string")
+            check_request(m.precision, f"{where}.precision")
+
     def card_and_precision(self, model: str) -> tuple[str, str]:
-        """The card file and the precision asked for of ``model`` (fast or accurate)."""
-        return (self.fast, self.fast_precision) if model == FAST else (self.accurate, self.accurate_precision)
+        """The card file and the precision asked for of ``model`` (a name of :meth:`ladder`)."""
+        for name, card, precision in self.ladder():
+            if name == model:
+                return card, precision
+        raise ValueError(f"segmenter has no model {model!r}; models: {', '.join(self.model_names())}")
 
 
 class SegmenterLogic:
@@ -92,15 +150,16 @@ class SegmenterLogic:
         profiles: dict[str, LatencyProfile],
         deterministic: bool = False,
     ) -> None:
-        missing = {FAST, ACCURATE} - set(models) if cfg.policy == "auto" else {cfg.policy} - set(models)
+        missing = set(cfg.needed()) - set(models)
         if missing:
             raise ValueError(f"segmenter needs the {', '.join(sorted(missing))} model for policy {cfg.policy!r}")
         self.cfg = cfg
         self.models = models
         self.deterministic = deterministic
-        fast = profiles.get(FAST) or profiles[ACCURATE]
-        accurate = profiles.get(ACCURATE) or profiles[FAST]
-        self.policy = Policy(cfg.policy_config(), fast, accurate)
+        # a fixed policy loads its model alone: the others' seeds are its own (never used)
+        default = profiles.get(cfg.policy) or next(iter(profiles.values()))
+        seeds = [profiles.get(m) or default for m in cfg.model_names()]
+        self.policy = Policy(cfg.policy_config(), *seeds)
         #: provider, device and precision of each model's session, for the heartbeat
         self.runtime = {m: describe(model.session) for m, model in models.items() if hasattr(model, "session")}
         self.frames = 0
@@ -201,16 +260,17 @@ def build_segmenter(
     deterministic: bool = False,
     loaded: dict[tuple[str, int, tuple[str, ...], str], Segmenter] | None = None,
 ) -> SegmenterLogic:
-    """Load the models the policy needs (both for ``auto``, warm before the first frame),
-    each in the precision the config asks for. A card or model that fails to load raises
-    with a message naming the file. ``loaded``: models already loaded, by card, threads,
-    providers and precision, reused and added to (a process that runs many drives one after
-    the other loads each model once)."""
-    needed = (FAST, ACCURATE) if cfg.policy == "auto" else (cfg.policy,)
+    """Load the models the policy needs (all of them for ``auto``, warm before the first
+    frame), each in the precision the config asks for. A bad config raises ``ValueError``
+    naming the key, a card or model that fails to load raises with a message naming the
+    file. ``loaded``: models already loaded, by card, threads, providers and precision,
+    reused and added to (a process that runs many drives one after the other loads each
+    model once). Returns the node's logic with the models by name (``fast``, ...)."""
+    cfg.validate()
     cache = {} if loaded is None else loaded
     models, profiles = {}, {}
     warm = np.zeros((64, 64, 3), np.uint8)
-    for m in needed:
+    for m in cfg.needed():
         path, precision = cfg.card_and_precision(m)
         key = (str(path), cfg.threads, tuple(cfg.providers), precision)
         if key not in cache:

@@ -135,7 +135,8 @@ def _launch(report: Report, launch: str, overrides: list[str]) -> tuple[list[Pat
     for node in spec.nodes:
         if node.type == "segmenter":
             cfg = node.config
-            cards += [Path(cfg.fast)] + ([Path(cfg.accurate)] if cfg.policy in ("auto", "accurate") else [])
+            # the fast model's card always, and every other one the policy runs
+            cards += [Path(cfg.fast)] + [Path(cfg.card_and_precision(m)[0]) for m in cfg.needed() if m != "fast"]
             providers = tuple(cfg.providers)
             report.add("launch", node.name, f"policy {cfg.policy}, providers {list(providers) or 'auto'}")
         elif node.type == "camera":
