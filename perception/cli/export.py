@@ -55,6 +55,11 @@ def add_int8_arguments(p: argparse.ArgumentParser) -> None:
         help="node names kept in FP32 (default: the card's [int8] fp32_nodes; none given: none kept)",
     )
     g.add_argument("--calib-cache", default=None, help="JSON of calibrated ranges, reused when it exists")
+    g.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights: for x86 CPUs without VNNI (AVX2 only), where 8-bit weights can saturate",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,6 +101,7 @@ def _int8(args: argparse.Namespace) -> int:
         fp32_nodes=None if args.fp32_nodes is None else tuple(args.fp32_nodes),
         method=args.calib_method,
         cache=Path(args.calib_cache) if args.calib_cache else None,
+        reduce_range=args.reduce_range,
     )
     print(quantize_card(args.card, options))
     return 0

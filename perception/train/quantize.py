@@ -30,7 +30,6 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.segmentation.card import CardError, ModelCard, load_card, set_card_value, sha256_of, unset_card_value
-from perception.segmentation.postprocess import postprocess_config
 from perception.segmentation.runtime import network_blob
 from perception.synth import SynthConfig, frames
 from perception.train.datasets import SourceSpec, parse_specs, read_set
@@ -85,7 +84,10 @@ class BlobReader(CalibrationDataReader):
 
     def __init__(self, card: ModelCard, frames: Iterator[np.ndarray], input_names: Sequence[str]) -> None:
         self.card, self.frames, self.input_names = card, frames, tuple(input_names)
-        self.post = postprocess_config(card)
+        # only the letterbox padding and the two-stage graph's threshold input are read here:
+        # any family's [postprocess] (a SOLOv2 card's has no NMS IoU) has these two keys
+        self.pad_value = int(card.postprocess.get("pad_value", 114))
+        self.score_threshold = float(card.postprocess.get("score_threshold", 0.3))
         self.count = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -93,10 +95,10 @@ class BlobReader(CalibrationDataReader):
         if frame is None:
             return None
         self.count += 1
-        blob, _ = network_blob(frame, None, self.card.input_width, self.card.input_height, self.post.pad_value)
+        blob, _ = network_blob(frame, None, self.card.input_width, self.card.input_height, self.pad_value)
         feeds = {self.input_names[0]: blob}
         if "score_threshold" in self.input_names:
-            feeds["score_threshold"] = np.asarray(self.post.score_threshold, np.float32)
+            feeds["score_threshold"] = np.asarray(self.score_threshold, np.float32)
         return feeds
 
 
@@ -149,6 +151,7 @@ def quantize_card(card_path: str | Path, options: QuantizeOptions | None = None)
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
+            reduce_range=options.reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep,
@@ -171,7 +174,8 @@ def _record(
 ) -> None:
     digest = sha256_of(out)
     calibration = (
-        f"{frames} frames of {options.calib} ({options.method}; weights per channel, activations per tensor; "
+        f"{frames} frames of {options.calib} ({options.method}; weights per channel"
+        f"{' in 7 bits (reduce range)' if options.reduce_range else ''}, activations per tensor; "
         f"{kept} nodes kept in FP32)"
     )
     set_card_value(card.path, "int8", "file", out.name, create=True)

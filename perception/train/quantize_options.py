@@ -23,7 +23,10 @@ class QuantizeOptions:
     ``frames``: how many, spread evenly over the specs; ``fp32_nodes``: regular expressions
     of node names kept in FP32 (``None``: the card's ``[int8] fp32_nodes``); ``method``:
     ``minmax`` or ``entropy``; ``cache``: a JSON file of the calibrated ranges, reused when it
-    exists (re-quantizing with other FP32 nodes then skips the calibration)."""
+    exists (re-quantizing with other FP32 nodes then skips the calibration); ``reduce_range``:
+    7-bit weights, for x86 CPUs without VNNI (AVX2 only), whose u8 x s8 instruction
+    (``vpmaddubsw``) saturates its 16-bit sums with full 8-bit weights: measured on such a CPU
+    (a tiny random model), the largest output error fell from 10.5 % to 0.8 % of its range."""
 
     calib: str = DEFAULT_CALIB
     frames: int = 128
@@ -31,3 +34,4 @@ class QuantizeOptions:
     method: str = "minmax"
     cache: Path | None = None
     seed: int = 7
+    reduce_range: bool = False

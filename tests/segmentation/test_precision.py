@@ -36,7 +36,9 @@ def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("int8")
     card = write_card(folder)
     export_card(card, random_init=True)
-    quantize_card(card, QuantizeOptions(calib="synth", frames=6))
+    # 7-bit weights: the same small error on any x86 CPU (with full 8-bit weights a CPU
+    # without VNNI saturates: 10.5 % of the prototypes' range, against 3.5 % with VNNI)
+    quantize_card(card, QuantizeOptions(calib="synth", frames=6, reduce_range=True))
     return card
 
 
@@ -56,8 +58,8 @@ def frame() -> np.ndarray:
 
 def test_int8_outputs_match_fp32_on_a_frame(quantized: Path) -> None:
     """The INT8 network's outputs on a synthetic frame stay within 8 % of each output's
-    FP32 range (boxes, scores, coefficients, prototypes; measured here: at most 3.5 %), and
-    its file is recorded in the card."""
+    FP32 range (boxes, coefficients, prototypes; measured: at most 3.5 %), its scores within
+    0.005 (measured: 0.0003), and its file is recorded in the card."""
     import onnx
 
     from perception.segmentation.runtime import YolactSegmenter
@@ -65,6 +67,7 @@ def test_int8_outputs_match_fp32_on_a_frame(quantized: Path) -> None:
     card = load_card(quantized)
     assert card.precisions["int8"].file.path.name == "tiny.int8.onnx"
     assert "6 frames of synth" in card.precisions["int8"].calibration
+    assert "in 7 bits (reduce range)" in card.precisions["int8"].calibration
     fp32 = YolactSegmenter(card, threads=1, precision="fp32")
     int8 = YolactSegmenter(card, threads=1, precision="int8")
     assert fp32.session.precision == "fp32" and int8.session.precision == "int8"
@@ -75,7 +78,13 @@ def test_int8_outputs_match_fp32_on_a_frame(quantized: Path) -> None:
         span = float(a.max() - a.min()) or 1.0
         err = float(np.abs(a - b).max()) / span
         print(f"{name}: INT8 - FP32 at most {err:.2%} of the FP32 range")
-        assert err < 0.08, f"{name}: INT8 differs from FP32 by {err:.1%} of its range"
+        if name == "scores":
+            # a fresh head's scores all sit at the focal-loss prior (a range of ~0.003 here), so
+            # their error is judged as what it is, probability: how far it moves the score
+            # threshold (8.7 % of that range on a CPU without VNNI, 3.5 % with it)
+            assert float(np.abs(a - b).max()) < 0.005, f"scores: INT8 differs from FP32 by {np.abs(a - b).max():.4f}"
+        else:
+            assert err < 0.08, f"{name}: INT8 differs from FP32 by {err:.1%} of its range"
     # and it is a different, integer model, not the FP32 file again
     graph = onnx.load(str(card.precisions["int8"].file.path)).graph
     assert sum(n.op_type == "QuantizeLinear" for n in graph.node) > 10
