@@ -26,16 +26,20 @@ def rescoring_card(make_card, with_table: bool = True) -> Path:  # type: ignore[
     return path
 
 
-def exported(make_card):  # type: ignore[no-untyped-def]
-    """A tiny random-init model with a mask-IoU head whose outputs vary, exported."""
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A tiny random-init model with a mask-IoU head whose outputs vary, exported (once for
+    the module: the card, and the torch model)."""
     import torch
+    from segmentation.conftest import write_card
 
     from perception.segmentation.card import load_card
     from perception.train.build import build_model, save_weights
     from perception.train.data import ShapesSource
     from perception.train.export import export_card
 
-    card = load_card(rescoring_card(make_card))
+    folder = tmp_path_factory.mktemp("rescoring")
+    card = load_card(rescoring_card(lambda **kw: write_card(folder, **kw)))
     torch.manual_seed(1)
     model = build_model(card).eval()
     spread_outputs(model, ShapesSource(card.input_width, card.input_height, seed=9).sample(0)[0])
@@ -56,12 +60,12 @@ def frame(i: int, w: int = 160, h: int = 96) -> np.ndarray:
     return np.ascontiguousarray((img.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).astype(np.uint8))
 
 
-def test_onnx_rescoring_matches_torch_and_changes_the_scores(make_card) -> None:  # type: ignore[no-untyped-def]
+def test_onnx_rescoring_matches_torch_and_changes_the_scores(exported) -> None:  # type: ignore[no-untyped-def]
     from perception.nets.yolact_infer import detect
     from perception.segmentation.postprocess import postprocess_config
     from perception.segmentation.runtime import YolactSegmenter
 
-    card, model = exported(make_card)
+    card, model = exported
     assert card.mask_iou is not None and len(card.mask_iou.sha256) == 64
     seg = YolactSegmenter(card.path, threads=1)
     plain = YolactSegmenter(card.path, threads=1, mask_rescoring=False)
@@ -125,7 +129,9 @@ def test_the_mask_iou_term_trains_only_the_head(make_card) -> None:  # type: ign
     assert model.head.coef.weight.grad is None  # the masks are its input, not its output: detached
 
 
-def test_a_head_without_a_table_and_a_wrong_sha_fail_clearly(make_card) -> None:  # type: ignore[no-untyped-def]
+def test_a_head_without_a_table_and_a_wrong_sha_fail_clearly(make_card, exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
     from perception.segmentation.card import CardError, load_card, set_card_value
     from perception.segmentation.runtime import YolactSegmenter
     from perception.train.build import build_model
@@ -134,7 +140,8 @@ def test_a_head_without_a_table_and_a_wrong_sha_fail_clearly(make_card) -> None:
     card = load_card(rescoring_card(make_card, with_table=False))
     with pytest.raises(CardError, match=r"mask_iou_head = true needs a \[mask_iou\] table"):
         _export_mask_iou(build_model(card), card)  # type: ignore[arg-type]
-    card, _ = exported(make_card)
-    set_card_value(card.path, "mask_iou", "sha256", "0" * 64)
+    copy = tmp_path / "copy"
+    shutil.copytree(exported[0].path.parent, copy)
+    set_card_value(copy / exported[0].path.name, "mask_iou", "sha256", "0" * 64)
     with pytest.raises(CardError, match=r"\[mask_iou\] file .*sha256 mismatch"):
-        YolactSegmenter(card.path, threads=1)
+        YolactSegmenter(copy / exported[0].path.name, threads=1)
