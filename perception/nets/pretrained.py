@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from perception.nets.backbone import BACKBONES, Backbone
+from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
 
 
 class PretrainedError(ValueError):
@@ -160,3 +160,13 @@ def check_card_fields(pretrained: str, backbone: str, mean: tuple[float, ...], s
             f"pretrained {pretrained!r} expects input_mean {list(want[0])} and input_std "
             f"{list(want[1])}, the card says {list(mean)} and {list(std)}"
         )
+
+
+def check_trunk(backbone: str, pretrained: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """The trunk fields of a card's ``[architecture]`` (shared by the families built on
+    :data:`BACKBONES`): a known backbone, a valid normalisation and a ``pretrained`` entry
+    that fits them. Raises ``ValueError``."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    input_normalisation(backbone, mean, std)
+    check_card_fields(pretrained, backbone, mean, std)

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
-from perception.nets.pretrained import check_card_fields
+from perception.nets.backbone import Backbone, input_normalisation
+from perception.nets.pretrained import check_trunk
 
 LEVEL_STRIDES = (8, 16, 32)
 
@@ -75,10 +75,7 @@ class Solov2Config:
     input_std: tuple[float, ...] = ()
 
     def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        input_normalisation(self.backbone, self.input_mean, self.input_std)
-        check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
+        check_trunk(self.backbone, self.pretrained, self.input_mean, self.input_std)
         if len(self.grids) != len(LEVEL_STRIDES) or len(self.scale_ranges) != len(LEVEL_STRIDES):
             raise ValueError(f"grids and scale_ranges need {len(LEVEL_STRIDES)} entries each (P3, P4, P5)")
         if min(self.grids) < 2 or any(len(r) != 2 or not 0 <= r[0] < r[1] for r in self.scale_ranges):

@@ -27,9 +27,9 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from perception.nets.backbone import BACKBONES, Backbone, input_normalisation
+from perception.nets.backbone import Backbone, input_normalisation
 from perception.nets.mask_iou import MaskIoUNet
-from perception.nets.pretrained import check_card_fields
+from perception.nets.pretrained import check_trunk
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 MAX_DWH = math.log(1000.0 / 16)
@@ -59,10 +59,7 @@ class YolactConfig:
     input_std: tuple[float, ...] = ()
 
     def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        input_normalisation(self.backbone, self.input_mean, self.input_std)
-        check_card_fields(self.pretrained, self.backbone, self.input_mean, self.input_std)
+        check_trunk(self.backbone, self.pretrained, self.input_mean, self.input_std)
         levels = 5 if self.extra_levels else 3
         if len(self.anchor_sizes) != levels:
             raise ValueError(

@@ -26,14 +26,14 @@ from perception.segmentation.postprocess import (
     roi_mask_region_px,
 )
 from perception.segmentation.providers import SessionRunner
-from perception.segmentation.runtime import ModelFileError, card_session, network_blob
+from perception.segmentation.runtime import LetterboxSegmenter, ModelFileError, card_session
 
 #: Input and output names of an exported two-stage model, in order.
 MASKRCNN_INPUTS = ("images", "score_threshold")
 MASKRCNN_OUTPUTS = ("boxes", "labels", "scores", "masks")
 
 
-class MaskRCNNSegmenter:
+class MaskRCNNSegmenter(LetterboxSegmenter):
     """Letterbox to the card's input size, the graph (outputs ``boxes`` (N, 4) xyxy model
     pixels, ``labels`` (N,) int64 1..C, ``scores`` (N,), ``masks`` (N, 28, 28) probabilities;
     the card's ``score_threshold`` is a graph input), then masks pasted and RLE-encoded in
@@ -64,16 +64,6 @@ class MaskRCNNSegmenter:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
         threshold = np.asarray(self.cfg.score_threshold, dtype=np.float32)
         return self.runner.run({"images": blob, "score_threshold": threshold})
-
-    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
-        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
-        pixels (see :class:`~perception.segmentation.runtime.TwoStepSegmenter`)."""
-        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
-
-    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
-        t0 = time.perf_counter()
-        blob, lb = self.network_input(image_bgr, transform)
-        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
 
     def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
         """Detections from a network input of :meth:`network_input`."""

@@ -161,7 +161,36 @@ def card_session(
     return card, open_session(file, threads, chosen, card.name, precision=choice.precision, reason=choice.reason)
 
 
-class YolactSegmenter:
+class LetterboxSegmenter:
+    """What the ONNX segmenters share: the network input made from a frame (letterboxed to the
+    card's input size), the graph run on it, and :meth:`predict` as the two steps of
+    :class:`TwoStepSegmenter`. A subclass sets ``card``, ``cfg`` (with ``pad_value``),
+    ``runner`` and ``input_name``, and implements ``predict_input``."""
+
+    card: ModelCard
+    cfg: Any
+    runner: SessionRunner
+    input_name: str = "images"
+
+    def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
+        """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
+        return self.runner.run({self.input_name: blob})
+
+    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
+        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
+        pixels (see :class:`TwoStepSegmenter`)."""
+        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
+
+    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
+        t0 = time.perf_counter()
+        blob, lb = self.network_input(image_bgr, transform)
+        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
+
+    def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
+        raise NotImplementedError
+
+
+class YolactSegmenter(LetterboxSegmenter):
     """The fast one-stage model exported by ``perception export``, run by ONNX Runtime.
 
     Pipeline: letterbox to the card's input size, network (graph outputs ``boxes`` (1, A, 4)
@@ -197,20 +226,6 @@ class YolactSegmenter:
             return None
         path = self.card.mask_iou.verify()
         return MaskRescorer(open_session(path, threads, providers, f"{self.card.name} mask re-scoring"))
-
-    def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
-        """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
-        return self.runner.run({self.input_name: blob})
-
-    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
-        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
-        pixels (see :class:`TwoStepSegmenter`)."""
-        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
-
-    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
-        t0 = time.perf_counter()
-        blob, lb = self.network_input(image_bgr, transform)
-        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
 
     def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
         """Detections from a network input of :meth:`network_input`."""

@@ -40,7 +40,7 @@ from perception.segmentation.card import ModelCard
 from perception.segmentation.matrix_nms import MatrixNmsParams, matrix_nms
 from perception.segmentation.postprocess import assemble_mask, box_region_px, encode_region_mask
 from perception.segmentation.providers import SessionRunner
-from perception.segmentation.runtime import ModelFileError, card_session, network_blob
+from perception.segmentation.runtime import LetterboxSegmenter, ModelFileError, card_session
 
 #: Output names of an exported SOLOv2 model, in order.
 SOLOV2_OUTPUTS = ("scores", "labels", "strides", "mask_logits")
@@ -141,7 +141,7 @@ def tight_box(crop: np.ndarray, region: tuple[int, int, int, int]) -> tuple[floa
     return float(x0 + cols[0]), float(y0 + rows[0]), float(x0 + cols[-1] + 1), float(y0 + rows[-1] + 1)
 
 
-class Solov2Segmenter:
+class Solov2Segmenter(LetterboxSegmenter):
     """Letterbox to the card's input size, the graph (outputs :data:`SOLOV2_OUTPUTS`), then
     the NumPy steps of the module docstring; boxes and masks in camera pixels."""
 
@@ -162,20 +162,6 @@ class Solov2Segmenter:
         self.input_name = self.session.get_inputs()[0].name
         self.runner = SessionRunner(self.session)
         self.timings_ms: dict[str, float] = {}
-
-    def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
-        """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
-        return self.runner.run({self.input_name: blob})
-
-    def network_input(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> tuple[np.ndarray, Letterbox]:
-        """The ``(1, 3, H, W)`` float32 network input for a frame and the transform to camera
-        pixels (see :class:`~perception.segmentation.runtime.TwoStepSegmenter`)."""
-        return network_blob(image_bgr, transform, self.card.input_width, self.card.input_height, self.cfg.pad_value)
-
-    def predict(self, image_bgr: np.ndarray, transform: Letterbox | None = None) -> Detections:
-        t0 = time.perf_counter()
-        blob, lb = self.network_input(image_bgr, transform)
-        return self.predict_input(blob, lb, (time.perf_counter() - t0) * 1e3)
 
     def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
         """Detections from a network input of :meth:`network_input`."""
