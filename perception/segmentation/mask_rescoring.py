@@ -23,15 +23,31 @@ def proto_masks(protos: np.ndarray, coefs: np.ndarray, boxes_model: np.ndarray, 
     as in training). ``protos``: ``(Hp, Wp, k)``; ``coefs``: ``(M, k)``; ``boxes_model``:
     ``(M, 4)`` xyxy model pixels."""
     hp, wp = protos.shape[:2]
-    logits = (protos.reshape(-1, protos.shape[2]) @ coefs.T).T.reshape(-1, hp, wp)
-    prob = 1.0 / (1.0 + np.exp(-logits))
     xs = (np.arange(wp, dtype=np.float32) + 0.5) * stride_px
     ys = (np.arange(hp, dtype=np.float32) + 0.5) * stride_px
     b = boxes_model.astype(np.float32)
-    inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] < b[:, 2:3])  # (M, Wp)
-    inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] < b[:, 3:4])  # (M, Hp)
-    crop = inside_y[:, :, None] & inside_x[:, None, :]
-    return (prob * crop).astype(np.float32)[:, None]
+    x0, x1 = _inside_span(xs, b[:, 0], b[:, 2])
+    y0, y1 = _inside_span(ys, b[:, 1], b[:, 3])
+    out = np.zeros((len(coefs), 1, hp, wp), np.float32)
+    # only the cells inside each box: the dense (M, Hp, Wp) product and sigmoid cost about 5x
+    # more at 640x320 (80x160 cells) with the 10-25 instances of a street frame
+    for i in range(len(coefs)):
+        if x1[i] > x0[i] and y1[i] > y0[i]:
+            z = protos[y0[i] : y1[i], x0[i] : x1[i]] @ coefs[i]
+            out[i, 0, y0[i] : y1[i], x0[i] : x1[i]] = 1.0 / (1.0 + np.exp(-z))
+    return out
+
+
+def _inside_span(centres: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per box, the half-open index range ``[start, stop)`` of the cells whose centre lies in
+    ``[lo, hi)`` (``start == stop`` when none does). ``centres``: ``(W,)`` ascending;
+    ``lo``, ``hi``: ``(M,)``."""
+    inside = (centres[None, :] >= lo[:, None]) & (centres[None, :] < hi[:, None])
+    start = inside.argmax(axis=1)
+    stop = len(centres) - inside[:, ::-1].argmax(axis=1)
+    empty = ~inside.any(axis=1)
+    start[empty] = stop[empty] = 0
+    return start, stop
 
 
 class MaskRescorer:

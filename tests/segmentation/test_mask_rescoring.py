@@ -145,3 +145,25 @@ def test_a_head_without_a_table_and_a_wrong_sha_fail_clearly(make_card, exported
     set_card_value(copy / exported[0].path.name, "mask_iou", "sha256", "0" * 64)
     with pytest.raises(CardError, match=r"\[mask_iou\] file .*sha256 mismatch"):
         YolactSegmenter(copy / exported[0].path.name, threads=1)
+
+
+def test_proto_masks_match_the_dense_product_on_random_boxes() -> None:
+    """The per-box computation equals the sigmoid of ``P @ c`` over the whole grid times the
+    box's cell mask, for boxes that overlap the border, are empty or lie outside."""
+    rng = np.random.default_rng(7)
+    protos = rng.standard_normal((20, 40, 8)).astype(np.float32)
+    coefs = rng.standard_normal((30, 8)).astype(np.float32)
+    x0, y0 = rng.uniform(-40, 170, 30), rng.uniform(-20, 90, 30)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(-5, 90, 30), y0 + rng.uniform(-5, 45, 30)], 1).astype(np.float32)
+    boxes[0] = [6.0, 2.0, 14.0, 10.0]  # every edge exactly on a cell centre (2 + 4j px)
+    boxes[1] = [6.0, 6.0, 10.0, 10.0]
+    masks = proto_masks(protos, coefs, boxes, stride_px=4.0)
+    centres = (np.arange(40) + 0.5) * 4.0, (np.arange(20) + 0.5) * 4.0
+    prob = 1 / (1 + np.exp(-np.einsum("hwk,mk->mhw", protos, coefs)))
+    for i, (bx0, by0, bx1, by1) in enumerate(boxes):
+        rows = (centres[1] >= by0) & (centres[1] < by1)
+        cols = (centres[0] >= bx0) & (centres[0] < bx1)
+        cells = rows[:, None] & cols[None, :]
+        np.testing.assert_allclose(masks[i, 0], prob[i] * cells, rtol=1e-5, atol=1e-6)
+    assert masks[0, 0].astype(bool).sum() == 4  # centres x 6, 10 and y 2, 6: lower edges in, upper out
+    assert masks[1, 0].astype(bool).sum() == 1  # only the cell centred at (6, 6)
