@@ -25,8 +25,7 @@ from perception.segmentation.postprocess import (
     postprocess_config,
     roi_mask_region_px,
 )
-from perception.segmentation.providers import SessionRunner
-from perception.segmentation.runtime import LetterboxSegmenter, ModelFileError, card_session
+from perception.segmentation.runtime import LetterboxSegmenter
 
 #: Input and output names of an exported two-stage model, in order.
 MASKRCNN_INPUTS = ("images", "score_threshold")
@@ -47,18 +46,8 @@ class MaskRCNNSegmenter(LetterboxSegmenter):
         precision: str = "fp32",
         **overrides: object,
     ) -> None:
-        self.card, self.session = card_session(card, "maskrcnn", threads, providers, precision)
-        self.runner = SessionRunner(self.session)
+        self._open(card, "maskrcnn", threads, providers, precision, MASKRCNN_OUTPUTS, MASKRCNN_INPUTS)
         self.cfg = postprocess_config(self.card, **overrides)
-        self.name = self.card.name
-        inputs = tuple(i.name for i in self.session.get_inputs())
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if inputs != MASKRCNN_INPUTS or outputs != MASKRCNN_OUTPUTS:
-            raise ModelFileError(
-                f"{self.card.onnx.path}: inputs {inputs} and outputs {outputs}, expected "
-                f"{MASKRCNN_INPUTS} and {MASKRCNN_OUTPUTS} (a maskrcnn export)"
-            )
-        self.timings_ms: dict[str, float] = {}
 
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""

@@ -172,6 +172,33 @@ class LetterboxSegmenter:
     runner: SessionRunner
     input_name: str = "images"
 
+    def _open(
+        self,
+        card: ModelCard | str | Path,
+        family: str,
+        threads: int,
+        providers: Sequence[str] | None,
+        precision: str,
+        outputs: tuple[str, ...],
+        inputs: tuple[str, ...] | None = None,
+    ) -> None:
+        """Open the card's verified file for ``precision`` (:func:`card_session`) and check
+        the graph's output names (and input names, when given): :class:`ModelFileError`
+        naming the file and what a ``family`` export has. Sets ``card``, ``session``,
+        ``name``, ``input_name``, ``runner`` and an empty ``timings_ms``."""
+        self.card, self.session = card_session(card, family, threads, providers, precision)
+        self.name = self.card.name
+        got_in = tuple(i.name for i in self.session.get_inputs())
+        got_out = tuple(o.name for o in self.session.get_outputs())
+        if got_out != outputs or (inputs is not None and got_in != inputs):
+            want = f"outputs {outputs}" if inputs is None else f"inputs {inputs} and outputs {outputs}"
+            raise ModelFileError(
+                f"{self.card.onnx.path}: inputs {got_in} and outputs {got_out}, expected {want} (a {family} export)"
+            )
+        self.input_name = got_in[0]
+        self.runner = SessionRunner(self.session)
+        self.timings_ms: dict[str, float] = {}
+
     def run_network(self, blob: np.ndarray) -> list[np.ndarray]:
         """Raw graph outputs for a ``(1, 3, H, W)`` float32 RGB [0, 1] blob."""
         return self.runner.run({self.input_name: blob})
@@ -208,16 +235,9 @@ class YolactSegmenter(LetterboxSegmenter):
         precision: str = "fp32",
         **overrides: object,
     ) -> None:
-        self.card, self.session = card_session(card, "yolact", threads, providers, precision)
+        self._open(card, "yolact", threads, providers, precision, YOLACT_OUTPUTS)
         self.cfg = postprocess_config(self.card, **overrides)
-        self.name = self.card.name
-        names = tuple(o.name for o in self.session.get_outputs())
-        if names != YOLACT_OUTPUTS:
-            raise ModelFileError(f"{self.card.onnx.path}: outputs {names}, expected {YOLACT_OUTPUTS}")
-        self.input_name = self.session.get_inputs()[0].name
-        self.runner = SessionRunner(self.session)
         self.rescorer = self._rescorer(threads, providers)
-        self.timings_ms: dict[str, float] = {}
 
     def _rescorer(self, threads: int, providers: Sequence[str] | None) -> MaskRescorer | None:
         """The card's ``[mask_iou]`` re-scoring graph (its sha256 checked), unless the card

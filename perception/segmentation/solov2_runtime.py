@@ -39,8 +39,7 @@ from perception.node.config import build_config
 from perception.segmentation.card import ModelCard
 from perception.segmentation.matrix_nms import MatrixNmsParams, matrix_nms
 from perception.segmentation.postprocess import assemble_mask, box_region_px, encode_region_mask
-from perception.segmentation.providers import SessionRunner
-from perception.segmentation.runtime import LetterboxSegmenter, ModelFileError, card_session
+from perception.segmentation.runtime import LetterboxSegmenter
 
 #: Output names of an exported SOLOv2 model, in order.
 SOLOV2_OUTPUTS = ("scores", "labels", "strides", "mask_logits")
@@ -153,15 +152,8 @@ class Solov2Segmenter(LetterboxSegmenter):
         precision: str = "fp32",
         **overrides: object,
     ) -> None:
-        self.card, self.session = card_session(card, "solov2", threads, providers, precision)
+        self._open(card, "solov2", threads, providers, precision, SOLOV2_OUTPUTS)
         self.cfg = solov2_post_config(self.card, **overrides)
-        self.name = self.card.name
-        outputs = tuple(o.name for o in self.session.get_outputs())
-        if outputs != SOLOV2_OUTPUTS:
-            raise ModelFileError(f"{self.card.onnx.path}: outputs {outputs}, expected {SOLOV2_OUTPUTS}")
-        self.input_name = self.session.get_inputs()[0].name
-        self.runner = SessionRunner(self.session)
-        self.timings_ms: dict[str, float] = {}
 
     def predict_input(self, blob: np.ndarray, lb: Letterbox, prepared_ms: float = 0.0) -> Detections:
         """Detections from a network input of :meth:`network_input`."""

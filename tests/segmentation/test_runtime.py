@@ -109,3 +109,24 @@ def test_set_card_value_stays_inside_its_table(tmp_path: Path) -> None:
     assert data["accuracy"] == {"mask_ap": "0.2", "command": "bench/eval_models.py"}
     assert data["latency"] == [{"command": "bench/models.py"}]
     assert "# measured" in card.read_text()
+
+
+@pytest.mark.torch  # the onnx package comes with the train extra
+def test_a_graph_with_other_outputs_is_named_with_what_the_family_exports(tiny_card: Path) -> None:
+    """Every family's segmenter checks the graph's output names at load (the shared
+    ``LetterboxSegmenter._open``): here an identity graph under a yolact card."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["images"], ["boxes"])],
+        "other",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 96, 128])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 3, 96, 128])],
+    )
+    other = tiny_card.parent / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(other))
+    set_card_value(tiny_card, "onnx", "sha256", sha256_of(other))
+    expected = r"tiny.onnx: inputs \('images',\) and outputs \('boxes',\), expected outputs \('boxes', 'scores'"
+    with pytest.raises(ModelFileError, match=expected + r".*\(a yolact export\)"):
+        YolactSegmenter(tiny_card)
