@@ -246,7 +246,8 @@ def train_steps(
 def train_one_step(run: Run, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """One optimizer step on a batch (then the weight average's update); returns the losses."""
     cfg, device, model = run.cfg, run.device, run.model
-    images = images.to(device, non_blocking=True)
+    layout = torch.channels_last if cfg.channels_last else torch.preserve_format
+    images = images.to(device, non_blocking=True, memory_format=layout)
     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
         terms = loss_terms(model, run.card, images, targets, cfg)

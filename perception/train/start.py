@@ -127,6 +127,8 @@ def start_run(
     torch.set_num_threads(cfg.threads)
     device = cfg.torch_device()
     model = build_model(card).to(device).train()
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     prior_steps = first_weights(model, card, cfg, init, resume, continue_from_card)
     freeze_parts(model, card, cfg)
     opt = torch.optim.AdamW(param_groups(model, card, cfg.trunk_lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -142,3 +142,45 @@ def test_a_cpu_budget_stops_the_run_and_snapshots_it(make_card, tmp_path: Path) 
     assert [p.name for p in snaps] == ["cpu-0.01.pt", "cpu-0.02.pt"]
     assert 1 <= final["step"] < 20000  # stopped by the budget, not by [training] steps
     assert torch.load(snaps[1], weights_only=True)["step"] == final["step"]
+
+
+@pytest.mark.parametrize("family", ["yolact", "maskrcnn"])
+def test_channels_last_gives_the_losses_and_gradients_of_nchw(make_card, make_maskrcnn_card, family: str) -> None:  # type: ignore[no-untyped-def]
+    """``[training] channels_last`` (the default) changes the memory layout only: the same
+    weights on the same batch give the same losses and gradients as the NCHW layout (up to
+    float rounding; compared after one step, because Adam turns the rounding in near-zero
+    gradients into full-size steps)."""
+    import torch
+
+    from perception.segmentation.card import load_card
+    from perception.train.build import build_model
+    from perception.train.config import TrainConfig
+    from perception.train.data import ShapesSource
+    from perception.train.steps import batch_at, loss_terms
+
+    card = load_card(make_card(width=64, height=64) if family == "yolact" else make_maskrcnn_card())
+    torch.manual_seed(0)
+    nchw = build_model(card).train()
+    nhwc = build_model(card).train()
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc = nhwc.to(memory_format=torch.channels_last)
+    images, targets = batch_at(ShapesSource(card.input_width, card.input_height, seed=3), 0, 2, card.class_ids)
+    layouts = ((nchw, images), (nhwc, images.contiguous(memory_format=torch.channels_last)))
+    terms = []
+    for model, x in layouts:
+        torch.manual_seed(1)  # the same proposal and RoI sampling (Mask R-CNN)
+        terms.append(loss_terms(model, card, x, targets, TrainConfig()))
+        terms[-1]["total"].backward()
+    assert next(p for p in nhwc.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    for k in terms[0]:
+        torch.testing.assert_close(terms[1][k], terms[0][k], rtol=1e-4, atol=1e-6, msg=k)
+    grads = dict(nchw.named_parameters())
+    for name, p in nhwc.named_parameters():
+        g0 = grads[name].grad
+        if g0 is None:
+            assert p.grad is None, name
+            continue
+        scale = float(g0.abs().max())
+        # (+ 1e-6: the BatchNorm biases in front of a residual sum get gradients of 1e-9 to
+        # 1e-7 that are rounding noise in either layout)
+        torch.testing.assert_close(p.grad, g0, rtol=1e-3, atol=1e-3 * scale + 1e-6, msg=name)
