@@ -18,7 +18,8 @@ threshold 0 and ``--detections`` instances are assembled.
 
 ``--precisions fp32 int8`` adds (``--table-only``: only) a table of each card's files at each
 precision and each of ``--thread-counts``, beside YOLO11n-seg FP32, on a synthetic street
-frame (:mod:`bench.precision_table`); ``--json`` writes it.
+frame (:mod:`bench.precision_table`); ``--json`` writes it. ``--more-cards`` adds further
+models to that table (a SOLOv2 card, the PointRend card), measured in the same run.
 
 The accurate model runs through the same runtime
 pipeline (letterbox, graph, masks pasted and RLE-encoded in camera pixels); since its cost
@@ -180,6 +181,13 @@ def main() -> None:
     p.add_argument("--baseline-runs", type=int, default=5, help="frames of torchvision's R50-FPN v2 (0: skip)")
     p.add_argument("--camera", default="1280x720", help="camera frame WxH")
     p.add_argument("--precisions", nargs="*", default=[], help="the precision table: e.g. fp32 int8")
+    p.add_argument(
+        "--more-cards",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="further cards in the precision table, timed in the same run (e.g. a SOLOv2 or PointRend card)",
+    )
     p.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2], help="the table's thread counts")
     p.add_argument("--table-runs", type=int, default=30, help="frames of each model in the table")
     p.add_argument(
@@ -212,7 +220,7 @@ def precision_table(a: argparse.Namespace) -> None:
     fast = load_card(a.card)
     with tempfile.TemporaryDirectory() as tmpdir:
         yolo = yolo_baseline(Path(tmpdir), fast.input_width, fast.input_height)
-        models = load_all([a.card, a.accurate_card], a.precisions, a.thread_counts, yolo)
+        models = load_all([a.card, a.accurate_card, *a.more_cards], a.precisions, a.thread_counts, yolo)
         rows = measure(models, synth_frame(cam_w, cam_h), a.table_runs, blocks=a.table_blocks)
     ratio = ratios(rows, fast.name)
     order = f"in {a.table_blocks} blocks of consecutive frames" if a.table_blocks else "interleaved"
@@ -232,7 +240,8 @@ def precision_table(a: argparse.Namespace) -> None:
     if a.write_card:
         from bench.precision_table import write_rows
 
-        write_rows(rows, {load_card(c).name: c for c in (a.card, a.accurate_card)}, " ".join(sys.argv))
+        cards = (a.card, a.accurate_card, *a.more_cards)
+        write_rows(rows, {load_card(c).name: c for c in cards}, " ".join(sys.argv))
 
 
 def two_models(a: argparse.Namespace) -> None:
