@@ -1,7 +1,9 @@
 """The latency-budget policy at work: one synthetic drive replayed in real time through the
-whole pipeline with the policies fast, accurate and auto at two budgets, side by side.
+whole pipeline with the policies fast, accurate and auto at two budgets, side by side
+(``--model NAME=CARD`` adds models between fast and accurate: each alone, and to auto).
 
     uv run python bench/scheduler.py [--frames 150] [--fps 10] [--budgets 80 200] [--fast CARD] [--accurate CARD]
+        [--model NAME=CARD ...]
 
 For each run it prints the deadline hit rate (capture to detections within the budget; a
 frame without output misses), mask AP on the drive's ground truth, model usage and switches,
@@ -19,6 +21,7 @@ and less than two of a 10 fps one (KITTI's and Waymo's camera rate), the default
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -30,8 +33,11 @@ from perception.system.runner import run_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(drive: Path, work: Path, policy: str, budget_ms: float, fast: str, accurate: str) -> dict:
+def run_once(
+    drive: Path, work: Path, policy: str, budget_ms: float, fast: str, accurate: str, more: dict[str, str]
+) -> dict:
     rec = work / f"{policy}-{budget_ms:g}.mcap"
+    models = json.dumps([{"name": name, "card": card} for name, card in more.items()])
     spec = load_launch(
         ROOT / "launch" / "replay.yaml",
         [
@@ -41,6 +47,7 @@ def run_once(drive: Path, work: Path, policy: str, budget_ms: float, fast: str, 
             f"segmenter.budget_ms={budget_ms}",
             f"segmenter.fast={fast}",
             f"segmenter.accurate={accurate}",
+            f"segmenter.models={models}",  # (JSON is YAML)
             "publisher.bind=tcp://127.0.0.1:17991",
         ],
     )
@@ -77,7 +84,15 @@ def main() -> None:
     )
     ap.add_argument("--fast", default=str(ROOT / "models" / "yolact_fast.toml"))
     ap.add_argument("--accurate", default=str(ROOT / "models" / "maskrcnn_accurate.toml"))
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=CARD",
+        help="a model between fast and accurate (repeat, fastest first); each also runs alone",
+    )
     args = ap.parse_args()
+    more = dict(m.split("=", 1) for m in args.model)
     work = Path(tempfile.mkdtemp(prefix="sched-"))
     drive = work / "drive.mcap"
     write_drive(SynthConfig(frames=args.frames, seed=args.seed, scenario="urban", fps=args.fps), drive)
@@ -95,8 +110,8 @@ def main() -> None:
         f"{'model changes':>15}"
     )
     for budget in args.budgets:
-        for policy in ("fast", "accurate", "auto"):
-            r = run_once(drive, work, policy, budget, args.fast, args.accurate)
+        for policy in ("fast", *more, "accurate", "auto"):
+            r = run_once(drive, work, policy, budget, args.fast, args.accurate, more)
             usage = ", ".join(f"{k} {v}" for k, v in r["usage"].items())
             ap_text = f"{r['ap']:.3f}" if r["ap"] is not None else "-"
             print(
