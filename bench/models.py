@@ -214,7 +214,7 @@ def main() -> None:
 def precision_table(a: argparse.Namespace) -> None:
     """Both cards at each precision and thread count beside YOLO11n-seg FP32 (see the module)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ as a package, run as a script
-    from bench.precision_table import load_all, measure, print_table, ratios, synth_frame, write_json
+    from bench.precision_table import cpu_description, load_all, measure, print_table, ratios, synth_frame, write_json
 
     cam_w, cam_h = (int(v) for v in a.camera.split("x"))
     fast = load_card(a.card)
@@ -224,7 +224,8 @@ def precision_table(a: argparse.Namespace) -> None:
         rows = measure(models, synth_frame(cam_w, cam_h), a.table_runs, blocks=a.table_blocks)
     ratio = ratios(rows, fast.name)
     order = f"in {a.table_blocks} blocks of consecutive frames" if a.table_blocks else "interleaved"
-    print(f"\nONNX Runtime CPU, camera frame {cam_w}x{cam_h} (synthetic crowd), {a.table_runs} runs each, {order}")
+    print(f"\nONNX Runtime CPU ({cpu_description()}), camera frame {cam_w}x{cam_h} (synthetic crowd)")
+    print(f"{a.table_runs} runs each, {order}")
     print_table(rows, ratio)
     if a.json is not None:
         import onnxruntime

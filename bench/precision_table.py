@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -148,11 +149,31 @@ def write_json(path: Path, rows: Sequence[Row], ratio: dict[str, float], meta: d
     path.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "ratios": ratio}, indent=1))
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the integer dot-product instructions INT8 speed depends on
+    (e.g. ``AMD EPYC, AVX-512 VNNI``; without VNNI, ONNX Runtime's INT8 kernels gain less
+    and 8-bit weights saturate: ``perception export --int8 --reduce-range``)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    if "avx512_vnni" in flags:
+        isa = "AVX-512 VNNI"
+    elif "avx_vnni" in flags:
+        isa = "AVX-VNNI"
+    else:
+        isa = "AVX2, no VNNI" if "avx2" in flags else "no AVX2"
+    return f"{name}, {isa}"
+
+
 def write_rows(rows: Sequence[Row], cards: dict[str, Path], command: str) -> None:
-    """Each card's rows as ``[[latency]]`` rows (end to end, CPU, with their precision)."""
+    """Each card's rows as ``[[latency]]`` rows (end to end, CPU, with their precision), the
+    CPU named (:func:`cpu_description`)."""
     import onnxruntime
 
-    device = f"2-core x86 dev machine, ONNX Runtime {onnxruntime.__version__}"
+    device = f"2-core x86 dev machine ({cpu_description()}), ONNX Runtime {onnxruntime.__version__}"
     for r in rows:
         if r.model in cards:
             entry = LatencyEntry(
