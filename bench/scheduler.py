@@ -92,6 +92,8 @@ def main() -> None:
         help="a model between fast and accurate (repeat, fastest first); each also runs alone",
     )
     args = ap.parse_args()
+    if bad := [m for m in args.model if "=" not in m]:
+        ap.error(f"--model takes NAME=CARD, got {', '.join(bad)}")
     more = dict(m.split("=", 1) for m in args.model)
     work = Path(tempfile.mkdtemp(prefix="sched-"))
     drive = work / "drive.mcap"

@@ -164,8 +164,8 @@ def card_session(
 class LetterboxSegmenter:
     """What the ONNX segmenters share: the network input made from a frame (letterboxed to the
     card's input size), the graph run on it, and :meth:`predict` as the two steps of
-    :class:`TwoStepSegmenter`. A subclass sets ``card``, ``cfg`` (with ``pad_value``),
-    ``runner`` and ``input_name``, and implements ``predict_input``."""
+    :class:`TwoStepSegmenter`. A subclass's constructor calls :meth:`_open` and sets ``cfg``
+    (with ``pad_value``); the subclass implements ``predict_input``."""
 
     card: ModelCard
     cfg: Any
